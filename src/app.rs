@@ -1,0 +1,110 @@
+//! The state every connection shares: the current config with everything
+//! derived from it (limiters, metric handles, the dedupe store), the metrics
+//! registry and the upstream client. A reload builds a new [`Loaded`] and swaps
+//! it in atomically; requests in flight finish on the one they started with.
+
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use http::HeaderValue;
+
+use crate::config::Config;
+use crate::dedupe::{Store, StoreError};
+use crate::forward::{self, Client};
+use crate::guard::{self, Limiter};
+use crate::metrics::{Metrics, SourceMetrics};
+
+/// Per-source state derived from the config.
+pub struct SourceState {
+    pub limiter: Option<Limiter>,
+    pub metrics: SourceMetrics,
+    /// `X-Hookgate-Source` value, made once.
+    pub name_header: HeaderValue,
+}
+
+/// One loaded config and what was built from it.
+pub struct Loaded {
+    pub config: Config,
+    /// Parallel to `config.sources`.
+    pub sources: Vec<SourceState>,
+    pub store: Store,
+}
+
+/// Shared by all connections of both listeners.
+pub struct App {
+    loaded: RwLock<Arc<Loaded>>,
+    pub metrics: Arc<Metrics>,
+    pub client: Client,
+    /// The clock verification uses; tests may fix it.
+    pub clock: fn() -> SystemTime,
+}
+
+impl Loaded {
+    fn build(
+        config: Config,
+        metrics: &Metrics,
+        previous: Option<&Loaded>,
+    ) -> Result<Self, StoreError> {
+        // Keep the store (and so the memory store's contents) when its settings did not change.
+        let store = match previous {
+            Some(p) if p.config.dedupe.store == config.dedupe.store => p.store.clone(),
+            _ => Store::from_config(&config.dedupe)?,
+        };
+        let sources = config
+            .sources
+            .iter()
+            .map(|s| SourceState {
+                limiter: s.rate_limit.as_ref().map(guard::limiter),
+                metrics: metrics.for_source(&s.name, s.routes.len(), s.verifier.keys.len()),
+                name_header: HeaderValue::from_str(&s.name)
+                    .unwrap_or(HeaderValue::from_static("invalid")),
+            })
+            .collect();
+        Ok(Loaded {
+            config,
+            sources,
+            store,
+        })
+    }
+}
+
+impl App {
+    pub fn new(config: Config) -> Result<Arc<Self>, StoreError> {
+        let metrics = Arc::new(Metrics::new());
+        let loaded = Loaded::build(config, &metrics, None)?;
+        Ok(Arc::new(App {
+            loaded: RwLock::new(Arc::new(loaded)),
+            metrics,
+            client: forward::client(),
+            clock: SystemTime::now,
+        }))
+    }
+
+    /// Like [`App::new`] with a fixed clock, for tests of the freshness window.
+    pub fn with_clock(config: Config, clock: fn() -> SystemTime) -> Result<Arc<Self>, StoreError> {
+        let metrics = Arc::new(Metrics::new());
+        let loaded = Loaded::build(config, &metrics, None)?;
+        Ok(Arc::new(App {
+            loaded: RwLock::new(Arc::new(loaded)),
+            metrics,
+            client: forward::client(),
+            clock,
+        }))
+    }
+
+    /// The config in force now.
+    pub fn current(&self) -> Arc<Loaded> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swaps in a new config. Listen addresses cannot change without a restart.
+    pub fn reload(&self, config: Config) -> Result<(), StoreError> {
+        let current = self.current();
+        let next = Loaded::build(config, &self.metrics, Some(&current))?;
+        *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! The config file as serde sees it: every field optional, unknown keys captured
+//! (not rejected) so that `validate` can report all of them at once with their paths.
+//!
+//! Nothing here is used at run time; [`super::validate`] turns it into [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// Keys a table did not declare; reported by `validate` as errors with their path.
+pub type Unknown = BTreeMap<String, toml::Value>;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: Option<toml::Value>,
+    #[serde(default)]
+    pub dedupe: Option<toml::Value>,
+    #[serde(default)]
+    pub log: Option<toml::Value>,
+    #[serde(default)]
+    pub sources: Option<toml::Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ServerFile {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub max_body_bytes: Option<u64>,
+    pub request_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub max_connections: Option<u64>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DedupeFile {
+    pub store: Option<String>,
+    pub ttl: Option<String>,
+    pub claim_ttl: Option<String>,
+    pub on_store_error: Option<String>,
+    pub max_entries: Option<u64>,
+    pub redis: Option<RedisFile>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RedisFile {
+    pub url: Option<String>,
+    pub cluster: Option<Vec<String>>,
+    pub key_prefix: Option<String>,
+    pub timeout: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LogFile {
+    pub format: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SourceFile {
+    pub path: Option<String>,
+    pub provider: Option<String>,
+    pub secrets: Option<Vec<String>>,
+    pub tolerance: Option<String>,
+    pub allow_ips: Option<Vec<String>>,
+    pub rate_limit: Option<RateLimitFile>,
+    pub unrouted: Option<String>,
+    pub verify: Option<VerifyFile>,
+    pub routes: Option<Vec<toml::Value>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RateLimitFile {
+    pub per_second: Option<u64>,
+    pub burst: Option<u64>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[sources.NAME.verify]`: every field overrides the preset's value when set.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct VerifyFile {
+    pub scheme: Option<String>,
+    pub signature_header: Option<String>,
+    pub algorithm: Option<String>,
+    pub encoding: Option<String>,
+    pub signature_prefix: Option<String>,
+    pub signature_format: Option<String>,
+    pub secret_format: Option<String>,
+    pub signed_payload: Option<String>,
+    pub timestamp: Option<String>,
+    pub timestamp_format: Option<String>,
+    pub id: Option<String>,
+    pub event_type: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RouteFile {
+    pub events: Option<Vec<String>>,
+    pub upstream: Option<String>,
+    pub timeout: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}

@@ -1,0 +1,146 @@
+//! Configuration in two layers, as SPEC §2 describes it.
+//!
+//! - [`file`]: serde structs mirroring the TOML, every field optional and
+//!   unknown keys captured so they can all be reported.
+//! - [`env`]: `${VAR}` / `${VAR:-default}` expansion over the parsed tree.
+//! - [`validate`]: one fallible pass producing the runtime [`Config`] below
+//!   (parsed addresses, `Duration`s, compiled verifiers and routes) or *every*
+//!   error found, each with its key path.
+//!
+//! Runtime types are never deserialized directly.
+
+pub mod env;
+pub mod file;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::route::Route;
+use crate::verify::Verifier;
+
+pub use validate::{ConfigErrors, load_str};
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub dedupe: DedupeConfig,
+    pub log: LogConfig,
+    /// Sorted by name.
+    pub sources: Vec<Source>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Webhook traffic.
+    pub listen: SocketAddr,
+    /// `/healthz`, `/readyz`, `/metrics`; `None` disables the admin listener.
+    pub admin_listen: Option<SocketAddr>,
+    /// Larger bodies get 413 before they are read past the limit.
+    pub max_body_bytes: usize,
+    /// Budget for the sender to deliver headers and body.
+    pub request_timeout: Duration,
+    /// How long in-flight requests may finish after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Open connections at once; the accept loop waits beyond this.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    Memory { max_entries: usize },
+    Redis(RedisConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub target: RedisTarget,
+    pub key_prefix: String,
+    /// Per-command budget; past it the store counts as unreachable.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// 503 + Retry-After: the sender retries later.
+    Reject,
+    /// Forward without dedupe.
+    Allow,
+}
+
+#[derive(Debug, Clone)]
+pub struct DedupeConfig {
+    pub store: StoreConfig,
+    /// How long a delivered ID is remembered.
+    pub ttl: Duration,
+    /// How long an in-flight claim lives if the process dies.
+    pub claim_ttl: Duration,
+    pub on_store_error: OnStoreError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrouted {
+    /// 202, not forwarded.
+    Ack,
+    /// 404.
+    Reject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+/// One sender.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The `[sources.NAME]` key: used in dedupe keys, headers, metrics and logs.
+    pub name: String,
+    /// Exact request path that selects this source.
+    pub path: String,
+    pub verifier: Verifier,
+    /// Empty: every client may send.
+    pub allow_ips: Vec<IpNet>,
+    pub rate_limit: Option<RateLimit>,
+    pub unrouted: Unrouted,
+    /// First match wins.
+    pub routes: Vec<Route>,
+}
+
+impl Config {
+    /// Reads and validates `path`, expanding variables from the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![format!("{}: cannot read: {e}", path.display())]))?;
+        load_str(&text, &|name| std::env::var(name).ok())
+    }
+
+    pub fn source_by_path(&self, path: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.path == path)
+    }
+}

@@ -1,0 +1,636 @@
+//! File structs → runtime [`Config`], collecting every error with its key path.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+use serde::de::DeserializeOwned;
+
+use super::file::{
+    DedupeFile, FileConfig, LogFile, RouteFile, ServerFile, SourceFile, Unknown, VerifyFile,
+};
+use super::{
+    Config, DedupeConfig, LogConfig, LogFormat, OnStoreError, RateLimit, RedisConfig, RedisTarget,
+    ServerConfig, Source, StoreConfig, Unrouted,
+};
+use crate::route::{Pattern, Route};
+use crate::verify::{
+    Algorithm, Encoding, Key, Locator, Scheme, SecretFormat, SignatureFormat, Spec, Template,
+    TimestampFormat, Verifier, keys, presets,
+};
+
+/// Every problem found in a config file, one line each, each starting with its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(e)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects errors while validating, so one pass reports all of them.
+struct Errors(Vec<String>);
+
+impl Errors {
+    fn push(&mut self, path: &str, msg: impl std::fmt::Display) {
+        self.0.push(format!("{path}: {msg}"));
+    }
+
+    fn unknown(&mut self, path: &str, unknown: &Unknown) {
+        for key in unknown.keys() {
+            let p = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            self.push(&p, "unknown key");
+        }
+    }
+
+    /// Deserializes one table; a type error is recorded and `T::default()` returned.
+    fn table<T: DeserializeOwned + Default>(
+        &mut self,
+        path: &str,
+        value: Option<toml::Value>,
+    ) -> T {
+        let Some(value) = value else {
+            return T::default();
+        };
+        match value.try_into() {
+            Ok(v) => v,
+            Err(e) => {
+                self.push(path, e.to_string().trim());
+                T::default()
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, text: Option<&str>, default: Duration) -> Duration {
+        match text {
+            None => default,
+            Some(t) => match humantime::parse_duration(t) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.push(path, format!("invalid duration {t:?} ({e}); use e.g. \"500ms\", \"30s\", \"5m\", \"24h\""));
+                    default
+                }
+            },
+        }
+    }
+
+    fn socket(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+        match text.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.push(
+                    path,
+                    format!("invalid address {text:?}; use \"IP:PORT\", e.g. \"0.0.0.0:8080\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn cidrs(&mut self, path: &str, list: &[String]) -> Vec<IpNet> {
+        let mut out = Vec::new();
+        for (i, text) in list.iter().enumerate() {
+            match text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+            {
+                Ok(net) => out.push(net),
+                Err(_) => self.push(&format!("{path}[{i}]"), format!("invalid CIDR {text:?}")),
+            }
+        }
+        out
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        path: &str,
+        text: Option<&str>,
+        default: T,
+        options: &[(&str, T)],
+    ) -> T {
+        let Some(text) = text else { return default };
+        match options.iter().find(|(name, _)| *name == text) {
+            Some((_, v)) => *v,
+            None => {
+                let names: Vec<_> = options.iter().map(|(n, _)| format!("{n:?}")).collect();
+                self.push(
+                    path,
+                    format!(
+                        "invalid value {text:?}; expected one of {}",
+                        names.join(", ")
+                    ),
+                );
+                default
+            }
+        }
+    }
+}
+
+/// Parses, expands and validates a config file's text.
+pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let mut root: toml::Value =
+        toml::from_str(text).map_err(|e| ConfigErrors(vec![format!("TOML syntax: {e}")]))?;
+    let mut errs = Errors(Vec::new());
+    super::env::expand_tree(&mut root, "", env, &mut errs.0);
+    let file: FileConfig = errs.table("(top level)", Some(root));
+    errs.unknown("", &file.unknown);
+
+    let server_file: ServerFile = errs.table("server", file.server);
+    let server = server(&mut errs, server_file);
+    let dedupe = dedupe(&mut errs, file.dedupe);
+    let log_file: LogFile = errs.table("log", file.log);
+    errs.unknown("log", &log_file.unknown);
+    let log = LogConfig {
+        format: errs.choice(
+            "log.format",
+            log_file.format.as_deref(),
+            LogFormat::Text,
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        ),
+    };
+
+    let mut sources = Vec::new();
+    match file.sources {
+        None => errs.push(
+            "sources",
+            "no source configured; add a [sources.NAME] table",
+        ),
+        Some(toml::Value::Table(table)) => {
+            let mut paths: HashMap<String, String> = HashMap::new();
+            for (name, value) in table {
+                let path = format!("sources.{name}");
+                let sf: SourceFile = errs.table(&path, Some(value));
+                if let Some(src) = source(&mut errs, &path, &name, sf) {
+                    if let Some(other) = paths.insert(src.path.clone(), name.clone()) {
+                        errs.push(
+                            &format!("{path}.path"),
+                            format!("{:?} is also the path of sources.{other}", src.path),
+                        );
+                    }
+                    sources.push(src);
+                }
+            }
+        }
+        Some(_) => errs.push("sources", "must be a table of [sources.NAME] tables"),
+    }
+
+    if errs.0.is_empty() {
+        Ok(Config {
+            server,
+            dedupe,
+            log,
+            sources,
+        })
+    } else {
+        Err(ConfigErrors(errs.0))
+    }
+}
+
+fn server(errs: &mut Errors, f: ServerFile) -> ServerConfig {
+    errs.unknown("server", &f.unknown);
+    let default_listen = SocketAddr::from(([0, 0, 0, 0], 8080));
+    let listen = match f.listen.as_deref() {
+        Some(t) => errs.socket("server.listen", t).unwrap_or(default_listen),
+        None => default_listen,
+    };
+    let admin_listen = f
+        .admin_listen
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .and_then(|t| errs.socket("server.admin_listen", t));
+    let max_body_bytes = match f.max_body_bytes {
+        Some(0) => {
+            errs.push("server.max_body_bytes", "must be at least 1");
+            1
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => 1024 * 1024,
+    };
+    let max_connections = match f.max_connections {
+        Some(0) => {
+            errs.push("server.max_connections", "must be at least 1");
+            1
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => 10_000,
+    };
+    ServerConfig {
+        listen,
+        admin_listen,
+        max_body_bytes,
+        request_timeout: errs.duration(
+            "server.request_timeout",
+            f.request_timeout.as_deref(),
+            Duration::from_secs(30),
+        ),
+        shutdown_grace: errs.duration(
+            "server.shutdown_grace",
+            f.shutdown_grace.as_deref(),
+            Duration::from_secs(30),
+        ),
+        trusted_proxies: errs.cidrs(
+            "server.trusted_proxies",
+            f.trusted_proxies.as_deref().unwrap_or_default(),
+        ),
+        max_connections,
+    }
+}
+
+fn dedupe(errs: &mut Errors, value: Option<toml::Value>) -> DedupeConfig {
+    let f: DedupeFile = errs.table("dedupe", value);
+    errs.unknown("dedupe", &f.unknown);
+    let redis = f.redis.unwrap_or_default();
+    errs.unknown("dedupe.redis", &redis.unknown);
+    let store = match f.store.as_deref().unwrap_or("memory") {
+        "memory" => {
+            let max_entries = match f.max_entries {
+                Some(0) => {
+                    errs.push("dedupe.max_entries", "must be at least 1");
+                    1
+                }
+                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                None => 1_000_000,
+            };
+            StoreConfig::Memory { max_entries }
+        }
+        "redis" => {
+            let target = match (redis.url, redis.cluster) {
+                (Some(_), Some(_)) => {
+                    errs.push("dedupe.redis", "set either url or cluster, not both");
+                    RedisTarget::Single(String::new())
+                }
+                (_, Some(nodes)) if nodes.is_empty() => {
+                    errs.push("dedupe.redis.cluster", "list at least one node");
+                    RedisTarget::Cluster(nodes)
+                }
+                (_, Some(nodes)) => {
+                    for (i, n) in nodes.iter().enumerate() {
+                        check_redis_url(errs, &format!("dedupe.redis.cluster[{i}]"), n);
+                    }
+                    RedisTarget::Cluster(nodes)
+                }
+                (url, None) => {
+                    let url = url.unwrap_or_else(|| "redis://127.0.0.1:6379/0".into());
+                    check_redis_url(errs, "dedupe.redis.url", &url);
+                    RedisTarget::Single(url)
+                }
+            };
+            StoreConfig::Redis(RedisConfig {
+                target,
+                key_prefix: redis.key_prefix.unwrap_or_else(|| "hookgate:".into()),
+                timeout: errs.duration(
+                    "dedupe.redis.timeout",
+                    redis.timeout.as_deref(),
+                    Duration::from_secs(2),
+                ),
+            })
+        }
+        other => {
+            errs.push(
+                "dedupe.store",
+                format!("invalid value {other:?}; expected \"memory\" or \"redis\""),
+            );
+            StoreConfig::Memory { max_entries: 1 }
+        }
+    };
+    let ttl = errs.duration(
+        "dedupe.ttl",
+        f.ttl.as_deref(),
+        Duration::from_secs(24 * 3600),
+    );
+    let claim_ttl = errs.duration(
+        "dedupe.claim_ttl",
+        f.claim_ttl.as_deref(),
+        Duration::from_secs(60),
+    );
+    for (path, d) in [("dedupe.ttl", ttl), ("dedupe.claim_ttl", claim_ttl)] {
+        if d.as_millis() == 0 {
+            errs.push(path, "must be at least 1ms");
+        }
+    }
+    DedupeConfig {
+        store,
+        ttl,
+        claim_ttl,
+        on_store_error: errs.choice(
+            "dedupe.on_store_error",
+            f.on_store_error.as_deref(),
+            OnStoreError::Reject,
+            &[
+                ("reject", OnStoreError::Reject),
+                ("allow", OnStoreError::Allow),
+            ],
+        ),
+    }
+}
+
+fn check_redis_url(errs: &mut Errors, path: &str, url: &str) {
+    if redis::parse_redis_url(url).is_none()
+        || !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://")
+            || url.starts_with("unix://"))
+    {
+        errs.push(
+            path,
+            format!("invalid Redis URL {url:?}; use redis://HOST:PORT/DB"),
+        );
+    }
+}
+
+fn source(errs: &mut Errors, path: &str, name: &str, f: SourceFile) -> Option<Source> {
+    errs.unknown(path, &f.unknown);
+    let before = errs.0.len();
+
+    let src_path = match f.path {
+        Some(p) if p.starts_with('/') => p,
+        Some(p) => {
+            errs.push(
+                &format!("{path}.path"),
+                format!("{p:?} must start with '/'"),
+            );
+            p
+        }
+        None => {
+            errs.push(
+                &format!("{path}.path"),
+                "missing; set the request path, e.g. \"/webhooks/NAME\"",
+            );
+            String::new()
+        }
+    };
+
+    let provider = f.provider.as_deref().unwrap_or("");
+    let mut spec = match presets::preset(provider) {
+        Some(s) => s,
+        None => {
+            errs.push(
+                &format!("{path}.provider"),
+                format!(
+                    "{}; expected one of {}",
+                    if provider.is_empty() {
+                        "missing".to_owned()
+                    } else {
+                        format!("unknown provider {provider:?}")
+                    },
+                    presets::NAMES.join(", ")
+                ),
+            );
+            presets::preset("generic")?
+        }
+    };
+    if let Some(v) = f.verify {
+        apply_overrides(errs, &format!("{path}.verify"), &mut spec, v);
+    }
+    if let Some(t) = f.tolerance.as_deref() {
+        spec.tolerance = errs.duration(&format!("{path}.tolerance"), Some(t), spec.tolerance);
+    }
+    if spec.signature_headers.is_empty() {
+        errs.push(
+            &format!("{path}.verify.signature_header"),
+            format!("required for provider {provider:?}"),
+        );
+    }
+
+    let keys = secrets(
+        errs,
+        &format!("{path}.secrets"),
+        &spec,
+        f.secrets.unwrap_or_default(),
+    );
+    let allow_ips = errs.cidrs(
+        &format!("{path}.allow_ips"),
+        f.allow_ips.as_deref().unwrap_or_default(),
+    );
+
+    let rate_limit = f.rate_limit.and_then(|rl| {
+        let p = format!("{path}.rate_limit");
+        errs.unknown(&p, &rl.unknown);
+        let nz = |errs: &mut Errors, key: &str, v: Option<u64>| -> Option<NonZeroU32> {
+            let v = v?;
+            let out = u32::try_from(v).ok().and_then(NonZeroU32::new);
+            if out.is_none() {
+                errs.push(
+                    &format!("{p}.{key}"),
+                    format!("must be between 1 and {}", u32::MAX),
+                );
+            }
+            out
+        };
+        let per_second = nz(errs, "per_second", rl.per_second);
+        let burst = nz(errs, "burst", rl.burst);
+        if rl.per_second.is_none() {
+            errs.push(&format!("{p}.per_second"), "missing");
+        }
+        let per_second = per_second?;
+        Some(RateLimit {
+            per_second,
+            burst: burst.unwrap_or(per_second),
+        })
+    });
+
+    let unrouted = errs.choice(
+        &format!("{path}.unrouted"),
+        f.unrouted.as_deref(),
+        Unrouted::Ack,
+        &[("ack", Unrouted::Ack), ("reject", Unrouted::Reject)],
+    );
+
+    let mut routes = Vec::new();
+    for (i, value) in f.routes.unwrap_or_default().into_iter().enumerate() {
+        let rp = format!("{path}.routes[{i}]");
+        let rf: RouteFile = errs.table(&rp, Some(value));
+        if let Some(r) = route(errs, &rp, i, rf) {
+            routes.push(r);
+        }
+    }
+
+    (errs.0.len() == before).then(|| Source {
+        name: name.to_owned(),
+        path: src_path,
+        verifier: Verifier { spec, keys },
+        allow_ips,
+        rate_limit,
+        unrouted,
+        routes,
+    })
+}
+
+fn secrets(errs: &mut Errors, path: &str, spec: &Spec, list: Vec<String>) -> Vec<Key> {
+    let mut keys = Vec::new();
+    for (i, s) in list.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+        match spec.scheme {
+            Scheme::Token => keys.push(Key::Token(s.as_bytes().to_vec().into_boxed_slice())),
+            Scheme::Hmac => match keys::secret_bytes(s, spec.secret_format) {
+                Ok(bytes) => keys.push(Key::hmac(spec.algorithm, &bytes)),
+                // The message never includes the secret itself.
+                Err(e) => errs.push(&format!("{path}[{i}]"), e),
+            },
+        }
+    }
+    if list.iter().all(String::is_empty) {
+        errs.push(
+            path,
+            "no non-empty secret; set at least one (empty strings are ignored)",
+        );
+    }
+    keys
+}
+
+fn route(errs: &mut Errors, path: &str, index: usize, f: RouteFile) -> Option<Route> {
+    errs.unknown(path, &f.unknown);
+    let events = f.events.unwrap_or_default();
+    if events.is_empty() {
+        errs.push(
+            &format!("{path}.events"),
+            "list at least one event-type pattern (\"*\" matches all)",
+        );
+    }
+    let timeout = errs.duration(
+        &format!("{path}.timeout"),
+        f.timeout.as_deref(),
+        Duration::from_secs(10),
+    );
+    let upstream = match f.upstream.as_deref() {
+        None => {
+            errs.push(&format!("{path}.upstream"), "missing");
+            None
+        }
+        Some(u) => match u.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => Some(uri),
+            Ok(uri) if uri.scheme_str() == Some("https") => {
+                errs.push(&format!("{path}.upstream"), format!("{u:?}: https upstreams are not supported; hookgate forwards plain HTTP to the app beside it"));
+                let _ = uri;
+                None
+            }
+            _ => {
+                errs.push(
+                    &format!("{path}.upstream"),
+                    format!("invalid URL {u:?}; use http://HOST:PORT/PATH"),
+                );
+                None
+            }
+        },
+    };
+    Some(Route {
+        patterns: events.iter().map(|e| Pattern::new(e)).collect(),
+        upstream: upstream?,
+        timeout,
+        label: index.to_string(),
+    })
+}
+
+fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile) {
+    errs.unknown(path, &v.unknown);
+    let p = |k: &str| format!("{path}.{k}");
+    spec.scheme = errs.choice(
+        &p("scheme"),
+        v.scheme.as_deref(),
+        spec.scheme,
+        &[("hmac", Scheme::Hmac), ("token", Scheme::Token)],
+    );
+    if let Some(h) = v.signature_header.as_deref() {
+        match HeaderName::from_bytes(h.trim().as_bytes()) {
+            Ok(name) => spec.signature_headers = vec![name],
+            Err(_) => errs.push(&p("signature_header"), format!("invalid header name {h:?}")),
+        }
+    }
+    spec.algorithm = match v.algorithm.as_deref() {
+        None => spec.algorithm,
+        Some(a) => Algorithm::parse_name(a).unwrap_or_else(|| {
+            errs.push(
+                &p("algorithm"),
+                format!("invalid value {a:?}; expected \"sha256\", \"sha1\" or \"sha512\""),
+            );
+            spec.algorithm
+        }),
+    };
+    spec.encoding = errs.choice(
+        &p("encoding"),
+        v.encoding.as_deref(),
+        spec.encoding,
+        &[("hex", Encoding::Hex), ("base64", Encoding::Base64)],
+    );
+    if let Some(prefix) = v.signature_prefix {
+        spec.signature_prefix = prefix;
+    }
+    spec.signature_format = errs.choice(
+        &p("signature_format"),
+        v.signature_format.as_deref(),
+        spec.signature_format,
+        &[
+            ("single", SignatureFormat::Single),
+            ("v1-list", SignatureFormat::V1List),
+            ("stripe", SignatureFormat::Stripe),
+        ],
+    );
+    spec.secret_format = errs.choice(
+        &p("secret_format"),
+        v.secret_format.as_deref(),
+        spec.secret_format,
+        &[
+            ("raw", SecretFormat::Raw),
+            ("whsec-base64", SecretFormat::WhsecBase64),
+        ],
+    );
+    if let Some(t) = v.signed_payload.as_deref() {
+        match Template::parse(t) {
+            Ok(tpl) => spec.payload = tpl,
+            Err(e) => errs.push(&p("signed_payload"), e),
+        }
+    }
+    let locator = |errs: &mut Errors, key: &str, text: Option<&str>, slot: &mut Vec<Locator>| {
+        if let Some(t) = text {
+            if t.is_empty() {
+                slot.clear();
+            } else {
+                match Locator::parse(t) {
+                    Ok(l) => *slot = vec![l],
+                    Err(e) => errs.push(&p(key), e),
+                }
+            }
+        }
+    };
+    locator(
+        errs,
+        "timestamp",
+        v.timestamp.as_deref(),
+        &mut spec.timestamp,
+    );
+    locator(errs, "id", v.id.as_deref(), &mut spec.id);
+    locator(
+        errs,
+        "event_type",
+        v.event_type.as_deref(),
+        &mut spec.event_type,
+    );
+    spec.timestamp_format = match v.timestamp_format.as_deref() {
+        None => spec.timestamp_format,
+        Some(f) => TimestampFormat::parse_name(f).unwrap_or_else(|| {
+            errs.push(
+                &p("timestamp_format"),
+                format!("invalid value {f:?}; expected \"unix\", \"unix_ms\" or \"rfc3339\""),
+            );
+            spec.timestamp_format
+        }),
+    };
+}
+
+#[cfg(test)]
+mod tests;

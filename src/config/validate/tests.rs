@@ -1,0 +1,180 @@
+//! Config validation: defaults, every error reported with its key path.
+
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "TAMPA_SECRET" => Some("s3cret".into()),
+        _ => None,
+    }
+}
+
+const MINIMAL: &str = r#"
+[sources.tampa]
+path = "/webhooks/tampa"
+provider = "tampa"
+secrets = ["${TAMPA_SECRET}", "${TAMPA_SECRET_PREVIOUS:-}"]
+
+[[sources.tampa.routes]]
+events = ["*"]
+upstream = "http://127.0.0.1:3002/hooks"
+"#;
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let cfg = load_str(MINIMAL, &env).unwrap();
+    assert_eq!(cfg.server.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(cfg.server.admin_listen, None);
+    assert_eq!(cfg.server.max_body_bytes, 1_048_576);
+    assert_eq!(cfg.server.request_timeout, Duration::from_secs(30));
+    assert_eq!(cfg.server.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(
+        cfg.dedupe.store,
+        StoreConfig::Memory {
+            max_entries: 1_000_000
+        }
+    );
+    assert_eq!(cfg.dedupe.ttl, Duration::from_secs(86_400));
+    assert_eq!(cfg.dedupe.claim_ttl, Duration::from_secs(60));
+    assert_eq!(cfg.dedupe.on_store_error, OnStoreError::Reject);
+    assert_eq!(cfg.log.format, LogFormat::Text);
+    let s = &cfg.sources[0];
+    assert_eq!(s.verifier.keys.len(), 1, "empty secrets are ignored");
+    assert_eq!(s.verifier.spec.tolerance, Duration::from_secs(300));
+    assert_eq!(s.unrouted, Unrouted::Ack);
+    assert_eq!(s.routes[0].timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn every_error_is_reported_with_its_path() {
+    let text = r#"
+bogus_top = 1
+[server]
+listen = "nowhere"
+request_timeout = "5 parsecs"
+colour = "blue"
+[dedupe]
+store = "postgres"
+on_store_error = "maybe"
+[log]
+format = "xml"
+[sources.a]
+path = "relative"
+provider = "nope"
+secrets = ["${UNSET_ONE}"]
+allow_ips = ["10.0.0.0/33"]
+unrouted = "drop"
+typo = true
+[sources.a.verify]
+signed_payload = "{nope}{body}"
+timestamp = "cookie:x"
+[[sources.a.routes]]
+events = []
+upstream = "ftp://x"
+timeout = "soon"
+[sources.b]
+path = "/b"
+provider = "tyk"
+secrets = ["t"]
+"#;
+    let errs = load_str(text, &env).unwrap_err().0;
+    let expect = [
+        "bogus_top: unknown key",
+        "server.listen:",
+        "server.request_timeout:",
+        "server.colour: unknown key",
+        "dedupe.store:",
+        "dedupe.on_store_error:",
+        "log.format:",
+        "sources.a.path:",
+        "sources.a.provider:",
+        "sources.a.secrets[0]: environment variable UNSET_ONE",
+        "sources.a.allow_ips[0]:",
+        "sources.a.unrouted:",
+        "sources.a.typo: unknown key",
+        "sources.a.verify.signed_payload:",
+        "sources.a.verify.timestamp:",
+        "sources.a.routes[0].events:",
+        "sources.a.routes[0].upstream:",
+        "sources.a.routes[0].timeout:",
+        "sources.b.verify.signature_header: required",
+    ];
+    for e in expect {
+        assert!(
+            errs.iter().any(|got| got.starts_with(e)),
+            "missing {e:?} in:\n{}",
+            errs.join("\n")
+        );
+    }
+}
+
+#[test]
+fn duplicate_paths_and_missing_secrets_are_errors() {
+    let text = r#"
+[sources.a]
+path = "/same"
+provider = "github"
+secrets = ["x"]
+[sources.b]
+path = "/same"
+provider = "github"
+secrets = ["", "${NOPE:-}"]
+"#;
+    let errs = load_str(text, &env).unwrap_err().0;
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("sources.b.secrets: no non-empty secret")),
+        "{errs:?}"
+    );
+    let text = text.replace("secrets = [\"\", \"${NOPE:-}\"]", "secrets = [\"y\"]");
+    let errs = load_str(&text, &env).unwrap_err().0;
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("sources.b.path:") && e.contains("sources.a")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn redis_settings() {
+    let text = format!(
+        "[dedupe]\nstore = \"redis\"\n[dedupe.redis]\ncluster = [\"redis://127.0.0.1:7000\"]\nkey_prefix = \"x:\"\n{MINIMAL}"
+    );
+    let cfg = load_str(&text, &env).unwrap();
+    match cfg.dedupe.store {
+        StoreConfig::Redis(r) => {
+            assert_eq!(
+                r.target,
+                RedisTarget::Cluster(vec!["redis://127.0.0.1:7000".into()])
+            );
+            assert_eq!(r.key_prefix, "x:");
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = format!(
+        "[dedupe]\nstore = \"redis\"\n[dedupe.redis]\nurl = \"http://x\"\ncluster = [\"redis://h:1\"]\n{MINIMAL}"
+    );
+    let errs = load_str(&text, &env).unwrap_err().0;
+    assert!(
+        errs.iter().any(|e| e.starts_with("dedupe.redis:")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn type_errors_name_their_table() {
+    let text = format!("[server]\nmax_body_bytes = \"big\"\n{MINIMAL}");
+    let errs = load_str(&text, &env).unwrap_err().0;
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("server:") && e.contains("max_body_bytes")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let text = include_str!("../../../config.example.toml");
+    let cfg = load_str(text, &|_| None).unwrap_or_else(|e| panic!("config.example.toml:\n{e}"));
+    assert!(!cfg.sources.is_empty());
+}

@@ -1,0 +1,224 @@
+//! The Redis dedupe store, shared by replicas (standalone or Redis Cluster).
+//!
+//! Each operation is one round trip: a small Lua script run with `EVALSHA`
+//! (falling back to `EVAL` once per node when the script is not cached), so a
+//! fresh delivery costs 2 round trips (claim, commit) and a duplicate 1.
+//!
+//! Values: a claim holds its random token (`c:<hex>`), a delivered ID holds `d`.
+//! Commit and release compare the token first, so they only touch our own claim.
+//! Every script takes exactly one key, so it routes to the right cluster slot.
+//!
+//! Connections are multiplexed and reconnect by themselves: the standalone
+//! client is a lazy `ConnectionManager`, the cluster client is created on first
+//! use and re-resolves slots after failures. Every call is bounded by
+//! `[dedupe.redis] timeout`; past it the store counts as unreachable.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Value};
+use tokio::sync::OnceCell;
+
+use super::{DedupeStore, Seen, StoreError};
+use crate::config::{RedisConfig, RedisTarget};
+
+/// Returns nil after claiming, else the existing value.
+const CLAIM: &str = r"local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false";
+
+/// Marks delivered if the claim is ours or has gone; never overwrites another claim.
+const COMMIT: &str = r"local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] or not v then
+  redis.call('SET', KEYS[1], 'd', 'PX', ARGV[2])
+  return 1
+end
+return 0";
+
+/// Deletes the key only if it still holds our claim.
+const RELEASE: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+struct Script {
+    body: &'static str,
+    sha: String,
+}
+
+impl Script {
+    fn new(body: &'static str) -> Self {
+        Script {
+            body,
+            sha: redis::Script::new(body).get_hash().to_owned(),
+        }
+    }
+}
+
+enum Conn {
+    Single(ConnectionManager),
+    Cluster {
+        client: redis::cluster::ClusterClient,
+        conn: OnceCell<ClusterConnection>,
+    },
+}
+
+pub struct RedisStore {
+    conn: Conn,
+    prefix: String,
+    timeout: Duration,
+    claim: Script,
+    commit: Script,
+    release: Script,
+    /// Random per process, so tokens from different replicas never collide.
+    token_base: String,
+    counter: AtomicU64,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// Sets up the client without connecting; see the module docs.
+    pub fn new(cfg: &RedisConfig) -> Result<Self, StoreError> {
+        let t = cfg.timeout;
+        let conn = match &cfg.target {
+            RedisTarget::Single(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+                let mc = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(t))
+                    .set_response_timeout(Some(t))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500));
+                Conn::Single(
+                    ConnectionManager::new_lazy_with_config(client, mc).map_err(unavailable)?,
+                )
+            }
+            RedisTarget::Cluster(nodes) => {
+                let client =
+                    redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+                        .connection_timeout(t)
+                        .response_timeout(t)
+                        .retries(2)
+                        .build()
+                        .map_err(unavailable)?;
+                Conn::Cluster {
+                    client,
+                    conn: OnceCell::new(),
+                }
+            }
+        };
+        let mut rnd = [0u8; 8];
+        getrandom::fill(&mut rnd).map_err(unavailable)?;
+        Ok(RedisStore {
+            conn,
+            prefix: cfg.key_prefix.clone(),
+            timeout: t,
+            claim: Script::new(CLAIM),
+            commit: Script::new(COMMIT),
+            release: Script::new(RELEASE),
+            token_base: format!("c:{}:", hex::encode(rnd)),
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// One command, bounded by the timeout. `Ok(Err(_))` is an error reply or a
+    /// connection failure, kept whole so callers can look at its kind.
+    async fn query(&self, cmd: &Cmd) -> Result<Result<Value, redis::RedisError>, StoreError> {
+        let run = async {
+            match &self.conn {
+                Conn::Single(m) => cmd.query_async::<Value>(&mut m.clone()).await,
+                Conn::Cluster { client, conn } => {
+                    let c = conn
+                        .get_or_try_init(|| client.get_async_connection())
+                        .await?;
+                    cmd.query_async::<Value>(&mut c.clone()).await
+                }
+            }
+        };
+        tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| StoreError::Timeout)
+    }
+
+    /// `EVALSHA`, or `EVAL` when this node has not cached the script yet.
+    async fn eval(&self, script: &Script, key: &str, args: &[&[u8]]) -> Result<Value, StoreError> {
+        let build = |verb: &str, what: &str| {
+            let mut c = redis::cmd(verb);
+            c.arg(what).arg(1).arg(key);
+            for a in args {
+                c.arg(*a);
+            }
+            c
+        };
+        match self.query(&build("EVALSHA", &script.sha)).await? {
+            Ok(v) => Ok(v),
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.query(&build("EVAL", script.body))
+                    .await?
+                    .map_err(unavailable)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+impl DedupeStore for RedisStore {
+    type Key = String;
+    type Token = String;
+
+    fn key(&self, source: &str, id: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + source.len() + id.len() + 1);
+        k.push_str(&self.prefix);
+        k.push_str(source);
+        k.push(':');
+        k.push_str(id);
+        k
+    }
+
+    async fn claim(
+        &self,
+        key: &String,
+        claim_ttl: Duration,
+    ) -> Result<Result<String, Seen>, StoreError> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let token = format!("{}{n}", self.token_base);
+        let ttl = claim_ttl.as_millis().max(1).to_string();
+        match self
+            .eval(&self.claim, key, &[token.as_bytes(), ttl.as_bytes()])
+            .await?
+        {
+            Value::Nil => Ok(Ok(token)),
+            Value::BulkString(v) if v == b"d" => Ok(Err(Seen::Delivered)),
+            Value::BulkString(_) => Ok(Err(Seen::InFlight)),
+            other => Err(StoreError::Unavailable(format!(
+                "unexpected reply to claim: {other:?}"
+            ))),
+        }
+    }
+
+    async fn commit(&self, key: &String, token: &String, ttl: Duration) -> Result<(), StoreError> {
+        let ttl = ttl.as_millis().max(1).to_string();
+        self.eval(&self.commit, key, &[token.as_bytes(), ttl.as_bytes()])
+            .await
+            .map(drop)
+    }
+
+    async fn release(&self, key: &String, token: &String) -> Result<(), StoreError> {
+        self.eval(&self.release, key, &[token.as_bytes()])
+            .await
+            .map(drop)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.query(&redis::cmd("PING"))
+            .await?
+            .map(drop)
+            .map_err(unavailable)
+    }
+}

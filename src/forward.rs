@@ -1,0 +1,313 @@
+//! Forwarding a verified delivery to its route's upstream through one pooled
+//! HTTP client, with the header rules of SPEC §3:
+//!
+//! - the body is passed on byte for byte (a refcounted `Bytes`, never copied);
+//! - hop-by-hop headers (RFC 9110 §7.6.1) and every header the sender's
+//!   `Connection` names are dropped, as are `Host` and `Content-Length` (the
+//!   client sets both for the upstream);
+//! - any incoming `X-Hookgate-*` is dropped, then ours are added;
+//! - `X-Forwarded-For` gets the peer appended; `X-Forwarded-Proto` and
+//!   `X-Forwarded-Host` are set;
+//! - the incoming query string is appended to the upstream URL.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::route::Route;
+use crate::verify::{Delivery, Verified};
+
+/// The one upstream client, shared by all requests (connection pool inside).
+pub type Client = HyperClient<HttpConnector, Full<Bytes>>;
+
+/// Builds the pooled upstream client.
+pub fn client() -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    HyperClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+/// Why the upstream gave no answer. Both allow the sender to retry (the claim is released).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    /// Refused, reset, or closed without an answer: 502.
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    /// No answer within the route's timeout: 504.
+    #[error("the upstream did not answer in time")]
+    Timeout,
+}
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+        || name == http::header::UPGRADE
+        || name.as_str().starts_with("proxy-")
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    let hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    for name in hop {
+        headers.remove(name);
+    }
+}
+
+/// What the upstream needs to know about the sender.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: IpAddr,
+    /// The peer is a trusted proxy: its `X-Forwarded-Proto` is kept.
+    pub trusted: bool,
+}
+
+const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_SOURCE: HeaderName = HeaderName::from_static("x-hookgate-source");
+pub const X_ID: HeaderName = HeaderName::from_static("x-hookgate-delivery-id");
+pub const X_EVENT: HeaderName = HeaderName::from_static("x-hookgate-event-type");
+pub const X_VERIFIED: HeaderName = HeaderName::from_static("x-hookgate-verified");
+pub const X_DUPLICATE: HeaderName = HeaderName::from_static("x-hookgate-duplicate");
+
+/// Header text for a value taken from the sender; control characters make it unsendable.
+fn header_value(s: &str) -> Option<HeaderValue> {
+    HeaderValue::from_bytes(s.as_bytes()).ok()
+}
+
+/// The headers sent upstream for `incoming` (see the module docs).
+pub fn upstream_headers(
+    mut headers: HeaderMap,
+    uri: &Uri,
+    peer: Peer,
+    source: &HeaderValue,
+    id: &str,
+    event_type: &str,
+) -> HeaderMap {
+    let host = headers.get(HOST).cloned().or_else(|| {
+        uri.authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let proto = if peer.trusted {
+        headers.get(&XFP).cloned()
+    } else {
+        None
+    };
+    strip_hop_by_hop(&mut headers);
+    headers.remove(HOST);
+    headers.remove(CONTENT_LENGTH);
+    let ours: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-hookgate-"))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
+    }
+
+    let prior: Vec<&str> = headers
+        .get_all(&XFF)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let xff = if prior.is_empty() {
+        peer.addr.to_string()
+    } else {
+        format!("{}, {}", prior.join(", "), peer.addr)
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(XFF, v);
+    }
+    headers.insert(XFP, proto.unwrap_or(HeaderValue::from_static("http")));
+    match host {
+        Some(h) => headers.insert(XFH, h),
+        None => headers.remove(XFH),
+    };
+    headers.insert(X_SOURCE, source.clone());
+    if let Some(v) = header_value(id) {
+        headers.insert(X_ID, v);
+    }
+    if let Some(v) = header_value(event_type) {
+        headers.insert(X_EVENT, v);
+    }
+    headers.insert(X_VERIFIED, HeaderValue::from_static("true"));
+    headers
+}
+
+/// The upstream URL with the incoming query appended.
+pub fn upstream_uri(base: &Uri, incoming: &Uri) -> Uri {
+    let Some(query) = incoming.query() else {
+        return base.clone();
+    };
+    let joined = match base.query() {
+        Some(_) => format!("{base}&{query}"),
+        None => format!("{base}?{query}"),
+    };
+    joined.parse().unwrap_or_else(|_| base.clone())
+}
+
+/// Sends `delivery` to `route` and waits for the response head.
+pub async fn forward(
+    client: &Client,
+    delivery: &Delivery<Verified>,
+    route: &Route,
+    peer: Peer,
+    source: &HeaderValue,
+) -> Result<Response<Incoming>, ForwardError> {
+    let uri = upstream_uri(&route.upstream, &delivery.head.uri);
+    let headers = upstream_headers(
+        delivery.head.headers.clone(),
+        &delivery.head.uri,
+        peer,
+        source,
+        delivery.id(),
+        delivery.event_type(),
+    );
+    let mut req = Request::new(Full::new(delivery.body.clone()));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    match tokio::time::timeout(route.timeout, client.request(req)).await {
+        Err(_) => Err(ForwardError::Timeout),
+        Ok(Err(e)) => Err(ForwardError::Unreachable(error_chain(&e))),
+        Ok(Ok(mut res)) => {
+            strip_hop_by_hop(res.headers_mut());
+            Ok(res)
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> Peer {
+        Peer {
+            addr: "192.0.2.7".parse().unwrap(),
+            trusted: false,
+        }
+    }
+
+    #[test]
+    fn header_rules() {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("hooks.example.com"));
+        h.insert(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Custom-Hop"),
+        );
+        h.insert("x-custom-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("trailer", HeaderValue::from_static("x"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("proxy-authorization", HeaderValue::from_static("x"));
+        h.insert("x-hookgate-verified", HeaderValue::from_static("forged"));
+        h.insert("x-hookgate-anything", HeaderValue::from_static("forged"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-webhook-signature", HeaderValue::from_static("sha256=ab"));
+        h.insert("content-length", HeaderValue::from_static("3"));
+        let uri: Uri = "/webhooks/tampa?a=1".parse().unwrap();
+        let out = upstream_headers(
+            h,
+            &uri,
+            peer(),
+            &HeaderValue::from_static("tampa"),
+            "id-1",
+            "a.b",
+        );
+        for gone in [
+            "connection",
+            "x-custom-hop",
+            "keep-alive",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "x-hookgate-anything",
+            "host",
+            "content-length",
+        ] {
+            assert!(!out.contains_key(gone), "{gone} must be removed");
+        }
+        assert_eq!(out["x-hookgate-verified"], "true");
+        assert_eq!(out["x-hookgate-source"], "tampa");
+        assert_eq!(out["x-hookgate-delivery-id"], "id-1");
+        assert_eq!(out["x-hookgate-event-type"], "a.b");
+        assert_eq!(out["x-forwarded-for"], "203.0.113.1, 192.0.2.7");
+        assert_eq!(
+            out["x-forwarded-proto"], "http",
+            "an untrusted peer's proto is not believed"
+        );
+        assert_eq!(out["x-forwarded-host"], "hooks.example.com");
+        assert_eq!(
+            out["x-webhook-signature"], "sha256=ab",
+            "end-to-end headers pass"
+        );
+    }
+
+    #[test]
+    fn query_is_appended() {
+        let base: Uri = "http://127.0.0.1:3001/hooks".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&base, &"/w?a=1&b=2".parse().unwrap()).to_string(),
+            "http://127.0.0.1:3001/hooks?a=1&b=2"
+        );
+        assert_eq!(upstream_uri(&base, &"/w".parse().unwrap()), base);
+        let base: Uri = "http://127.0.0.1:3001/hooks?k=v".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&base, &"/w?a=1".parse().unwrap()).to_string(),
+            "http://127.0.0.1:3001/hooks?k=v&a=1"
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! Prometheus metrics (SPEC §3 admin listener).
+//!
+//! Counter and histogram handles for every source, outcome and route are
+//! created once per config load and kept next to the source, so recording on
+//! the hot path is one atomic add: no label allocation, no map lookup.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Every value of the `outcome` label.
+pub const OUTCOMES: &[&str] = &[
+    "forwarded",
+    "duplicate",
+    "challenge",
+    "unrouted",
+    "not_found",
+    "method_not_allowed",
+    "forbidden",
+    "rate_limited",
+    "payload_too_large",
+    "request_timeout",
+    "bad_request",
+    "missing_signature",
+    "malformed_signature",
+    "invalid_signature",
+    "malformed_timestamp",
+    "missing_timestamp",
+    "stale_timestamp",
+    "in_flight",
+    "store_unavailable",
+    "no_route",
+    "upstream_timeout",
+    "upstream_unreachable",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    source: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    source: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SecretLabels {
+    source: String,
+    index: String,
+}
+
+fn upstream_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+/// The process-wide registry. Families survive config reloads.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    upstream: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    dedupe_hits: Family<SourceLabels, Counter>,
+    secret_matches: Family<SecretLabels, Counter>,
+    /// Store failures of any kind (claim, commit, release).
+    pub store_errors: Counter,
+    /// Deliveries forwarded without dedupe because `on_store_error = "allow"`.
+    pub undeduped: Counter,
+    /// Requests to paths no source owns.
+    pub not_found: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let upstream = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            upstream_histogram,
+        );
+        let dedupe_hits = Family::<SourceLabels, Counter>::default();
+        let secret_matches = Family::<SecretLabels, Counter>::default();
+        let store_errors = Counter::default();
+        let undeduped = Counter::default();
+        registry.register(
+            "hookgate_requests",
+            "Webhook requests by source and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "hookgate_upstream_duration_seconds",
+            "Time until the upstream answered, by source and route",
+            upstream.clone(),
+        );
+        registry.register(
+            "hookgate_dedupe_hits",
+            "Deliveries dropped as duplicates",
+            dedupe_hits.clone(),
+        );
+        registry.register(
+            "hookgate_secret_matches",
+            "Verified deliveries by the index of the secret that matched (for rotation)",
+            secret_matches.clone(),
+        );
+        registry.register(
+            "hookgate_store_errors",
+            "Dedupe store errors",
+            store_errors.clone(),
+        );
+        registry.register(
+            "hookgate_undeduped_forwards",
+            "Deliveries forwarded without dedupe because the store failed and on_store_error = \"allow\"",
+            undeduped.clone(),
+        );
+        let not_found = requests
+            .get_or_create(&RequestLabels {
+                source: String::new(),
+                outcome: "not_found",
+            })
+            .clone();
+        Metrics {
+            registry,
+            requests,
+            upstream,
+            dedupe_hits,
+            secret_matches,
+            store_errors,
+            undeduped,
+            not_found,
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Handles for one source, created eagerly so every series exists from the start.
+    pub fn for_source(&self, source: &str, routes: usize, secrets: usize) -> SourceMetrics {
+        let outcomes = OUTCOMES
+            .iter()
+            .map(|o| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        source: source.to_owned(),
+                        outcome: o,
+                    })
+                    .clone()
+            })
+            .collect();
+        let routes = (0..routes)
+            .map(|i| {
+                self.upstream
+                    .get_or_create(&RouteLabels {
+                        source: source.to_owned(),
+                        route: i.to_string(),
+                    })
+                    .clone()
+            })
+            .collect();
+        let secrets = (0..secrets)
+            .map(|i| {
+                self.secret_matches
+                    .get_or_create(&SecretLabels {
+                        source: source.to_owned(),
+                        index: i.to_string(),
+                    })
+                    .clone()
+            })
+            .collect();
+        SourceMetrics {
+            outcomes,
+            routes,
+            secrets,
+            dedupe_hits: self
+                .dedupe_hits
+                .get_or_create(&SourceLabels {
+                    source: source.to_owned(),
+                })
+                .clone(),
+        }
+    }
+}
+
+/// Pre-made handles for one source.
+#[derive(Clone)]
+pub struct SourceMetrics {
+    /// Indexed like [`OUTCOMES`].
+    outcomes: Vec<Counter>,
+    /// Indexed by route.
+    routes: Vec<Histogram>,
+    /// Indexed by secret.
+    secrets: Vec<Counter>,
+    pub dedupe_hits: Counter,
+}
+
+impl SourceMetrics {
+    pub fn outcome(&self, outcome: &str) {
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+            self.outcomes[i].inc();
+        }
+    }
+
+    pub fn upstream(&self, route: usize, seconds: f64) {
+        if let Some(h) = self.routes.get(route) {
+            h.observe(seconds);
+        }
+    }
+
+    pub fn secret(&self, index: usize) {
+        if let Some(c) = self.secrets.get(index) {
+            c.inc();
+        }
+    }
+}
+
+/// Shared handle.
+pub type SharedMetrics = Arc<Metrics>;

@@ -1,0 +1,136 @@
+//! Accept loops for both listeners: HTTP/1.1 with keep-alive and HTTP/2
+//! cleartext on one port, a cap on open connections, header size and header
+//! read-time limits, and a graceful drain when `shutdown` resolves.
+//!
+//! [`serve`] takes an already-bound listener, so tests bind `127.0.0.1:0`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::app::App;
+use crate::{ResBody, admin, pipeline};
+
+/// Connection-level settings, fixed for the listener's life.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time allowed for a request's headers to arrive.
+    pub header_timeout: Duration,
+    /// Open connections at once; accepting waits beyond this.
+    pub max_connections: usize,
+    /// How long in-flight requests may finish once shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+/// Largest request head (HTTP/1 buffer, HTTP/2 header list).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+impl Limits {
+    pub fn from_app(app: &App) -> Self {
+        let s = &app.current().config.server;
+        Limits {
+            header_timeout: s.request_timeout,
+            max_connections: s.max_connections,
+            shutdown_grace: s.shutdown_grace,
+        }
+    }
+}
+
+/// Serves the webhook pipeline on `listener` until `shutdown` resolves, then drains.
+pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let limits = Limits::from_app(&app);
+    serve_with(listener, limits, shutdown, move |req, peer| {
+        let app = app.clone();
+        async move { pipeline::handle(&app, req, peer).await }
+    })
+    .await;
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until `shutdown` resolves.
+pub async fn serve_admin(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let limits = Limits {
+        max_connections: 256,
+        ..Limits::from_app(&app)
+    };
+    serve_with(listener, limits, shutdown, move |req, _peer| {
+        let app = app.clone();
+        async move { admin::handle(&app, req).await }
+    })
+    .await;
+}
+
+/// The accept loop shared by both listeners.
+pub async fn serve_with<H, F>(
+    listener: TcpListener,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ResBody>> + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = service_fn(move |req| {
+            let fut = handler(req, peer);
+            async move { Ok::<_, std::convert::Infallible>(fut.await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!("shutdown grace expired with requests in flight"),
+    }
+}

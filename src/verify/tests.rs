@@ -1,0 +1,559 @@
+//! Verification against the providers' published vectors, and per-preset
+//! negative cases built with `sign` (so each case changes exactly one thing).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::sign::SignRequest;
+use super::*;
+use crate::config::load_str;
+
+const VECTORS: &str = include_str!("../../tests/data/vectors.json");
+
+pub(crate) fn verifier(provider: &str, secrets: &[&str], extra: &str) -> Verifier {
+    let list: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
+    let text = format!(
+        "[sources.s]\npath = \"/s\"\nprovider = \"{provider}\"\nsecrets = [{}]\n{extra}\n",
+        list.join(", ")
+    );
+    match load_str(&text, &|_| None) {
+        Ok(mut cfg) => cfg.sources.remove(0).verifier,
+        Err(e) => panic!("{provider}: {e}"),
+    }
+}
+
+fn delivery(headers: &[(String, String)], body: impl Into<Bytes>) -> Delivery<Unverified> {
+    let mut req = http::Request::builder().method("POST").uri("/s");
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let (head, ()) = req.body(()).unwrap().into_parts();
+    Delivery::new(head, body.into())
+}
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// Every published vector verifies with the clock fixed at its timestamp.
+#[test]
+fn published_vectors_verify() {
+    let doc: serde_json::Value = serde_json::from_str(VECTORS).unwrap();
+    let vectors = doc["vectors"].as_array().unwrap();
+    assert!(vectors.len() >= 10);
+    for (i, v) in vectors.iter().enumerate() {
+        let provider = v["provider"].as_str().unwrap();
+        let secret = v["secret"].as_str().unwrap();
+        let body = match (&v["body"], &v["body_repeat"]) {
+            (serde_json::Value::String(s), _) => s.clone(),
+            (_, r) => r["char"]
+                .as_str()
+                .unwrap()
+                .repeat(r["count"].as_u64().unwrap() as usize),
+        };
+        let headers_json = if v["headers"].is_object() {
+            &v["headers"]
+        } else {
+            &v["derived_headers"]
+        };
+        let headers: Vec<(String, String)> = headers_json
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        let ts: u64 = match &v["timestamp"] {
+            serde_json::Value::String(t) if t.len() == 13 => t.parse::<u64>().unwrap() / 1000,
+            serde_json::Value::String(t) => t.parse().unwrap(),
+            _ => headers
+                .iter()
+                .find(|(k, _)| k.ends_with("timestamp"))
+                .map_or(1_700_000_000, |(_, t)| t.parse().unwrap()),
+        };
+        let extra = if provider == "tyk" {
+            "[sources.s.verify]\nsignature_header = \"x-tyk-token\""
+        } else {
+            ""
+        };
+        let ver = verifier(provider, &[secret], extra);
+        let mut d = delivery(&headers, body.clone())
+            .verify(&ver, at(ts))
+            .unwrap_or_else(|e| panic!("vector {i} ({provider}): {e:?}"));
+        if let Some(expected) = v.get("expected_response") {
+            let got = crate::challenge::answer_body(&mut d, &ver)
+                .unwrap_or_else(|| panic!("vector {i}: no challenge answer"));
+            assert_eq!(&got, expected, "vector {i} ({provider}) challenge answer");
+        }
+        // The same vector with one body byte changed must fail.
+        let mut tampered = body.into_bytes();
+        tampered[0] ^= 1;
+        assert_eq!(
+            delivery(&headers, tampered)
+                .verify(&ver, at(ts))
+                .unwrap_err(),
+            VerifyError::InvalidSignature,
+            "vector {i} ({provider}) tampered"
+        );
+    }
+}
+
+#[test]
+fn stripe_docs_header_with_v0_parses_and_any_v1_may_match() {
+    let ver = verifier("stripe", &["whsec_test_secret"], "");
+    let body = "{\n  \"id\": \"evt_test_webhook\",\n  \"object\": \"event\",\n  \"data\": { \"object\": { \"id\": \"rdr_123\", \"object\": \"terminal.reader\" } }\n}";
+    let good = "d21d91b425674689e03346536b8fec6384a8721d43ebe269a1689a3ad22cba9c";
+    let bad = "5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd";
+    let h = |v: String| vec![("Stripe-Signature".to_owned(), v)];
+    let ok = delivery(
+        &h(format!("t=1492774577,v1={bad},v1={good},v0=6ffbb59b")),
+        body,
+    )
+    .verify(&ver, at(1_492_774_577));
+    assert_eq!(ok.unwrap().id(), "evt_test_webhook");
+    let err = delivery(&h(format!("t=1492774577,v1={bad},v0={good}")), body)
+        .verify(&ver, at(1_492_774_577));
+    assert_eq!(
+        err.unwrap_err(),
+        VerifyError::InvalidSignature,
+        "v0 must never be accepted"
+    );
+    // Without t= the signed payload cannot be rebuilt: 401 like any wrong signature.
+    let err = delivery(&h(format!("v1={good}")), body).verify(&ver, at(1_492_774_577));
+    assert_eq!(err.unwrap_err(), VerifyError::InvalidSignature);
+    let err = delivery(&h(format!("t=abc,v1={good}")), body).verify(&ver, at(1_492_774_577));
+    assert_eq!(err.unwrap_err(), VerifyError::MalformedTimestamp);
+}
+
+#[test]
+fn standard_webhooks_list_ignores_other_versions() {
+    let ver = verifier(
+        "standard-webhooks",
+        &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+        "",
+    );
+    let base = [
+        (
+            "webhook-id".to_owned(),
+            "msg_p5jXN8AQM9LWM0D4loKWxJek".to_owned(),
+        ),
+        ("webhook-timestamp".to_owned(), "1614265330".to_owned()),
+    ];
+    let with = |sig: &str| {
+        let mut h = base.to_vec();
+        h.push(("webhook-signature".into(), sig.into()));
+        delivery(&h, "{\"test\": 2432232314}").verify(&ver, at(1_614_265_330))
+    };
+    let good = "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+    assert!(
+        with(&format!(
+            "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= v2,abc v1,{good}"
+        ))
+        .is_ok()
+    );
+    assert_eq!(
+        with(&format!("v2,{good}")).unwrap_err(),
+        VerifyError::InvalidSignature
+    );
+    assert_eq!(
+        with("v1,not*base64").unwrap_err(),
+        VerifyError::MalformedSignature
+    );
+    assert_eq!(
+        with("nocomma").unwrap_err(),
+        VerifyError::MalformedSignature
+    );
+}
+
+#[test]
+fn svix_headers_win_over_webhook_headers() {
+    let ver = verifier("svix", &["whsec_plJ3nmyCDGBKInavdOK15jsl"], "");
+    let body = "{\"event_type\":\"ping\",\"data\":{\"success\":true}}";
+    let h = vec![
+        ("svix-id".to_owned(), "msg_loFOjxBNrRLzqYUf".to_owned()),
+        ("svix-timestamp".to_owned(), "1731705121".to_owned()),
+        (
+            "svix-signature".to_owned(),
+            "v1,rAvfW3dJ/X/qxhsaXPOyyCGmRKsaKWcsNccKXlIktD0=".to_owned(),
+        ),
+        ("webhook-id".to_owned(), "other".to_owned()),
+        ("webhook-timestamp".to_owned(), "1".to_owned()),
+    ];
+    assert_eq!(
+        delivery(&h, body)
+            .verify(&ver, at(1_731_705_121))
+            .unwrap()
+            .id(),
+        "msg_loFOjxBNrRLzqYUf"
+    );
+    // The webhook-* names alone also work.
+    let h: Vec<_> = h[..3]
+        .iter()
+        .map(|(k, v)| (k.replace("svix-", "webhook-"), v.clone()))
+        .collect();
+    assert!(delivery(&h, body).verify(&ver, at(1_731_705_121)).is_ok());
+}
+
+#[test]
+fn tribe_and_shopify_accept_both_header_eras() {
+    let ver = verifier("tribe", &["9e2bb174144943d98df25f7fbd89753d"], "");
+    let body = "{\"networkId\":\"jpLyIGaMxu\",\"context\":\"NETWORK\",\"currentSettings\":[],\"type\":\"TEST\",\"data\":{\"challenge\":\"22b4c546752f27207399d5f835a90808b3c6a34c\"}}";
+    let h = vec![
+        (
+            "X-Bettermode-Request-Timestamp".to_owned(),
+            "1649315900181".to_owned(),
+        ),
+        (
+            "X-Bettermode-Signature".to_owned(),
+            "b6544929f924aad3553f79a75a186162053da99b3215e75c5359a0a3d91fb285".to_owned(),
+        ),
+    ];
+    assert!(delivery(&h, body).verify(&ver, at(1_649_315_900)).is_ok());
+    // 15 minutes of tolerance, in milliseconds.
+    assert!(
+        delivery(&h, body)
+            .verify(&ver, at(1_649_315_900 + 15 * 60))
+            .is_ok()
+    );
+    assert_eq!(
+        delivery(&h, body)
+            .verify(&ver, at(1_649_315_902 + 15 * 60))
+            .unwrap_err(),
+        VerifyError::StaleTimestamp
+    );
+
+    let ver = verifier("shopify", &["test_secret_key"], "");
+    let h = vec![(
+        "shopify-hmac-sha256".to_owned(),
+        "B23tXN681gZ0qIWNRrgtzBE9XSDo5yaUu6wfmhu3a7g=".to_owned(),
+    )];
+    assert!(
+        delivery(&h, "{\"foo\": \"bar\"}")
+            .verify(&ver, at(1))
+            .is_ok()
+    );
+}
+
+#[test]
+fn non_json_bodies_fall_back_to_body_hash_and_empty_type() {
+    let ver = verifier("slack", &["8f742231b10e8888abcd99yyyzzz85a5"], "");
+    let signed = ver
+        .sign(SignRequest {
+            body: b"a=1&b=2",
+            id: None,
+            event_type: None,
+            timestamp: None,
+            now: SystemTime::now(),
+        })
+        .unwrap();
+    let d = delivery(&signed.headers, "a=1&b=2")
+        .verify(&ver, SystemTime::now())
+        .unwrap();
+    assert_eq!(d.id(), body_hash(b"a=1&b=2"));
+    assert_eq!(d.event_type(), "");
+}
+
+/// Presets in a form the negative cases can sign for, with a tolerance where they have one.
+fn signable() -> Vec<(&'static str, Verifier)> {
+    let s = &["secret-one", "secret-two"];
+    vec![
+        ("tampa", verifier("tampa", s, "")),
+        (
+            "standard-webhooks",
+            verifier(
+                "standard-webhooks",
+                &["whsec_c2VjcmV0LW9uZQ==", "whsec_c2VjcmV0LXR3bw=="],
+                "",
+            ),
+        ),
+        (
+            "svix",
+            verifier(
+                "svix",
+                &["whsec_c2VjcmV0LW9uZQ==", "whsec_c2VjcmV0LXR3bw=="],
+                "",
+            ),
+        ),
+        ("github", verifier("github", s, "")),
+        ("stripe", verifier("stripe", s, "")),
+        ("slack", verifier("slack", s, "")),
+        ("shopify", verifier("shopify", s, "")),
+        ("tribe", verifier("tribe", s, "")),
+        ("zoom", verifier("zoom", s, "")),
+        (
+            "tyk",
+            verifier(
+                "tyk",
+                s,
+                "[sources.s.verify]\nsignature_header = \"X-Tyk-Token\"",
+            ),
+        ),
+        (
+            "generic",
+            verifier(
+                "generic",
+                s,
+                "[sources.s.verify]\nsignature_header = \"X-Sig\"\nalgorithm = \"sha512\"\nencoding = \"base64\"\nsigned_payload = \"{id}|{timestamp}|{body}\"\ntimestamp = \"header:X-Ts\"\ntimestamp_format = \"unix_ms\"\nid = \"header:X-Id\"\nevent_type = \"json:/kind\"",
+            ),
+        ),
+    ]
+}
+
+const NOW: u64 = 1_700_000_000;
+
+fn body_for(now: SystemTime) -> String {
+    let ts = humantime::format_rfc3339_seconds(now);
+    format!(
+        "{{\"id\":\"evt_1\",\"type\":\"order.created\",\"timestamp\":\"{ts}\",\"Timestamp\":\"{ts}\",\"Event\":\"order.created\",\"event\":\"order.created\",\"kind\":\"order.created\",\"data\":{{\"id\":\"d1\",\"name\":\"order.created\"}}}}"
+    )
+}
+
+fn signed_for(v: &Verifier, key: usize, now: SystemTime) -> (Vec<(String, String)>, String) {
+    let body = body_for(now);
+    let mut v = v.clone();
+    v.keys.rotate_left(key);
+    let s = v
+        .sign(SignRequest {
+            body: body.as_bytes(),
+            id: Some("evt_1"),
+            event_type: Some("order.created"),
+            timestamp: None,
+            now,
+        })
+        .unwrap();
+    (s.headers, body)
+}
+
+#[test]
+fn every_preset_accepts_its_own_signature_with_either_secret() {
+    for (name, v) in signable() {
+        for key in 0..2 {
+            let (h, body) = signed_for(&v, key, at(NOW));
+            let d = delivery(&h, body)
+                .verify(&v, at(NOW))
+                .unwrap_or_else(|e| panic!("{name} key {key}: {e:?}"));
+            assert_eq!(d.secret_index(), key, "{name}");
+            assert_eq!(d.event_type(), "order.created", "{name}");
+        }
+    }
+}
+
+#[test]
+fn every_preset_rejects_tampering_wrong_secrets_and_bad_headers() {
+    for (name, v) in signable() {
+        let (h, body) = signed_for(&v, 0, at(NOW));
+        // Tampered body (a token scheme does not sign the body).
+        if v.spec.scheme == Scheme::Hmac {
+            let tampered = body.replace("order.created", "order.cancel");
+            assert_eq!(
+                delivery(&h, tampered).verify(&v, at(NOW)).unwrap_err(),
+                VerifyError::InvalidSignature,
+                "{name}"
+            );
+        }
+        // Wrong secret only.
+        let other = verifier_like(name, &v);
+        assert_eq!(
+            delivery(&h, body.clone())
+                .verify(&other, at(NOW))
+                .unwrap_err(),
+            VerifyError::InvalidSignature,
+            "{name}"
+        );
+        // Signature header missing.
+        let sig_name = v.spec.signature_headers[0].as_str();
+        let without: Vec<_> = h
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case(sig_name))
+            .cloned()
+            .collect();
+        assert_eq!(
+            delivery(&without, body.clone())
+                .verify(&v, at(NOW))
+                .unwrap_err(),
+            VerifyError::MissingSignature,
+            "{name}"
+        );
+        // Undecodable signature (token schemes have nothing to decode).
+        if v.spec.scheme == Scheme::Hmac {
+            let garbled: Vec<_> = h
+                .iter()
+                .map(|(k, val)| {
+                    if k.eq_ignore_ascii_case(sig_name) {
+                        (k.clone(), garble(&v))
+                    } else {
+                        (k.clone(), val.clone())
+                    }
+                })
+                .collect();
+            assert_eq!(
+                delivery(&garbled, body.clone())
+                    .verify(&v, at(NOW))
+                    .unwrap_err(),
+                VerifyError::MalformedSignature,
+                "{name}"
+            );
+        }
+    }
+}
+
+/// A signature header value of the right shape whose signature decodes in no encoding.
+fn garble(v: &Verifier) -> String {
+    match v.spec.signature_format {
+        SignatureFormat::Single => format!("{}~~~~", v.spec.signature_prefix),
+        SignatureFormat::V1List => "v1,~~~~".to_owned(),
+        SignatureFormat::Stripe => format!("t={NOW},v1=zz"),
+    }
+}
+
+/// The same spec with other secrets.
+fn verifier_like(name: &str, v: &Verifier) -> Verifier {
+    let mut o = signable().into_iter().find(|(n, _)| *n == name).unwrap().1;
+    o.keys = match &v.keys[0] {
+        Key::Token(_) => vec![Key::Token(b"another".to_vec().into_boxed_slice())],
+        _ => vec![Key::hmac(v.spec.algorithm, b"another")],
+    };
+    o
+}
+
+#[test]
+fn presets_with_timestamps_enforce_tolerance_both_ways() {
+    for (name, v) in signable() {
+        if v.spec.timestamp.is_empty() {
+            continue;
+        }
+        let tol = v.spec.tolerance.as_secs();
+        let (h, body) = signed_for(&v, 0, at(NOW));
+        assert!(
+            delivery(&h, body.clone()).verify(&v, at(NOW + tol)).is_ok(),
+            "{name}: edge of window"
+        );
+        assert_eq!(
+            delivery(&h, body.clone())
+                .verify(&v, at(NOW + tol + 1))
+                .unwrap_err(),
+            VerifyError::StaleTimestamp,
+            "{name}: stale"
+        );
+        assert_eq!(
+            delivery(&h, body.clone())
+                .verify(&v, at(NOW - tol - 1))
+                .unwrap_err(),
+            VerifyError::StaleTimestamp,
+            "{name}: future"
+        );
+    }
+}
+
+#[test]
+fn header_timestamps_that_are_not_numbers_are_400() {
+    for (name, v) in signable() {
+        let Some(Locator::Header(ts_header)) = v.spec.timestamp.first() else {
+            continue;
+        };
+        let (h, body) = signed_for(&v, 0, at(NOW));
+        let bad: Vec<_> = h
+            .iter()
+            .map(|(k, val)| {
+                if k.eq_ignore_ascii_case(ts_header.as_str()) {
+                    (k.clone(), "soon".to_owned())
+                } else {
+                    (k.clone(), val.clone())
+                }
+            })
+            .collect();
+        assert_eq!(
+            delivery(&bad, body.clone())
+                .verify(&v, at(NOW))
+                .unwrap_err(),
+            VerifyError::MalformedTimestamp,
+            "{name}"
+        );
+        let missing: Vec<_> = h
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case(ts_header.as_str()))
+            .cloned()
+            .collect();
+        let err = delivery(&missing, body).verify(&v, at(NOW)).unwrap_err();
+        // Without the timestamp the signed payload differs, so the signature fails first.
+        assert!(
+            matches!(
+                err,
+                VerifyError::InvalidSignature | VerifyError::MissingTimestamp
+            ),
+            "{name}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn a_short_prefix_mismatch_is_malformed_not_a_panic() {
+    let v = verifier("github", &["s"], "");
+    let h = vec![("X-Hub-Signature-256".to_owned(), "md5=abcd".to_owned())];
+    assert_eq!(
+        delivery(&h, "x").verify(&v, at(NOW)).unwrap_err(),
+        VerifyError::MalformedSignature
+    );
+    let h = vec![(
+        "X-Hub-Signature-256".to_owned(),
+        format!("sha256={}", "ab".repeat(100)),
+    )];
+    assert_eq!(
+        delivery(&h, "x").verify(&v, at(NOW)).unwrap_err(),
+        VerifyError::InvalidSignature
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Changing any one byte of the body, the timestamp or the ID fails verification.
+    #[test]
+    fn tampering_any_signed_byte_fails(which in 0usize..3, pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
+        let v = verifier("standard-webhooks", &["whsec_c2VjcmV0LW9uZQ=="], "");
+        let now = at(NOW);
+        let body = body_for(now);
+        let signed = v.sign(SignRequest { body: body.as_bytes(), id: Some("msg_abc"), event_type: None, timestamp: None, now }).unwrap();
+        let mut parts: Vec<(String, Vec<u8>)> = signed.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
+        parts.push(("(body)".to_owned(), body.into_bytes()));
+        let name = ["(body)", "webhook-timestamp", "webhook-id"][which];
+        let target = &mut parts.iter_mut().find(|(k, _)| k == name).unwrap().1;
+        let i = pos.index(target.len());
+        target[i] ^= flip;
+        let mut req = http::Request::builder().method("POST").uri("/s");
+        let mut body = Vec::new();
+        for (k, val) in parts {
+            if k == "(body)" {
+                body = val;
+            } else {
+                let hv = http::HeaderValue::from_bytes(&val);
+                prop_assume!(hv.is_ok()); // a byte no HTTP header can carry
+                req = req.header(k.as_str(), hv.unwrap());
+            }
+        }
+        let (head, ()) = req.body(()).unwrap().into_parts();
+        prop_assert!(Delivery::new(head, Bytes::from(body)).verify(&v, now).is_err());
+    }
+
+    /// Header parsers and the template engine never panic.
+    #[test]
+    fn parsers_never_panic(sig in "\\PC{0,80}", ts in "\\PC{0,20}", tpl in "\\PC{0,30}", body in prop::collection::vec(any::<u8>(), 0..64)) {
+        let _ = Template::parse(&tpl);
+        let _ = Locator::parse(&tpl);
+        for (_, v) in signable() {
+            let mut h = vec![];
+            for name in &v.spec.signature_headers {
+                h.push((name.to_string(), sig.clone()));
+            }
+            for loc in &v.spec.timestamp {
+                if let Locator::Header(n) = loc {
+                    h.push((n.to_string(), ts.clone()));
+                }
+            }
+            if h.iter().all(|(_, val)| http::HeaderValue::from_str(val).is_ok()) {
+                let _ = delivery(&h, body.clone()).verify(&v, at(NOW));
+            }
+        }
+    }
+}
