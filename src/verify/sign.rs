@@ -95,15 +95,19 @@ impl Verifier {
             None => {}
         }
 
-        let id = match spec.id.first() {
-            Some(Locator::Header(name)) => {
-                let id = req.id.map_or_else(random_id, str::to_owned);
+        // A body that carries its own ID (e.g. tampa's json:/id fallback) needs no header.
+        let body_id = spec.id.iter().find_map(|l| match l {
+            Locator::Json(ptr) => json_text(req.body, ptr),
+            _ => None,
+        });
+        let id = match (spec.id.first(), req.id, body_id) {
+            (Some(Locator::Header(_)), None, Some(body_id)) => body_id,
+            (Some(Locator::Header(name)), id, _) => {
+                let id = id.map_or_else(random_id, str::to_owned);
                 out.headers.push((name.to_string(), id.clone()));
                 id
             }
-            Some(Locator::Json(ptr)) => {
-                json_text(req.body, ptr).unwrap_or_else(|| body_hash(req.body))
-            }
+            (_, _, Some(body_id)) => body_id,
             _ => body_hash(req.body),
         };
 

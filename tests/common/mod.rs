@@ -1,0 +1,412 @@
+//! Test helpers: the gateway in-process on 127.0.0.1:0, real upstream HTTP
+//! servers that report what they received, a real `redis-server` per test on a
+//! free loopback port, and signing helpers.
+#![allow(dead_code)]
+
+pub mod redis;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use hookgate::App;
+use hookgate::config::{Config, load_str};
+use hookgate::verify::sign::SignRequest;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+pub const SECRET: &str = "test-secret";
+
+// === Gateway ===
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub app: Arc<App>,
+    pub config: Config,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+pub fn config(text: &str) -> Config {
+    load_str(text, &|_| None).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{text}"))
+}
+
+/// Starts the gateway (webhook and admin listeners) on loopback ports.
+pub async fn spawn_gateway(text: &str) -> Gateway {
+    let cfg = config(text);
+    let app = App::new(cfg.clone()).expect("store");
+    spawn_app(app, cfg).await
+}
+
+pub async fn spawn_app(app: Arc<App>, cfg: Config) -> Gateway {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let (stop, rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let tasks = vec![
+        tokio::spawn(hookgate::server::serve(
+            app.clone(),
+            listener,
+            stopped(rx.clone()),
+        )),
+        tokio::spawn(hookgate::server::serve_admin(
+            app.clone(),
+            admin,
+            stopped(rx),
+        )),
+    ];
+    Gateway {
+        addr,
+        admin: admin_addr,
+        app,
+        config: cfg,
+        stop,
+        tasks,
+    }
+}
+
+impl Gateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Signs `body` as the named source's sender would.
+    pub fn sign(
+        &self,
+        source: &str,
+        body: &str,
+        id: Option<&str>,
+        event_type: Option<&str>,
+    ) -> Vec<(String, String)> {
+        sign_with(
+            &self.config,
+            source,
+            body,
+            id,
+            event_type,
+            SystemTime::now(),
+        )
+    }
+
+    /// POSTs a signed delivery to the source's path.
+    pub async fn deliver(
+        &self,
+        source: &str,
+        body: &str,
+        id: Option<&str>,
+        event_type: Option<&str>,
+    ) -> Reply {
+        let path = self
+            .config
+            .sources
+            .iter()
+            .find(|s| s.name == source)
+            .unwrap()
+            .path
+            .clone();
+        let headers = self.sign(source, body, id, event_type);
+        send(&self.url(&path), "POST", &headers, body.to_owned()).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        send(&format!("http://{}/metrics", self.admin), "GET", &[], "")
+            .await
+            .text()
+    }
+
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+pub fn sign_with(
+    cfg: &Config,
+    source: &str,
+    body: &str,
+    id: Option<&str>,
+    event_type: Option<&str>,
+    now: SystemTime,
+) -> Vec<(String, String)> {
+    let src = cfg.sources.iter().find(|s| s.name == source).unwrap();
+    src.verifier
+        .sign(SignRequest {
+            body: body.as_bytes(),
+            id,
+            event_type,
+            timestamp: None,
+            now,
+        })
+        .unwrap()
+        .headers
+}
+
+/// A tampa body with a fresh timestamp.
+pub fn tampa_body(id: &str, event_type: &str) -> String {
+    tampa_body_at(id, event_type, SystemTime::now())
+}
+
+pub fn tampa_body_at(id: &str, event_type: &str, at: SystemTime) -> String {
+    format!(
+        r#"{{"id":"{id}","type":"{event_type}","timestamp":"{}","data":{{"n":1}}}}"#,
+        humantime::format_rfc3339_seconds(at)
+    )
+}
+
+/// A one-source tampa config routed to `upstream`, plus `extra` TOML.
+pub fn tampa_config(upstream: SocketAddr, extra_source: &str, extra_top: &str) -> String {
+    format!(
+        r#"{extra_top}
+[sources.tampa]
+path = "/webhooks/tampa"
+provider = "tampa"
+secrets = ["{SECRET}"]
+{extra_source}
+
+[[sources.tampa.routes]]
+events = ["dev.tampa.event.*"]
+upstream = "http://{upstream}/hooks/events"
+timeout = "2s"
+
+[[sources.tampa.routes]]
+events = ["*"]
+upstream = "http://{upstream}/hooks"
+timeout = "2s"
+"#
+    )
+}
+
+// === HTTP client ===
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.text()))
+    }
+    /// The gateway's own error answers: JSON with `error` and `message`.
+    pub fn error_code(&self) -> String {
+        assert_eq!(
+            self.headers["content-type"],
+            "application/json",
+            "{}",
+            self.text()
+        );
+        let v = self.json();
+        assert!(v["message"].is_string(), "{v}");
+        v["error"].as_str().unwrap().to_owned()
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+pub async fn send(
+    url: &str,
+    method: &str,
+    headers: &[(String, String)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    send_with(&client(), url, method, headers, body).await
+}
+
+pub async fn send_with(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    method: &str,
+    headers: &[(String, String)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let res = client
+        .request(req.body(Full::new(body.into())).unwrap())
+        .await
+        .expect("request");
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+// === Upstream ===
+
+/// What an upstream received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// How a test upstream answers.
+#[derive(Clone)]
+pub enum Behavior {
+    /// Status and body, after an optional delay.
+    Answer(u16, &'static str, Duration),
+    /// Close the connection without answering.
+    Hangup,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub rx: mpsc::UnboundedReceiver<Received>,
+    pub hits: Arc<AtomicUsize>,
+    behavior: Arc<std::sync::Mutex<Behavior>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn spawn_upstream(behavior: Behavior) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let behavior = Arc::new(std::sync::Mutex::new(behavior));
+    let (h2, b2) = (hits.clone(), behavior.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                break;
+            };
+            let (tx, hits, behavior) = (tx.clone(), h2.clone(), b2.clone());
+            tokio::spawn(async move {
+                let current = behavior.lock().unwrap().clone();
+                if let Behavior::Hangup = current {
+                    // Read the request, then close without a response.
+                    let mut buf = [0u8; 4096];
+                    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                        use tokio::io::AsyncReadExt;
+                        let mut s = stream;
+                        let _ = s.read(&mut buf).await;
+                        hits.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .await;
+                    return;
+                }
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let (tx, hits, behavior) = (tx.clone(), hits.clone(), behavior.clone());
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        let _ = tx.send(Received {
+                            method: parts.method.to_string(),
+                            uri: parts.uri.to_string(),
+                            headers: parts.headers,
+                            body,
+                        });
+                        let (status, text, delay) = match behavior.lock().unwrap().clone() {
+                            Behavior::Answer(s, t, d) => (s, t, d),
+                            Behavior::Hangup => (500, "", Duration::ZERO),
+                        };
+                        tokio::time::sleep(delay).await;
+                        let mut res = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+                        *res.status_mut() = StatusCode::from_u16(status).unwrap();
+                        res.headers_mut()
+                            .insert("x-upstream", "yes".parse().unwrap());
+                        Ok::<_, std::convert::Infallible>(res)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Upstream {
+        addr,
+        rx,
+        hits,
+        behavior,
+        task,
+    }
+}
+
+impl Upstream {
+    pub fn set(&self, b: Behavior) {
+        *self.behavior.lock().unwrap() = b;
+    }
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+    /// The next request received, waiting up to 5 s.
+    pub async fn next(&mut self) -> Received {
+        tokio::time::timeout(Duration::from_secs(5), self.rx.recv())
+            .await
+            .expect("upstream got nothing")
+            .expect("closed")
+    }
+}
+
+pub fn ok_upstream() -> Behavior {
+    Behavior::Answer(200, "upstream-ok", Duration::ZERO)
+}
+
+/// A loopback address where nothing listens.
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a
+}
+
+/// Polls `f` until it returns true, up to `timeout`.
+pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
