@@ -257,7 +257,15 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    tracing::info!(%listen, admin = ?admin_listen, version = env!("CARGO_PKG_VERSION"), "hookgate serving");
+    // The bound addresses (not the configured ones), so port 0 is usable.
+    let bound = listener
+        .local_addr()
+        .map_or_else(|_| listen.to_string(), |a| a.to_string());
+    let admin_bound = admin
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string());
+    tracing::info!(listen = %bound, admin = admin_bound.as_deref().unwrap_or("disabled"), version = env!("CARGO_PKG_VERSION"), "hookgate serving");
     let web = hookgate::server::serve(app.clone(), listener, stopped(stop_rx.clone()));
     match admin {
         Some(l) => {

@@ -1,0 +1,419 @@
+//! The real binary as users run it: CLI (`check`, `sign`, `--version`), JSON
+//! logs, SIGHUP reload, SIGTERM drain.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
+
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn with_listeners(text: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n[log]\nformat = \"json\"\n{text}"
+    )
+}
+
+fn start(text: &str) -> Proc {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("HOOKGATE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    for stream in [
+        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stdout.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let mut p = Proc {
+        child,
+        addr: "0.0.0.0:0".parse().unwrap(),
+        admin: "0.0.0.0:0".parse().unwrap(),
+        lines,
+        seen: vec![],
+        config,
+        _dir: dir,
+    };
+    let line = p.wait_for("hookgate serving");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    p.addr = v["listen"].as_str().unwrap().parse().unwrap();
+    p.admin = v["admin"].as_str().unwrap().parse().unwrap();
+    p
+}
+
+impl Proc {
+    /// The next output line containing `needle`, waiting up to 10 s.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no line with {needle:?}; saw {:#?}", self.seen));
+            self.seen.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    fn wait_exit(&mut self) -> i32 {
+        for _ in 0..500 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("process did not exit");
+    }
+
+    fn drain_lines(&mut self) -> Vec<String> {
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(l);
+        }
+        self.seen.clone()
+    }
+}
+
+fn run_cli(args: &[&str], cwd: Option<&Path>, env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_prints_and_exits_zero() {
+    let (code, out, _) = run_cli(&["--version"], None, &[]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("hookgate ") && out.contains(env!("CARGO_PKG_VERSION")),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_lists_every_error_and_exits_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = \"x\"\nwat = 1\n[sources.a]\npath = \"/a\"\nprovider = \"github\"\nsecrets = [\"${HG_TEST_UNSET_VAR}\"]\n[[sources.a.routes]]\nevents = [\"*\"]\nupstream = \"http://127.0.0.1:1/\"\ntimeout = \"forever\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(&["check", "-c", bad.to_str().unwrap()], None, &[]);
+    assert_eq!(code, 1);
+    for want in [
+        "server.listen",
+        "server.wat",
+        "HG_TEST_UNSET_VAR",
+        "sources.a.routes[0].timeout",
+    ] {
+        assert!(err.contains(want), "missing {want} in {err}");
+    }
+    let (code, out, err) = run_cli(
+        &["check", "-c", "config.example.toml"],
+        Some(Path::new(env!("CARGO_MANIFEST_DIR"))),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn config_path_defaults_to_env_then_hookgate_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "[sources.a]\npath = \"/a\"\nprovider = \"github\"\nsecrets = [\"s\"]\n";
+    std::fs::write(dir.path().join("hookgate.toml"), good).unwrap();
+    let mut cmd = Command::new(BIN);
+    let out = cmd
+        .arg("check")
+        .current_dir(dir.path())
+        .env_remove("HOOKGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(dir.path().join("other.toml"), "nonsense = [").unwrap();
+    let (code, _, err) = run_cli(
+        &["check"],
+        Some(dir.path()),
+        &[("HOOKGATE_CONFIG", "other.toml")],
+    );
+    assert_eq!(code, 1, "HOOKGATE_CONFIG wins over ./hookgate.toml: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_output_and_curl_command_are_accepted() {
+    let mut up = spawn_upstream(ok_upstream()).await;
+    let text = with_listeners(&tampa_config(up.addr, "", ""));
+    let p = start(&text);
+    let body = tampa_body("signed-by-cli", "order.created");
+    let body_file = p.config.with_file_name("body.json");
+    std::fs::write(&body_file, &body).unwrap();
+    let cfg = p.config.to_str().unwrap().to_owned();
+
+    let (code, out, err) = run_cli(
+        &[
+            "sign",
+            "-c",
+            &cfg,
+            "--source",
+            "tampa",
+            body_file.to_str().unwrap(),
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let headers: Vec<(String, String)> = out
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            l.split_once(": ")
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect();
+    assert!(
+        headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("x-webhook-signature")),
+        "{out}"
+    );
+    let r = send(
+        &format!("http://{}/webhooks/tampa", p.addr),
+        "POST",
+        &headers,
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.next().await.body, body.as_bytes());
+
+    // --curl prints one command that works when pasted into bash.
+    let body = "{\"id\":\"curl-1\",\"type\":\"x\",\"timestamp\":\"TS\",\"note\":\"it's quoted\"}"
+        .replace(
+            "TS",
+            &humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        );
+    std::fs::write(&body_file, &body).unwrap();
+    let url = format!("http://{}/webhooks/tampa", p.addr);
+    let (code, out, err) = run_cli(
+        &[
+            "sign",
+            "-c",
+            &cfg,
+            "--source",
+            "tampa",
+            "--curl",
+            &url,
+            body_file.to_str().unwrap(),
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let curl = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .arg("-c")
+            .arg(out.trim())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let answer = String::from_utf8_lossy(&curl.stdout);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(up.next().await.body, body.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_one_object_per_line_and_no_secrets() {
+    let up = spawn_upstream(ok_upstream()).await;
+    let mut p = start(&with_listeners(&tampa_config(up.addr, "", "")));
+    let cfg = config(&std::fs::read_to_string(&p.config).unwrap());
+    let body = tampa_body("log-1", "order.created");
+    let headers = sign_with(
+        &cfg,
+        "tampa",
+        &body,
+        None,
+        None,
+        std::time::SystemTime::now(),
+    );
+    let sig = headers
+        .iter()
+        .find(|(k, _)| k == "x-webhook-signature")
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(
+        send(
+            &format!("http://{}/webhooks/tampa", p.addr),
+            "POST",
+            &headers,
+            body
+        )
+        .await
+        .status,
+        200
+    );
+    let line = p.wait_for("\"delivery\"");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["source"], "tampa");
+    assert_eq!(v["delivery_id"], "log-1");
+    assert_eq!(v["event_type"], "order.created");
+    assert_eq!(v["outcome"], "forwarded");
+    assert_eq!(v["status"], 200);
+    assert!(v["upstream_ms"].is_number());
+    p.signal("-TERM");
+    assert_eq!(p.wait_exit(), 0);
+    for line in p.drain_lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&line).is_ok(),
+            "not JSON: {line}"
+        );
+        assert!(
+            !line.contains(SECRET) && !line.contains(&sig),
+            "secret logged: {line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_and_a_broken_file_keeps_the_old_config() {
+    let mut up = spawn_upstream(ok_upstream()).await;
+    let text = with_listeners(&tampa_config(up.addr, "", ""));
+    let mut p = start(&text);
+    let cfg = config(&text);
+    let url = format!("http://{}/webhooks/tampa", p.addr);
+    let deliver = |id: &str| {
+        let body = tampa_body(id, "other");
+        (
+            sign_with(
+                &cfg,
+                "tampa",
+                &body,
+                None,
+                None,
+                std::time::SystemTime::now(),
+            ),
+            body,
+        )
+    };
+    let (h1, b1) = deliver("hup-1");
+    assert_eq!(send(&url, "POST", &h1, b1).await.status, 200);
+    assert_eq!(up.next().await.uri, "/hooks");
+
+    std::fs::write(&p.config, text.replace("/hooks\"\n", "/reloaded\"\n")).unwrap();
+    p.signal("-HUP");
+    p.wait_for("config reloaded");
+    let (h2, b2) = deliver("hup-2");
+    assert_eq!(send(&url, "POST", &h2, b2).await.status, 200);
+    assert_eq!(up.next().await.uri, "/reloaded");
+
+    std::fs::write(&p.config, "this is = not [valid").unwrap();
+    p.signal("-HUP");
+    p.wait_for("keeping the old config");
+    let (h3, b3) = deliver("hup-3");
+    assert_eq!(send(&url, "POST", &h3, b3).await.status, 200);
+    assert_eq!(up.next().await.uri, "/reloaded");
+    assert_eq!(
+        send(&format!("http://{}/healthz", p.admin), "GET", &[], "")
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_a_slow_in_flight_delivery_then_exits_zero() {
+    let mut up = spawn_upstream(Behavior::Answer(
+        200,
+        "slow-ok",
+        Duration::from_millis(1500),
+    ))
+    .await;
+    let text = with_listeners(&tampa_config(up.addr, "", ""));
+    let mut p = start(&text);
+    let cfg = config(&text);
+    let body = tampa_body("drain-1", "x");
+    let headers = sign_with(
+        &cfg,
+        "tampa",
+        &body,
+        None,
+        None,
+        std::time::SystemTime::now(),
+    );
+    let url = format!("http://{}/webhooks/tampa", p.addr);
+    let in_flight = tokio::spawn(async move { send(&url, "POST", &headers, body).await });
+    up.next().await; // the delivery is at the upstream now
+    p.signal("-TERM");
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "slow-ok");
+    assert_eq!(
+        tokio::task::spawn_blocking(move || p.wait_exit())
+            .await
+            .unwrap(),
+        0
+    );
+}
