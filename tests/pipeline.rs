@@ -1,6 +1,8 @@
 //! SPEC §3 end to end: every row of the status table the core owns, the header
 //! rules, claim release, and concurrent copies of one delivery.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
 mod common;
 
 use std::time::{Duration, SystemTime};

@@ -1,6 +1,8 @@
 //! Provider challenges and test pings end to end (SPEC §4): answered by the
 //! gateway after verification, never forwarded; an unsigned one gets 401.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! The real binary as users run it: CLI (`check`, `sign`, `--version`), JSON
 //! logs, SIGHUP reload, SIGTERM drain.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
 mod common;
 
 use std::io::{BufRead, BufReader};

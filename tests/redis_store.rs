@@ -1,6 +1,8 @@
 //! The Redis dedupe store against real `redis-server` processes (SPEC §3,
 //! issue #3): replicas, restarts, failures, claim ownership, Redis Cluster.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
 mod common;
 
 use std::time::Duration;

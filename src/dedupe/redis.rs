@@ -58,12 +58,15 @@ impl Script {
     }
 }
 
+/// The cluster client and its connection, made on first use.
+struct ClusterConn {
+    client: redis::cluster::ClusterClient,
+    conn: OnceCell<ClusterConnection>,
+}
+
 enum Conn {
     Single(ConnectionManager),
-    Cluster {
-        client: redis::cluster::ClusterClient,
-        conn: OnceCell<ClusterConnection>,
-    },
+    Cluster(Box<ClusterConn>),
 }
 
 pub struct RedisStore {
@@ -107,10 +110,10 @@ impl RedisStore {
                         .retries(2)
                         .build()
                         .map_err(unavailable)?;
-                Conn::Cluster {
+                Conn::Cluster(Box::new(ClusterConn {
                     client,
                     conn: OnceCell::new(),
-                }
+                }))
             }
         };
         let mut rnd = [0u8; 8];
@@ -133,9 +136,10 @@ impl RedisStore {
         let run = async {
             match &self.conn {
                 Conn::Single(m) => cmd.query_async::<Value>(&mut m.clone()).await,
-                Conn::Cluster { client, conn } => {
-                    let c = conn
-                        .get_or_try_init(|| client.get_async_connection())
+                Conn::Cluster(cc) => {
+                    let c = cc
+                        .conn
+                        .get_or_try_init(|| cc.client.get_async_connection())
                         .await?;
                     cmd.query_async::<Value>(&mut c.clone()).await
                 }

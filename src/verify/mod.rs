@@ -225,7 +225,7 @@ impl Encoding {
         let text = text.trim();
         match self {
             Encoding::Hex => {
-                if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(());
                 }
                 let n = text.len() / 2;
@@ -386,10 +386,10 @@ impl Verifier {
         let ts_ms = ts
             .as_ref()
             .and_then(|(_, t)| spec.timestamp_format.to_unix_ms(t));
-        if let (Some((loc, _)), None) = (&ts, ts_ms) {
-            if !matches!(loc, Locator::Json(_)) {
-                return Err(VerifyError::MalformedTimestamp);
-            }
+        if let (Some((loc, _)), None) = (&ts, ts_ms)
+            && !matches!(loc, Locator::Json(_))
+        {
+            return Err(VerifyError::MalformedTimestamp);
         }
         let ts_text = ts.map(|(_, t)| t);
         let id = locate(&spec.id, headers, &body, cands.stripe_t);

@@ -33,7 +33,7 @@ impl TimestampFormat {
                     return secs.checked_mul(1000);
                 }
                 let f: f64 = text.parse().ok()?;
-                f.is_finite().then(|| (f * 1000.0) as i64)
+                f.is_finite().then_some((f * 1000.0) as i64)
             }
             Self::UnixMs => text.parse::<i64>().ok(),
             Self::Rfc3339 => {
