@@ -113,7 +113,7 @@ pub enum Locator {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LocatorError {
-    #[error("expected \"header:NAME\" or \"json:/pointer\", got {0:?}")]
+    #[error("expected \"header:NAME\", \"json:/pointer\" or \"signature:t\", got {0:?}")]
     Syntax(String),
     #[error("invalid header name {0:?}")]
     HeaderName(String),
@@ -127,6 +127,8 @@ impl Locator {
             HeaderName::from_bytes(name.trim().as_bytes())
                 .map(Locator::Header)
                 .map_err(|_| LocatorError::HeaderName(name.to_owned()))
+        } else if text == "signature:t" {
+            Ok(Locator::SignatureParam)
         } else if let Some(ptr) = text.strip_prefix("json:") {
             if ptr.is_empty() || ptr.starts_with('/') {
                 Ok(Locator::Json(ptr.to_owned()))
@@ -185,6 +187,10 @@ mod tests {
             Locator::header("x-id")
         );
         assert_eq!(Locator::parse("json:/a/b").unwrap(), Locator::json("/a/b"));
+        assert_eq!(
+            Locator::parse("signature:t").unwrap(),
+            Locator::SignatureParam
+        );
         assert!(matches!(
             Locator::parse("json:a"),
             Err(LocatorError::Pointer(_))

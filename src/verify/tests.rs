@@ -557,3 +557,54 @@ proptest! {
         }
     }
 }
+
+/// `generic` expresses the multi-signature presets by hand and passes their vectors.
+#[test]
+fn generic_expresses_stripe_and_standard_webhooks_by_hand() {
+    let stripe = verifier(
+        "generic",
+        &["whsec_test_secret"],
+        "[sources.s.verify]\nsignature_header = \"Stripe-Signature\"\nsignature_format = \"stripe\"\nsigned_payload = \"{timestamp}.{body}\"\ntimestamp = \"signature:t\"\ntimestamp_format = \"unix\"\nid = \"json:/id\"\nevent_type = \"json:/type\"",
+    );
+    let body = "{\n  \"id\": \"evt_test_webhook\",\n  \"object\": \"event\",\n  \"data\": { \"object\": { \"id\": \"rdr_123\", \"object\": \"terminal.reader\" } }\n}";
+    let h = vec![(
+        "Stripe-Signature".to_owned(),
+        "t=1492774577,v1=d21d91b425674689e03346536b8fec6384a8721d43ebe269a1689a3ad22cba9c"
+            .to_owned(),
+    )];
+    assert_eq!(
+        delivery(&h, body)
+            .verify(&stripe, at(1_492_774_577))
+            .unwrap()
+            .id(),
+        "evt_test_webhook"
+    );
+    assert_eq!(
+        delivery(&h, body)
+            .verify(&stripe, at(1_492_774_577 + 301))
+            .unwrap_err(),
+        VerifyError::StaleTimestamp
+    );
+
+    let sw = verifier(
+        "generic",
+        &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+        "[sources.s.verify]\nsignature_header = \"webhook-signature\"\nsignature_format = \"v1-list\"\nencoding = \"base64\"\nsecret_format = \"whsec-base64\"\nsigned_payload = \"{id}.{timestamp}.{body}\"\ntimestamp = \"header:webhook-timestamp\"\nid = \"header:webhook-id\"",
+    );
+    let h = vec![
+        (
+            "webhook-id".to_owned(),
+            "msg_p5jXN8AQM9LWM0D4loKWxJek".to_owned(),
+        ),
+        ("webhook-timestamp".to_owned(), "1614265330".to_owned()),
+        (
+            "webhook-signature".to_owned(),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".to_owned(),
+        ),
+    ];
+    assert!(
+        delivery(&h, "{\"test\": 2432232314}")
+            .verify(&sw, at(1_614_265_330))
+            .is_ok()
+    );
+}
