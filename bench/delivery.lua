@@ -1,0 +1,36 @@
+-- wrk script: every request is the same pre-signed tampa body with a unique
+-- X-Delivery-ID (tampa signs the body only, so the ID header varies freely and
+-- every delivery is new to the dedupe store). The plain proxies get the same
+-- requests.
+local threads = {}
+local counter = 0
+local prefix = "x"
+
+function setup(thread)
+  thread:set("tid", tostring(#threads + 1) .. "-" .. tostring(os.time()) .. "-" .. tostring(math.random(1, 1000000000)))
+  table.insert(threads, thread)
+end
+
+function init(args)
+  prefix = tid
+  local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+  wrk.body = f:read("*a")
+  f:close()
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["X-Webhook-Signature"] = os.getenv("BENCH_SIG")
+  wrk.headers["X-Event-Type"] = "dev.tampa.event.created"
+end
+
+function request()
+  counter = counter + 1
+  wrk.headers["X-Delivery-ID"] = prefix .. "-" .. counter
+  return wrk.format(nil, nil, nil, nil)
+end
+
+function done(summary, latency, requests)
+  local non2xx = summary.errors.status
+  io.write(string.format("BENCH requests=%d non2xx=%d errors=%d p50_us=%d p99_us=%d rps=%.1f\n",
+    summary.requests, non2xx, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99), summary.requests / (summary.duration / 1e6)))
+end

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Reproducible loopback benchmark: hookgate (memory and Redis store) against
+# nginx and haproxy doing plain reverse proxying, all in front of the same
+# nginx `return 200` upstream, driven by the same wrk load, alternating over
+# several rounds. Prints req/s, p50, p99 per target and the median ratios.
+#
+#   bash bench/run.sh            # 3 rounds of 8 s per target (~2 minutes)
+#   ROUNDS=5 DURATION=10 CONNS=64 bash bench/run.sh
+#
+# Needs nginx, haproxy, wrk and redis-server (Debian packages; installed with
+# apt-get when missing). Loopback only; every run is bounded by DURATION.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8}
+CONNS=${CONNS:-50}
+THREADS=${THREADS:-2}
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+command -v redis-server >/dev/null || need+=(redis-server)
+if ((${#need[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo build --release --quiet
+BIN=$PWD/target/release/hookgate
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+UP=$(free_port); NGX=$(free_port); HAP=$(free_port); HGM=$(free_port); HGR=$(free_port); RDS=$(free_port)
+
+# --- upstream: nginx returning 200
+mkdir -p "$WORK/up" "$WORK/px"
+cat > "$WORK/up/nginx.conf" <<CONF
+worker_processes 1;
+pid $WORK/up/nginx.pid;
+error_log $WORK/up/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_buffer_size 64k;
+  server { listen 127.0.0.1:$UP reuseport; keepalive_requests 1000000; location / { return 200 "ok"; } }
+}
+CONF
+nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+
+# --- nginx as a plain reverse proxy
+cat > "$WORK/px/nginx.conf" <<CONF
+worker_processes 2;
+pid $WORK/px/nginx.pid;
+error_log $WORK/px/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_buffer_size 64k;
+  upstream app { server 127.0.0.1:$UP; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGX;
+    keepalive_requests 1000000;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+
+# --- haproxy as a plain reverse proxy
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 2
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HAP
+  default_backend app
+backend app
+  server s1 127.0.0.1:$UP
+CONF
+haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
+
+# --- redis for hookgate's Redis store
+redis-server --port "$RDS" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null & PIDS+=($!)
+
+# --- hookgate, memory store and Redis store
+hg_config() {
+  cat <<CONF
+[server]
+listen = "127.0.0.1:$1"
+max_connections = 10000
+[dedupe]
+store = "$2"
+max_entries = 10000000
+[dedupe.redis]
+url = "redis://127.0.0.1:$RDS/0"
+[sources.tampa]
+path = "/webhooks/tampa"
+provider = "tampa"
+secrets = ["bench-secret"]
+tolerance = "1h"
+[[sources.tampa.routes]]
+events = ["*"]
+upstream = "http://127.0.0.1:$UP/hooks"
+CONF
+}
+hg_config "$HGM" memory > "$WORK/hg-memory.toml"
+hg_config "$HGR" redis > "$WORK/hg-redis.toml"
+HOOKGATE_LOG=warn "$BIN" -c "$WORK/hg-memory.toml" & PIDS+=($!); HGM_PID=$!
+HOOKGATE_LOG=warn "$BIN" -c "$WORK/hg-redis.toml" & PIDS+=($!)
+
+for p in $UP $NGX $HAP $HGM $HGR $RDS; do wait_port "$p"; done
+IDLE_RSS_KB=$(awk '/VmRSS/ {print $2}' /proc/$HGM_PID/status)
+
+# --- one pre-signed body (fresh timestamp; the ID varies per request in delivery.lua)
+printf '{"id":"bench","type":"dev.tampa.event.created","timestamp":"%s","data":{"order":{"id":"ord_123","amount":4200,"currency":"eur","items":[{"sku":"a-1","qty":2},{"sku":"b-7","qty":1}]}}}' \
+  "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$WORK/body.json"
+export BENCH_BODY="$WORK/body.json"
+BENCH_SIG=$("$BIN" sign -c "$WORK/hg-memory.toml" --source tampa "$WORK/body.json" | awk -F': ' 'tolower($1)=="x-webhook-signature" {print $2}')
+export BENCH_SIG
+
+# Sanity: every target answers 200 to the benchmark request.
+for port in $NGX $HAP $HGM $HGR; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/webhooks/tampa" \
+    -H "X-Webhook-Signature: $BENCH_SIG" -H "X-Delivery-ID: sanity-$port" -H 'Content-Type: application/json' --data-binary @"$BENCH_BODY")
+  [ "$code" = 200 ] || { echo "target on port $port answered $code" >&2; exit 1; }
+done
+
+declare -A RESULTS
+run_one() { # name port
+  local out
+  out=$(timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s bench/delivery.lua "http://127.0.0.1:$2/webhooks/tampa" | grep '^BENCH')
+  echo "  $1: $out"
+  RESULTS[$1]+="$out"$'\n'
+}
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
+echo "load: wrk -t$THREADS -c$CONNS -d${DURATION}s, $ROUNDS rounds, targets alternating"
+for r in $(seq 1 "$ROUNDS"); do
+  echo "round $r"
+  run_one nginx "$NGX"
+  run_one hookgate-memory "$HGM"
+  run_one haproxy "$HAP"
+  run_one hookgate-redis "$HGR"
+done
+
+HGM_RSS_KB=$(awk '/VmRSS/ {print $2}' /proc/$HGM_PID/status)
+python3 - "$IDLE_RSS_KB" "$HGM_RSS_KB" <<PY
+import re, statistics, sys
+raw = {k: v for k, v in [$(for k in "${!RESULTS[@]}"; do printf '("%s", """%s"""),' "$k" "${RESULTS[$k]}"; done)]}
+def field(line, name):
+    return float(re.search(name + r"=([0-9.]+)", line).group(1))
+stats = {}
+for name, text in raw.items():
+    lines = [l for l in text.splitlines() if l.startswith("BENCH")]
+    stats[name] = {
+        "rps": statistics.median(field(l, "rps") for l in lines),
+        "p50": statistics.median(field(l, "p50_us") for l in lines) / 1000,
+        "p99": statistics.median(field(l, "p99_us") for l in lines) / 1000,
+        "bad": sum(field(l, "non2xx") + field(l, "errors") for l in lines),
+    }
+print()
+print("| target | req/s (median) | p50 ms | p99 ms | non-2xx + errors |")
+print("|---|---:|---:|---:|---:|")
+for name in ["nginx", "haproxy", "hookgate-memory", "hookgate-redis"]:
+    s = stats[name]
+    print(f"| {name} | {s['rps']:.0f} | {s['p50']:.2f} | {s['p99']:.2f} | {s['bad']:.0f} |")
+best = max(("nginx", "haproxy"), key=lambda n: stats[n]["rps"])
+print()
+for hg in ["hookgate-memory", "hookgate-redis"]:
+    print(f"{hg} / best proxy ({best}): throughput x{stats[hg]['rps'] / stats[best]['rps']:.2f}, "
+          f"p99 {stats[hg]['p99']:.2f} ms vs {stats[best]['p99']:.2f} ms")
+print(f"hookgate idle RSS: {int(sys.argv[1]) / 1024:.1f} MB; after the memory-store runs: {int(sys.argv[2]) / 1024:.1f} MB")
+PY
