@@ -182,17 +182,18 @@ pub fn upstream_uri(base: &Uri, incoming: &Uri) -> Uri {
     joined.parse().unwrap_or_else(|_| base.clone())
 }
 
-/// Sends `delivery` to `route` and waits for the response head.
+/// Sends `delivery` to `route` and waits for the response head. The delivery's
+/// headers are moved into the upstream request, not copied.
 pub async fn forward(
     client: &Client,
-    delivery: &Delivery<Verified>,
+    delivery: &mut Delivery<Verified>,
     route: &Route,
     peer: Peer,
     source: &HeaderValue,
 ) -> Result<Response<Incoming>, ForwardError> {
     let uri = upstream_uri(&route.upstream, &delivery.head.uri);
     let headers = upstream_headers(
-        delivery.head.headers.clone(),
+        std::mem::take(&mut delivery.head.headers),
         &delivery.head.uri,
         peer,
         source,

@@ -9,6 +9,7 @@
 //! decodable (400) → MAC over the signed payload matches some secret (401) →
 //! timestamp present and within tolerance (401).
 
+pub mod json;
 pub mod keys;
 pub mod presets;
 pub mod sign;
@@ -16,7 +17,6 @@ pub mod template;
 pub mod timestamp;
 
 use std::borrow::Cow;
-use std::cell::OnceCell;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -199,18 +199,9 @@ struct Candidates<'a> {
     stripe_t: Option<&'a str>,
 }
 
-/// The body, parsed as JSON at most once and only if some field needs it.
+/// The raw body; JSON fields are looked up with [`json::pointer_text`].
 struct Body<'a> {
     bytes: &'a [u8],
-    json: OnceCell<Option<serde_json::Value>>,
-}
-
-impl<'a> Body<'a> {
-    fn json(&self) -> Option<&serde_json::Value> {
-        self.json
-            .get_or_init(|| serde_json::from_slice(self.bytes).ok())
-            .as_ref()
-    }
 }
 
 static B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
@@ -280,11 +271,7 @@ fn locate_with<'a, 'l>(
         let text = match loc {
             Locator::Header(name) => header_str(headers, name).map(Cow::Borrowed),
             Locator::SignatureParam => stripe_t.map(Cow::Borrowed),
-            Locator::Json(ptr) => match body.json()?.pointer(ptr)? {
-                serde_json::Value::String(s) => Some(Cow::Borrowed(s.as_str())),
-                serde_json::Value::Number(n) => Some(Cow::Owned(n.to_string())),
-                _ => None,
-            },
+            Locator::Json(ptr) => json::pointer_text(body.bytes, ptr),
         }?;
         Some((loc, text))
     })
@@ -376,10 +363,7 @@ impl Verifier {
     ) -> Result<Verified, VerifyError> {
         let spec = &self.spec;
         let cands = self.candidates(headers)?;
-        let body = Body {
-            bytes: body,
-            json: OnceCell::new(),
-        };
+        let body = Body { bytes: body };
 
         // Timestamps sent in headers are parsed before the signature is checked (400 first).
         let ts = locate_with(&spec.timestamp, headers, &body, cands.stripe_t);
@@ -433,7 +417,7 @@ impl Verifier {
             secret_index,
             id,
             event_type,
-            json: body.json.into_inner().flatten(),
+            json: None,
         })
     }
 }
