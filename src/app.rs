@@ -1,6 +1,6 @@
 //! The state every connection shares: the current config with everything
 //! derived from it (limiters, metric handles, the dedupe store), the metrics
-//! registry and the upstream client. A reload builds a new [`Loaded`] and swaps
+//! registry. A reload builds a new [`Loaded`] and swaps
 //! it in atomically; requests in flight finish on the one they started with.
 
 use std::sync::{Arc, RwLock};
@@ -10,7 +10,6 @@ use http::HeaderValue;
 
 use crate::config::Config;
 use crate::dedupe::{Store, StoreError};
-use crate::forward::{self, Client};
 use crate::guard::{self, Limiter};
 use crate::metrics::{Metrics, SourceMetrics};
 
@@ -34,7 +33,6 @@ pub struct Loaded {
 pub struct App {
     loaded: RwLock<Arc<Loaded>>,
     pub metrics: Arc<Metrics>,
-    pub client: Client,
     /// The clock verification uses; tests may fix it.
     pub clock: fn() -> SystemTime,
 }
@@ -75,7 +73,6 @@ impl App {
         Ok(Arc::new(App {
             loaded: RwLock::new(Arc::new(loaded)),
             metrics,
-            client: forward::client(),
             clock: SystemTime::now,
         }))
     }
@@ -87,7 +84,6 @@ impl App {
         Ok(Arc::new(App {
             loaded: RwLock::new(Arc::new(loaded)),
             metrics,
-            client: forward::client(),
             clock,
         }))
     }

@@ -28,6 +28,12 @@ use crate::verify::{Delivery, Verified};
 /// The one upstream client, shared by all requests (connection pool inside).
 pub type Client = HyperClient<HttpConnector, Full<Bytes>>;
 
+thread_local! {
+    /// One pooled client per thread: with a runtime per core, connections stay
+    /// on the thread (and reactor) that made them.
+    static CLIENT: Client = client();
+}
+
 /// Builds the pooled upstream client.
 pub fn client() -> Client {
     let mut connector = HttpConnector::new();
@@ -185,7 +191,6 @@ pub fn upstream_uri(base: &Uri, incoming: &Uri) -> Uri {
 /// Sends `delivery` to `route` and waits for the response head. The delivery's
 /// headers are moved into the upstream request, not copied.
 pub async fn forward(
-    client: &Client,
     delivery: &mut Delivery<Verified>,
     route: &Route,
     peer: Peer,
@@ -204,7 +209,8 @@ pub async fn forward(
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    match tokio::time::timeout(route.timeout, client.request(req)).await {
+    let pending = CLIENT.with(|client| client.request(req));
+    match tokio::time::timeout(route.timeout, pending).await {
         Err(_) => Err(ForwardError::Timeout),
         Ok(Err(e)) => Err(ForwardError::Unreachable(error_chain(&e))),
         Ok(Ok(mut res)) => {

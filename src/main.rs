@@ -209,30 +209,53 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// How many webhook-serving threads: `HOOKGATE_WORKERS`, else one per CPU.
+fn worker_count() -> usize {
+    std::env::var("HOOKGATE_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 fn run(path: &Path) -> ExitCode {
     let cfg = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
     init_logging(cfg.log.format);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("HOOKGATE_WORKERS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-    {
-        builder.worker_threads(n);
-    }
-    let runtime = match builder.enable_all().build() {
-        Ok(r) => r,
+    match current_thread_runtime() {
+        Ok(rt) => rt.block_on(serve(path.to_owned(), cfg)),
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::from(1);
+            ExitCode::from(1)
         }
-    };
-    runtime.block_on(serve(path.to_owned(), cfg))
+    }
 }
 
+/// Binds `addr` with `SO_REUSEPORT`, so every worker thread can own a listener on it.
+fn bind_reuseport(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// Serves until SIGTERM/SIGINT. Webhook traffic runs on one single-threaded
+/// runtime per worker thread, each with its own `SO_REUSEPORT` listener and
+/// upstream connection pool (no cross-thread wake-ups on the hot path; the
+/// kernel spreads connections). Admin traffic and signals run on this thread.
 async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
     let listen = cfg.server.listen;
     let admin_listen = cfg.server.admin_listen;
@@ -243,13 +266,21 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, %listen, "cannot listen");
-            return ExitCode::from(1);
+    // The first bind resolves port 0; the others join it.
+    let mut listeners = Vec::new();
+    let mut bound = listen;
+    for _ in 0..worker_count() {
+        match bind_reuseport(bound).and_then(|l| {
+            bound = l.local_addr()?;
+            l.into_std()
+        }) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                tracing::error!(error = %e, %listen, "cannot listen");
+                return ExitCode::from(1);
+            }
         }
-    };
+    }
     let admin = match admin_listen {
         None => None,
         Some(addr) => match tokio::net::TcpListener::bind(addr).await {
@@ -266,21 +297,57 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+
+    let mut workers = Vec::new();
+    for (i, std_listener) in listeners.into_iter().enumerate() {
+        let (app, rx) = (app.clone(), stop_rx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("hookgate-worker-{i}"))
+            .spawn(move || {
+                let rt = match current_thread_runtime() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start a worker runtime");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(l) => hookgate::server::serve(app, l, stopped(rx)).await,
+                        Err(e) => tracing::error!(error = %e, "cannot register the listener"),
+                    }
+                });
+            });
+        match spawned {
+            Ok(handle) => workers.push(handle),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a worker thread");
+                return ExitCode::from(1);
+            }
+        }
+    }
+
     // The bound addresses (not the configured ones), so port 0 is usable.
-    let bound = listener
-        .local_addr()
-        .map_or_else(|_| listen.to_string(), |a| a.to_string());
     let admin_bound = admin
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.to_string());
-    tracing::info!(listen = %bound, admin = admin_bound.as_deref().unwrap_or("disabled"), version = env!("CARGO_PKG_VERSION"), "hookgate serving");
-    let web = hookgate::server::serve(app.clone(), listener, stopped(stop_rx.clone()));
+    tracing::info!(
+        listen = %bound,
+        admin = admin_bound.as_deref().unwrap_or("disabled"),
+        workers = workers.len(),
+        version = env!("CARGO_PKG_VERSION"),
+        "hookgate serving"
+    );
     match admin {
-        Some(l) => {
-            tokio::join!(web, hookgate::server::serve_admin(app, l, stopped(stop_rx)));
-        }
-        None => web.await,
+        Some(l) => hookgate::server::serve_admin(app, l, stopped(stop_rx)).await,
+        None => stopped(stop_rx).await,
+    }
+    let joined =
+        tokio::task::spawn_blocking(move || workers.into_iter().all(|w| w.join().is_ok())).await;
+    if !matches!(joined, Ok(true)) {
+        tracing::error!("a worker thread panicked");
+        return ExitCode::from(1);
     }
     tracing::info!("hookgate stopped");
     ExitCode::SUCCESS

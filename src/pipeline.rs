@@ -201,14 +201,7 @@ async fn process(
         trusted: guard::peer_trusted(peer.ip(), &server.trusted_proxies),
     };
     let sent = Instant::now();
-    let result = forward::forward(
-        &app.client,
-        &mut delivery,
-        route,
-        peer_info,
-        &state.name_header,
-    )
-    .await;
+    let result = forward::forward(&mut delivery, route, peer_info, &state.name_header).await;
     let elapsed = sent.elapsed();
     state.metrics.upstream(route_index, elapsed.as_secs_f64());
     record.upstream_ms = Some(elapsed.as_millis());
