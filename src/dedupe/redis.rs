@@ -9,11 +9,11 @@
 //! Every script takes exactly one key, so it routes to the right cluster slot.
 //!
 //! Connections are multiplexed and reconnect by themselves: the standalone
-//! client is a lazy `ConnectionManager`, the cluster client is created on first
+//! client is one lazy `ConnectionManager` per worker thread, the cluster client is created on first
 //! use and re-resolves slots after failures. Every call is bounded by
 //! `[dedupe.redis] timeout`; past it the store counts as unreachable.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -65,7 +65,8 @@ struct ClusterConn {
 }
 
 enum Conn {
-    Single(ConnectionManager),
+    /// One multiplexed connection per worker thread (see [`thread_slot`]).
+    Single(Vec<ConnectionManager>),
     Cluster(Box<ClusterConn>),
 }
 
@@ -79,6 +80,14 @@ pub struct RedisStore {
     /// Random per process, so tokens from different replicas never collide.
     token_base: String,
     counter: AtomicU64,
+}
+
+/// A small per-thread number, so each worker thread keeps using "its" Redis
+/// connection, whose driver task then runs on that thread's runtime.
+fn thread_slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed));
+    SLOT.with(|s| *s)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -98,9 +107,14 @@ impl RedisStore {
                     .set_number_of_retries(1)
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(500));
-                Conn::Single(
-                    ConnectionManager::new_lazy_with_config(client, mc).map_err(unavailable)?,
-                )
+                let per_thread = std::thread::available_parallelism()
+                    .map_or(1, usize::from)
+                    .min(16);
+                let managers = (0..per_thread)
+                    .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), mc.clone()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(unavailable)?;
+                Conn::Single(managers)
             }
             RedisTarget::Cluster(nodes) => {
                 let client =
@@ -135,7 +149,10 @@ impl RedisStore {
     async fn query(&self, cmd: &Cmd) -> Result<Result<Value, redis::RedisError>, StoreError> {
         let run = async {
             match &self.conn {
-                Conn::Single(m) => cmd.query_async::<Value>(&mut m.clone()).await,
+                Conn::Single(m) => {
+                    cmd.query_async::<Value>(&mut m[thread_slot() % m.len()].clone())
+                        .await
+                }
                 Conn::Cluster(cc) => {
                     let c = cc
                         .conn
