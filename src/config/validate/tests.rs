@@ -178,3 +178,42 @@ fn the_shipped_example_config_is_valid() {
     let cfg = load_str(text, &|_| None).unwrap_or_else(|e| panic!("config.example.toml:\n{e}"));
     assert!(!cfg.sources.is_empty());
 }
+
+#[test]
+fn the_shipped_example_configs_are_valid() {
+    let env = |name: &str| Some(format!("test-{name}"));
+    let compose = include_str!("../../../examples/compose/hookgate.toml");
+    load_str(compose, &env).unwrap_or_else(|e| panic!("examples/compose/hookgate.toml:\n{e}"));
+    // The Kubernetes manifest embeds its config in a ConfigMap: check that text too.
+    let k8s = include_str!("../../../examples/kubernetes/sidecar.yaml");
+    let start = k8s.find("hookgate.toml: |").expect("configmap entry") + "hookgate.toml: |".len();
+    let end = k8s[start..].find("\n---").map_or(k8s.len(), |i| start + i);
+    let embedded: String = k8s[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    load_str(&embedded, &env).unwrap_or_else(|e| panic!("examples/kubernetes/sidecar.yaml:\n{e}"));
+}
+
+/// The Dockerfile serves config.example.toml with these variables set.
+#[test]
+fn the_example_config_listens_where_the_dockerfile_says() {
+    let text = include_str!("../../../config.example.toml");
+    let env = |name: &str| match name {
+        "HOOKGATE_LISTEN" => Some("0.0.0.0:8080".to_owned()),
+        "HOOKGATE_ADMIN_LISTEN" => Some("0.0.0.0:9090".to_owned()),
+        _ => None,
+    };
+    let cfg = load_str(text, &env).unwrap();
+    assert_eq!(cfg.server.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(
+        cfg.server.admin_listen.map(|a| a.to_string()).as_deref(),
+        Some("0.0.0.0:9090")
+    );
+    let dockerfile = include_str!("../../../Dockerfile");
+    assert!(
+        dockerfile.contains("HOOKGATE_LISTEN=0.0.0.0:8080")
+            && dockerfile.contains("EXPOSE 8080 9090")
+    );
+}

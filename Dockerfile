@@ -1,0 +1,25 @@
+# hookgate: build with cargo, run as non-root on distroless.
+#   docker build -t hookgate .
+#   docker run -p 8080:8080 -p 9090:9090 -v $PWD/hookgate.toml:/etc/hookgate/hookgate.toml:ro hookgate
+# The config is read from /etc/hookgate/hookgate.toml (HOOKGATE_CONFIG); the
+# image ships config.example.toml there, listening on 0.0.0.0.
+
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked --bin hookgate \
+ && strip target/release/hookgate
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/hookgate /usr/local/bin/hookgate
+COPY config.example.toml /etc/hookgate/hookgate.toml
+ENV HOOKGATE_CONFIG=/etc/hookgate/hookgate.toml \
+    HOOKGATE_LISTEN=0.0.0.0:8080 \
+    HOOKGATE_ADMIN_LISTEN=0.0.0.0:9090 \
+    HOOKGATE_LOG=info
+# 8080: webhooks; 9090: /healthz /readyz /metrics
+EXPOSE 8080 9090
+USER nonroot:nonroot
+ENTRYPOINT ["/usr/local/bin/hookgate"]
+CMD ["run"]
