@@ -188,3 +188,4 @@ for hg in ["hookgate-memory", "hookgate-redis"]:
           f"p99 {stats[hg]['p99']:.2f} ms vs {stats[best]['p99']:.2f} ms")
 print(f"hookgate idle RSS: {int(sys.argv[1]) / 1024:.1f} MB; after the memory-store runs: {int(sys.argv[2]) / 1024:.1f} MB")
 PY
+cargo run --release --quiet --example store_footprint -- 1000000

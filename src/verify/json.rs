@@ -8,43 +8,52 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::Deserialize as _;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// The text at `pointer` (RFC 6901) in `body`: a string's contents or a number's digits.
 /// `None` if the body is not JSON, the path is absent, or the value is another type.
 pub fn pointer_text<'a>(body: &'a [u8], pointer: &str) -> Option<Cow<'a, str>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let mut cur: &RawValue = serde_json::from_str(text).ok()?;
+    let mut raw = std::str::from_utf8(body).ok()?.trim();
     if !pointer.is_empty() {
+        // Each level is one pass over that level's text; the top level is not
+        // validated separately first.
         for token in pointer.strip_prefix('/')?.split('/') {
             let token: Cow<'_, str> = if token.contains('~') {
                 Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
             } else {
                 Cow::Borrowed(token)
             };
-            cur = child(cur, &token)?;
+            raw = child(raw, &token)?.get();
         }
     }
-    let raw = cur.get();
     match raw.as_bytes().first()? {
         b'"' => {
             let mut de = serde_json::Deserializer::from_str(raw);
-            Text.deserialize(&mut de).ok()
+            let text = Text.deserialize(&mut de).ok()?;
+            de.end().ok()?;
+            Some(text)
         }
-        b'-' | b'0'..=b'9' => Some(Cow::Borrowed(raw)),
+        b'-' | b'0'..=b'9' => {
+            let mut de = serde_json::Deserializer::from_str(raw);
+            IgnoredAny::deserialize(&mut de).ok()?;
+            de.end().ok()?;
+            Some(Cow::Borrowed(raw))
+        }
         _ => None,
     }
 }
 
-fn child<'a>(v: &'a RawValue, token: &str) -> Option<&'a RawValue> {
-    let raw = v.get();
+fn child<'a>(raw: &'a str, token: &str) -> Option<&'a RawValue> {
     let mut de = serde_json::Deserializer::from_str(raw);
-    match raw.as_bytes().first()? {
+    let found = match raw.as_bytes().first()? {
         b'{' => de.deserialize_map(FindKey(token)).ok()?,
         b'[' => de.deserialize_seq(FindIndex(token.parse().ok()?)).ok()?,
         _ => None,
-    }
+    };
+    de.end().ok()?;
+    found
 }
 
 /// A string, borrowed from the input when it has no escapes.
