@@ -16,12 +16,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Either, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::ResBody;
 use crate::route::Route;
 use crate::verify::{Delivery, Verified};
 
@@ -55,6 +55,9 @@ pub enum ForwardError {
     #[error("the upstream did not answer in time")]
     Timeout,
 }
+
+/// Upstream answers up to this size are buffered rather than streamed.
+const BUFFER_LIMIT: u64 = 64 * 1024;
 
 const HOP_BY_HOP: [HeaderName; 8] = [
     CONNECTION,
@@ -195,7 +198,7 @@ pub async fn forward(
     route: &Route,
     peer: Peer,
     source: &HeaderValue,
-) -> Result<Response<Incoming>, ForwardError> {
+) -> Result<Response<ResBody>, ForwardError> {
     let uri = upstream_uri(&route.upstream, &delivery.head.uri);
     let headers = upstream_headers(
         std::mem::take(&mut delivery.head.headers),
@@ -209,14 +212,33 @@ pub async fn forward(
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
+    let deadline = tokio::time::Instant::now() + route.timeout;
     let pending = CLIENT.with(|client| client.request(req));
-    match tokio::time::timeout(route.timeout, pending).await {
+    let mut res = match tokio::time::timeout_at(deadline, pending).await {
+        Err(_) => return Err(ForwardError::Timeout),
+        Ok(Err(e)) => return Err(ForwardError::Unreachable(error_chain(&e))),
+        Ok(Ok(res)) => res,
+    };
+    strip_hop_by_hop(res.headers_mut());
+    // Small bodies are read here (within the route timeout), so the answer goes
+    // out in one write and the upstream connection returns to the pool at once;
+    // larger or unsized ones are streamed through.
+    let small = res
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n <= BUFFER_LIMIT);
+    if !small {
+        return Ok(res.map(Either::Right));
+    }
+    let (parts, body) = res.into_parts();
+    match tokio::time::timeout_at(deadline, body.collect()).await {
         Err(_) => Err(ForwardError::Timeout),
         Ok(Err(e)) => Err(ForwardError::Unreachable(error_chain(&e))),
-        Ok(Ok(mut res)) => {
-            strip_hop_by_hop(res.headers_mut());
-            Ok(res)
-        }
+        Ok(Ok(collected)) => Ok(Response::from_parts(
+            parts,
+            Either::Left(Full::new(collected.to_bytes())),
+        )),
     }
 }
 
