@@ -14,14 +14,8 @@ use hookgate::verify::sign::SignRequest;
 use hookgate::verify::{Delivery, Verifier};
 
 fn verifier(provider: &str, secret: &str, extra: &str) -> Verifier {
-    let text = format!(
-        "[sources.s]\npath = \"/s\"\nprovider = \"{provider}\"\nsecrets = [\"{secret}\"]\n{extra}\n"
-    );
-    load_str(&text, &|_| None)
-        .expect("bench config")
-        .sources
-        .remove(0)
-        .verifier
+    let text = format!("[sources.s]\npath = \"/s\"\nprovider = \"{provider}\"\nsecrets = [\"{secret}\"]\n{extra}\n");
+    load_str(&text, &|_| None).expect("bench config").sources.remove(0).verifier
 }
 
 fn body(now: SystemTime) -> String {
@@ -36,10 +30,7 @@ fn verification(c: &mut Criterion) {
     let body = body(now);
     let presets = [
         ("tampa", verifier("tampa", "s", "")),
-        (
-            "standard-webhooks",
-            verifier("standard-webhooks", "whsec_c2VjcmV0", ""),
-        ),
+        ("standard-webhooks", verifier("standard-webhooks", "whsec_c2VjcmV0", "")),
         ("svix", verifier("svix", "whsec_c2VjcmV0", "")),
         ("github", verifier("github", "s", "")),
         ("stripe", verifier("stripe", "whsec_s", "")),
@@ -47,14 +38,7 @@ fn verification(c: &mut Criterion) {
         ("shopify", verifier("shopify", "s", "")),
         ("tribe", verifier("tribe", "s", "")),
         ("zoom", verifier("zoom", "s", "")),
-        (
-            "tyk",
-            verifier(
-                "tyk",
-                "s",
-                "[sources.s.verify]\nsignature_header = \"X-Tyk\"",
-            ),
-        ),
+        ("tyk", verifier("tyk", "s", "[sources.s.verify]\nsignature_header = \"X-Tyk\"")),
     ];
     let mut group = c.benchmark_group("verify");
     for (name, v) in &presets {
@@ -75,9 +59,7 @@ fn verification(c: &mut Criterion) {
         let bytes = bytes::Bytes::from(body.clone());
         group.bench_function(*name, |b| {
             b.iter(|| {
-                let d = Delivery::new(head.clone(), bytes.clone())
-                    .verify(v, now)
-                    .expect("verifies");
+                let d = Delivery::new(head.clone(), bytes.clone()).verify(v, now).expect("verifies");
                 black_box(d.id().len())
             })
         });
@@ -101,11 +83,7 @@ upstream = "http://127.0.0.1:1/b"
 events = ["*"]
 upstream = "http://127.0.0.1:1/c"
 "#;
-    let routes = load_str(text, &|_| None)
-        .expect("config")
-        .sources
-        .remove(0)
-        .routes;
+    let routes = load_str(text, &|_| None).expect("config").sources.remove(0).routes;
     c.bench_function("route/first", |b| {
         b.iter(|| route::select(&routes, black_box("dev.tampa.event.created")).map(|r| r.0))
     });
@@ -115,21 +93,14 @@ upstream = "http://127.0.0.1:1/c"
 }
 
 fn memory_store(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let cfg = DedupeConfig {
-        store: StoreConfig::Memory {
-            max_entries: 1_000_000,
-        },
+        store: StoreConfig::Memory { max_entries: 1_000_000 },
         ttl: Duration::from_secs(86_400),
         claim_ttl: Duration::from_secs(60),
         on_store_error: OnStoreError::Reject,
     };
-    let store = rt
-        .block_on(async { Store::from_config(&cfg) })
-        .expect("store");
+    let store = rt.block_on(async { Store::from_config(&cfg) }).expect("store");
     let mut n = 0u64;
     c.bench_function("memory_store/claim+commit", |b| {
         b.iter(|| {
@@ -144,14 +115,7 @@ fn memory_store(c: &mut Criterion) {
         })
     });
     c.bench_function("memory_store/duplicate", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                matches!(
-                    store.claim("src", "1", &cfg).await,
-                    Ok(ClaimOutcome::Delivered)
-                )
-            })
-        })
+        b.iter(|| rt.block_on(async { matches!(store.claim("src", "1", &cfg).await, Ok(ClaimOutcome::Delivered)) }))
     });
 }
 

@@ -25,14 +25,8 @@ fn rss_mb() -> f64 {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let cfg = DedupeConfig {
             store: StoreConfig::Memory { max_entries: n },
@@ -50,6 +44,10 @@ fn main() {
             }
         }
         let after = rss_mb();
-        println!("remembered {n} IDs: RSS {before:.1} MB -> {after:.1} MB ({:.1} MB for the store, {:.0} bytes/ID)", after - before, (after - before) * 1_048_576.0 / n as f64);
+        println!(
+            "remembered {n} IDs: RSS {before:.1} MB -> {after:.1} MB ({:.1} MB for the store, {:.0} bytes/ID)",
+            after - before,
+            (after - before) * 1_048_576.0 / n as f64
+        );
     });
 }

@@ -38,9 +38,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ResBody> {
             let mut res = Response::new(Either::Left(Full::new(Bytes::from(app.metrics.encode()))));
             res.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
             );
             res
         }
@@ -52,8 +50,5 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ResBody> {
 }
 
 fn not_ready(why: &str) -> Response<ResBody> {
-    json_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &json!({ "error": "not_ready", "message": why }),
-    )
+    json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({ "error": "not_ready", "message": why }))
 }

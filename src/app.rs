@@ -38,11 +38,7 @@ pub struct App {
 }
 
 impl Loaded {
-    fn build(
-        config: Config,
-        metrics: &Metrics,
-        previous: Option<&Loaded>,
-    ) -> Result<Self, StoreError> {
+    fn build(config: Config, metrics: &Metrics, previous: Option<&Loaded>) -> Result<Self, StoreError> {
         // Keep the store (and so the memory store's contents) when its settings did not change.
         let store = match previous {
             Some(p) if p.config.dedupe.store == config.dedupe.store => p.store.clone(),
@@ -54,15 +50,10 @@ impl Loaded {
             .map(|s| SourceState {
                 limiter: s.rate_limit.as_ref().map(guard::limiter),
                 metrics: metrics.for_source(&s.name, s.routes.len(), s.verifier.keys.len()),
-                name_header: HeaderValue::from_str(&s.name)
-                    .unwrap_or(HeaderValue::from_static("invalid")),
+                name_header: HeaderValue::from_str(&s.name).unwrap_or(HeaderValue::from_static("invalid")),
             })
             .collect();
-        Ok(Loaded {
-            config,
-            sources,
-            store,
-        })
+        Ok(Loaded { config, sources, store })
     }
 }
 
@@ -70,30 +61,19 @@ impl App {
     pub fn new(config: Config) -> Result<Arc<Self>, StoreError> {
         let metrics = Arc::new(Metrics::new());
         let loaded = Loaded::build(config, &metrics, None)?;
-        Ok(Arc::new(App {
-            loaded: RwLock::new(Arc::new(loaded)),
-            metrics,
-            clock: SystemTime::now,
-        }))
+        Ok(Arc::new(App { loaded: RwLock::new(Arc::new(loaded)), metrics, clock: SystemTime::now }))
     }
 
     /// Like [`App::new`] with a fixed clock, for tests of the freshness window.
     pub fn with_clock(config: Config, clock: fn() -> SystemTime) -> Result<Arc<Self>, StoreError> {
         let metrics = Arc::new(Metrics::new());
         let loaded = Loaded::build(config, &metrics, None)?;
-        Ok(Arc::new(App {
-            loaded: RwLock::new(Arc::new(loaded)),
-            metrics,
-            clock,
-        }))
+        Ok(Arc::new(App { loaded: RwLock::new(Arc::new(loaded)), metrics, clock }))
     }
 
     /// The config in force now.
     pub fn current(&self) -> Arc<Loaded> {
-        self.loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.loaded.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Swaps in a new config. Listen addresses cannot change without a restart.

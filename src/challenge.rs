@@ -48,9 +48,6 @@ pub fn answer_body(delivery: &mut Delivery<Verified>, verifier: &Verifier) -> Op
 }
 
 /// The 200 answer for a challenge, if this is one.
-pub fn answer(
-    delivery: &mut Delivery<Verified>,
-    verifier: &Verifier,
-) -> Option<http::Response<ResBody>> {
+pub fn answer(delivery: &mut Delivery<Verified>, verifier: &Verifier) -> Option<http::Response<ResBody>> {
     answer_body(delivery, verifier).map(|body| json_response(StatusCode::OK, &body))
 }

@@ -55,9 +55,7 @@ impl Rejection {
             Rejection::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::BadBody => StatusCode::BAD_REQUEST,
             Rejection::Verify(e) => match e {
-                VerifyError::MalformedSignature | VerifyError::MalformedTimestamp => {
-                    StatusCode::BAD_REQUEST
-                }
+                VerifyError::MalformedSignature | VerifyError::MalformedTimestamp => StatusCode::BAD_REQUEST,
                 VerifyError::MissingSignature
                 | VerifyError::InvalidSignature
                 | VerifyError::MissingTimestamp
@@ -109,9 +107,7 @@ impl Rejection {
     pub fn into_response(self) -> Response<ResBody> {
         let message = match &self {
             // Upstream details stay in the logs; the sender learns only the code.
-            Rejection::Upstream(ForwardError::Unreachable(_)) => {
-                "the upstream could not be reached".to_owned()
-            }
+            Rejection::Upstream(ForwardError::Unreachable(_)) => "the upstream could not be reached".to_owned(),
             other => other.to_string(),
         };
         let body = serde_json::json!({ "error": self.code(), "message": message });
@@ -119,16 +115,13 @@ impl Rejection {
         if let Some(d) = self.retry_after() {
             // Whole seconds, rounded up, at least 1.
             let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-            res.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            res.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         if self == Rejection::MethodNotAllowed {
-            res.headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("POST"));
+            res.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
         }
         if self == Rejection::RequestTimeout {
-            res.headers_mut()
-                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            res.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         res
     }
@@ -139,8 +132,7 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<R
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut res = Response::new(Either::Left(Full::new(Bytes::from(bytes))));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     res
 }
 
@@ -158,82 +150,22 @@ mod tests {
     fn every_rejection_has_its_status_and_code() {
         let rows: Vec<(Rejection, u16, &str, bool)> = vec![
             (Rejection::UnknownPath, 404, "not_found", false),
-            (
-                Rejection::MethodNotAllowed,
-                405,
-                "method_not_allowed",
-                false,
-            ),
+            (Rejection::MethodNotAllowed, 405, "method_not_allowed", false),
             (Rejection::Forbidden, 403, "forbidden", false),
-            (
-                Rejection::RateLimited { retry_after: d(1) },
-                429,
-                "rate_limited",
-                true,
-            ),
+            (Rejection::RateLimited { retry_after: d(1) }, 429, "rate_limited", true),
             (Rejection::PayloadTooLarge, 413, "payload_too_large", false),
             (Rejection::RequestTimeout, 408, "request_timeout", false),
-            (
-                Rejection::Verify(VerifyError::MalformedSignature),
-                400,
-                "malformed_signature",
-                false,
-            ),
-            (
-                Rejection::Verify(VerifyError::MalformedTimestamp),
-                400,
-                "malformed_timestamp",
-                false,
-            ),
-            (
-                Rejection::Verify(VerifyError::MissingSignature),
-                401,
-                "missing_signature",
-                false,
-            ),
-            (
-                Rejection::Verify(VerifyError::InvalidSignature),
-                401,
-                "invalid_signature",
-                false,
-            ),
-            (
-                Rejection::Verify(VerifyError::MissingTimestamp),
-                401,
-                "missing_timestamp",
-                false,
-            ),
-            (
-                Rejection::Verify(VerifyError::StaleTimestamp),
-                401,
-                "stale_timestamp",
-                false,
-            ),
-            (
-                Rejection::InFlight { retry_after: d(2) },
-                409,
-                "in_flight",
-                true,
-            ),
-            (
-                Rejection::StoreUnavailable { retry_after: d(5) },
-                503,
-                "store_unavailable",
-                true,
-            ),
+            (Rejection::Verify(VerifyError::MalformedSignature), 400, "malformed_signature", false),
+            (Rejection::Verify(VerifyError::MalformedTimestamp), 400, "malformed_timestamp", false),
+            (Rejection::Verify(VerifyError::MissingSignature), 401, "missing_signature", false),
+            (Rejection::Verify(VerifyError::InvalidSignature), 401, "invalid_signature", false),
+            (Rejection::Verify(VerifyError::MissingTimestamp), 401, "missing_timestamp", false),
+            (Rejection::Verify(VerifyError::StaleTimestamp), 401, "stale_timestamp", false),
+            (Rejection::InFlight { retry_after: d(2) }, 409, "in_flight", true),
+            (Rejection::StoreUnavailable { retry_after: d(5) }, 503, "store_unavailable", true),
             (Rejection::Unrouted, 404, "no_route", false),
-            (
-                Rejection::Upstream(ForwardError::Unreachable("refused".into())),
-                502,
-                "upstream_unreachable",
-                false,
-            ),
-            (
-                Rejection::Upstream(ForwardError::Timeout),
-                504,
-                "upstream_timeout",
-                false,
-            ),
+            (Rejection::Upstream(ForwardError::Unreachable("refused".into())), 502, "upstream_unreachable", false),
+            (Rejection::Upstream(ForwardError::Timeout), 504, "upstream_timeout", false),
         ];
         for (rej, status, code, retry) in rows {
             assert_eq!(rej.status().as_u16(), status, "{rej:?}");
@@ -246,8 +178,7 @@ mod tests {
 
     #[tokio::test]
     async fn body_is_json_with_code_and_message_and_no_detail() {
-        let res = Rejection::Upstream(ForwardError::Unreachable("10.1.2.3 refused".into()))
-            .into_response();
+        let res = Rejection::Upstream(ForwardError::Unreachable("10.1.2.3 refused".into())).into_response();
         let body = res.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"], "upstream_unreachable");
@@ -257,15 +188,9 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
-        let res = Rejection::RateLimited {
-            retry_after: Duration::from_millis(1200),
-        }
-        .into_response();
+        let res = Rejection::RateLimited { retry_after: Duration::from_millis(1200) }.into_response();
         assert_eq!(res.headers()[RETRY_AFTER], "2");
-        let res = Rejection::RateLimited {
-            retry_after: Duration::from_millis(10),
-        }
-        .into_response();
+        let res = Rejection::RateLimited { retry_after: Duration::from_millis(10) }.into_response();
         assert_eq!(res.headers()[RETRY_AFTER], "1");
     }
 }

@@ -71,9 +71,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
-        || name == http::header::UPGRADE
-        || name.as_str().starts_with("proxy-")
+    HOP_BY_HOP.contains(name) || name == http::header::UPGRADE || name.as_str().starts_with("proxy-")
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
@@ -88,11 +86,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    let hop: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n))
-        .cloned()
-        .collect();
+    let hop: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
     for name in hop {
         headers.remove(name);
     }
@@ -129,37 +123,19 @@ pub fn upstream_headers(
     id: &str,
     event_type: &str,
 ) -> HeaderMap {
-    let host = headers.get(HOST).cloned().or_else(|| {
-        uri.authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    let proto = if peer.trusted {
-        headers.get(&XFP).cloned()
-    } else {
-        None
-    };
+    let host =
+        headers.get(HOST).cloned().or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let proto = if peer.trusted { headers.get(&XFP).cloned() } else { None };
     strip_hop_by_hop(&mut headers);
     headers.remove(HOST);
     headers.remove(CONTENT_LENGTH);
-    let ours: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| n.as_str().starts_with("x-hookgate-"))
-        .cloned()
-        .collect();
+    let ours: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().starts_with("x-hookgate-")).cloned().collect();
     for name in ours {
         headers.remove(name);
     }
 
-    let prior: Vec<&str> = headers
-        .get_all(&XFF)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let xff = if prior.is_empty() {
-        peer.addr.to_string()
-    } else {
-        format!("{}, {}", prior.join(", "), peer.addr)
-    };
+    let prior: Vec<&str> = headers.get_all(&XFF).iter().filter_map(|v| v.to_str().ok()).collect();
+    let xff = if prior.is_empty() { peer.addr.to_string() } else { format!("{}, {}", prior.join(", "), peer.addr) };
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(XFF, v);
     }
@@ -235,10 +211,7 @@ pub async fn forward(
     match tokio::time::timeout_at(deadline, body.collect()).await {
         Err(_) => Err(ForwardError::Timeout),
         Ok(Err(e)) => Err(ForwardError::Unreachable(error_chain(&e))),
-        Ok(Ok(collected)) => Ok(Response::from_parts(
-            parts,
-            Either::Left(Full::new(collected.to_bytes())),
-        )),
+        Ok(Ok(collected)) => Ok(Response::from_parts(parts, Either::Left(Full::new(collected.to_bytes())))),
     }
 }
 
@@ -258,20 +231,14 @@ mod tests {
     use super::*;
 
     fn peer() -> Peer {
-        Peer {
-            addr: "192.0.2.7".parse().unwrap(),
-            trusted: false,
-        }
+        Peer { addr: "192.0.2.7".parse().unwrap(), trusted: false }
     }
 
     #[test]
     fn header_rules() {
         let mut h = HeaderMap::new();
         h.insert(HOST, HeaderValue::from_static("hooks.example.com"));
-        h.insert(
-            CONNECTION,
-            HeaderValue::from_static("keep-alive, X-Custom-Hop"),
-        );
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Custom-Hop"));
         h.insert("x-custom-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("te", HeaderValue::from_static("trailers"));
@@ -286,14 +253,7 @@ mod tests {
         h.insert("x-webhook-signature", HeaderValue::from_static("sha256=ab"));
         h.insert("content-length", HeaderValue::from_static("3"));
         let uri: Uri = "/webhooks/tampa?a=1".parse().unwrap();
-        let out = upstream_headers(
-            h,
-            &uri,
-            peer(),
-            &HeaderValue::from_static("tampa"),
-            "id-1",
-            "a.b",
-        );
+        let out = upstream_headers(h, &uri, peer(), &HeaderValue::from_static("tampa"), "id-1", "a.b");
         for gone in [
             "connection",
             "x-custom-hop",
@@ -314,15 +274,9 @@ mod tests {
         assert_eq!(out["x-hookgate-delivery-id"], "id-1");
         assert_eq!(out["x-hookgate-event-type"], "a.b");
         assert_eq!(out["x-forwarded-for"], "203.0.113.1, 192.0.2.7");
-        assert_eq!(
-            out["x-forwarded-proto"], "http",
-            "an untrusted peer's proto is not believed"
-        );
+        assert_eq!(out["x-forwarded-proto"], "http", "an untrusted peer's proto is not believed");
         assert_eq!(out["x-forwarded-host"], "hooks.example.com");
-        assert_eq!(
-            out["x-webhook-signature"], "sha256=ab",
-            "end-to-end headers pass"
-        );
+        assert_eq!(out["x-webhook-signature"], "sha256=ab", "end-to-end headers pass");
     }
 
     #[test]
@@ -334,9 +288,6 @@ mod tests {
         );
         assert_eq!(upstream_uri(&base, &"/w".parse().unwrap()), base);
         let base: Uri = "http://127.0.0.1:3001/hooks?k=v".parse().unwrap();
-        assert_eq!(
-            upstream_uri(&base, &"/w?a=1".parse().unwrap()).to_string(),
-            "http://127.0.0.1:3001/hooks?k=v&a=1"
-        );
+        assert_eq!(upstream_uri(&base, &"/w?a=1".parse().unwrap()).to_string(), "http://127.0.0.1:3001/hooks?k=v&a=1");
     }
 }

@@ -21,9 +21,7 @@ pub fn limiter(rl: &RateLimit) -> Limiter {
 
 /// `Err(wait)` when over the rate: how long until one more request would pass.
 pub fn check_rate(limiter: &Limiter) -> Result<(), Duration> {
-    limiter
-        .check()
-        .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
 }
 
 fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
@@ -97,38 +95,14 @@ mod tests {
     fn xff_only_from_trusted_peers() {
         let trusted = nets(&["10.0.0.0/8"]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(
-            client_ip(ip("203.0.113.9"), &xff("1.2.3.4"), &trusted),
-            ip("203.0.113.9")
-        );
-        assert_eq!(
-            client_ip(ip("10.0.0.1"), &xff("1.2.3.4"), &trusted),
-            ip("1.2.3.4")
-        );
-        assert_eq!(
-            client_ip(ip("10.0.0.1"), &xff("6.6.6.6, 1.2.3.4, 10.0.0.2"), &trusted),
-            ip("1.2.3.4")
-        );
-        assert_eq!(
-            client_ip(ip("10.0.0.1"), &xff("10.0.0.3, 10.0.0.2"), &trusted),
-            ip("10.0.0.3")
-        );
-        assert_eq!(
-            client_ip(ip("10.0.0.1"), &xff("garbage, 10.0.0.2"), &trusted),
-            ip("10.0.0.2")
-        );
-        assert_eq!(
-            client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted),
-            ip("10.0.0.1")
-        );
-        assert_eq!(
-            client_ip(ip("::ffff:10.0.0.1"), &xff("2001:db8::1"), &trusted),
-            ip("2001:db8::1")
-        );
-        assert_eq!(
-            client_ip(ip("10.0.0.1"), &xff("1.2.3.4"), &[]),
-            ip("10.0.0.1")
-        );
+        assert_eq!(client_ip(ip("203.0.113.9"), &xff("1.2.3.4"), &trusted), ip("203.0.113.9"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &xff("1.2.3.4"), &trusted), ip("1.2.3.4"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &xff("6.6.6.6, 1.2.3.4, 10.0.0.2"), &trusted), ip("1.2.3.4"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &xff("10.0.0.3, 10.0.0.2"), &trusted), ip("10.0.0.3"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &xff("garbage, 10.0.0.2"), &trusted), ip("10.0.0.2"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted), ip("10.0.0.1"));
+        assert_eq!(client_ip(ip("::ffff:10.0.0.1"), &xff("2001:db8::1"), &trusted), ip("2001:db8::1"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &xff("1.2.3.4"), &[]), ip("10.0.0.1"));
     }
 
     #[test]
@@ -143,17 +117,11 @@ mod tests {
 
     #[test]
     fn burst_then_wait() {
-        let l = limiter(&RateLimit {
-            per_second: NonZeroU32::new(1).unwrap(),
-            burst: NonZeroU32::new(3).unwrap(),
-        });
+        let l = limiter(&RateLimit { per_second: NonZeroU32::new(1).unwrap(), burst: NonZeroU32::new(3).unwrap() });
         for _ in 0..3 {
             assert!(check_rate(&l).is_ok());
         }
         let wait = check_rate(&l).unwrap_err();
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_secs(1),
-            "{wait:?}"
-        );
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
     }
 }

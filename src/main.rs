@@ -16,11 +16,7 @@ use tokio::sync::watch;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(
-    name = "hookgate",
-    version,
-    about = "Receiver-side webhook gateway: verify, dedupe, route, forward"
-)]
+#[command(name = "hookgate", version, about = "Receiver-side webhook gateway: verify, dedupe, route, forward")]
 struct Cli {
     /// Config file [default: $HOOKGATE_CONFIG, then ./hookgate.toml]
     #[arg(
@@ -71,14 +67,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config),
         Command::Check => check(&cli.config),
-        Command::Sign {
-            source,
-            event_type,
-            id,
-            timestamp,
-            curl,
-            body,
-        } => sign(
+        Command::Sign { source, event_type, id, timestamp, curl, body } => sign(
             &cli.config,
             &source,
             event_type.as_deref(),
@@ -140,10 +129,7 @@ fn sign(
     };
     let Some(src) = cfg.sources.iter().find(|s| s.name == source) else {
         let names: Vec<_> = cfg.sources.iter().map(|s| s.name.as_str()).collect();
-        eprintln!(
-            "no source named {source:?}; configured: {}",
-            names.join(", ")
-        );
+        eprintln!("no source named {source:?}; configured: {}", names.join(", "));
         return ExitCode::from(1);
     };
     let mut body = Vec::new();
@@ -156,13 +142,8 @@ fn sign(
         eprintln!("cannot read body {body_arg}: {e}");
         return ExitCode::from(1);
     }
-    let signed = match src.verifier.sign(SignRequest {
-        body: &body,
-        id,
-        event_type,
-        timestamp,
-        now: SystemTime::now(),
-    }) {
+    let signed = match src.verifier.sign(SignRequest { body: &body, id, event_type, timestamp, now: SystemTime::now() })
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cannot sign for {source}: {e}");
@@ -183,10 +164,7 @@ fn sign(
             for (name, value) in &signed.headers {
                 cmd.push_str(&format!(" -H {}", shell_quote(&format!("{name}: {value}"))));
             }
-            cmd.push_str(&format!(
-                " --data-binary {}",
-                shell_quote(&String::from_utf8_lossy(&body))
-            ));
+            cmd.push_str(&format!(" --data-binary {}", shell_quote(&String::from_utf8_lossy(&body))));
             println!("{cmd}");
         }
     }
@@ -196,15 +174,9 @@ fn sign(
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -219,9 +191,7 @@ fn worker_count() -> usize {
 }
 
 fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
 fn run(path: &Path) -> ExitCode {
@@ -241,11 +211,7 @@ fn run(path: &Path) -> ExitCode {
 
 /// Binds `addr` with `SO_REUSEPORT`, so every worker thread can own a listener on it.
 fn bind_reuseport(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.set_reuseport(true)?;
     socket.bind(addr)?;
@@ -301,23 +267,21 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
     let mut workers = Vec::new();
     for (i, std_listener) in listeners.into_iter().enumerate() {
         let (app, rx) = (app.clone(), stop_rx.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("hookgate-worker-{i}"))
-            .spawn(move || {
-                let rt = match current_thread_runtime() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start a worker runtime");
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    match tokio::net::TcpListener::from_std(std_listener) {
-                        Ok(l) => hookgate::server::serve(app, l, stopped(rx)).await,
-                        Err(e) => tracing::error!(error = %e, "cannot register the listener"),
-                    }
-                });
+        let spawned = std::thread::Builder::new().name(format!("hookgate-worker-{i}")).spawn(move || {
+            let rt = match current_thread_runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a worker runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => hookgate::server::serve(app, l, stopped(rx)).await,
+                    Err(e) => tracing::error!(error = %e, "cannot register the listener"),
+                }
             });
+        });
         match spawned {
             Ok(handle) => workers.push(handle),
             Err(e) => {
@@ -328,10 +292,7 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
     }
 
     // The bound addresses (not the configured ones), so port 0 is usable.
-    let admin_bound = admin
-        .as_ref()
-        .and_then(|l| l.local_addr().ok())
-        .map(|a| a.to_string());
+    let admin_bound = admin.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string());
     tracing::info!(
         listen = %bound,
         admin = admin_bound.as_deref().unwrap_or("disabled"),
@@ -343,8 +304,7 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
         Some(l) => hookgate::server::serve_admin(app, l, stopped(stop_rx)).await,
         None => stopped(stop_rx).await,
     }
-    let joined =
-        tokio::task::spawn_blocking(move || workers.into_iter().all(|w| w.join().is_ok())).await;
+    let joined = tokio::task::spawn_blocking(move || workers.into_iter().all(|w| w.join().is_ok())).await;
     if !matches!(joined, Ok(true)) {
         tracing::error!("a worker thread panicked");
         return ExitCode::from(1);
@@ -356,11 +316,9 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
 /// SIGHUP reloads the config; SIGTERM/SIGINT start the graceful shutdown.
 async fn signals(app: std::sync::Arc<App>, path: PathBuf, stop: watch::Sender<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot install signal handlers");
         return;
     };

@@ -62,9 +62,7 @@ struct SecretLabels {
 }
 
 fn upstream_histogram() -> Histogram {
-    Histogram::new([
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ])
+    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
 }
 
 /// The process-wide registry. Families survive config reloads.
@@ -92,59 +90,31 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        let upstream = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            upstream_histogram,
-        );
+        let upstream = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(upstream_histogram);
         let dedupe_hits = Family::<SourceLabels, Counter>::default();
         let secret_matches = Family::<SecretLabels, Counter>::default();
         let store_errors = Counter::default();
         let undeduped = Counter::default();
-        registry.register(
-            "hookgate_requests",
-            "Webhook requests by source and outcome",
-            requests.clone(),
-        );
+        registry.register("hookgate_requests", "Webhook requests by source and outcome", requests.clone());
         registry.register(
             "hookgate_upstream_duration_seconds",
             "Time until the upstream answered, by source and route",
             upstream.clone(),
         );
-        registry.register(
-            "hookgate_dedupe_hits",
-            "Deliveries dropped as duplicates",
-            dedupe_hits.clone(),
-        );
+        registry.register("hookgate_dedupe_hits", "Deliveries dropped as duplicates", dedupe_hits.clone());
         registry.register(
             "hookgate_secret_matches",
             "Verified deliveries by the index of the secret that matched (for rotation)",
             secret_matches.clone(),
         );
-        registry.register(
-            "hookgate_store_errors",
-            "Dedupe store errors",
-            store_errors.clone(),
-        );
+        registry.register("hookgate_store_errors", "Dedupe store errors", store_errors.clone());
         registry.register(
             "hookgate_undeduped_forwards",
             "Deliveries forwarded without dedupe because the store failed and on_store_error = \"allow\"",
             undeduped.clone(),
         );
-        let not_found = requests
-            .get_or_create(&RequestLabels {
-                source: String::new(),
-                outcome: "not_found",
-            })
-            .clone();
-        Metrics {
-            registry,
-            requests,
-            upstream,
-            dedupe_hits,
-            secret_matches,
-            store_errors,
-            undeduped,
-            not_found,
-        }
+        let not_found = requests.get_or_create(&RequestLabels { source: String::new(), outcome: "not_found" }).clone();
+        Metrics { registry, requests, upstream, dedupe_hits, secret_matches, store_errors, undeduped, not_found }
     }
 
     /// Prometheus text exposition.
@@ -159,32 +129,17 @@ impl Metrics {
     pub fn for_source(&self, source: &str, routes: usize, secrets: usize) -> SourceMetrics {
         let outcomes = OUTCOMES
             .iter()
-            .map(|o| {
-                self.requests
-                    .get_or_create(&RequestLabels {
-                        source: source.to_owned(),
-                        outcome: o,
-                    })
-                    .clone()
-            })
+            .map(|o| self.requests.get_or_create(&RequestLabels { source: source.to_owned(), outcome: o }).clone())
             .collect();
         let routes = (0..routes)
             .map(|i| {
-                self.upstream
-                    .get_or_create(&RouteLabels {
-                        source: source.to_owned(),
-                        route: i.to_string(),
-                    })
-                    .clone()
+                self.upstream.get_or_create(&RouteLabels { source: source.to_owned(), route: i.to_string() }).clone()
             })
             .collect();
         let secrets = (0..secrets)
             .map(|i| {
                 self.secret_matches
-                    .get_or_create(&SecretLabels {
-                        source: source.to_owned(),
-                        index: i.to_string(),
-                    })
+                    .get_or_create(&SecretLabels { source: source.to_owned(), index: i.to_string() })
                     .clone()
             })
             .collect();
@@ -192,12 +147,7 @@ impl Metrics {
             outcomes,
             routes,
             secrets,
-            dedupe_hits: self
-                .dedupe_hits
-                .get_or_create(&SourceLabels {
-                    source: source.to_owned(),
-                })
-                .clone(),
+            dedupe_hits: self.dedupe_hits.get_or_create(&SourceLabels { source: source.to_owned() }).clone(),
         }
     }
 }

@@ -36,12 +36,7 @@ struct Record {
 pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<ResBody> {
     let started = Instant::now();
     let loaded = app.current();
-    let Some(index) = loaded
-        .config
-        .sources
-        .iter()
-        .position(|s| s.path == req.uri().path())
-    else {
+    let Some(index) = loaded.config.sources.iter().position(|s| s.path == req.uri().path()) else {
         app.metrics.not_found.inc();
         tracing::debug!(path = req.uri().path(), "no source for path");
         return Rejection::UnknownPath.into_response();
@@ -116,20 +111,12 @@ async fn process(
     }
 
     // size: refuse a declared oversize body at once, then read at most the limit
-    let declared = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > server.max_body_bytes as u64) {
         return Err(Rejection::PayloadTooLarge);
     }
     let (head, body) = req.into_parts();
-    let body = read_body(
-        body,
-        server.max_body_bytes,
-        started + server.request_timeout,
-    )
-    .await?;
+    let body = read_body(body, server.max_body_bytes, started + server.request_timeout).await?;
 
     // parse + verify + fresh
     let mut delivery = Delivery::new(head, body).verify(&source.verifier, (app.clock)())?;
@@ -144,32 +131,23 @@ async fn process(
 
     // dedupe
     let dedupe = &loaded.config.dedupe;
-    let claim = match loaded
-        .store
-        .claim(&source.name, delivery.id(), dedupe)
-        .await
-    {
+    let claim = match loaded.store.claim(&source.name, delivery.id(), dedupe).await {
         Ok(ClaimOutcome::Claimed(claim)) => Some(claim),
         Ok(ClaimOutcome::Delivered) => {
             state.metrics.dedupe_hits.inc();
             let mut res = json_response(StatusCode::OK, &json!({ "ok": true, "duplicate": true }));
-            res.headers_mut()
-                .insert(X_DUPLICATE, HeaderValue::from_static("true"));
+            res.headers_mut().insert(X_DUPLICATE, HeaderValue::from_static("true"));
             return Ok((res, "duplicate"));
         }
         Ok(ClaimOutcome::InFlight) => {
-            return Err(Rejection::InFlight {
-                retry_after: IN_FLIGHT_RETRY,
-            });
+            return Err(Rejection::InFlight { retry_after: IN_FLIGHT_RETRY });
         }
         Err(e) => {
             app.metrics.store_errors.inc();
             match dedupe.on_store_error {
                 OnStoreError::Reject => {
                     tracing::warn!(source = %source.name, error = %e, "dedupe store failed; rejecting");
-                    return Err(Rejection::StoreUnavailable {
-                        retry_after: STORE_RETRY,
-                    });
+                    return Err(Rejection::StoreUnavailable { retry_after: STORE_RETRY });
                 }
                 OnStoreError::Allow => {
                     app.metrics.undeduped.inc();
@@ -186,22 +164,15 @@ async fn process(
             let _ = c.release().await;
         }
         return match source.unrouted {
-            Unrouted::Ack => Ok((
-                json_response(
-                    StatusCode::ACCEPTED,
-                    &json!({ "ok": true, "routed": false }),
-                ),
-                "unrouted",
-            )),
+            Unrouted::Ack => {
+                Ok((json_response(StatusCode::ACCEPTED, &json!({ "ok": true, "routed": false })), "unrouted"))
+            }
             Unrouted::Reject => Err(Rejection::Unrouted),
         };
     };
 
     // forward, then commit on 2xx or release
-    let peer_info = Peer {
-        addr: peer.ip(),
-        trusted: guard::peer_trusted(peer.ip(), &server.trusted_proxies),
-    };
+    let peer_info = Peer { addr: peer.ip(), trusted: guard::peer_trusted(peer.ip(), &server.trusted_proxies) };
     let sent = Instant::now();
     let result = forward::forward(&mut delivery, route, peer_info, &state.name_header).await;
     let elapsed = sent.elapsed();
@@ -210,11 +181,7 @@ async fn process(
     match result {
         Ok(res) => {
             if let Some(c) = claim {
-                let finished = if res.status().is_success() {
-                    c.commit().await
-                } else {
-                    c.release().await
-                };
+                let finished = if res.status().is_success() { c.commit().await } else { c.release().await };
                 if let Err(e) = finished {
                     app.metrics.store_errors.inc();
                     tracing::warn!(source = %source.name, error = %e, "dedupe store failed after forwarding");

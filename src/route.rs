@@ -14,9 +14,7 @@ pub struct Pattern {
 
 impl Pattern {
     pub fn new(text: &str) -> Self {
-        Pattern {
-            parts: text.split('*').map(str::to_owned).collect(),
-        }
+        Pattern { parts: text.split('*').map(str::to_owned).collect() }
     }
 
     pub fn matches(&self, s: &str) -> bool {
@@ -58,10 +56,7 @@ impl Route {
 
 /// The first route whose patterns match `event_type`, with its index.
 pub fn select<'r>(routes: &'r [Route], event_type: &str) -> Option<(usize, &'r Route)> {
-    routes
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r.matches(event_type))
+    routes.iter().enumerate().find(|(_, r)| r.matches(event_type))
 }
 
 #[cfg(test)]
@@ -79,11 +74,7 @@ mod tests {
             ("dev.tampa.event.*", "dev.tampa.event.created", true),
             ("dev.tampa.event.*", "dev.tampa.event.", true),
             ("dev.tampa.event.*", "dev.tampa.group.x", false),
-            (
-                "dev.tampa.group.member_*",
-                "dev.tampa.group.member_added",
-                true,
-            ),
+            ("dev.tampa.group.member_*", "dev.tampa.group.member_added", true),
             ("*.created", "user.created", true),
             ("*.created", "user.created.not", false),
             ("a*b*c", "abc", true),

@@ -57,10 +57,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
 
 /// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until `shutdown` resolves.
 pub async fn serve_admin(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let limits = Limits {
-        max_connections: 256,
-        ..Limits::from_app(&app)
-    };
+    let limits = Limits { max_connections: 256, ..Limits::from_app(&app) };
     serve_with(listener, limits, shutdown, move |req, _peer| {
         let app = app.clone();
         async move { admin::handle(&app, req).await }
@@ -69,12 +66,8 @@ pub async fn serve_admin(app: Arc<App>, listener: TcpListener, shutdown: impl Fu
 }
 
 /// The accept loop shared by both listeners.
-pub async fn serve_with<H, F>(
-    listener: TcpListener,
-    limits: Limits,
-    shutdown: impl Future<Output = ()>,
-    handler: H,
-) where
+pub async fn serve_with<H, F>(listener: TcpListener, limits: Limits, shutdown: impl Future<Output = ()>, handler: H)
+where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResBody>> + Send + 'static,
 {
@@ -85,10 +78,7 @@ pub async fn serve_with<H, F>(
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
@@ -116,9 +106,7 @@ pub async fn serve_with<H, F>(
             let fut = handler(req, peer);
             async move { Ok::<_, std::convert::Infallible>(fut.await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

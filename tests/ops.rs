@@ -13,17 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[tokio::test]
 async fn rate_limit_gives_429_with_retry_after_after_the_burst() {
     let up = spawn_upstream(ok_upstream()).await;
-    let gw = spawn_gateway(&tampa_config(
-        up.addr,
-        "rate_limit = { per_second = 1, burst = 3 }",
-        "",
-    ))
-    .await;
+    let gw = spawn_gateway(&tampa_config(up.addr, "rate_limit = { per_second = 1, burst = 3 }", "")).await;
     let mut statuses = Vec::new();
     for i in 0..5 {
-        let r = gw
-            .deliver("tampa", &tampa_body(&format!("rl-{i}"), "x"), None, None)
-            .await;
+        let r = gw.deliver("tampa", &tampa_body(&format!("rl-{i}"), "x"), None, None).await;
         if r.status == 429 {
             assert_eq!(r.error_code(), "rate_limited");
             let secs: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
@@ -36,11 +29,7 @@ async fn rate_limit_gives_429_with_retry_after_after_the_burst() {
     // Checked before the body is read or verified: an unsigned request is also 429.
     let r = send(&gw.url("/webhooks/tampa"), "POST", &[], "x").await;
     assert_eq!(r.status, 429);
-    assert!(
-        gw.metrics()
-            .await
-            .contains("hookgate_requests_total{source=\"tampa\",outcome=\"rate_limited\"}")
-    );
+    assert!(gw.metrics().await.contains("hookgate_requests_total{source=\"tampa\",outcome=\"rate_limited\"}"));
     gw.shutdown().await;
 }
 
@@ -48,29 +37,14 @@ async fn rate_limit_gives_429_with_retry_after_after_the_burst() {
 async fn allowlist_and_trusted_proxies() {
     let up = spawn_upstream(ok_upstream()).await;
     // Peer 127.0.0.1 is not in the allowlist.
-    let gw = spawn_gateway(&tampa_config(
-        up.addr,
-        "allow_ips = [\"10.0.0.0/8\", \"2001:db8::/32\"]",
-        "",
-    ))
-    .await;
-    let r = gw
-        .deliver("tampa", &tampa_body("ip-1", "x"), None, None)
-        .await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (403, "forbidden")
-    );
+    let gw = spawn_gateway(&tampa_config(up.addr, "allow_ips = [\"10.0.0.0/8\", \"2001:db8::/32\"]", "")).await;
+    let r = gw.deliver("tampa", &tampa_body("ip-1", "x"), None, None).await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (403, "forbidden"));
     // An untrusted peer's X-Forwarded-For is ignored.
     let body = tampa_body("ip-2", "x");
     let mut headers = gw.sign("tampa", &body, None, None);
     headers.push(("X-Forwarded-For".into(), "10.1.2.3".into()));
-    assert_eq!(
-        send(&gw.url("/webhooks/tampa"), "POST", &headers, body.clone())
-            .await
-            .status,
-        403
-    );
+    assert_eq!(send(&gw.url("/webhooks/tampa"), "POST", &headers, body.clone()).await.status, 403);
     gw.shutdown().await;
 
     // With loopback as a trusted proxy, the rightmost untrusted hop is the client.
@@ -90,11 +64,7 @@ async fn allowlist_and_trusted_proxies() {
         let body = tampa_body(&format!("xff-{xff}"), "x");
         let mut headers = gw.sign("tampa", &body, None, None);
         headers.push(("X-Forwarded-For".into(), xff.into()));
-        assert_eq!(
-            send(&url, "POST", &headers, body).await.status,
-            want,
-            "{xff}"
-        );
+        assert_eq!(send(&url, "POST", &headers, body).await.status, want, "{xff}");
     }
     gw.shutdown().await;
 }
@@ -102,20 +72,13 @@ async fn allowlist_and_trusted_proxies() {
 #[tokio::test]
 async fn a_trickling_client_is_cut_off_while_others_are_served() {
     let up = spawn_upstream(ok_upstream()).await;
-    let gw = spawn_gateway(&tampa_config(
-        up.addr,
-        "",
-        "[server]\nrequest_timeout = \"1s\"",
-    ))
-    .await;
+    let gw = spawn_gateway(&tampa_config(up.addr, "", "[server]\nrequest_timeout = \"1s\"")).await;
 
     // Body trickle: headers complete, then one byte every 200ms of a 100-byte body.
     let addr = gw.addr;
     let trickle = tokio::spawn(async move {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"POST /webhooks/tampa HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
-            .await
-            .unwrap();
+        s.write_all(b"POST /webhooks/tampa HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n").await.unwrap();
         let started = Instant::now();
         let mut buf = vec![0u8; 1024];
         for _ in 0..100 {
@@ -125,10 +88,7 @@ async fn a_trickling_client_is_cut_off_while_others_are_served() {
             match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return (started.elapsed(), String::new()),
                 Ok(Ok(n)) => {
-                    return (
-                        started.elapsed(),
-                        String::from_utf8_lossy(&buf[..n]).into_owned(),
-                    );
+                    return (started.elapsed(), String::from_utf8_lossy(&buf[..n]).into_owned());
                 }
                 Err(_) => {}
             }
@@ -144,35 +104,21 @@ async fn a_trickling_client_is_cut_off_while_others_are_served() {
             if s.write_all(&[*b]).await.is_err() {
                 break;
             }
-            if tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf))
-                .await
-                .is_ok()
-            {
+            if tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await.is_ok() {
                 return started.elapsed();
             }
         }
         Duration::MAX
     });
     // Meanwhile a well-behaved delivery succeeds.
-    let r = gw
-        .deliver("tampa", &tampa_body("good", "x"), None, None)
-        .await;
+    let r = gw.deliver("tampa", &tampa_body("good", "x"), None, None).await;
     assert_eq!(r.status, 200);
 
     let (elapsed, answer) = trickle.await.unwrap();
-    assert!(
-        elapsed < Duration::from_secs(3),
-        "body trickle cut off after {elapsed:?}"
-    );
-    assert!(
-        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
-        "{answer}"
-    );
+    assert!(elapsed < Duration::from_secs(3), "body trickle cut off after {elapsed:?}");
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
     let elapsed = header_trickle.await.unwrap();
-    assert!(
-        elapsed < Duration::from_secs(3),
-        "header trickle cut off after {elapsed:?}"
-    );
+    assert!(elapsed < Duration::from_secs(3), "header trickle cut off after {elapsed:?}");
     gw.shutdown().await;
 }
 
@@ -218,14 +164,10 @@ async fn reload_swaps_routes_and_keeps_memory_dedupe() {
 
     let new_text = text.replace("/hooks\"\n", "/v2\"\n");
     gw.app.reload(config(&new_text)).unwrap();
-    gw.deliver("tampa", &tampa_body("rl-2", "other"), None, None)
-        .await;
+    gw.deliver("tampa", &tampa_body("rl-2", "other"), None, None).await;
     assert_eq!(up.next().await.uri, "/v2", "new route in force");
     let r = gw.deliver("tampa", &body, None, None).await;
-    assert_eq!(
-        r.headers["x-hookgate-duplicate"], "true",
-        "memory store kept across reload"
-    );
+    assert_eq!(r.headers["x-hookgate-duplicate"], "true", "memory store kept across reload");
     gw.shutdown().await;
 }
 
@@ -238,14 +180,7 @@ async fn http2_cleartext_works() {
         .build(hyper_util::client::legacy::connect::HttpConnector::new());
     let body = tampa_body("h2", "x");
     let headers = gw.sign("tampa", &body, None, None);
-    let r = send_with(
-        &client,
-        &gw.url("/webhooks/tampa"),
-        "POST",
-        &headers,
-        body.clone(),
-    )
-    .await;
+    let r = send_with(&client, &gw.url("/webhooks/tampa"), "POST", &headers, body.clone()).await;
     assert_eq!(r.status, 200);
     let got = up.next().await;
     assert_eq!(got.body, body.as_bytes());

@@ -20,12 +20,7 @@ async fn setup(extra_source: &str, extra_top: &str) -> (Gateway, Upstream) {
 async fn forwards_a_verified_delivery_with_body_and_headers() {
     let (gw, mut up) = setup("", "").await;
     let body = tampa_body("evt_1", "dev.tampa.event.created");
-    let mut headers = gw.sign(
-        "tampa",
-        &body,
-        Some("del-1"),
-        Some("dev.tampa.event.created"),
-    );
+    let mut headers = gw.sign("tampa", &body, Some("del-1"), Some("dev.tampa.event.created"));
     headers.extend(h(&[
         ("X-Hookgate-Verified", "forged"),
         ("X-Hookgate-Source", "evil"),
@@ -35,23 +30,14 @@ async fn forwards_a_verified_delivery_with_body_and_headers() {
         ("Host", "hooks.example.com"),
         ("X-Custom", "kept"),
     ]));
-    let r = send(
-        &gw.url("/webhooks/tampa?a=1&b=two"),
-        "POST",
-        &headers,
-        body.clone(),
-    )
-    .await;
+    let r = send(&gw.url("/webhooks/tampa?a=1&b=two"), "POST", &headers, body.clone()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "upstream-ok", "upstream body relayed");
     assert_eq!(r.headers["x-upstream"], "yes", "upstream headers relayed");
 
     let got = up.next().await;
     assert_eq!(got.method, "POST");
-    assert_eq!(
-        got.uri, "/hooks/events?a=1&b=two",
-        "first matching route, query appended"
-    );
+    assert_eq!(got.uri, "/hooks/events?a=1&b=two", "first matching route, query appended");
     assert_eq!(got.body, Bytes::from(body), "body byte for byte");
     let hd = &got.headers;
     assert_eq!(hd["x-hookgate-verified"], "true");
@@ -59,18 +45,12 @@ async fn forwards_a_verified_delivery_with_body_and_headers() {
     assert_eq!(hd["x-hookgate-delivery-id"], "del-1");
     assert_eq!(hd["x-hookgate-event-type"], "dev.tampa.event.created");
     assert_eq!(hd.get_all("x-hookgate-verified").iter().count(), 1);
-    assert!(
-        !hd.contains_key("x-secret-hop"),
-        "header named by Connection is hop-by-hop"
-    );
+    assert!(!hd.contains_key("x-secret-hop"), "header named by Connection is hop-by-hop");
     assert_eq!(hd["x-forwarded-for"], "198.51.100.1, 127.0.0.1");
     assert_eq!(hd["x-forwarded-proto"], "http");
     assert_eq!(hd["x-forwarded-host"], "hooks.example.com");
     assert_eq!(hd["x-custom"], "kept");
-    assert!(
-        hd.contains_key("x-webhook-signature"),
-        "end-to-end headers pass through"
-    );
+    assert!(hd.contains_key("x-webhook-signature"), "end-to-end headers pass through");
     gw.shutdown().await;
 }
 
@@ -79,35 +59,18 @@ async fn status_table_rows_before_verification() {
     let (gw, up) = setup("", "[server]\nmax_body_bytes = 300").await;
     // route
     let r = send(&gw.url("/nowhere"), "POST", &[], "x").await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (404, "not_found")
-    );
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (404, "not_found"));
     // method
     let r = send(&gw.url("/webhooks/tampa"), "GET", &[], "").await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (405, "method_not_allowed")
-    );
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (405, "method_not_allowed"));
     // size: exactly the limit is accepted (then fails verification), one more byte is 413
     let exact = "x".repeat(300);
     let r = send(&gw.url("/webhooks/tampa"), "POST", &[], exact).await;
-    assert_eq!(
-        r.status,
-        401,
-        "a body of exactly max_body_bytes is read: {}",
-        r.text()
-    );
+    assert_eq!(r.status, 401, "a body of exactly max_body_bytes is read: {}", r.text());
     let r = send(&gw.url("/webhooks/tampa"), "POST", &[], "x".repeat(301)).await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (413, "payload_too_large")
-    );
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (413, "payload_too_large"));
     // chunked body (no Content-Length) over the limit
-    let chunks = futures_stream(vec![
-        Bytes::from("y".repeat(200)),
-        Bytes::from("y".repeat(200)),
-    ]);
+    let chunks = futures_stream(vec![Bytes::from("y".repeat(200)), Bytes::from("y".repeat(200))]);
     let r = send_stream(&gw.url("/webhooks/tampa"), chunks).await;
     assert_eq!(r.0, 413, "the limit applies to chunked bodies too");
     assert_eq!(up.hits(), 0);
@@ -126,33 +89,19 @@ fn futures_stream(parts: Vec<Bytes>) -> tokio::sync::mpsc::Receiver<Bytes> {
 async fn send_stream(url: &str, mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let uri: http::Uri = url.parse().unwrap();
-    let mut s = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str())
-        .await
-        .unwrap();
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
-        uri.path()
-    );
+    let mut s = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str()).await.unwrap();
+    let head = format!("POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", uri.path());
     s.write_all(head.as_bytes()).await.unwrap();
     while let Ok(chunk) = rx.try_recv() {
-        let _ = s
-            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-            .await;
+        let _ = s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await;
         let _ = s.write_all(&chunk).await;
         let _ = s.write_all(b"\r\n").await;
     }
     let _ = s.write_all(b"0\r\n\r\n").await;
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, text)
 }
 
@@ -163,42 +112,18 @@ async fn verification_rows() {
     let url = gw.url("/webhooks/tampa");
     // missing signature
     let r = send(&url, "POST", &[], body.clone()).await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (401, "missing_signature")
-    );
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (401, "missing_signature"));
     // undecodable signature
-    let r = send(
-        &url,
-        "POST",
-        &h(&[("X-Webhook-Signature", "sha256=zz-not-hex")]),
-        body.clone(),
-    )
-    .await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (400, "malformed_signature")
-    );
+    let r = send(&url, "POST", &h(&[("X-Webhook-Signature", "sha256=zz-not-hex")]), body.clone()).await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (400, "malformed_signature"));
     // wrong signature
     let wrong = format!("sha256={}", "ab".repeat(32));
-    let r = send(
-        &url,
-        "POST",
-        &h(&[("X-Webhook-Signature", &wrong)]),
-        body.clone(),
-    )
-    .await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (401, "invalid_signature")
-    );
+    let r = send(&url, "POST", &h(&[("X-Webhook-Signature", &wrong)]), body.clone()).await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (401, "invalid_signature"));
     // tampered body
     let headers = gw.sign("tampa", &body, None, None);
     let r = send(&url, "POST", &headers, body.replace("a.b", "a.c")).await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (401, "invalid_signature")
-    );
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (401, "invalid_signature"));
     // stale and future timestamps
     for offset in [-301i64, 301] {
         let at = if offset < 0 {
@@ -209,20 +134,13 @@ async fn verification_rows() {
         let body = tampa_body_at("evt_s", "a.b", at);
         let headers = gw.sign("tampa", &body, None, None);
         let r = send(&url, "POST", &headers, body).await;
-        assert_eq!(
-            (r.status.as_u16(), r.error_code().as_str()),
-            (401, "stale_timestamp"),
-            "offset {offset}"
-        );
+        assert_eq!((r.status.as_u16(), r.error_code().as_str()), (401, "stale_timestamp"), "offset {offset}");
     }
     // timestamp missing from a scheme that has one
     let body = r#"{"id":"x","type":"a.b"}"#;
     let headers = gw.sign("tampa", body, None, None);
     let r = send(&url, "POST", &headers, body).await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (401, "missing_timestamp")
-    );
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (401, "missing_timestamp"));
     assert_eq!(up.hits(), 0, "nothing unverified is forwarded");
     let text = r.text();
     assert!(!text.contains(SECRET));
@@ -252,10 +170,7 @@ upstream = "http://{}/"
         }
     }
     let r = send(&gw.url("/sw"), "POST", &headers, body).await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (400, "malformed_timestamp")
-    );
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (400, "malformed_timestamp"));
     gw.shutdown().await;
 }
 
@@ -287,11 +202,7 @@ async fn duplicates_are_acknowledged_not_forwarded() {
     let r = gw.deliver("tampa", &body, Some("other-id"), None).await;
     assert!(!r.headers.contains_key("x-hookgate-duplicate"));
     assert_eq!(up.hits(), 2);
-    assert!(
-        gw.metrics()
-            .await
-            .contains("hookgate_dedupe_hits_total{source=\"tampa\"} 1")
-    );
+    assert!(gw.metrics().await.contains("hookgate_dedupe_hits_total{source=\"tampa\"} 1"));
     gw.shutdown().await;
 }
 
@@ -309,10 +220,7 @@ async fn in_flight_copy_gets_409_with_retry_after() {
     let mut up = up;
     up.next().await; // the first copy reached the upstream and is in flight
     let r = send(&url, "POST", &headers, body).await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (409, "in_flight")
-    );
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (409, "in_flight"));
     assert!(r.headers.contains_key("retry-after"));
     assert_eq!(first.await.unwrap().status, 200);
     gw.shutdown().await;
@@ -346,10 +254,7 @@ async fn unreachable_timeout_and_hangup_upstreams() {
     let gw = spawn_gateway(&tampa_config(dead, "", "")).await;
     let body = tampa_body("evt_dead", "x");
     let r = gw.deliver("tampa", &body, None, None).await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (502, "upstream_unreachable")
-    );
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (502, "upstream_unreachable"));
     gw.shutdown().await;
 
     // timeout (route timeout is 2s), then the retry is forwarded again
@@ -357,10 +262,7 @@ async fn unreachable_timeout_and_hangup_upstreams() {
     let gw = spawn_gateway(&tampa_config(up.addr, "", "")).await;
     let started = std::time::Instant::now();
     let r = gw.deliver("tampa", &body, None, None).await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (504, "upstream_timeout")
-    );
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (504, "upstream_timeout"));
     assert!(started.elapsed() < Duration::from_secs(4));
     up.set(ok_upstream());
     let r = gw.deliver("tampa", &body, None, None).await;
@@ -371,10 +273,7 @@ async fn unreachable_timeout_and_hangup_upstreams() {
     let up = spawn_upstream(Behavior::Hangup).await;
     let gw = spawn_gateway(&tampa_config(up.addr, "", "")).await;
     let r = gw.deliver("tampa", &body, None, None).await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (502, "upstream_unreachable")
-    );
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (502, "upstream_unreachable"));
     up.set(ok_upstream());
     let r = gw.deliver("tampa", &body, None, None).await;
     assert_eq!(r.status, 200, "claim released after hangup");
@@ -407,25 +306,16 @@ upstream = "http://{0}/b"
         up.addr
     );
     let gw = spawn_gateway(&cfg).await;
-    let r = gw
-        .deliver("a", &tampa_body("1", "order.created"), None, None)
-        .await;
+    let r = gw.deliver("a", &tampa_body("1", "order.created"), None, None).await;
     assert_eq!(r.status, 200);
     assert_eq!(up.next().await.uri, "/orders");
-    let r = gw
-        .deliver("a", &tampa_body("2", "user.signup"), None, None)
-        .await;
+    let r = gw.deliver("a", &tampa_body("2", "user.signup"), None, None).await;
     assert_eq!(r.status, 200);
     assert_eq!(up.next().await.uri, "/orders");
-    let r = gw
-        .deliver("a", &tampa_body("3", "invoice.paid"), None, None)
-        .await;
+    let r = gw.deliver("a", &tampa_body("3", "invoice.paid"), None, None).await;
     assert_eq!(r.status, 202, "unrouted = ack");
     let r = gw.deliver("b", &tampa_body("4", "other"), None, None).await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (404, "no_route")
-    );
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (404, "no_route"));
     assert_eq!(up.hits(), 2);
     gw.shutdown().await;
 }
@@ -448,10 +338,7 @@ async fn fifty_concurrent_copies_reach_the_upstream_once() {
         statuses.push(t.await.unwrap());
     }
     assert_eq!(up.hits(), 1, "statuses: {statuses:?}");
-    assert!(
-        statuses.iter().all(|s| *s == 200 || *s == 409),
-        "{statuses:?}"
-    );
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 409), "{statuses:?}");
     assert!(statuses.contains(&200));
     gw.shutdown().await;
 }
@@ -461,12 +348,7 @@ async fn memory_store_evicts_the_oldest_id_first() {
     let up = spawn_upstream(ok_upstream()).await;
     let gw = spawn_gateway(&tampa_config(up.addr, "", "[dedupe]\nmax_entries = 2")).await;
     for id in ["a", "b", "c"] {
-        assert_eq!(
-            gw.deliver("tampa", &tampa_body(id, "x"), None, None)
-                .await
-                .status,
-            200
-        );
+        assert_eq!(gw.deliver("tampa", &tampa_body(id, "x"), None, None).await.status, 200);
     }
     // "a" was remembered longest ago and is gone; "c" is remembered.
     let r = gw.deliver("tampa", &tampa_body("c", "x"), None, None).await;
@@ -525,9 +407,6 @@ async fn body_hash_is_the_id_when_none_is_sent() {
     let got = up.next().await;
     let want = hookgate::verify::body_hash(body.as_bytes());
     assert_eq!(got.headers["x-hookgate-delivery-id"], want.as_str());
-    assert_eq!(
-        gw.deliver("z", body, None, None).await.headers["x-hookgate-duplicate"],
-        "true"
-    );
+    assert_eq!(gw.deliver("z", body, None, None).await.headers["x-hookgate-duplicate"], "true");
     gw.shutdown().await;
 }

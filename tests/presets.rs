@@ -8,13 +8,7 @@ mod common;
 use common::*;
 use serde_json::json;
 
-fn source(
-    name: &str,
-    provider: &str,
-    secret: &str,
-    upstream: std::net::SocketAddr,
-    extra: &str,
-) -> String {
+fn source(name: &str, provider: &str, secret: &str, upstream: std::net::SocketAddr, extra: &str) -> String {
     format!(
         "[sources.{name}]\npath = \"/{name}\"\nprovider = \"{provider}\"\nsecrets = [\"{secret}\"]\n{extra}\n[[sources.{name}.routes]]\nevents = [\"*\"]\nupstream = \"http://{upstream}/{name}\"\n"
     )
@@ -86,13 +80,7 @@ async fn ordinary_events_of_challenge_providers_are_forwarded() {
         source("stripe", "stripe", "whsec_test_secret", a, ""),
         source("shopify", "shopify", "sh", a, ""),
         source("svix", "svix", "whsec_plJ3nmyCDGBKInavdOK15jsl", a, ""),
-        source(
-            "tyk",
-            "tyk",
-            "tyk-token",
-            a,
-            "[sources.tyk.verify]\nsignature_header = \"X-Tyk-Secret\"",
-        ),
+        source("tyk", "tyk", "tyk-token", a, "[sources.tyk.verify]\nsignature_header = \"X-Tyk-Secret\""),
     ]
     .concat();
     let gw = spawn_gateway(&cfg).await;
@@ -104,36 +92,11 @@ async fn ordinary_events_of_challenge_providers_are_forwarded() {
             None,
             "app_mention",
         ),
-        (
-            "github",
-            r#"{"action":"opened"}"#.into(),
-            Some("pull_request"),
-            "pull_request",
-        ),
-        (
-            "stripe",
-            r#"{"id":"evt_1","type":"invoice.paid"}"#.into(),
-            None,
-            "invoice.paid",
-        ),
-        (
-            "shopify",
-            r#"{"id":1}"#.into(),
-            Some("orders/create"),
-            "orders/create",
-        ),
-        (
-            "svix",
-            r#"{"type":"user.created"}"#.into(),
-            None,
-            "user.created",
-        ),
-        (
-            "tyk",
-            format!(r#"{{"Event":"QuotaExceeded","Timestamp":"{now}"}}"#),
-            None,
-            "QuotaExceeded",
-        ),
+        ("github", r#"{"action":"opened"}"#.into(), Some("pull_request"), "pull_request"),
+        ("stripe", r#"{"id":"evt_1","type":"invoice.paid"}"#.into(), None, "invoice.paid"),
+        ("shopify", r#"{"id":1}"#.into(), Some("orders/create"), "orders/create"),
+        ("svix", r#"{"type":"user.created"}"#.into(), None, "user.created"),
+        ("tyk", format!(r#"{{"Event":"QuotaExceeded","Timestamp":"{now}"}}"#), None, "QuotaExceeded"),
     ];
     for (src, body, event, want_type) in cases {
         let r = gw.deliver(src, &body, None, event).await;
@@ -154,10 +117,7 @@ async fn slack_slash_commands_are_form_encoded_and_still_forwarded() {
     assert_eq!(r.status, 200, "{}", r.text());
     let got = up.next().await;
     assert_eq!(got.headers["x-hookgate-event-type"], "");
-    assert_eq!(
-        got.headers["x-hookgate-delivery-id"],
-        hookgate::verify::body_hash(body.as_bytes()).as_str()
-    );
+    assert_eq!(got.headers["x-hookgate-delivery-id"], hookgate::verify::body_hash(body.as_bytes()).as_str());
     gw.shutdown().await;
 }
 
@@ -172,20 +132,10 @@ async fn rotation_accepts_either_secret_and_metrics_show_which() {
     // Sign with the old secret only.
     let old = common::config(&cfg.replace("[\"new-secret\", \"old-secret\"]", "[\"old-secret\"]"));
     let body = r#"{"action":"x"}"#;
-    let headers = sign_with(
-        &old,
-        "gh",
-        body,
-        Some("d-1"),
-        Some("push"),
-        std::time::SystemTime::now(),
-    );
+    let headers = sign_with(&old, "gh", body, Some("d-1"), Some("push"), std::time::SystemTime::now());
     let r = send(&gw.url("/gh"), "POST", &headers, body).await;
     assert_eq!(r.status, 200);
     let m = gw.metrics().await;
-    assert!(
-        m.contains("hookgate_secret_matches_total{source=\"gh\",index=\"1\"} 1"),
-        "{m}"
-    );
+    assert!(m.contains("hookgate_secret_matches_total{source=\"gh\",index=\"1\"} 1"), "{m}");
     gw.shutdown().await;
 }

@@ -95,11 +95,7 @@ impl Proc {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
         assert!(ok);
     }
 
@@ -119,6 +115,12 @@ impl Proc {
         }
         self.seen.clone()
     }
+}
+
+/// A fresh tampa delivery for `cfg`, signed now: (headers, body).
+fn signed(cfg: &hookgate::config::Config, id: &str, event_type: &str) -> (Vec<(String, String)>, String) {
+    let body = tampa_body(id, event_type);
+    (sign_with(cfg, "tampa", &body, None, None, std::time::SystemTime::now()), body)
 }
 
 fn run_cli(args: &[&str], cwd: Option<&Path>, env: &[(&str, &str)]) -> (i32, String, String) {
@@ -142,10 +144,7 @@ fn run_cli(args: &[&str], cwd: Option<&Path>, env: &[(&str, &str)]) -> (i32, Str
 fn version_prints_and_exits_zero() {
     let (code, out, _) = run_cli(&["--version"], None, &[]);
     assert_eq!(code, 0);
-    assert!(
-        out.starts_with("hookgate ") && out.contains(env!("CARGO_PKG_VERSION")),
-        "{out}"
-    );
+    assert!(out.starts_with("hookgate ") && out.contains(env!("CARGO_PKG_VERSION")), "{out}");
 }
 
 #[test]
@@ -159,19 +158,11 @@ fn check_lists_every_error_and_exits_one() {
     .unwrap();
     let (code, _, err) = run_cli(&["check", "-c", bad.to_str().unwrap()], None, &[]);
     assert_eq!(code, 1);
-    for want in [
-        "server.listen",
-        "server.wat",
-        "HG_TEST_UNSET_VAR",
-        "sources.a.routes[0].timeout",
-    ] {
+    for want in ["server.listen", "server.wat", "HG_TEST_UNSET_VAR", "sources.a.routes[0].timeout"] {
         assert!(err.contains(want), "missing {want} in {err}");
     }
-    let (code, out, err) = run_cli(
-        &["check", "-c", "config.example.toml"],
-        Some(Path::new(env!("CARGO_MANIFEST_DIR"))),
-        &[],
-    );
+    let (code, out, err) =
+        run_cli(&["check", "-c", "config.example.toml"], Some(Path::new(env!("CARGO_MANIFEST_DIR"))), &[]);
     assert_eq!(code, 0, "{out}{err}");
 }
 
@@ -181,24 +172,10 @@ fn config_path_defaults_to_env_then_hookgate_toml() {
     let good = "[sources.a]\npath = \"/a\"\nprovider = \"github\"\nsecrets = [\"s\"]\n";
     std::fs::write(dir.path().join("hookgate.toml"), good).unwrap();
     let mut cmd = Command::new(BIN);
-    let out = cmd
-        .arg("check")
-        .current_dir(dir.path())
-        .env_remove("HOOKGATE_CONFIG")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.arg("check").current_dir(dir.path()).env_remove("HOOKGATE_CONFIG").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::write(dir.path().join("other.toml"), "nonsense = [").unwrap();
-    let (code, _, err) = run_cli(
-        &["check"],
-        Some(dir.path()),
-        &[("HOOKGATE_CONFIG", "other.toml")],
-    );
+    let (code, _, err) = run_cli(&["check"], Some(dir.path()), &[("HOOKGATE_CONFIG", "other.toml")]);
     assert_eq!(code, 1, "HOOKGATE_CONFIG wins over ./hookgate.toml: {err}");
 }
 
@@ -212,75 +189,29 @@ async fn sign_output_and_curl_command_are_accepted() {
     std::fs::write(&body_file, &body).unwrap();
     let cfg = p.config.to_str().unwrap().to_owned();
 
-    let (code, out, err) = run_cli(
-        &[
-            "sign",
-            "-c",
-            &cfg,
-            "--source",
-            "tampa",
-            body_file.to_str().unwrap(),
-        ],
-        None,
-        &[],
-    );
+    let (code, out, err) = run_cli(&["sign", "-c", &cfg, "--source", "tampa", body_file.to_str().unwrap()], None, &[]);
     assert_eq!(code, 0, "{err}");
     let headers: Vec<(String, String)> = out
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            l.split_once(": ")
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        })
+        .filter_map(|l| l.split_once(": ").map(|(k, v)| (k.to_owned(), v.to_owned())))
         .collect();
-    assert!(
-        headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("x-webhook-signature")),
-        "{out}"
-    );
-    let r = send(
-        &format!("http://{}/webhooks/tampa", p.addr),
-        "POST",
-        &headers,
-        body.clone(),
-    )
-    .await;
+    assert!(headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("x-webhook-signature")), "{out}");
+    let r = send(&format!("http://{}/webhooks/tampa", p.addr), "POST", &headers, body.clone()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.next().await.body, body.as_bytes());
 
     // --curl prints one command that works when pasted into bash.
     let body = "{\"id\":\"curl-1\",\"type\":\"x\",\"timestamp\":\"TS\",\"note\":\"it's quoted\"}"
-        .replace(
-            "TS",
-            &humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        );
+        .replace("TS", &humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
     std::fs::write(&body_file, &body).unwrap();
     let url = format!("http://{}/webhooks/tampa", p.addr);
-    let (code, out, err) = run_cli(
-        &[
-            "sign",
-            "-c",
-            &cfg,
-            "--source",
-            "tampa",
-            "--curl",
-            &url,
-            body_file.to_str().unwrap(),
-        ],
-        None,
-        &[],
-    );
+    let (code, out, err) =
+        run_cli(&["sign", "-c", &cfg, "--source", "tampa", "--curl", &url, body_file.to_str().unwrap()], None, &[]);
     assert_eq!(code, 0, "{err}");
-    let curl = tokio::task::spawn_blocking(move || {
-        Command::new("bash")
-            .arg("-c")
-            .arg(out.trim())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let curl = tokio::task::spawn_blocking(move || Command::new("bash").arg("-c").arg(out.trim()).output().unwrap())
+        .await
+        .unwrap();
     let answer = String::from_utf8_lossy(&curl.stdout);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(up.next().await.body, body.as_bytes());
@@ -291,32 +222,9 @@ async fn json_logs_one_object_per_line_and_no_secrets() {
     let up = spawn_upstream(ok_upstream()).await;
     let mut p = start(&with_listeners(&tampa_config(up.addr, "", "")));
     let cfg = config(&std::fs::read_to_string(&p.config).unwrap());
-    let body = tampa_body("log-1", "order.created");
-    let headers = sign_with(
-        &cfg,
-        "tampa",
-        &body,
-        None,
-        None,
-        std::time::SystemTime::now(),
-    );
-    let sig = headers
-        .iter()
-        .find(|(k, _)| k == "x-webhook-signature")
-        .unwrap()
-        .1
-        .clone();
-    assert_eq!(
-        send(
-            &format!("http://{}/webhooks/tampa", p.addr),
-            "POST",
-            &headers,
-            body
-        )
-        .await
-        .status,
-        200
-    );
+    let (headers, body) = signed(&cfg, "log-1", "order.created");
+    let sig = headers.iter().find(|(k, _)| k == "x-webhook-signature").unwrap().1.clone();
+    assert_eq!(send(&format!("http://{}/webhooks/tampa", p.addr), "POST", &headers, body).await.status, 200);
     let line = p.wait_for("\"delivery\"");
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["source"], "tampa");
@@ -328,14 +236,8 @@ async fn json_logs_one_object_per_line_and_no_secrets() {
     p.signal("-TERM");
     assert_eq!(p.wait_exit(), 0);
     for line in p.drain_lines() {
-        assert!(
-            serde_json::from_str::<serde_json::Value>(&line).is_ok(),
-            "not JSON: {line}"
-        );
-        assert!(
-            !line.contains(SECRET) && !line.contains(&sig),
-            "secret logged: {line}"
-        );
+        assert!(serde_json::from_str::<serde_json::Value>(&line).is_ok(), "not JSON: {line}");
+        assert!(!line.contains(SECRET) && !line.contains(&sig), "secret logged: {line}");
     }
 }
 
@@ -346,20 +248,7 @@ async fn sighup_reloads_and_a_broken_file_keeps_the_old_config() {
     let mut p = start(&text);
     let cfg = config(&text);
     let url = format!("http://{}/webhooks/tampa", p.addr);
-    let deliver = |id: &str| {
-        let body = tampa_body(id, "other");
-        (
-            sign_with(
-                &cfg,
-                "tampa",
-                &body,
-                None,
-                None,
-                std::time::SystemTime::now(),
-            ),
-            body,
-        )
-    };
+    let deliver = |id: &str| signed(&cfg, id, "other");
     let (h1, b1) = deliver("hup-1");
     assert_eq!(send(&url, "POST", &h1, b1).await.status, 200);
     assert_eq!(up.next().await.uri, "/hooks");
@@ -377,34 +266,16 @@ async fn sighup_reloads_and_a_broken_file_keeps_the_old_config() {
     let (h3, b3) = deliver("hup-3");
     assert_eq!(send(&url, "POST", &h3, b3).await.status, 200);
     assert_eq!(up.next().await.uri, "/reloaded");
-    assert_eq!(
-        send(&format!("http://{}/healthz", p.admin), "GET", &[], "")
-            .await
-            .status,
-        200
-    );
+    assert_eq!(send(&format!("http://{}/healthz", p.admin), "GET", &[], "").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_a_slow_in_flight_delivery_then_exits_zero() {
-    let mut up = spawn_upstream(Behavior::Answer(
-        200,
-        "slow-ok",
-        Duration::from_millis(1500),
-    ))
-    .await;
+    let mut up = spawn_upstream(Behavior::Answer(200, "slow-ok", Duration::from_millis(1500))).await;
     let text = with_listeners(&tampa_config(up.addr, "", ""));
     let mut p = start(&text);
     let cfg = config(&text);
-    let body = tampa_body("drain-1", "x");
-    let headers = sign_with(
-        &cfg,
-        "tampa",
-        &body,
-        None,
-        None,
-        std::time::SystemTime::now(),
-    );
+    let (headers, body) = signed(&cfg, "drain-1", "x");
     let url = format!("http://{}/webhooks/tampa", p.addr);
     let in_flight = tokio::spawn(async move { send(&url, "POST", &headers, body).await });
     up.next().await; // the delivery is at the upstream now
@@ -412,10 +283,5 @@ async fn sigterm_drains_a_slow_in_flight_delivery_then_exits_zero() {
     let r = in_flight.await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "slow-ok");
-    assert_eq!(
-        tokio::task::spawn_blocking(move || p.wait_exit())
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(tokio::task::spawn_blocking(move || p.wait_exit()).await.unwrap(), 0);
 }

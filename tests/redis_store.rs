@@ -37,14 +37,8 @@ async fn duplicate_detected_across_a_gateway_restart() {
     assert_eq!(r.headers["x-hookgate-duplicate"], "true");
     assert_eq!(up.hits(), 1);
     assert_eq!(redis.cli(&["GET", "hookgate:tampa:evt_restart"]), "d");
-    let ttl: i64 = redis
-        .cli(&["PTTL", "hookgate:tampa:evt_restart"])
-        .parse()
-        .unwrap();
-    assert!(
-        ttl > 86_000_000 && ttl <= 86_400_000,
-        "delivered TTL is dedupe.ttl: {ttl}"
-    );
+    let ttl: i64 = redis.cli(&["PTTL", "hookgate:tampa:evt_restart"]).parse().unwrap();
+    assert!(ttl > 86_000_000 && ttl <= 86_400_000, "delivered TTL is dedupe.ttl: {ttl}");
     gw.shutdown().await;
 }
 
@@ -57,10 +51,7 @@ async fn two_instances_dedupe_each_other_and_fifty_copies_reach_upstream_once() 
 
     let body = tampa_body("evt_shared", "x");
     assert_eq!(a.deliver("tampa", &body, None, None).await.status, 200);
-    assert_eq!(
-        b.deliver("tampa", &body, None, None).await.headers["x-hookgate-duplicate"],
-        "true"
-    );
+    assert_eq!(b.deliver("tampa", &body, None, None).await.headers["x-hookgate-duplicate"], "true");
 
     let body = tampa_body("evt_storm", "x");
     let headers = a.sign("tampa", &body, None, None);
@@ -76,10 +67,7 @@ async fn two_instances_dedupe_each_other_and_fifty_copies_reach_upstream_once() 
         statuses.push(t.await.unwrap());
     }
     assert_eq!(up.hits(), 2, "one per delivery ID: {statuses:?}");
-    assert!(
-        statuses.iter().all(|s| *s == 200 || *s == 409),
-        "{statuses:?}"
-    );
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 409), "{statuses:?}");
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -88,29 +76,14 @@ async fn two_instances_dedupe_each_other_and_fifty_copies_reach_upstream_once() 
 async fn redis_down_rejects_then_recovers_without_restart() {
     let mut redis = RedisServer::start();
     let up = spawn_upstream(ok_upstream()).await;
-    let gw = spawn_gateway(&redis_config(
-        up.addr,
-        &redis.url(),
-        "on_store_error = \"reject\"",
-    ))
-    .await;
-    assert_eq!(
-        gw.deliver("tampa", &tampa_body("before", "x"), None, None)
-            .await
-            .status,
-        200
-    );
+    let gw = spawn_gateway(&redis_config(up.addr, &redis.url(), "on_store_error = \"reject\"")).await;
+    assert_eq!(gw.deliver("tampa", &tampa_body("before", "x"), None, None).await.status, 200);
     let ready = format!("http://{}/readyz", gw.admin);
     assert_eq!(send(&ready, "GET", &[], "").await.status, 200);
 
     redis.kill();
-    let r = gw
-        .deliver("tampa", &tampa_body("during", "x"), None, None)
-        .await;
-    assert_eq!(
-        (r.status.as_u16(), r.error_code().as_str()),
-        (503, "store_unavailable")
-    );
+    let r = gw.deliver("tampa", &tampa_body("during", "x"), None, None).await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (503, "store_unavailable"));
     assert!(r.headers.contains_key("retry-after"));
     assert_eq!(up.hits(), 1, "not forwarded while the store is down");
     assert_eq!(send(&ready, "GET", &[], "").await.status, 503);
@@ -118,17 +91,12 @@ async fn redis_down_rejects_then_recovers_without_restart() {
 
     redis.restart();
     let recovered = eventually(Duration::from_secs(15), async || {
-        gw.deliver("tampa", &tampa_body("after", "x"), None, None)
-            .await
-            .status
-            == 200
+        gw.deliver("tampa", &tampa_body("after", "x"), None, None).await.status == 200
     })
     .await;
     assert!(recovered, "gateway reconnects to Redis by itself");
     assert_eq!(send(&ready, "GET", &[], "").await.status, 200);
-    let r = gw
-        .deliver("tampa", &tampa_body("after", "x"), None, None)
-        .await;
+    let r = gw.deliver("tampa", &tampa_body("after", "x"), None, None).await;
     assert_eq!(r.headers["x-hookgate-duplicate"], "true");
     gw.shutdown().await;
 }
@@ -137,12 +105,7 @@ async fn redis_down_rejects_then_recovers_without_restart() {
 async fn redis_down_with_allow_forwards_undeduped() {
     let mut redis = RedisServer::start();
     let up = spawn_upstream(ok_upstream()).await;
-    let gw = spawn_gateway(&redis_config(
-        up.addr,
-        &redis.url(),
-        "on_store_error = \"allow\"",
-    ))
-    .await;
+    let gw = spawn_gateway(&redis_config(up.addr, &redis.url(), "on_store_error = \"allow\"")).await;
     redis.kill();
     let body = tampa_body("allowed", "x");
     assert_eq!(gw.deliver("tampa", &body, None, None).await.status, 200);
@@ -159,16 +122,11 @@ async fn a_crashed_replicas_claim_expires_and_the_retry_goes_through() {
     let up = spawn_upstream(ok_upstream()).await;
     let gw = spawn_gateway(&redis_config(up.addr, &redis.url(), "")).await;
     // A replica claimed this ID and died before finishing.
-    assert_eq!(
-        redis.cli(&["SET", "hookgate:tampa:evt_crash", "c:dead:1", "PX", "700"]),
-        "OK"
-    );
+    assert_eq!(redis.cli(&["SET", "hookgate:tampa:evt_crash", "c:dead:1", "PX", "700"]), "OK");
     let body = tampa_body("evt_crash", "x");
     assert_eq!(gw.deliver("tampa", &body, None, None).await.status, 409);
-    let through = eventually(Duration::from_secs(5), async || {
-        gw.deliver("tampa", &body, None, None).await.status == 200
-    })
-    .await;
+    let through =
+        eventually(Duration::from_secs(5), async || gw.deliver("tampa", &body, None, None).await.status == 200).await;
     assert!(through);
     assert_eq!(up.hits(), 1);
     gw.shutdown().await;
@@ -189,52 +147,27 @@ async fn commit_and_release_never_touch_a_claim_that_is_not_ours() {
     let (slow, fast) = (store(&redis.url()), store(&redis.url()));
     let key = slow.key("src", "id1");
     assert_eq!(key, "t:src:id1");
-    let slow_token = slow
-        .claim(&key, Duration::from_millis(100))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        fast.claim(&key, Duration::from_secs(60)).await.unwrap(),
-        Err(Seen::InFlight)
-    );
+    let slow_token = slow.claim(&key, Duration::from_millis(100)).await.unwrap().unwrap();
+    assert_eq!(fast.claim(&key, Duration::from_secs(60)).await.unwrap(), Err(Seen::InFlight));
     // The slow replica's claim expires; another replica claims the ID.
-    let expired = eventually(Duration::from_secs(3), async || {
-        redis.cli(&["EXISTS", "t:src:id1"]) == "0"
-    })
-    .await;
+    let expired = eventually(Duration::from_secs(3), async || redis.cli(&["EXISTS", "t:src:id1"]) == "0").await;
     assert!(expired);
-    let fast_token = fast
-        .claim(&key, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let fast_token = fast.claim(&key, Duration::from_secs(60)).await.unwrap().unwrap();
     assert_ne!(slow_token, fast_token);
     // The slow one finishes late: neither release nor commit may touch the new claim.
     slow.release(&key, &slow_token).await.unwrap();
     assert_eq!(redis.cli(&["GET", "t:src:id1"]), fast_token);
-    slow.commit(&key, &slow_token, Duration::from_secs(60))
-        .await
-        .unwrap();
+    slow.commit(&key, &slow_token, Duration::from_secs(60)).await.unwrap();
     assert_eq!(redis.cli(&["GET", "t:src:id1"]), fast_token);
     // The owner's commit works and sets the delivered TTL.
-    fast.commit(&key, &fast_token, Duration::from_secs(3600))
-        .await
-        .unwrap();
+    fast.commit(&key, &fast_token, Duration::from_secs(3600)).await.unwrap();
     assert_eq!(redis.cli(&["GET", "t:src:id1"]), "d");
     let ttl: i64 = redis.cli(&["PTTL", "t:src:id1"]).parse().unwrap();
     assert!(ttl > 3_500_000, "{ttl}");
-    assert_eq!(
-        slow.claim(&key, Duration::from_secs(1)).await.unwrap(),
-        Err(Seen::Delivered)
-    );
+    assert_eq!(slow.claim(&key, Duration::from_secs(1)).await.unwrap(), Err(Seen::Delivered));
     // Release of our own claim frees the ID.
     let k2 = fast.key("src", "id2");
-    let t2 = fast
-        .claim(&k2, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let t2 = fast.claim(&k2, Duration::from_secs(60)).await.unwrap().unwrap();
     fast.release(&k2, &t2).await.unwrap();
     assert_eq!(redis.cli(&["EXISTS", "t:src:id2"]), "0");
 }
@@ -257,21 +190,13 @@ async fn round_trips_per_delivery() {
     let up = spawn_upstream(ok_upstream()).await;
     let gw = spawn_gateway(&redis_config(up.addr, &redis.url(), "")).await;
     // Warm up: loads the scripts into the server's cache.
-    gw.deliver("tampa", &tampa_body("warm", "x"), None, None)
-        .await;
+    gw.deliver("tampa", &tampa_body("warm", "x"), None, None).await;
     redis.cli(&["CONFIG", "RESETSTAT"]);
     let body = tampa_body("evt_rt", "x");
     assert_eq!(gw.deliver("tampa", &body, None, None).await.status, 200);
-    assert_eq!(
-        calls(&redis, "evalsha"),
-        2,
-        "fresh delivery: claim + commit"
-    );
+    assert_eq!(calls(&redis, "evalsha"), 2, "fresh delivery: claim + commit");
     redis.cli(&["CONFIG", "RESETSTAT"]);
-    assert_eq!(
-        gw.deliver("tampa", &body, None, None).await.headers["x-hookgate-duplicate"],
-        "true"
-    );
+    assert_eq!(gw.deliver("tampa", &body, None, None).await.headers["x-hookgate-duplicate"], "true");
     assert_eq!(calls(&redis, "evalsha"), 1, "duplicate: one round trip");
     assert_eq!(calls(&redis, "eval"), 0, "no script reloads once cached");
     gw.shutdown().await;
@@ -285,28 +210,18 @@ async fn redis_cluster_dedupes_across_slots() {
     let cfg = tampa_config(
         up.addr,
         "",
-        &format!(
-            "[dedupe]\nstore = \"redis\"\n[dedupe.redis]\ncluster = [{}]\ntimeout = \"2s\"\n",
-            nodes.join(", ")
-        ),
+        &format!("[dedupe]\nstore = \"redis\"\n[dedupe.redis]\ncluster = [{}]\ntimeout = \"2s\"\n", nodes.join(", ")),
     );
     let (a, b) = (spawn_gateway(&cfg).await, spawn_gateway(&cfg).await);
     for i in 0..20 {
         let body = tampa_body(&format!("cl-{i}"), "x");
         let r = a.deliver("tampa", &body, None, None).await;
         assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(
-            b.deliver("tampa", &body, None, None).await.headers["x-hookgate-duplicate"],
-            "true"
-        );
+        assert_eq!(b.deliver("tampa", &body, None, None).await.headers["x-hookgate-duplicate"], "true");
     }
     assert_eq!(up.hits(), 20);
     // Keys are spread over the masters, each on the node that owns its slot.
-    let counts: Vec<u64> = cluster
-        .nodes
-        .iter()
-        .map(|n| n.cli(&["DBSIZE"]).parse().unwrap())
-        .collect();
+    let counts: Vec<u64> = cluster.nodes.iter().map(|n| n.cli(&["DBSIZE"]).parse().unwrap()).collect();
     assert_eq!(counts.iter().sum::<u64>(), 20, "{counts:?}");
     assert!(counts.iter().filter(|c| **c > 0).count() >= 2, "{counts:?}");
     a.shutdown().await;

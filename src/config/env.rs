@@ -44,11 +44,7 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
         }
     }
     out.push_str(rest);
-    if missing.is_empty() {
-        Ok(out)
-    } else {
-        Err(missing)
-    }
+    if missing.is_empty() { Ok(out) } else { Err(missing) }
 }
 
 /// Expands every string in `value` in place; errors carry the key path.
@@ -76,11 +72,7 @@ pub fn expand_tree(
         }
         toml::Value::Table(table) => {
             for (k, v) in table.iter_mut() {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
                 expand_tree(v, &p, lookup, errors);
             }
         }
@@ -118,15 +110,10 @@ mod tests {
 
     #[test]
     fn tree_errors_carry_paths() {
-        let mut v: toml::Value =
-            toml::from_str("[s.t]\nsecrets = [\"ok\", \"${NOPE}\"]\n").unwrap();
+        let mut v: toml::Value = toml::from_str("[s.t]\nsecrets = [\"ok\", \"${NOPE}\"]\n").unwrap();
         let mut errors = Vec::new();
         expand_tree(&mut v, "", &env, &mut errors);
         assert_eq!(errors.len(), 1);
-        assert!(
-            errors[0].starts_with("s.t.secrets[1]: environment variable NOPE"),
-            "{}",
-            errors[0]
-        );
+        assert!(errors[0].starts_with("s.t.secrets[1]: environment variable NOPE"), "{}", errors[0]);
     }
 }

@@ -42,10 +42,7 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new(max_entries: usize) -> Self {
         MemoryStore {
-            inner: Mutex::new(Inner {
-                map: LinkedHashMap::new(),
-                next_token: 1,
-            }),
+            inner: Mutex::new(Inner { map: LinkedHashMap::new(), next_token: 1 }),
             max_entries: max_entries.max(1),
             epoch: Instant::now(),
         }
@@ -110,31 +107,15 @@ impl DedupeStore for MemoryStore {
         u128::from_le_bytes(b)
     }
 
-    async fn claim(
-        &self,
-        key: &u128,
-        claim_ttl: Duration,
-    ) -> Result<Result<u64, Seen>, StoreError> {
+    async fn claim(&self, key: &u128, claim_ttl: Duration) -> Result<Result<u64, Seen>, StoreError> {
         let now = self.now_ms();
         let mut inner = self.lock();
         if let Some(e) = inner.map.get(key).filter(|e| e.expires_ms > now) {
-            return Ok(Err(if e.token == DELIVERED {
-                Seen::Delivered
-            } else {
-                Seen::InFlight
-            }));
+            return Ok(Err(if e.token == DELIVERED { Seen::Delivered } else { Seen::InFlight }));
         }
         let token = inner.next_token;
         inner.next_token += 1;
-        self.insert(
-            &mut inner,
-            *key,
-            Entry {
-                token,
-                expires_ms: now.saturating_add(ms(claim_ttl)),
-            },
-            now,
-        );
+        self.insert(&mut inner, *key, Entry { token, expires_ms: now.saturating_add(ms(claim_ttl)) }, now);
         Ok(Ok(token))
     }
 
@@ -142,20 +123,9 @@ impl DedupeStore for MemoryStore {
         let now = self.now_ms();
         let mut inner = self.lock();
         // Ours, or gone (expired/evicted): record the delivery. Someone else's claim: leave it.
-        let ours_or_gone = inner
-            .map
-            .get(key)
-            .is_none_or(|e| e.token == *token || e.expires_ms <= now);
+        let ours_or_gone = inner.map.get(key).is_none_or(|e| e.token == *token || e.expires_ms <= now);
         if ours_or_gone {
-            self.insert(
-                &mut inner,
-                *key,
-                Entry {
-                    token: DELIVERED,
-                    expires_ms: now.saturating_add(ms(ttl)),
-                },
-                now,
-            );
+            self.insert(&mut inner, *key, Entry { token: DELIVERED, expires_ms: now.saturating_add(ms(ttl)) }, now);
         }
         Ok(())
     }
@@ -203,9 +173,7 @@ mod tests {
         tokio::time::advance(MIN - Duration::from_millis(1)).await;
         assert_eq!(claim(&s, "a").await, Err(Seen::InFlight));
         tokio::time::advance(Duration::from_millis(1)).await;
-        let t = claim(&s, "a")
-            .await
-            .expect("expired claim lets the retry through");
+        let t = claim(&s, "a").await.expect("expired claim lets the retry through");
         s.commit(&k, &t, DAY).await.unwrap();
         tokio::time::advance(DAY - Duration::from_millis(1)).await;
         assert_eq!(claim(&s, "a").await, Err(Seen::Delivered));
@@ -223,11 +191,7 @@ mod tests {
         s.release(&k, &old).await.unwrap();
         assert_eq!(claim(&s, "a").await, Err(Seen::InFlight));
         s.commit(&k, &old, DAY).await.unwrap();
-        assert_eq!(
-            claim(&s, "a").await,
-            Err(Seen::InFlight),
-            "old commit must not overwrite the new claim"
-        );
+        assert_eq!(claim(&s, "a").await, Err(Seen::InFlight), "old commit must not overwrite the new claim");
         s.commit(&k, &new, DAY).await.unwrap();
         assert_eq!(claim(&s, "a").await, Err(Seen::Delivered));
     }
@@ -244,10 +208,7 @@ mod tests {
         let t = claim(&s, "d").await.unwrap();
         s.commit(&s.key("src", "d"), &t, DAY).await.unwrap();
         assert_eq!(s.len(), 3);
-        assert!(
-            claim(&s, "a").await.is_ok(),
-            "a was remembered longest ago and must be evicted"
-        );
+        assert!(claim(&s, "a").await.is_ok(), "a was remembered longest ago and must be evicted");
         // Claiming "a" again evicted "b", the next oldest.
         assert_eq!(claim(&s, "c").await, Err(Seen::Delivered));
         assert!(claim(&s, "b").await.is_ok());
@@ -265,14 +226,8 @@ mod tests {
         let store = super::super::Store::from_config(&cfg).unwrap();
         let c = store.claim("src", "x", &cfg).await.unwrap();
         assert!(matches!(c, super::super::ClaimOutcome::Claimed(_)));
-        assert!(matches!(
-            store.claim("src", "x", &cfg).await.unwrap(),
-            super::super::ClaimOutcome::InFlight
-        ));
+        assert!(matches!(store.claim("src", "x", &cfg).await.unwrap(), super::super::ClaimOutcome::InFlight));
         drop(c);
-        assert!(matches!(
-            store.claim("src", "x", &cfg).await.unwrap(),
-            super::super::ClaimOutcome::Claimed(_)
-        ));
+        assert!(matches!(store.claim("src", "x", &cfg).await.unwrap(), super::super::ClaimOutcome::Claimed(_)));
     }
 }

@@ -60,11 +60,7 @@ pub trait DedupeStore: Send + Sync + 'static {
         token: &Self::Token,
         ttl: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn release(
-        &self,
-        key: &Self::Key,
-        token: &Self::Token,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn release(&self, key: &Self::Key, token: &Self::Token) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -103,11 +99,7 @@ enum Held {
         <memory::MemoryStore as DedupeStore>::Key,
         <memory::MemoryStore as DedupeStore>::Token,
     ),
-    Redis(
-        Arc<redis::RedisStore>,
-        <redis::RedisStore as DedupeStore>::Key,
-        <redis::RedisStore as DedupeStore>::Token,
-    ),
+    Redis(Arc<redis::RedisStore>, <redis::RedisStore as DedupeStore>::Key, <redis::RedisStore as DedupeStore>::Token),
 }
 
 impl std::fmt::Debug for Claim {
@@ -121,39 +113,25 @@ impl Store {
     /// fail when Redis is down: the first requests get `StoreError` instead.
     pub fn from_config(cfg: &DedupeConfig) -> Result<Self, StoreError> {
         Ok(match &cfg.store {
-            StoreConfig::Memory { max_entries } => {
-                Store::Memory(Arc::new(memory::MemoryStore::new(*max_entries)))
-            }
+            StoreConfig::Memory { max_entries } => Store::Memory(Arc::new(memory::MemoryStore::new(*max_entries))),
             StoreConfig::Redis(r) => Store::Redis(Arc::new(redis::RedisStore::new(r)?)),
         })
     }
 
     /// Claims `(source, id)` for forwarding.
-    pub async fn claim(
-        &self,
-        source: &str,
-        id: &str,
-        cfg: &DedupeConfig,
-    ) -> Result<ClaimOutcome, StoreError> {
+    pub async fn claim(&self, source: &str, id: &str, cfg: &DedupeConfig) -> Result<ClaimOutcome, StoreError> {
         let held = match self {
             Store::Memory(s) => {
                 let key = s.key(source, id);
-                s.claim(&key, cfg.claim_ttl)
-                    .await?
-                    .map(|token| Held::Memory(s.clone(), key, token))
+                s.claim(&key, cfg.claim_ttl).await?.map(|token| Held::Memory(s.clone(), key, token))
             }
             Store::Redis(s) => {
                 let key = s.key(source, id);
-                s.claim(&key, cfg.claim_ttl)
-                    .await?
-                    .map(|token| Held::Redis(s.clone(), key, token))
+                s.claim(&key, cfg.claim_ttl).await?.map(|token| Held::Redis(s.clone(), key, token))
             }
         };
         Ok(match held {
-            Ok(held) => ClaimOutcome::Claimed(Claim {
-                held: Some(held),
-                ttl: cfg.ttl,
-            }),
+            Ok(held) => ClaimOutcome::Claimed(Claim { held: Some(held), ttl: cfg.ttl }),
             Err(Seen::Delivered) => ClaimOutcome::Delivered,
             Err(Seen::InFlight) => ClaimOutcome::InFlight,
         })

@@ -51,10 +51,7 @@ struct Script {
 
 impl Script {
     fn new(body: &'static str) -> Self {
-        Script {
-            body,
-            sha: redis::Script::new(body).get_hash().to_owned(),
-        }
+        Script { body, sha: redis::Script::new(body).get_hash().to_owned() }
     }
 }
 
@@ -107,9 +104,7 @@ impl RedisStore {
                     .set_number_of_retries(1)
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(500));
-                let per_thread = std::thread::available_parallelism()
-                    .map_or(1, usize::from)
-                    .min(16);
+                let per_thread = std::thread::available_parallelism().map_or(1, usize::from).min(16);
                 let managers = (0..per_thread)
                     .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), mc.clone()))
                     .collect::<Result<Vec<_>, _>>()
@@ -117,17 +112,13 @@ impl RedisStore {
                 Conn::Single(managers)
             }
             RedisTarget::Cluster(nodes) => {
-                let client =
-                    redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
-                        .connection_timeout(t)
-                        .response_timeout(t)
-                        .retries(2)
-                        .build()
-                        .map_err(unavailable)?;
-                Conn::Cluster(Box::new(ClusterConn {
-                    client,
-                    conn: OnceCell::new(),
-                }))
+                let client = redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+                    .connection_timeout(t)
+                    .response_timeout(t)
+                    .retries(2)
+                    .build()
+                    .map_err(unavailable)?;
+                Conn::Cluster(Box::new(ClusterConn { client, conn: OnceCell::new() }))
             }
         };
         let mut rnd = [0u8; 8];
@@ -149,22 +140,14 @@ impl RedisStore {
     async fn query(&self, cmd: &Cmd) -> Result<Result<Value, redis::RedisError>, StoreError> {
         let run = async {
             match &self.conn {
-                Conn::Single(m) => {
-                    cmd.query_async::<Value>(&mut m[thread_slot() % m.len()].clone())
-                        .await
-                }
+                Conn::Single(m) => cmd.query_async::<Value>(&mut m[thread_slot() % m.len()].clone()).await,
                 Conn::Cluster(cc) => {
-                    let c = cc
-                        .conn
-                        .get_or_try_init(|| cc.client.get_async_connection())
-                        .await?;
+                    let c = cc.conn.get_or_try_init(|| cc.client.get_async_connection()).await?;
                     cmd.query_async::<Value>(&mut c.clone()).await
                 }
             }
         };
-        tokio::time::timeout(self.timeout, run)
-            .await
-            .map_err(|_| StoreError::Timeout)
+        tokio::time::timeout(self.timeout, run).await.map_err(|_| StoreError::Timeout)
     }
 
     /// `EVALSHA`, or `EVAL` when this node has not cached the script yet.
@@ -180,9 +163,7 @@ impl RedisStore {
         match self.query(&build("EVALSHA", &script.sha)).await? {
             Ok(v) => Ok(v),
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.query(&build("EVAL", script.body))
-                    .await?
-                    .map_err(unavailable)
+                self.query(&build("EVAL", script.body)).await?.map_err(unavailable)
             }
             Err(e) => Err(unavailable(e)),
         }
@@ -202,44 +183,28 @@ impl DedupeStore for RedisStore {
         k
     }
 
-    async fn claim(
-        &self,
-        key: &String,
-        claim_ttl: Duration,
-    ) -> Result<Result<String, Seen>, StoreError> {
+    async fn claim(&self, key: &String, claim_ttl: Duration) -> Result<Result<String, Seen>, StoreError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let token = format!("{}{n}", self.token_base);
         let ttl = claim_ttl.as_millis().max(1).to_string();
-        match self
-            .eval(&self.claim, key, &[token.as_bytes(), ttl.as_bytes()])
-            .await?
-        {
+        match self.eval(&self.claim, key, &[token.as_bytes(), ttl.as_bytes()]).await? {
             Value::Nil => Ok(Ok(token)),
             Value::BulkString(v) if v == b"d" => Ok(Err(Seen::Delivered)),
             Value::BulkString(_) => Ok(Err(Seen::InFlight)),
-            other => Err(StoreError::Unavailable(format!(
-                "unexpected reply to claim: {other:?}"
-            ))),
+            other => Err(StoreError::Unavailable(format!("unexpected reply to claim: {other:?}"))),
         }
     }
 
     async fn commit(&self, key: &String, token: &String, ttl: Duration) -> Result<(), StoreError> {
         let ttl = ttl.as_millis().max(1).to_string();
-        self.eval(&self.commit, key, &[token.as_bytes(), ttl.as_bytes()])
-            .await
-            .map(drop)
+        self.eval(&self.commit, key, &[token.as_bytes(), ttl.as_bytes()]).await.map(drop)
     }
 
     async fn release(&self, key: &String, token: &String) -> Result<(), StoreError> {
-        self.eval(&self.release, key, &[token.as_bytes()])
-            .await
-            .map(drop)
+        self.eval(&self.release, key, &[token.as_bytes()]).await.map(drop)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.query(&redis::cmd("PING"))
-            .await?
-            .map(drop)
-            .map_err(unavailable)
+        self.query(&redis::cmd("PING")).await?.map(drop).map_err(unavailable)
     }
 }

@@ -76,9 +76,7 @@ pub fn secret_bytes(secret: &str, format: SecretFormat) -> Result<Vec<u8>, KeyEr
         SecretFormat::Raw => Ok(secret.as_bytes().to_vec()),
         SecretFormat::WhsecBase64 => {
             let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|_| KeyError::NotBase64)
+            base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| KeyError::NotBase64)
         }
     }
 }
@@ -87,15 +85,13 @@ impl Key {
     pub fn hmac(algorithm: Algorithm, key: &[u8]) -> Self {
         // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
         match algorithm {
-            Algorithm::Sha1 => Key::Sha1(
-                <Hmac<sha1::Sha1> as Mac>::new_from_slice(key).expect("hmac takes any key"),
-            ),
-            Algorithm::Sha256 => Key::Sha256(
-                <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("hmac takes any key"),
-            ),
-            Algorithm::Sha512 => Key::Sha512(
-                <Hmac<sha2::Sha512> as Mac>::new_from_slice(key).expect("hmac takes any key"),
-            ),
+            Algorithm::Sha1 => Key::Sha1(<Hmac<sha1::Sha1> as Mac>::new_from_slice(key).expect("hmac takes any key")),
+            Algorithm::Sha256 => {
+                Key::Sha256(<Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("hmac takes any key"))
+            }
+            Algorithm::Sha512 => {
+                Key::Sha512(<Hmac<sha2::Sha512> as Mac>::new_from_slice(key).expect("hmac takes any key"))
+            }
         }
     }
 
@@ -107,19 +103,13 @@ impl Key {
             let out = m.finalize().into_bytes();
             let mut buf = [0u8; 64];
             buf[..out.len()].copy_from_slice(&out);
-            MacOutput {
-                buf,
-                len: out.len(),
-            }
+            MacOutput { buf, len: out.len() }
         }
         match self {
             Key::Sha1(m) => run(m, feed),
             Key::Sha256(m) => run(m, feed),
             Key::Sha512(m) => run(m, feed),
-            Key::Token(_) => MacOutput {
-                buf: [0; 64],
-                len: 0,
-            },
+            Key::Token(_) => MacOutput { buf: [0; 64], len: 0 },
         }
     }
 
@@ -145,27 +135,15 @@ mod tests {
     fn hmac_matches_rfc4231_case_2() {
         let k = Key::hmac(Algorithm::Sha256, b"Jefe");
         let out = k.mac(|f| f(b"what do ya want for nothing?"));
-        assert_eq!(
-            hex::encode(out.as_slice()),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+        assert_eq!(hex::encode(out.as_slice()), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
     }
 
     #[test]
     fn secrets_decode_per_format() {
         assert_eq!(secret_bytes("abc", SecretFormat::Raw).unwrap(), b"abc");
-        assert_eq!(
-            secret_bytes("whsec_YWJj", SecretFormat::WhsecBase64).unwrap(),
-            b"abc"
-        );
-        assert_eq!(
-            secret_bytes("YWJj", SecretFormat::WhsecBase64).unwrap(),
-            b"abc"
-        );
-        assert_eq!(
-            secret_bytes("whsec_!!", SecretFormat::WhsecBase64),
-            Err(KeyError::NotBase64)
-        );
+        assert_eq!(secret_bytes("whsec_YWJj", SecretFormat::WhsecBase64).unwrap(), b"abc");
+        assert_eq!(secret_bytes("YWJj", SecretFormat::WhsecBase64).unwrap(), b"abc");
+        assert_eq!(secret_bytes("whsec_!!", SecretFormat::WhsecBase64), Err(KeyError::NotBase64));
     }
 
     #[test]

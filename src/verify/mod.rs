@@ -136,25 +136,13 @@ pub struct Delivery<S> {
 
 impl Delivery<Unverified> {
     pub fn new(head: http::request::Parts, body: Bytes) -> Self {
-        Delivery {
-            head,
-            body,
-            state: Unverified,
-        }
+        Delivery { head, body, state: Unverified }
     }
 
     /// Checks signature and freshness against `now`.
-    pub fn verify(
-        self,
-        verifier: &Verifier,
-        now: SystemTime,
-    ) -> Result<Delivery<Verified>, VerifyError> {
+    pub fn verify(self, verifier: &Verifier, now: SystemTime) -> Result<Delivery<Verified>, VerifyError> {
         let state = verifier.check(&self.head.headers, &self.body, now)?;
-        Ok(Delivery {
-            head: self.head,
-            body: self.body,
-            state,
-        })
+        Ok(Delivery { head: self.head, body: self.body, state })
     }
 }
 
@@ -228,9 +216,7 @@ impl Encoding {
             }
             Encoding::Base64 => match B64.decode_slice(text, out) {
                 Ok(n) => Ok(Some(n)),
-                Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
-                    B64.decode(text).map(|_| None).map_err(|_| ())
-                }
+                Err(base64::DecodeSliceError::OutputSliceTooSmall) => B64.decode(text).map(|_| None).map_err(|_| ()),
                 Err(base64::DecodeSliceError::DecodeError(_)) => Err(()),
             },
         }
@@ -245,9 +231,7 @@ impl Encoding {
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
-    headers
-        .get(name)
-        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+    headers.get(name).and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
 }
 
 /// The text of the first locator that finds one.
@@ -285,17 +269,10 @@ pub fn body_hash(body: &[u8]) -> String {
 impl Verifier {
     fn candidates<'h>(&self, headers: &'h HeaderMap) -> Result<Candidates<'h>, VerifyError> {
         let spec = &self.spec;
-        let raw = spec
-            .signature_headers
-            .iter()
-            .find_map(|h| headers.get(h))
-            .ok_or(VerifyError::MissingSignature)?
-            .as_bytes();
+        let raw =
+            spec.signature_headers.iter().find_map(|h| headers.get(h)).ok_or(VerifyError::MissingSignature)?.as_bytes();
         let mut c = Candidates {
-            items: [Candidate {
-                buf: [0; MAX_SIG],
-                len: 0,
-            }; MAX_CANDIDATES],
+            items: [Candidate { buf: [0; MAX_SIG], len: 0 }; MAX_CANDIDATES],
             len: 0,
             raw,
             stripe_t: None,
@@ -321,17 +298,13 @@ impl Verifier {
         };
         match spec.signature_format {
             SignatureFormat::Single => {
-                let sig = text
-                    .trim()
-                    .strip_prefix(spec.signature_prefix.as_str())
-                    .ok_or(VerifyError::MalformedSignature)?;
+                let sig =
+                    text.trim().strip_prefix(spec.signature_prefix.as_str()).ok_or(VerifyError::MalformedSignature)?;
                 push(sig, &mut c)?;
             }
             SignatureFormat::V1List => {
                 for entry in text.split_ascii_whitespace() {
-                    let (version, sig) = entry
-                        .split_once(',')
-                        .ok_or(VerifyError::MalformedSignature)?;
+                    let (version, sig) = entry.split_once(',').ok_or(VerifyError::MalformedSignature)?;
                     if version == "v1" {
                         push(sig, &mut c)?;
                     }
@@ -339,10 +312,7 @@ impl Verifier {
             }
             SignatureFormat::Stripe => {
                 for item in text.split(',') {
-                    let (k, v) = item
-                        .trim()
-                        .split_once('=')
-                        .ok_or(VerifyError::MalformedSignature)?;
+                    let (k, v) = item.trim().split_once('=').ok_or(VerifyError::MalformedSignature)?;
                     match k {
                         "t" => c.stripe_t = Some(v),
                         "v1" => push(v, &mut c)?,
@@ -355,21 +325,14 @@ impl Verifier {
     }
 
     /// Runs every check; see the module docs for the order.
-    fn check(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now: SystemTime,
-    ) -> Result<Verified, VerifyError> {
+    fn check(&self, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Result<Verified, VerifyError> {
         let spec = &self.spec;
         let cands = self.candidates(headers)?;
         let body = Body { bytes: body };
 
         // Timestamps sent in headers are parsed before the signature is checked (400 first).
         let ts = locate_with(&spec.timestamp, headers, &body, cands.stripe_t);
-        let ts_ms = ts
-            .as_ref()
-            .and_then(|(_, t)| spec.timestamp_format.to_unix_ms(t));
+        let ts_ms = ts.as_ref().and_then(|(_, t)| spec.timestamp_format.to_unix_ms(t));
         if let (Some((loc, _)), None) = (&ts, ts_ms)
             && !matches!(loc, Locator::Json(_))
         {
@@ -387,9 +350,7 @@ impl Verifier {
                 self.keys.iter().position(|k| {
                     let mac = k.mac(|feed| spec.payload.feed(body.bytes, ts, id_bytes, feed));
                     // Every candidate is compared, in constant time, to avoid early exits.
-                    sigs.iter().fold(false, |hit, s| {
-                        hit | keys::ct_eq(&s.buf[..s.len], mac.as_slice())
-                    })
+                    sigs.iter().fold(false, |hit, s| hit | keys::ct_eq(&s.buf[..s.len], mac.as_slice()))
                 })
             }
         }
@@ -410,15 +371,9 @@ impl Verifier {
             Some(id) if !id.is_empty() => id.into_owned(),
             _ => body_hash(body.bytes),
         };
-        let event_type = locate(&spec.event_type, headers, &body, cands.stripe_t)
-            .map(Cow::into_owned)
-            .unwrap_or_default();
-        Ok(Verified {
-            secret_index,
-            id,
-            event_type,
-            json: None,
-        })
+        let event_type =
+            locate(&spec.event_type, headers, &body, cands.stripe_t).map(Cow::into_owned).unwrap_or_default();
+        Ok(Verified { secret_index, id, event_type, json: None })
     }
 }
 

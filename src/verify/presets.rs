@@ -6,24 +6,12 @@ use std::time::Duration;
 use http::HeaderName;
 
 use super::{
-    Algorithm, Challenge, Encoding, Locator, Scheme, SecretFormat, SignatureFormat, Spec, Template,
-    TimestampFormat,
+    Algorithm, Challenge, Encoding, Locator, Scheme, SecretFormat, SignatureFormat, Spec, Template, TimestampFormat,
 };
 
 /// Every preset name `provider` accepts.
-pub const NAMES: &[&str] = &[
-    "tampa",
-    "standard-webhooks",
-    "svix",
-    "github",
-    "stripe",
-    "slack",
-    "shopify",
-    "tribe",
-    "zoom",
-    "tyk",
-    "generic",
-];
+pub const NAMES: &[&str] =
+    &["tampa", "standard-webhooks", "svix", "github", "stripe", "slack", "shopify", "tribe", "zoom", "tyk", "generic"];
 
 const FIVE_MIN: Duration = Duration::from_secs(300);
 
@@ -83,11 +71,7 @@ pub fn preset(name: &str) -> Option<Spec> {
             challenge: Challenge::Ping("test.ping"),
             ..base()
         },
-        "standard-webhooks" => standard_webhooks(
-            &["webhook-signature"],
-            &["webhook-timestamp"],
-            &["webhook-id"],
-        ),
+        "standard-webhooks" => standard_webhooks(&["webhook-signature"], &["webhook-timestamp"], &["webhook-id"]),
         "svix" => standard_webhooks(
             &["svix-signature", "webhook-signature"],
             &["svix-timestamp", "webhook-timestamp"],
@@ -123,10 +107,7 @@ pub fn preset(name: &str) -> Option<Spec> {
         "shopify" => Spec {
             signature_headers: headers(&["x-shopify-hmac-sha256", "shopify-hmac-sha256"]),
             encoding: Encoding::Base64,
-            id: vec![
-                Locator::header("x-shopify-webhook-id"),
-                Locator::header("x-shopify-event-id"),
-            ],
+            id: vec![Locator::header("x-shopify-webhook-id"), Locator::header("x-shopify-event-id")],
             event_type: vec![Locator::header("x-shopify-topic")],
             ..base()
         },
@@ -180,11 +161,7 @@ mod tests {
     fn only_generic_and_tyk_need_a_signature_header() {
         for name in NAMES {
             let spec = preset(name).unwrap();
-            assert_eq!(
-                spec.signature_headers.is_empty(),
-                matches!(*name, "generic" | "tyk"),
-                "{name}"
-            );
+            assert_eq!(spec.signature_headers.is_empty(), matches!(*name, "generic" | "tyk"), "{name}");
         }
     }
 }

@@ -49,10 +49,7 @@ fn random_id() -> String {
     let mut b = [0u8; 12];
     // An OS RNG failure only makes the ID less unique; fall back to the clock.
     if getrandom::fill(&mut b).is_err() {
-        let ns = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
+        let ns = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
         b[..12].copy_from_slice(&ns.to_le_bytes()[..12]);
     }
     format!("msg_{}", hex::encode(b))
@@ -63,28 +60,20 @@ impl Verifier {
     pub fn sign(&self, req: SignRequest<'_>) -> Result<Signed, SignError> {
         let spec = &self.spec;
         let key = self.keys.first().ok_or(SignError::NoSecret)?;
-        let sig_header = spec
-            .signature_headers
-            .first()
-            .ok_or(SignError::NoSignatureHeader)?;
+        let sig_header = spec.signature_headers.first().ok_or(SignError::NoSignatureHeader)?;
         let mut out = Signed::default();
         if serde_json::from_slice::<serde::de::IgnoredAny>(req.body).is_ok() {
-            out.headers
-                .push(("content-type".into(), "application/json".into()));
+            out.headers.push(("content-type".into(), "application/json".into()));
         }
 
         let mut ts = String::new();
         match spec.timestamp.first() {
             Some(Locator::Header(name)) => {
-                ts = req
-                    .timestamp
-                    .map_or_else(|| spec.timestamp_format.render(req.now), str::to_owned);
+                ts = req.timestamp.map_or_else(|| spec.timestamp_format.render(req.now), str::to_owned);
                 out.headers.push((name.to_string(), ts.clone()));
             }
             Some(Locator::SignatureParam) => {
-                ts = req
-                    .timestamp
-                    .map_or_else(|| spec.timestamp_format.render(req.now), str::to_owned);
+                ts = req.timestamp.map_or_else(|| spec.timestamp_format.render(req.now), str::to_owned);
             }
             Some(Locator::Json(ptr)) => {
                 ts = json_text(req.body, ptr).unwrap_or_default();
@@ -116,14 +105,9 @@ impl Verifier {
         }
 
         let value = match (spec.scheme, key) {
-            (Scheme::Token, Key::Token(t)) => std::str::from_utf8(t)
-                .map_err(|_| SignError::TokenNotText)?
-                .to_owned(),
+            (Scheme::Token, Key::Token(t)) => std::str::from_utf8(t).map_err(|_| SignError::TokenNotText)?.to_owned(),
             _ => {
-                let mac = key.mac(|feed| {
-                    spec.payload
-                        .feed(req.body, ts.as_bytes(), id.as_bytes(), feed)
-                });
+                let mac = key.mac(|feed| spec.payload.feed(req.body, ts.as_bytes(), id.as_bytes(), feed));
                 let sig = spec.encoding.encode(mac.as_slice());
                 match spec.signature_format {
                     SignatureFormat::Single => format!("{}{sig}", spec.signature_prefix),

@@ -168,40 +168,19 @@ mod tests {
         let mut out = Vec::new();
         t.feed(b"B", b"T", b"I", |p| out.extend_from_slice(p));
         assert_eq!(out, b"v0:T:B");
-        assert_eq!(
-            Template::parse("{{x}}{body}").unwrap().segments[0],
-            Segment::Literal(Bytes::from_static(b"{x}"))
-        );
-        assert_eq!(
-            Template::parse("{nope}{body}"),
-            Err(TemplateError::UnknownPlaceholder("nope".into()))
-        );
+        assert_eq!(Template::parse("{{x}}{body}").unwrap().segments[0], Segment::Literal(Bytes::from_static(b"{x}")));
+        assert_eq!(Template::parse("{nope}{body}"), Err(TemplateError::UnknownPlaceholder("nope".into())));
         assert_eq!(Template::parse("{body"), Err(TemplateError::Unclosed));
         assert_eq!(Template::parse("{id}"), Err(TemplateError::NoBody));
     }
 
     #[test]
     fn parses_locators() {
-        assert_eq!(
-            Locator::parse("header:X-Id").unwrap(),
-            Locator::header("x-id")
-        );
+        assert_eq!(Locator::parse("header:X-Id").unwrap(), Locator::header("x-id"));
         assert_eq!(Locator::parse("json:/a/b").unwrap(), Locator::json("/a/b"));
-        assert_eq!(
-            Locator::parse("signature:t").unwrap(),
-            Locator::SignatureParam
-        );
-        assert!(matches!(
-            Locator::parse("json:a"),
-            Err(LocatorError::Pointer(_))
-        ));
-        assert!(matches!(
-            Locator::parse("query:a"),
-            Err(LocatorError::Syntax(_))
-        ));
-        assert!(matches!(
-            Locator::parse("header:bad name"),
-            Err(LocatorError::HeaderName(_))
-        ));
+        assert_eq!(Locator::parse("signature:t").unwrap(), Locator::SignatureParam);
+        assert!(matches!(Locator::parse("json:a"), Err(LocatorError::Pointer(_))));
+        assert!(matches!(Locator::parse("query:a"), Err(LocatorError::Syntax(_))));
+        assert!(matches!(Locator::parse("header:bad name"), Err(LocatorError::HeaderName(_))));
     }
 }

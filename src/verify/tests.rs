@@ -14,10 +14,8 @@ const VECTORS: &str = include_str!("../../tests/data/vectors.json");
 
 pub(crate) fn verifier(provider: &str, secrets: &[&str], extra: &str) -> Verifier {
     let list: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
-    let text = format!(
-        "[sources.s]\npath = \"/s\"\nprovider = \"{provider}\"\nsecrets = [{}]\n{extra}\n",
-        list.join(", ")
-    );
+    let text =
+        format!("[sources.s]\npath = \"/s\"\nprovider = \"{provider}\"\nsecrets = [{}]\n{extra}\n", list.join(", "));
     match load_str(&text, &|_| None) {
         Ok(mut cfg) => cfg.sources.remove(0).verifier,
         Err(e) => panic!("{provider}: {e}"),
@@ -48,16 +46,9 @@ fn published_vectors_verify() {
         let secret = v["secret"].as_str().unwrap();
         let body = match (&v["body"], &v["body_repeat"]) {
             (serde_json::Value::String(s), _) => s.clone(),
-            (_, r) => r["char"]
-                .as_str()
-                .unwrap()
-                .repeat(r["count"].as_u64().unwrap() as usize),
+            (_, r) => r["char"].as_str().unwrap().repeat(r["count"].as_u64().unwrap() as usize),
         };
-        let headers_json = if v["headers"].is_object() {
-            &v["headers"]
-        } else {
-            &v["derived_headers"]
-        };
+        let headers_json = if v["headers"].is_object() { &v["headers"] } else { &v["derived_headers"] };
         let headers: Vec<(String, String)> = headers_json
             .as_object()
             .unwrap()
@@ -72,11 +63,7 @@ fn published_vectors_verify() {
                 .find(|(k, _)| k.ends_with("timestamp"))
                 .map_or(1_700_000_000, |(_, t)| t.parse().unwrap()),
         };
-        let extra = if provider == "tyk" {
-            "[sources.s.verify]\nsignature_header = \"x-tyk-token\""
-        } else {
-            ""
-        };
+        let extra = if provider == "tyk" { "[sources.s.verify]\nsignature_header = \"x-tyk-token\"" } else { "" };
         let ver = verifier(provider, &[secret], extra);
         let mut d = delivery(&headers, body.clone())
             .verify(&ver, at(ts))
@@ -90,9 +77,7 @@ fn published_vectors_verify() {
         let mut tampered = body.into_bytes();
         tampered[0] ^= 1;
         assert_eq!(
-            delivery(&headers, tampered)
-                .verify(&ver, at(ts))
-                .unwrap_err(),
+            delivery(&headers, tampered).verify(&ver, at(ts)).unwrap_err(),
             VerifyError::InvalidSignature,
             "vector {i} ({provider}) tampered"
         );
@@ -106,19 +91,10 @@ fn stripe_docs_header_with_v0_parses_and_any_v1_may_match() {
     let good = "d21d91b425674689e03346536b8fec6384a8721d43ebe269a1689a3ad22cba9c";
     let bad = "5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd";
     let h = |v: String| vec![("Stripe-Signature".to_owned(), v)];
-    let ok = delivery(
-        &h(format!("t=1492774577,v1={bad},v1={good},v0=6ffbb59b")),
-        body,
-    )
-    .verify(&ver, at(1_492_774_577));
+    let ok = delivery(&h(format!("t=1492774577,v1={bad},v1={good},v0=6ffbb59b")), body).verify(&ver, at(1_492_774_577));
     assert_eq!(ok.unwrap().id(), "evt_test_webhook");
-    let err = delivery(&h(format!("t=1492774577,v1={bad},v0={good}")), body)
-        .verify(&ver, at(1_492_774_577));
-    assert_eq!(
-        err.unwrap_err(),
-        VerifyError::InvalidSignature,
-        "v0 must never be accepted"
-    );
+    let err = delivery(&h(format!("t=1492774577,v1={bad},v0={good}")), body).verify(&ver, at(1_492_774_577));
+    assert_eq!(err.unwrap_err(), VerifyError::InvalidSignature, "v0 must never be accepted");
     // Without t= the signed payload cannot be rebuilt: 401 like any wrong signature.
     let err = delivery(&h(format!("v1={good}")), body).verify(&ver, at(1_492_774_577));
     assert_eq!(err.unwrap_err(), VerifyError::InvalidSignature);
@@ -128,16 +104,9 @@ fn stripe_docs_header_with_v0_parses_and_any_v1_may_match() {
 
 #[test]
 fn standard_webhooks_list_ignores_other_versions() {
-    let ver = verifier(
-        "standard-webhooks",
-        &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
-        "",
-    );
+    let ver = verifier("standard-webhooks", &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], "");
     let base = [
-        (
-            "webhook-id".to_owned(),
-            "msg_p5jXN8AQM9LWM0D4loKWxJek".to_owned(),
-        ),
+        ("webhook-id".to_owned(), "msg_p5jXN8AQM9LWM0D4loKWxJek".to_owned()),
         ("webhook-timestamp".to_owned(), "1614265330".to_owned()),
     ];
     let with = |sig: &str| {
@@ -146,24 +115,10 @@ fn standard_webhooks_list_ignores_other_versions() {
         delivery(&h, "{\"test\": 2432232314}").verify(&ver, at(1_614_265_330))
     };
     let good = "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
-    assert!(
-        with(&format!(
-            "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= v2,abc v1,{good}"
-        ))
-        .is_ok()
-    );
-    assert_eq!(
-        with(&format!("v2,{good}")).unwrap_err(),
-        VerifyError::InvalidSignature
-    );
-    assert_eq!(
-        with("v1,not*base64").unwrap_err(),
-        VerifyError::MalformedSignature
-    );
-    assert_eq!(
-        with("nocomma").unwrap_err(),
-        VerifyError::MalformedSignature
-    );
+    assert!(with(&format!("v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= v2,abc v1,{good}")).is_ok());
+    assert_eq!(with(&format!("v2,{good}")).unwrap_err(), VerifyError::InvalidSignature);
+    assert_eq!(with("v1,not*base64").unwrap_err(), VerifyError::MalformedSignature);
+    assert_eq!(with("nocomma").unwrap_err(), VerifyError::MalformedSignature);
 }
 
 #[test]
@@ -173,25 +128,13 @@ fn svix_headers_win_over_webhook_headers() {
     let h = vec![
         ("svix-id".to_owned(), "msg_loFOjxBNrRLzqYUf".to_owned()),
         ("svix-timestamp".to_owned(), "1731705121".to_owned()),
-        (
-            "svix-signature".to_owned(),
-            "v1,rAvfW3dJ/X/qxhsaXPOyyCGmRKsaKWcsNccKXlIktD0=".to_owned(),
-        ),
+        ("svix-signature".to_owned(), "v1,rAvfW3dJ/X/qxhsaXPOyyCGmRKsaKWcsNccKXlIktD0=".to_owned()),
         ("webhook-id".to_owned(), "other".to_owned()),
         ("webhook-timestamp".to_owned(), "1".to_owned()),
     ];
-    assert_eq!(
-        delivery(&h, body)
-            .verify(&ver, at(1_731_705_121))
-            .unwrap()
-            .id(),
-        "msg_loFOjxBNrRLzqYUf"
-    );
+    assert_eq!(delivery(&h, body).verify(&ver, at(1_731_705_121)).unwrap().id(), "msg_loFOjxBNrRLzqYUf");
     // The webhook-* names alone also work.
-    let h: Vec<_> = h[..3]
-        .iter()
-        .map(|(k, v)| (k.replace("svix-", "webhook-"), v.clone()))
-        .collect();
+    let h: Vec<_> = h[..3].iter().map(|(k, v)| (k.replace("svix-", "webhook-"), v.clone())).collect();
     assert!(delivery(&h, body).verify(&ver, at(1_731_705_121)).is_ok());
 }
 
@@ -200,10 +143,7 @@ fn tribe_and_shopify_accept_both_header_eras() {
     let ver = verifier("tribe", &["9e2bb174144943d98df25f7fbd89753d"], "");
     let body = "{\"networkId\":\"jpLyIGaMxu\",\"context\":\"NETWORK\",\"currentSettings\":[],\"type\":\"TEST\",\"data\":{\"challenge\":\"22b4c546752f27207399d5f835a90808b3c6a34c\"}}";
     let h = vec![
-        (
-            "X-Bettermode-Request-Timestamp".to_owned(),
-            "1649315900181".to_owned(),
-        ),
+        ("X-Bettermode-Request-Timestamp".to_owned(), "1649315900181".to_owned()),
         (
             "X-Bettermode-Signature".to_owned(),
             "b6544929f924aad3553f79a75a186162053da99b3215e75c5359a0a3d91fb285".to_owned(),
@@ -211,45 +151,21 @@ fn tribe_and_shopify_accept_both_header_eras() {
     ];
     assert!(delivery(&h, body).verify(&ver, at(1_649_315_900)).is_ok());
     // 15 minutes of tolerance, in milliseconds.
-    assert!(
-        delivery(&h, body)
-            .verify(&ver, at(1_649_315_900 + 15 * 60))
-            .is_ok()
-    );
-    assert_eq!(
-        delivery(&h, body)
-            .verify(&ver, at(1_649_315_902 + 15 * 60))
-            .unwrap_err(),
-        VerifyError::StaleTimestamp
-    );
+    assert!(delivery(&h, body).verify(&ver, at(1_649_315_900 + 15 * 60)).is_ok());
+    assert_eq!(delivery(&h, body).verify(&ver, at(1_649_315_902 + 15 * 60)).unwrap_err(), VerifyError::StaleTimestamp);
 
     let ver = verifier("shopify", &["test_secret_key"], "");
-    let h = vec![(
-        "shopify-hmac-sha256".to_owned(),
-        "B23tXN681gZ0qIWNRrgtzBE9XSDo5yaUu6wfmhu3a7g=".to_owned(),
-    )];
-    assert!(
-        delivery(&h, "{\"foo\": \"bar\"}")
-            .verify(&ver, at(1))
-            .is_ok()
-    );
+    let h = vec![("shopify-hmac-sha256".to_owned(), "B23tXN681gZ0qIWNRrgtzBE9XSDo5yaUu6wfmhu3a7g=".to_owned())];
+    assert!(delivery(&h, "{\"foo\": \"bar\"}").verify(&ver, at(1)).is_ok());
 }
 
 #[test]
 fn non_json_bodies_fall_back_to_body_hash_and_empty_type() {
     let ver = verifier("slack", &["8f742231b10e8888abcd99yyyzzz85a5"], "");
     let signed = ver
-        .sign(SignRequest {
-            body: b"a=1&b=2",
-            id: None,
-            event_type: None,
-            timestamp: None,
-            now: SystemTime::now(),
-        })
+        .sign(SignRequest { body: b"a=1&b=2", id: None, event_type: None, timestamp: None, now: SystemTime::now() })
         .unwrap();
-    let d = delivery(&signed.headers, "a=1&b=2")
-        .verify(&ver, SystemTime::now())
-        .unwrap();
+    let d = delivery(&signed.headers, "a=1&b=2").verify(&ver, SystemTime::now()).unwrap();
     assert_eq!(d.id(), body_hash(b"a=1&b=2"));
     assert_eq!(d.event_type(), "");
 }
@@ -259,36 +175,15 @@ fn signable() -> Vec<(&'static str, Verifier)> {
     let s = &["secret-one", "secret-two"];
     vec![
         ("tampa", verifier("tampa", s, "")),
-        (
-            "standard-webhooks",
-            verifier(
-                "standard-webhooks",
-                &["whsec_c2VjcmV0LW9uZQ==", "whsec_c2VjcmV0LXR3bw=="],
-                "",
-            ),
-        ),
-        (
-            "svix",
-            verifier(
-                "svix",
-                &["whsec_c2VjcmV0LW9uZQ==", "whsec_c2VjcmV0LXR3bw=="],
-                "",
-            ),
-        ),
+        ("standard-webhooks", verifier("standard-webhooks", &["whsec_c2VjcmV0LW9uZQ==", "whsec_c2VjcmV0LXR3bw=="], "")),
+        ("svix", verifier("svix", &["whsec_c2VjcmV0LW9uZQ==", "whsec_c2VjcmV0LXR3bw=="], "")),
         ("github", verifier("github", s, "")),
         ("stripe", verifier("stripe", s, "")),
         ("slack", verifier("slack", s, "")),
         ("shopify", verifier("shopify", s, "")),
         ("tribe", verifier("tribe", s, "")),
         ("zoom", verifier("zoom", s, "")),
-        (
-            "tyk",
-            verifier(
-                "tyk",
-                s,
-                "[sources.s.verify]\nsignature_header = \"X-Tyk-Token\"",
-            ),
-        ),
+        ("tyk", verifier("tyk", s, "[sources.s.verify]\nsignature_header = \"X-Tyk-Token\"")),
         (
             "generic",
             verifier(
@@ -330,9 +225,7 @@ fn every_preset_accepts_its_own_signature_with_either_secret() {
     for (name, v) in signable() {
         for key in 0..2 {
             let (h, body) = signed_for(&v, key, at(NOW));
-            let d = delivery(&h, body)
-                .verify(&v, at(NOW))
-                .unwrap_or_else(|e| panic!("{name} key {key}: {e:?}"));
+            let d = delivery(&h, body).verify(&v, at(NOW)).unwrap_or_else(|e| panic!("{name} key {key}: {e:?}"));
             assert_eq!(d.secret_index(), key, "{name}");
             assert_eq!(d.event_type(), "order.created", "{name}");
         }
@@ -355,42 +248,32 @@ fn every_preset_rejects_tampering_wrong_secrets_and_bad_headers() {
         // Wrong secret only.
         let other = verifier_like(name, &v);
         assert_eq!(
-            delivery(&h, body.clone())
-                .verify(&other, at(NOW))
-                .unwrap_err(),
+            delivery(&h, body.clone()).verify(&other, at(NOW)).unwrap_err(),
             VerifyError::InvalidSignature,
             "{name}"
         );
         // Signature header missing.
         let sig_name = v.spec.signature_headers[0].as_str();
-        let without: Vec<_> = h
-            .iter()
-            .filter(|(k, _)| !k.eq_ignore_ascii_case(sig_name))
-            .cloned()
-            .collect();
+        let without: Vec<_> = h.iter().filter(|(k, _)| !k.eq_ignore_ascii_case(sig_name)).cloned().collect();
         assert_eq!(
-            delivery(&without, body.clone())
-                .verify(&v, at(NOW))
-                .unwrap_err(),
+            delivery(&without, body.clone()).verify(&v, at(NOW)).unwrap_err(),
             VerifyError::MissingSignature,
             "{name}"
         );
         // Undecodable signature (token schemes have nothing to decode).
         if v.spec.scheme == Scheme::Hmac {
-            let garbled: Vec<_> = h
-                .iter()
-                .map(|(k, val)| {
-                    if k.eq_ignore_ascii_case(sig_name) {
-                        (k.clone(), garble(&v))
-                    } else {
-                        (k.clone(), val.clone())
-                    }
-                })
-                .collect();
+            let garbled: Vec<_> =
+                h.iter()
+                    .map(|(k, val)| {
+                        if k.eq_ignore_ascii_case(sig_name) {
+                            (k.clone(), garble(&v))
+                        } else {
+                            (k.clone(), val.clone())
+                        }
+                    })
+                    .collect();
             assert_eq!(
-                delivery(&garbled, body.clone())
-                    .verify(&v, at(NOW))
-                    .unwrap_err(),
+                delivery(&garbled, body.clone()).verify(&v, at(NOW)).unwrap_err(),
                 VerifyError::MalformedSignature,
                 "{name}"
             );
@@ -425,21 +308,14 @@ fn presets_with_timestamps_enforce_tolerance_both_ways() {
         }
         let tol = v.spec.tolerance.as_secs();
         let (h, body) = signed_for(&v, 0, at(NOW));
-        assert!(
-            delivery(&h, body.clone()).verify(&v, at(NOW + tol)).is_ok(),
-            "{name}: edge of window"
-        );
+        assert!(delivery(&h, body.clone()).verify(&v, at(NOW + tol)).is_ok(), "{name}: edge of window");
         assert_eq!(
-            delivery(&h, body.clone())
-                .verify(&v, at(NOW + tol + 1))
-                .unwrap_err(),
+            delivery(&h, body.clone()).verify(&v, at(NOW + tol + 1)).unwrap_err(),
             VerifyError::StaleTimestamp,
             "{name}: stale"
         );
         assert_eq!(
-            delivery(&h, body.clone())
-                .verify(&v, at(NOW - tol - 1))
-                .unwrap_err(),
+            delivery(&h, body.clone()).verify(&v, at(NOW - tol - 1)).unwrap_err(),
             VerifyError::StaleTimestamp,
             "{name}: future"
         );
@@ -464,26 +340,14 @@ fn header_timestamps_that_are_not_numbers_are_400() {
             })
             .collect();
         assert_eq!(
-            delivery(&bad, body.clone())
-                .verify(&v, at(NOW))
-                .unwrap_err(),
+            delivery(&bad, body.clone()).verify(&v, at(NOW)).unwrap_err(),
             VerifyError::MalformedTimestamp,
             "{name}"
         );
-        let missing: Vec<_> = h
-            .iter()
-            .filter(|(k, _)| !k.eq_ignore_ascii_case(ts_header.as_str()))
-            .cloned()
-            .collect();
+        let missing: Vec<_> = h.iter().filter(|(k, _)| !k.eq_ignore_ascii_case(ts_header.as_str())).cloned().collect();
         let err = delivery(&missing, body).verify(&v, at(NOW)).unwrap_err();
         // Without the timestamp the signed payload differs, so the signature fails first.
-        assert!(
-            matches!(
-                err,
-                VerifyError::InvalidSignature | VerifyError::MissingTimestamp
-            ),
-            "{name}: {err:?}"
-        );
+        assert!(matches!(err, VerifyError::InvalidSignature | VerifyError::MissingTimestamp), "{name}: {err:?}");
     }
 }
 
@@ -491,18 +355,9 @@ fn header_timestamps_that_are_not_numbers_are_400() {
 fn a_short_prefix_mismatch_is_malformed_not_a_panic() {
     let v = verifier("github", &["s"], "");
     let h = vec![("X-Hub-Signature-256".to_owned(), "md5=abcd".to_owned())];
-    assert_eq!(
-        delivery(&h, "x").verify(&v, at(NOW)).unwrap_err(),
-        VerifyError::MalformedSignature
-    );
-    let h = vec![(
-        "X-Hub-Signature-256".to_owned(),
-        format!("sha256={}", "ab".repeat(100)),
-    )];
-    assert_eq!(
-        delivery(&h, "x").verify(&v, at(NOW)).unwrap_err(),
-        VerifyError::InvalidSignature
-    );
+    assert_eq!(delivery(&h, "x").verify(&v, at(NOW)).unwrap_err(), VerifyError::MalformedSignature);
+    let h = vec![("X-Hub-Signature-256".to_owned(), format!("sha256={}", "ab".repeat(100)))];
+    assert_eq!(delivery(&h, "x").verify(&v, at(NOW)).unwrap_err(), VerifyError::InvalidSignature);
 }
 
 proptest! {
@@ -569,22 +424,10 @@ fn generic_expresses_stripe_and_standard_webhooks_by_hand() {
     let body = "{\n  \"id\": \"evt_test_webhook\",\n  \"object\": \"event\",\n  \"data\": { \"object\": { \"id\": \"rdr_123\", \"object\": \"terminal.reader\" } }\n}";
     let h = vec![(
         "Stripe-Signature".to_owned(),
-        "t=1492774577,v1=d21d91b425674689e03346536b8fec6384a8721d43ebe269a1689a3ad22cba9c"
-            .to_owned(),
+        "t=1492774577,v1=d21d91b425674689e03346536b8fec6384a8721d43ebe269a1689a3ad22cba9c".to_owned(),
     )];
-    assert_eq!(
-        delivery(&h, body)
-            .verify(&stripe, at(1_492_774_577))
-            .unwrap()
-            .id(),
-        "evt_test_webhook"
-    );
-    assert_eq!(
-        delivery(&h, body)
-            .verify(&stripe, at(1_492_774_577 + 301))
-            .unwrap_err(),
-        VerifyError::StaleTimestamp
-    );
+    assert_eq!(delivery(&h, body).verify(&stripe, at(1_492_774_577)).unwrap().id(), "evt_test_webhook");
+    assert_eq!(delivery(&h, body).verify(&stripe, at(1_492_774_577 + 301)).unwrap_err(), VerifyError::StaleTimestamp);
 
     let sw = verifier(
         "generic",
@@ -592,19 +435,9 @@ fn generic_expresses_stripe_and_standard_webhooks_by_hand() {
         "[sources.s.verify]\nsignature_header = \"webhook-signature\"\nsignature_format = \"v1-list\"\nencoding = \"base64\"\nsecret_format = \"whsec-base64\"\nsigned_payload = \"{id}.{timestamp}.{body}\"\ntimestamp = \"header:webhook-timestamp\"\nid = \"header:webhook-id\"",
     );
     let h = vec![
-        (
-            "webhook-id".to_owned(),
-            "msg_p5jXN8AQM9LWM0D4loKWxJek".to_owned(),
-        ),
+        ("webhook-id".to_owned(), "msg_p5jXN8AQM9LWM0D4loKWxJek".to_owned()),
         ("webhook-timestamp".to_owned(), "1614265330".to_owned()),
-        (
-            "webhook-signature".to_owned(),
-            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".to_owned(),
-        ),
+        ("webhook-signature".to_owned(), "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".to_owned()),
     ];
-    assert!(
-        delivery(&h, "{\"test\": 2432232314}")
-            .verify(&sw, at(1_614_265_330))
-            .is_ok()
-    );
+    assert!(delivery(&h, "{\"test\": 2432232314}").verify(&sw, at(1_614_265_330)).is_ok());
 }

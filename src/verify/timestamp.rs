@@ -37,11 +37,7 @@ impl TimestampFormat {
             }
             Self::UnixMs => text.parse::<i64>().ok(),
             Self::Rfc3339 => {
-                let t = time::OffsetDateTime::parse(
-                    text,
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .ok()?;
+                let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
                 i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
             }
         }
@@ -78,28 +74,13 @@ mod tests {
 
     #[test]
     fn parses_each_format() {
-        assert_eq!(
-            TimestampFormat::Unix.to_unix_ms("1614265330"),
-            Some(1_614_265_330_000)
-        );
-        assert_eq!(
-            TimestampFormat::Unix.to_unix_ms("1614265330.5"),
-            Some(1_614_265_330_500)
-        );
+        assert_eq!(TimestampFormat::Unix.to_unix_ms("1614265330"), Some(1_614_265_330_000));
+        assert_eq!(TimestampFormat::Unix.to_unix_ms("1614265330.5"), Some(1_614_265_330_500));
         assert_eq!(TimestampFormat::Unix.to_unix_ms("abc"), None);
-        assert_eq!(
-            TimestampFormat::UnixMs.to_unix_ms("1649315900181"),
-            Some(1_649_315_900_181)
-        );
+        assert_eq!(TimestampFormat::UnixMs.to_unix_ms("1649315900181"), Some(1_649_315_900_181));
         assert_eq!(TimestampFormat::UnixMs.to_unix_ms("1.5"), None);
-        assert_eq!(
-            TimestampFormat::Rfc3339.to_unix_ms("2021-02-25T15:02:10Z"),
-            Some(1_614_265_330_000)
-        );
-        assert_eq!(
-            TimestampFormat::Rfc3339.to_unix_ms("2021-02-25T16:02:10+01:00"),
-            Some(1_614_265_330_000)
-        );
+        assert_eq!(TimestampFormat::Rfc3339.to_unix_ms("2021-02-25T15:02:10Z"), Some(1_614_265_330_000));
+        assert_eq!(TimestampFormat::Rfc3339.to_unix_ms("2021-02-25T16:02:10+01:00"), Some(1_614_265_330_000));
         assert_eq!(TimestampFormat::Rfc3339.to_unix_ms("yesterday"), None);
     }
 
@@ -117,16 +98,9 @@ mod tests {
     #[test]
     fn render_round_trips() {
         let now = UNIX_EPOCH + Duration::from_millis(1_614_265_330_123);
-        for f in [
-            TimestampFormat::Unix,
-            TimestampFormat::UnixMs,
-            TimestampFormat::Rfc3339,
-        ] {
+        for f in [TimestampFormat::Unix, TimestampFormat::UnixMs, TimestampFormat::Rfc3339] {
             let ms = f.to_unix_ms(&f.render(now)).unwrap();
-            assert!(
-                (1_614_265_330_000..=1_614_265_330_123).contains(&ms),
-                "{f:?} {ms}"
-            );
+            assert!((1_614_265_330_000..=1_614_265_330_123).contains(&ms), "{f:?} {ms}");
         }
     }
 }

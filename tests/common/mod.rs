@@ -58,25 +58,10 @@ pub async fn spawn_app(app: Arc<App>, cfg: Config) -> Gateway {
         let _ = rx.wait_for(|s| *s).await;
     };
     let tasks = vec![
-        tokio::spawn(hookgate::server::serve(
-            app.clone(),
-            listener,
-            stopped(rx.clone()),
-        )),
-        tokio::spawn(hookgate::server::serve_admin(
-            app.clone(),
-            admin,
-            stopped(rx),
-        )),
+        tokio::spawn(hookgate::server::serve(app.clone(), listener, stopped(rx.clone()))),
+        tokio::spawn(hookgate::server::serve_admin(app.clone(), admin, stopped(rx))),
     ];
-    Gateway {
-        addr,
-        admin: admin_addr,
-        app,
-        config: cfg,
-        stop,
-        tasks,
-    }
+    Gateway { addr, admin: admin_addr, app, config: cfg, stop, tasks }
 }
 
 impl Gateway {
@@ -85,47 +70,19 @@ impl Gateway {
     }
 
     /// Signs `body` as the named source's sender would.
-    pub fn sign(
-        &self,
-        source: &str,
-        body: &str,
-        id: Option<&str>,
-        event_type: Option<&str>,
-    ) -> Vec<(String, String)> {
-        sign_with(
-            &self.config,
-            source,
-            body,
-            id,
-            event_type,
-            SystemTime::now(),
-        )
+    pub fn sign(&self, source: &str, body: &str, id: Option<&str>, event_type: Option<&str>) -> Vec<(String, String)> {
+        sign_with(&self.config, source, body, id, event_type, SystemTime::now())
     }
 
     /// POSTs a signed delivery to the source's path.
-    pub async fn deliver(
-        &self,
-        source: &str,
-        body: &str,
-        id: Option<&str>,
-        event_type: Option<&str>,
-    ) -> Reply {
-        let path = self
-            .config
-            .sources
-            .iter()
-            .find(|s| s.name == source)
-            .unwrap()
-            .path
-            .clone();
+    pub async fn deliver(&self, source: &str, body: &str, id: Option<&str>, event_type: Option<&str>) -> Reply {
+        let path = self.config.sources.iter().find(|s| s.name == source).unwrap().path.clone();
         let headers = self.sign(source, body, id, event_type);
         send(&self.url(&path), "POST", &headers, body.to_owned()).await
     }
 
     pub async fn metrics(&self) -> String {
-        send(&format!("http://{}/metrics", self.admin), "GET", &[], "")
-            .await
-            .text()
+        send(&format!("http://{}/metrics", self.admin), "GET", &[], "").await.text()
     }
 
     pub async fn shutdown(mut self) {
@@ -145,16 +102,7 @@ pub fn sign_with(
     now: SystemTime,
 ) -> Vec<(String, String)> {
     let src = cfg.sources.iter().find(|s| s.name == source).unwrap();
-    src.verifier
-        .sign(SignRequest {
-            body: body.as_bytes(),
-            id,
-            event_type,
-            timestamp: None,
-            now,
-        })
-        .unwrap()
-        .headers
+    src.verifier.sign(SignRequest { body: body.as_bytes(), id, event_type, timestamp: None, now }).unwrap().headers
 }
 
 /// A tampa body with a fresh timestamp.
@@ -209,12 +157,7 @@ impl Reply {
     }
     /// The gateway's own error answers: JSON with `error` and `message`.
     pub fn error_code(&self) -> String {
-        assert_eq!(
-            self.headers["content-type"],
-            "application/json",
-            "{}",
-            self.text()
-        );
+        assert_eq!(self.headers["content-type"], "application/json", "{}", self.text());
         let v = self.json();
         assert!(v["message"].is_string(), "{v}");
         v["error"].as_str().unwrap().to_owned()
@@ -225,12 +168,7 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 
-pub async fn send(
-    url: &str,
-    method: &str,
-    headers: &[(String, String)],
-    body: impl Into<Bytes>,
-) -> Reply {
+pub async fn send(url: &str, method: &str, headers: &[(String, String)], body: impl Into<Bytes>) -> Reply {
     send_with(&client(), url, method, headers, body).await
 }
 
@@ -245,24 +183,14 @@ pub async fn send_with(
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    let res = client
-        .request(req.body(Full::new(body.into())).unwrap())
-        .await
-        .expect("request");
+    let res = client.request(req.body(Full::new(body.into())).unwrap()).await.expect("request");
     let (parts, body) = res.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    Reply { status: parts.status, headers: parts.headers, body }
 }
 
 pub fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
 // === Upstream ===
@@ -330,11 +258,7 @@ pub async fn spawn_upstream(behavior: Behavior) -> Upstream {
                     let (tx, hits, behavior) = (tx.clone(), hits.clone(), behavior.clone());
                     async move {
                         let (parts, body) = req.into_parts();
-                        let body = body
-                            .collect()
-                            .await
-                            .map(|c| c.to_bytes())
-                            .unwrap_or_default();
+                        let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                         hits.fetch_add(1, Ordering::SeqCst);
                         let _ = tx.send(Received {
                             method: parts.method.to_string(),
@@ -349,24 +273,15 @@ pub async fn spawn_upstream(behavior: Behavior) -> Upstream {
                         tokio::time::sleep(delay).await;
                         let mut res = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
                         *res.status_mut() = StatusCode::from_u16(status).unwrap();
-                        res.headers_mut()
-                            .insert("x-upstream", "yes".parse().unwrap());
+                        res.headers_mut().insert("x-upstream", "yes".parse().unwrap());
                         Ok::<_, std::convert::Infallible>(res)
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
             });
         }
     });
-    Upstream {
-        addr,
-        rx,
-        hits,
-        behavior,
-        task,
-    }
+    Upstream { addr, rx, hits, behavior, task }
 }
 
 impl Upstream {

@@ -9,17 +9,15 @@ use http::HeaderName;
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
-use super::file::{
-    DedupeFile, FileConfig, LogFile, RouteFile, ServerFile, SourceFile, Unknown, VerifyFile,
-};
+use super::file::{DedupeFile, FileConfig, LogFile, RouteFile, ServerFile, SourceFile, Unknown, VerifyFile};
 use super::{
-    Config, DedupeConfig, LogConfig, LogFormat, OnStoreError, RateLimit, RedisConfig, RedisTarget,
-    ServerConfig, Source, StoreConfig, Unrouted,
+    Config, DedupeConfig, LogConfig, LogFormat, OnStoreError, RateLimit, RedisConfig, RedisTarget, ServerConfig,
+    Source, StoreConfig, Unrouted,
 };
 use crate::route::{Pattern, Route};
 use crate::verify::{
-    Algorithm, Encoding, Key, Locator, Scheme, SecretFormat, SignatureFormat, Spec, Template,
-    TimestampFormat, Verifier, keys, presets,
+    Algorithm, Encoding, Key, Locator, Scheme, SecretFormat, SignatureFormat, Spec, Template, TimestampFormat,
+    Verifier, keys, presets,
 };
 
 /// Every problem found in a config file, one line each, each starting with its key path.
@@ -50,21 +48,13 @@ impl Errors {
 
     fn unknown(&mut self, path: &str, unknown: &Unknown) {
         for key in unknown.keys() {
-            let p = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
+            let p = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
             self.push(&p, "unknown key");
         }
     }
 
     /// Deserializes one table; a type error is recorded and `T::default()` returned.
-    fn table<T: DeserializeOwned + Default>(
-        &mut self,
-        path: &str,
-        value: Option<toml::Value>,
-    ) -> T {
+    fn table<T: DeserializeOwned + Default>(&mut self, path: &str, value: Option<toml::Value>) -> T {
         let Some(value) = value else {
             return T::default();
         };
@@ -83,7 +73,10 @@ impl Errors {
             Some(t) => match humantime::parse_duration(t) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.push(path, format!("invalid duration {t:?} ({e}); use e.g. \"500ms\", \"30s\", \"5m\", \"24h\""));
+                    self.push(
+                        path,
+                        format!("invalid duration {t:?} ({e}); use e.g. \"500ms\", \"30s\", \"5m\", \"24h\""),
+                    );
                     default
                 }
             },
@@ -94,10 +87,7 @@ impl Errors {
         match text.parse() {
             Ok(a) => Some(a),
             Err(_) => {
-                self.push(
-                    path,
-                    format!("invalid address {text:?}; use \"IP:PORT\", e.g. \"0.0.0.0:8080\""),
-                );
+                self.push(path, format!("invalid address {text:?}; use \"IP:PORT\", e.g. \"0.0.0.0:8080\""));
                 None
             }
         }
@@ -106,10 +96,7 @@ impl Errors {
     fn cidrs(&mut self, path: &str, list: &[String]) -> Vec<IpNet> {
         let mut out = Vec::new();
         for (i, text) in list.iter().enumerate() {
-            match text
-                .parse::<IpNet>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-            {
+            match text.parse::<IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from)) {
                 Ok(net) => out.push(net),
                 Err(_) => self.push(&format!("{path}[{i}]"), format!("invalid CIDR {text:?}")),
             }
@@ -117,25 +104,13 @@ impl Errors {
         out
     }
 
-    fn choice<T: Copy>(
-        &mut self,
-        path: &str,
-        text: Option<&str>,
-        default: T,
-        options: &[(&str, T)],
-    ) -> T {
+    fn choice<T: Copy>(&mut self, path: &str, text: Option<&str>, default: T, options: &[(&str, T)]) -> T {
         let Some(text) = text else { return default };
         match options.iter().find(|(name, _)| *name == text) {
             Some((_, v)) => *v,
             None => {
                 let names: Vec<_> = options.iter().map(|(n, _)| format!("{n:?}")).collect();
-                self.push(
-                    path,
-                    format!(
-                        "invalid value {text:?}; expected one of {}",
-                        names.join(", ")
-                    ),
-                );
+                self.push(path, format!("invalid value {text:?}; expected one of {}", names.join(", ")));
                 default
             }
         }
@@ -144,8 +119,7 @@ impl Errors {
 
 /// Parses, expands and validates a config file's text.
 pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    let mut root: toml::Value =
-        toml::from_str(text).map_err(|e| ConfigErrors(vec![format!("TOML syntax: {e}")]))?;
+    let mut root: toml::Value = toml::from_str(text).map_err(|e| ConfigErrors(vec![format!("TOML syntax: {e}")]))?;
     let mut errs = Errors(Vec::new());
     super::env::expand_tree(&mut root, "", env, &mut errs.0);
     let file: FileConfig = errs.table("(top level)", Some(root));
@@ -167,10 +141,7 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
 
     let mut sources = Vec::new();
     match file.sources {
-        None => errs.push(
-            "sources",
-            "no source configured; add a [sources.NAME] table",
-        ),
+        None => errs.push("sources", "no source configured; add a [sources.NAME] table"),
         Some(toml::Value::Table(table)) => {
             let mut paths: HashMap<String, String> = HashMap::new();
             for (name, value) in table {
@@ -190,16 +161,7 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         Some(_) => errs.push("sources", "must be a table of [sources.NAME] tables"),
     }
 
-    if errs.0.is_empty() {
-        Ok(Config {
-            server,
-            dedupe,
-            log,
-            sources,
-        })
-    } else {
-        Err(ConfigErrors(errs.0))
-    }
+    if errs.0.is_empty() { Ok(Config { server, dedupe, log, sources }) } else { Err(ConfigErrors(errs.0)) }
 }
 
 fn server(errs: &mut Errors, f: ServerFile) -> ServerConfig {
@@ -209,11 +171,8 @@ fn server(errs: &mut Errors, f: ServerFile) -> ServerConfig {
         Some(t) => errs.socket("server.listen", t).unwrap_or(default_listen),
         None => default_listen,
     };
-    let admin_listen = f
-        .admin_listen
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .and_then(|t| errs.socket("server.admin_listen", t));
+    let admin_listen =
+        f.admin_listen.as_deref().filter(|t| !t.is_empty()).and_then(|t| errs.socket("server.admin_listen", t));
     let max_body_bytes = match f.max_body_bytes {
         Some(0) => {
             errs.push("server.max_body_bytes", "must be at least 1");
@@ -234,20 +193,9 @@ fn server(errs: &mut Errors, f: ServerFile) -> ServerConfig {
         listen,
         admin_listen,
         max_body_bytes,
-        request_timeout: errs.duration(
-            "server.request_timeout",
-            f.request_timeout.as_deref(),
-            Duration::from_secs(30),
-        ),
-        shutdown_grace: errs.duration(
-            "server.shutdown_grace",
-            f.shutdown_grace.as_deref(),
-            Duration::from_secs(30),
-        ),
-        trusted_proxies: errs.cidrs(
-            "server.trusted_proxies",
-            f.trusted_proxies.as_deref().unwrap_or_default(),
-        ),
+        request_timeout: errs.duration("server.request_timeout", f.request_timeout.as_deref(), Duration::from_secs(30)),
+        shutdown_grace: errs.duration("server.shutdown_grace", f.shutdown_grace.as_deref(), Duration::from_secs(30)),
+        trusted_proxies: errs.cidrs("server.trusted_proxies", f.trusted_proxies.as_deref().unwrap_or_default()),
         max_connections,
     }
 }
@@ -294,31 +242,16 @@ fn dedupe(errs: &mut Errors, value: Option<toml::Value>) -> DedupeConfig {
             StoreConfig::Redis(RedisConfig {
                 target,
                 key_prefix: redis.key_prefix.unwrap_or_else(|| "hookgate:".into()),
-                timeout: errs.duration(
-                    "dedupe.redis.timeout",
-                    redis.timeout.as_deref(),
-                    Duration::from_secs(2),
-                ),
+                timeout: errs.duration("dedupe.redis.timeout", redis.timeout.as_deref(), Duration::from_secs(2)),
             })
         }
         other => {
-            errs.push(
-                "dedupe.store",
-                format!("invalid value {other:?}; expected \"memory\" or \"redis\""),
-            );
+            errs.push("dedupe.store", format!("invalid value {other:?}; expected \"memory\" or \"redis\""));
             StoreConfig::Memory { max_entries: 1 }
         }
     };
-    let ttl = errs.duration(
-        "dedupe.ttl",
-        f.ttl.as_deref(),
-        Duration::from_secs(24 * 3600),
-    );
-    let claim_ttl = errs.duration(
-        "dedupe.claim_ttl",
-        f.claim_ttl.as_deref(),
-        Duration::from_secs(60),
-    );
+    let ttl = errs.duration("dedupe.ttl", f.ttl.as_deref(), Duration::from_secs(24 * 3600));
+    let claim_ttl = errs.duration("dedupe.claim_ttl", f.claim_ttl.as_deref(), Duration::from_secs(60));
     for (path, d) in [("dedupe.ttl", ttl), ("dedupe.claim_ttl", claim_ttl)] {
         if d.as_millis() == 0 {
             errs.push(path, "must be at least 1ms");
@@ -332,10 +265,7 @@ fn dedupe(errs: &mut Errors, value: Option<toml::Value>) -> DedupeConfig {
             "dedupe.on_store_error",
             f.on_store_error.as_deref(),
             OnStoreError::Reject,
-            &[
-                ("reject", OnStoreError::Reject),
-                ("allow", OnStoreError::Allow),
-            ],
+            &[("reject", OnStoreError::Reject), ("allow", OnStoreError::Allow)],
         ),
     }
 }
@@ -347,10 +277,7 @@ fn check_redis_url(errs: &mut Errors, path: &str, url: &str) {
             || url.starts_with("redis+unix://")
             || url.starts_with("unix://"))
     {
-        errs.push(
-            path,
-            format!("invalid Redis URL {url:?}; use redis://HOST:PORT/DB"),
-        );
+        errs.push(path, format!("invalid Redis URL {url:?}; use redis://HOST:PORT/DB"));
     }
 }
 
@@ -361,17 +288,11 @@ fn source(errs: &mut Errors, path: &str, name: &str, f: SourceFile) -> Option<So
     let src_path = match f.path {
         Some(p) if p.starts_with('/') => p,
         Some(p) => {
-            errs.push(
-                &format!("{path}.path"),
-                format!("{p:?} must start with '/'"),
-            );
+            errs.push(&format!("{path}.path"), format!("{p:?} must start with '/'"));
             p
         }
         None => {
-            errs.push(
-                &format!("{path}.path"),
-                "missing; set the request path, e.g. \"/webhooks/NAME\"",
-            );
+            errs.push(&format!("{path}.path"), "missing; set the request path, e.g. \"/webhooks/NAME\"");
             String::new()
         }
     };
@@ -384,11 +305,7 @@ fn source(errs: &mut Errors, path: &str, name: &str, f: SourceFile) -> Option<So
                 &format!("{path}.provider"),
                 format!(
                     "{}; expected one of {}",
-                    if provider.is_empty() {
-                        "missing".to_owned()
-                    } else {
-                        format!("unknown provider {provider:?}")
-                    },
+                    if provider.is_empty() { "missing".to_owned() } else { format!("unknown provider {provider:?}") },
                     presets::NAMES.join(", ")
                 ),
             );
@@ -402,22 +319,11 @@ fn source(errs: &mut Errors, path: &str, name: &str, f: SourceFile) -> Option<So
         spec.tolerance = errs.duration(&format!("{path}.tolerance"), Some(t), spec.tolerance);
     }
     if spec.signature_headers.is_empty() {
-        errs.push(
-            &format!("{path}.verify.signature_header"),
-            format!("required for provider {provider:?}"),
-        );
+        errs.push(&format!("{path}.verify.signature_header"), format!("required for provider {provider:?}"));
     }
 
-    let keys = secrets(
-        errs,
-        &format!("{path}.secrets"),
-        &spec,
-        f.secrets.unwrap_or_default(),
-    );
-    let allow_ips = errs.cidrs(
-        &format!("{path}.allow_ips"),
-        f.allow_ips.as_deref().unwrap_or_default(),
-    );
+    let keys = secrets(errs, &format!("{path}.secrets"), &spec, f.secrets.unwrap_or_default());
+    let allow_ips = errs.cidrs(&format!("{path}.allow_ips"), f.allow_ips.as_deref().unwrap_or_default());
 
     let rate_limit = f.rate_limit.and_then(|rl| {
         let p = format!("{path}.rate_limit");
@@ -426,10 +332,7 @@ fn source(errs: &mut Errors, path: &str, name: &str, f: SourceFile) -> Option<So
             let v = v?;
             let out = u32::try_from(v).ok().and_then(NonZeroU32::new);
             if out.is_none() {
-                errs.push(
-                    &format!("{p}.{key}"),
-                    format!("must be between 1 and {}", u32::MAX),
-                );
+                errs.push(&format!("{p}.{key}"), format!("must be between 1 and {}", u32::MAX));
             }
             out
         };
@@ -439,10 +342,7 @@ fn source(errs: &mut Errors, path: &str, name: &str, f: SourceFile) -> Option<So
             errs.push(&format!("{p}.per_second"), "missing");
         }
         let per_second = per_second?;
-        Some(RateLimit {
-            per_second,
-            burst: burst.unwrap_or(per_second),
-        })
+        Some(RateLimit { per_second, burst: burst.unwrap_or(per_second) })
     });
 
     let unrouted = errs.choice(
@@ -485,10 +385,7 @@ fn secrets(errs: &mut Errors, path: &str, spec: &Spec, list: Vec<String>) -> Vec
         }
     }
     if list.iter().all(String::is_empty) {
-        errs.push(
-            path,
-            "no non-empty secret; set at least one (empty strings are ignored)",
-        );
+        errs.push(path, "no non-empty secret; set at least one (empty strings are ignored)");
     }
     keys
 }
@@ -497,36 +394,28 @@ fn route(errs: &mut Errors, path: &str, index: usize, f: RouteFile) -> Option<Ro
     errs.unknown(path, &f.unknown);
     let events = f.events.unwrap_or_default();
     if events.is_empty() {
-        errs.push(
-            &format!("{path}.events"),
-            "list at least one event-type pattern (\"*\" matches all)",
-        );
+        errs.push(&format!("{path}.events"), "list at least one event-type pattern (\"*\" matches all)");
     }
-    let timeout = errs.duration(
-        &format!("{path}.timeout"),
-        f.timeout.as_deref(),
-        Duration::from_secs(10),
-    );
+    let timeout = errs.duration(&format!("{path}.timeout"), f.timeout.as_deref(), Duration::from_secs(10));
     let upstream = match f.upstream.as_deref() {
         None => {
             errs.push(&format!("{path}.upstream"), "missing");
             None
         }
-        Some(u) => match u.parse::<http::Uri>() {
-            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => Some(uri),
-            Ok(uri) if uri.scheme_str() == Some("https") => {
-                errs.push(&format!("{path}.upstream"), format!("{u:?}: https upstreams are not supported; hookgate forwards plain HTTP to the app beside it"));
-                let _ = uri;
-                None
+        Some(u) => {
+            match u.parse::<http::Uri>() {
+                Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => Some(uri),
+                Ok(uri) if uri.scheme_str() == Some("https") => {
+                    errs.push(&format!("{path}.upstream"), format!("{u:?}: https upstreams are not supported; hookgate forwards plain HTTP to the app beside it"));
+                    let _ = uri;
+                    None
+                }
+                _ => {
+                    errs.push(&format!("{path}.upstream"), format!("invalid URL {u:?}; use http://HOST:PORT/PATH"));
+                    None
+                }
             }
-            _ => {
-                errs.push(
-                    &format!("{path}.upstream"),
-                    format!("invalid URL {u:?}; use http://HOST:PORT/PATH"),
-                );
-                None
-            }
-        },
+        }
     };
     Some(Route {
         patterns: events.iter().map(|e| Pattern::new(e)).collect(),
@@ -554,10 +443,7 @@ fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile
     spec.algorithm = match v.algorithm.as_deref() {
         None => spec.algorithm,
         Some(a) => Algorithm::parse_name(a).unwrap_or_else(|| {
-            errs.push(
-                &p("algorithm"),
-                format!("invalid value {a:?}; expected \"sha256\", \"sha1\" or \"sha512\""),
-            );
+            errs.push(&p("algorithm"), format!("invalid value {a:?}; expected \"sha256\", \"sha1\" or \"sha512\""));
             spec.algorithm
         }),
     };
@@ -584,10 +470,7 @@ fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile
         &p("secret_format"),
         v.secret_format.as_deref(),
         spec.secret_format,
-        &[
-            ("raw", SecretFormat::Raw),
-            ("whsec-base64", SecretFormat::WhsecBase64),
-        ],
+        &[("raw", SecretFormat::Raw), ("whsec-base64", SecretFormat::WhsecBase64)],
     );
     if let Some(t) = v.signed_payload.as_deref() {
         match Template::parse(t) {
@@ -607,19 +490,9 @@ fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile
             }
         }
     };
-    locator(
-        errs,
-        "timestamp",
-        v.timestamp.as_deref(),
-        &mut spec.timestamp,
-    );
+    locator(errs, "timestamp", v.timestamp.as_deref(), &mut spec.timestamp);
     locator(errs, "id", v.id.as_deref(), &mut spec.id);
-    locator(
-        errs,
-        "event_type",
-        v.event_type.as_deref(),
-        &mut spec.event_type,
-    );
+    locator(errs, "event_type", v.event_type.as_deref(), &mut spec.event_type);
     spec.timestamp_format = match v.timestamp_format.as_deref() {
         None => spec.timestamp_format,
         Some(f) => TimestampFormat::parse_name(f).unwrap_or_else(|| {

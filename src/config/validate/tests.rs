@@ -28,12 +28,7 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(cfg.server.max_body_bytes, 1_048_576);
     assert_eq!(cfg.server.request_timeout, Duration::from_secs(30));
     assert_eq!(cfg.server.shutdown_grace, Duration::from_secs(30));
-    assert_eq!(
-        cfg.dedupe.store,
-        StoreConfig::Memory {
-            max_entries: 1_000_000
-        }
-    );
+    assert_eq!(cfg.dedupe.store, StoreConfig::Memory { max_entries: 1_000_000 });
     assert_eq!(cfg.dedupe.ttl, Duration::from_secs(86_400));
     assert_eq!(cfg.dedupe.claim_ttl, Duration::from_secs(60));
     assert_eq!(cfg.dedupe.on_store_error, OnStoreError::Reject);
@@ -100,11 +95,7 @@ secrets = ["t"]
         "sources.b.verify.signature_header: required",
     ];
     for e in expect {
-        assert!(
-            errs.iter().any(|got| got.starts_with(e)),
-            "missing {e:?} in:\n{}",
-            errs.join("\n")
-        );
+        assert!(errs.iter().any(|got| got.starts_with(e)), "missing {e:?} in:\n{}", errs.join("\n"));
     }
 }
 
@@ -121,18 +112,10 @@ provider = "github"
 secrets = ["", "${NOPE:-}"]
 "#;
     let errs = load_str(text, &env).unwrap_err().0;
-    assert!(
-        errs.iter()
-            .any(|e| e.starts_with("sources.b.secrets: no non-empty secret")),
-        "{errs:?}"
-    );
+    assert!(errs.iter().any(|e| e.starts_with("sources.b.secrets: no non-empty secret")), "{errs:?}");
     let text = text.replace("secrets = [\"\", \"${NOPE:-}\"]", "secrets = [\"y\"]");
     let errs = load_str(&text, &env).unwrap_err().0;
-    assert!(
-        errs.iter()
-            .any(|e| e.starts_with("sources.b.path:") && e.contains("sources.a")),
-        "{errs:?}"
-    );
+    assert!(errs.iter().any(|e| e.starts_with("sources.b.path:") && e.contains("sources.a")), "{errs:?}");
 }
 
 #[test]
@@ -143,10 +126,7 @@ fn redis_settings() {
     let cfg = load_str(&text, &env).unwrap();
     match cfg.dedupe.store {
         StoreConfig::Redis(r) => {
-            assert_eq!(
-                r.target,
-                RedisTarget::Cluster(vec!["redis://127.0.0.1:7000".into()])
-            );
+            assert_eq!(r.target, RedisTarget::Cluster(vec!["redis://127.0.0.1:7000".into()]));
             assert_eq!(r.key_prefix, "x:");
         }
         other => panic!("{other:?}"),
@@ -155,21 +135,14 @@ fn redis_settings() {
         "[dedupe]\nstore = \"redis\"\n[dedupe.redis]\nurl = \"http://x\"\ncluster = [\"redis://h:1\"]\n{MINIMAL}"
     );
     let errs = load_str(&text, &env).unwrap_err().0;
-    assert!(
-        errs.iter().any(|e| e.starts_with("dedupe.redis:")),
-        "{errs:?}"
-    );
+    assert!(errs.iter().any(|e| e.starts_with("dedupe.redis:")), "{errs:?}");
 }
 
 #[test]
 fn type_errors_name_their_table() {
     let text = format!("[server]\nmax_body_bytes = \"big\"\n{MINIMAL}");
     let errs = load_str(&text, &env).unwrap_err().0;
-    assert!(
-        errs.iter()
-            .any(|e| e.starts_with("server:") && e.contains("max_body_bytes")),
-        "{errs:?}"
-    );
+    assert!(errs.iter().any(|e| e.starts_with("server:") && e.contains("max_body_bytes")), "{errs:?}");
 }
 
 #[test]
@@ -188,11 +161,8 @@ fn the_shipped_example_configs_are_valid() {
     let k8s = include_str!("../../../examples/kubernetes/sidecar.yaml");
     let start = k8s.find("hookgate.toml: |").expect("configmap entry") + "hookgate.toml: |".len();
     let end = k8s[start..].find("\n---").map_or(k8s.len(), |i| start + i);
-    let embedded: String = k8s[start..end]
-        .lines()
-        .map(|l| l.strip_prefix("    ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let embedded: String =
+        k8s[start..end].lines().map(|l| l.strip_prefix("    ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
     load_str(&embedded, &env).unwrap_or_else(|e| panic!("examples/kubernetes/sidecar.yaml:\n{e}"));
 }
 
@@ -207,13 +177,7 @@ fn the_example_config_listens_where_the_dockerfile_says() {
     };
     let cfg = load_str(text, &env).unwrap();
     assert_eq!(cfg.server.listen.to_string(), "0.0.0.0:8080");
-    assert_eq!(
-        cfg.server.admin_listen.map(|a| a.to_string()).as_deref(),
-        Some("0.0.0.0:9090")
-    );
+    assert_eq!(cfg.server.admin_listen.map(|a| a.to_string()).as_deref(), Some("0.0.0.0:9090"));
     let dockerfile = include_str!("../../../Dockerfile");
-    assert!(
-        dockerfile.contains("HOOKGATE_LISTEN=0.0.0.0:8080")
-            && dockerfile.contains("EXPOSE 8080 9090")
-    );
+    assert!(dockerfile.contains("HOOKGATE_LISTEN=0.0.0.0:8080") && dockerfile.contains("EXPOSE 8080 9090"));
 }
