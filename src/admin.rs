@@ -35,11 +35,18 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ResBody> {
             }
         }
         "/metrics" => {
-            let mut res = Response::new(Either::Left(Full::new(Bytes::from(app.metrics.encode()))));
-            res.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-            );
+            let openmetrics = req
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("application/openmetrics-text"));
+            let (body, content_type) = if openmetrics {
+                (app.metrics.encode_openmetrics(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            } else {
+                (app.metrics.encode(), "text/plain; version=0.0.4; charset=utf-8")
+            };
+            let mut res = Response::new(Either::Left(Full::new(Bytes::from(body))));
+            res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             res
         }
         _ => json_response(

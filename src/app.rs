@@ -3,12 +3,13 @@
 //! registry. A reload builds a new [`Loaded`] and swaps
 //! it in atomically; requests in flight finish on the one they started with.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use http::HeaderValue;
 
-use crate::config::Config;
+use crate::config::{Config, OnStoreError};
 use crate::dedupe::{Store, StoreError};
 use crate::guard::{self, Limiter};
 use crate::metrics::{Metrics, SourceMetrics};
@@ -35,6 +36,33 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The clock verification uses; tests may fix it.
     pub clock: fn() -> SystemTime,
+    /// Logs store failures once per burst, not once per request.
+    pub store_health: StoreHealth,
+}
+
+/// Whether the dedupe store is failing, so a burst of failures logs one line
+/// when it starts and one when the store answers again.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    failing: AtomicBool,
+}
+
+impl StoreHealth {
+    pub fn failed(&self, error: &StoreError, policy: OnStoreError) {
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            let action = match policy {
+                OnStoreError::Reject => "rejecting deliveries with 503 until it answers",
+                OnStoreError::Allow => "forwarding deliveries without dedupe until it answers",
+            };
+            tracing::warn!(error = %error, "dedupe store failed; {action}");
+        }
+    }
+
+    pub fn ok(&self) {
+        if self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!("dedupe store answers again");
+        }
+    }
 }
 
 impl Loaded {
@@ -61,14 +89,24 @@ impl App {
     pub fn new(config: Config) -> Result<Arc<Self>, StoreError> {
         let metrics = Arc::new(Metrics::new());
         let loaded = Loaded::build(config, &metrics, None)?;
-        Ok(Arc::new(App { loaded: RwLock::new(Arc::new(loaded)), metrics, clock: SystemTime::now }))
+        Ok(Arc::new(App {
+            loaded: RwLock::new(Arc::new(loaded)),
+            metrics,
+            clock: SystemTime::now,
+            store_health: StoreHealth::default(),
+        }))
     }
 
     /// Like [`App::new`] with a fixed clock, for tests of the freshness window.
     pub fn with_clock(config: Config, clock: fn() -> SystemTime) -> Result<Arc<Self>, StoreError> {
         let metrics = Arc::new(Metrics::new());
         let loaded = Loaded::build(config, &metrics, None)?;
-        Ok(Arc::new(App { loaded: RwLock::new(Arc::new(loaded)), metrics, clock }))
+        Ok(Arc::new(App {
+            loaded: RwLock::new(Arc::new(loaded)),
+            metrics,
+            clock,
+            store_health: StoreHealth::default(),
+        }))
     }
 
     /// The config in force now.

@@ -117,12 +117,18 @@ impl Metrics {
         Metrics { registry, requests, upstream, dedupe_hits, secret_matches, store_errors, undeduped, not_found }
     }
 
-    /// Prometheus text exposition.
-    pub fn encode(&self) -> String {
+    /// OpenMetrics text exposition.
+    pub fn encode_openmetrics(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Prometheus text format 0.0.4 (what `/metrics` serves unless the
+    /// scraper asks for OpenMetrics).
+    pub fn encode(&self) -> String {
+        openmetrics_to_prometheus(&self.encode_openmetrics())
     }
 
     /// Handles for one source, created eagerly so every series exists from the start.
@@ -150,6 +156,35 @@ impl Metrics {
             dedupe_hits: self.dedupe_hits.get_or_create(&SourceLabels { source: source.to_owned() }).clone(),
         }
     }
+}
+
+/// Rewrites OpenMetrics text as Prometheus text 0.0.4: counter families are
+/// named with their `_total` suffix in `# HELP`/`# TYPE`, and the `# EOF` and
+/// `# UNIT` lines go. Samples are already identical in both formats.
+pub fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: Vec<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].iter().find_map(|p| Some((*p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let name = rest.split(' ').next().unwrap_or("");
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(&name) && !name.ends_with("_total") {
+                    out.push_str("_total");
+                }
+                out.push_str(&rest[name.len()..]);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Pre-made handles for one source.
@@ -186,3 +221,32 @@ impl SourceMetrics {
 
 /// Shared handle.
 pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counters_with_total() {
+        let m = Metrics::new();
+        let s = m.for_source("tampa", 1, 1);
+        s.outcome("forwarded");
+        s.upstream(0, 0.003);
+        m.store_errors.inc();
+        let text = m.encode();
+        for want in [
+            "# TYPE hookgate_requests_total counter",
+            "hookgate_requests_total{source=\"tampa\",outcome=\"forwarded\"} 1",
+            "# TYPE hookgate_store_errors_total counter",
+            "hookgate_store_errors_total 1",
+            "# TYPE hookgate_upstream_duration_seconds histogram",
+            "hookgate_upstream_duration_seconds_bucket{le=\"0.005\",source=\"tampa\",route=\"0\"} 1",
+            "hookgate_upstream_duration_seconds_count{source=\"tampa\",route=\"0\"} 1",
+            "# TYPE hookgate_dedupe_hits_total counter",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("# EOF"));
+        assert!(m.encode_openmetrics().ends_with("# EOF\n"));
+    }
+}

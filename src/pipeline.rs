@@ -27,6 +27,8 @@ const STORE_RETRY: Duration = Duration::from_secs(5);
 /// What the log line and metrics say about one delivery.
 #[derive(Default)]
 struct Record {
+    /// The client address (the peer, or the trusted proxies' X-Forwarded-For hop).
+    client: Option<std::net::IpAddr>,
     event_type: String,
     id: String,
     upstream_ms: Option<u128>,
@@ -60,6 +62,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
     state.metrics.outcome(outcome);
     tracing::info!(
         source = %source.name,
+        client = %record.client.unwrap_or(peer.ip()),
         event_type = %record.event_type,
         delivery_id = %record.id,
         outcome,
@@ -101,6 +104,7 @@ async fn process(
 
     // client: allowlist, against the peer or the trusted proxies' X-Forwarded-For hop
     let client_ip = guard::client_ip(peer.ip(), req.headers(), &server.trusted_proxies);
+    record.client = Some(client_ip);
     if !guard::ip_allowed(client_ip, &source.allow_ips) {
         return Err(Rejection::Forbidden);
     }
@@ -132,26 +136,28 @@ async fn process(
     // dedupe
     let dedupe = &loaded.config.dedupe;
     let claim = match loaded.store.claim(&source.name, delivery.id(), dedupe).await {
-        Ok(ClaimOutcome::Claimed(claim)) => Some(claim),
+        Ok(ClaimOutcome::Claimed(claim)) => {
+            app.store_health.ok();
+            Some(claim)
+        }
         Ok(ClaimOutcome::Delivered) => {
+            app.store_health.ok();
             state.metrics.dedupe_hits.inc();
             let mut res = json_response(StatusCode::OK, &json!({ "ok": true, "duplicate": true }));
             res.headers_mut().insert(X_DUPLICATE, HeaderValue::from_static("true"));
             return Ok((res, "duplicate"));
         }
         Ok(ClaimOutcome::InFlight) => {
+            app.store_health.ok();
             return Err(Rejection::InFlight { retry_after: IN_FLIGHT_RETRY });
         }
         Err(e) => {
             app.metrics.store_errors.inc();
+            app.store_health.failed(&e, dedupe.on_store_error);
             match dedupe.on_store_error {
-                OnStoreError::Reject => {
-                    tracing::warn!(source = %source.name, error = %e, "dedupe store failed; rejecting");
-                    return Err(Rejection::StoreUnavailable { retry_after: STORE_RETRY });
-                }
+                OnStoreError::Reject => return Err(Rejection::StoreUnavailable { retry_after: STORE_RETRY }),
                 OnStoreError::Allow => {
                     app.metrics.undeduped.inc();
-                    tracing::warn!(source = %source.name, error = %e, "dedupe store failed; forwarding without dedupe");
                     None
                 }
             }
@@ -184,7 +190,7 @@ async fn process(
                 let finished = if res.status().is_success() { c.commit().await } else { c.release().await };
                 if let Err(e) = finished {
                     app.metrics.store_errors.inc();
-                    tracing::warn!(source = %source.name, error = %e, "dedupe store failed after forwarding");
+                    app.store_health.failed(&e, dedupe.on_store_error);
                 }
             }
             Ok((res, "forwarded"))

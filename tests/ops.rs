@@ -187,3 +187,24 @@ async fn http2_cleartext_works() {
     assert!(got.headers.contains_key("x-forwarded-host"));
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let up = spawn_upstream(ok_upstream()).await;
+    let gw = spawn_gateway(&tampa_config(up.addr, "", "[server]\nmax_connections = 1")).await;
+    // One client holds the only slot with an open keep-alive connection.
+    let client = client();
+    let r = send_with(&client, &gw.url("/webhooks/tampa"), "GET", &[], "").await;
+    assert_eq!(r.status, 405);
+    let waiting = tokio::spawn({
+        let url = gw.url("/webhooks/tampa");
+        async move { send(&url, "GET", &[], "").await.status }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "a second connection is not served while the cap is reached");
+    drop(client); // closes the pooled connection and frees the slot
+    let status =
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("served once the slot frees").unwrap();
+    assert_eq!(status, 405);
+    gw.shutdown().await;
+}

@@ -285,3 +285,25 @@ async fn sigterm_drains_a_slow_in_flight_delivery_then_exits_zero() {
     assert_eq!(r.text(), "slow-ok");
     assert_eq!(tokio::task::spawn_blocking(move || p.wait_exit()).await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn store_failures_are_logged_once_per_burst() {
+    let up = spawn_upstream(ok_upstream()).await;
+    let dead = common::redis::free_port();
+    let extra = format!(
+        "[dedupe]\nstore = \"redis\"\non_store_error = \"allow\"\n[dedupe.redis]\nurl = \"redis://127.0.0.1:{dead}/0\"\ntimeout = \"300ms\"\n"
+    );
+    let mut p = start(&with_listeners(&tampa_config(up.addr, "", &extra)));
+    let cfg = config(&std::fs::read_to_string(&p.config).unwrap());
+    let url = format!("http://{}/webhooks/tampa", p.addr);
+    for i in 0..3 {
+        let (headers, body) = signed(&cfg, &format!("burst-{i}"), "x");
+        assert_eq!(send(&url, "POST", &headers, body).await.status, 200, "allow: forwarded undeduped");
+    }
+    assert_eq!(up.hits(), 3);
+    p.signal("-TERM");
+    assert_eq!(p.wait_exit(), 0);
+    let lines = p.drain_lines();
+    let warnings = lines.iter().filter(|l| l.contains("dedupe store failed")).count();
+    assert_eq!(warnings, 1, "{lines:#?}");
+}
