@@ -117,6 +117,15 @@ impl App {
     /// Swaps in a new config. Listen addresses cannot change without a restart.
     pub fn reload(&self, config: Config) -> Result<(), StoreError> {
         let current = self.current();
+        let (old, new) = (&current.config.server, &config.server);
+        if old.listen != new.listen
+            || old.admin_listen != new.admin_listen
+            || old.max_connections != new.max_connections
+        {
+            tracing::warn!(
+                "server.listen, server.admin_listen and server.max_connections apply at start-up only; restart to change them"
+            );
+        }
         let next = Loaded::build(config, &self.metrics, Some(&current))?;
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         Ok(())

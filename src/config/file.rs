@@ -70,7 +70,7 @@ pub struct LogFile {
 pub struct SourceFile {
     pub path: Option<String>,
     pub provider: Option<String>,
-    pub secrets: Option<Vec<String>>,
+    pub secrets: Option<Secrets>,
     pub tolerance: Option<String>,
     pub allow_ips: Option<Vec<String>>,
     pub rate_limit: Option<RateLimitFile>,
@@ -115,4 +115,22 @@ pub struct RouteFile {
     pub timeout: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
+}
+
+/// `secrets = ["a", "b"]`, or a single `secrets = "a"`. Untagged, so a type
+/// error never echoes the value (it may be a secret).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Secrets {
+    Many(Vec<String>),
+    One(String),
+}
+
+impl Secrets {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Secrets::Many(v) => v,
+            Secrets::One(s) => vec![s],
+        }
+    }
 }

@@ -277,7 +277,8 @@ fn check_redis_url(errs: &mut Errors, path: &str, url: &str) {
             || url.starts_with("redis+unix://")
             || url.starts_with("unix://"))
     {
-        errs.push(path, format!("invalid Redis URL {url:?}; use redis://HOST:PORT/DB"));
+        // The URL may carry a password: never echo it.
+        errs.push(path, "invalid Redis URL; use redis://[USER:PASSWORD@]HOST:PORT/DB");
     }
 }
 
@@ -322,7 +323,12 @@ fn source(errs: &mut Errors, path: &str, name: &str, f: SourceFile) -> Option<So
         errs.push(&format!("{path}.verify.signature_header"), format!("required for provider {provider:?}"));
     }
 
-    let keys = secrets(errs, &format!("{path}.secrets"), &spec, f.secrets.unwrap_or_default());
+    let keys = secrets(
+        errs,
+        &format!("{path}.secrets"),
+        &spec,
+        f.secrets.map(super::file::Secrets::into_vec).unwrap_or_default(),
+    );
     let allow_ips = errs.cidrs(&format!("{path}.allow_ips"), f.allow_ips.as_deref().unwrap_or_default());
 
     let rate_limit = f.rate_limit.and_then(|rl| {

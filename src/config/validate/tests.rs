@@ -181,3 +181,30 @@ fn the_example_config_listens_where_the_dockerfile_says() {
     let dockerfile = include_str!("../../../Dockerfile");
     assert!(dockerfile.contains("HOOKGATE_LISTEN=0.0.0.0:8080") && dockerfile.contains("EXPOSE 8080 9090"));
 }
+
+#[test]
+fn errors_never_echo_secrets_or_redis_passwords() {
+    let text = r#"
+[dedupe]
+store = "redis"
+[dedupe.redis]
+url = "http://user:hunter2-redis@h:1/0"
+[sources.a]
+path = "/a"
+provider = "standard-webhooks"
+secrets = ["whsec_hunter2!!notbase64"]
+[sources.b]
+path = "/b"
+provider = "github"
+secrets = 12345
+"#;
+    let errs = load_str(text, &env).unwrap_err().0;
+    assert!(errs.iter().any(|e| e.starts_with("dedupe.redis.url:")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.starts_with("sources.a.secrets[0]:")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.starts_with("sources.b:")), "{errs:?}");
+    let all = errs.join("\n");
+    assert!(!all.contains("hunter2") && !all.contains("12345"), "{all}");
+    // A single string is accepted as one secret.
+    let one = MINIMAL.replace(r#"["${TAMPA_SECRET}", "${TAMPA_SECRET_PREVIOUS:-}"]"#, r#""${TAMPA_SECRET}""#);
+    assert_eq!(load_str(&one, &env).unwrap().sources[0].verifier.keys.len(), 1);
+}
