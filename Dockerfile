@@ -6,8 +6,8 @@
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY src ./src
+# The whole context (see .dockerignore): the manifest names bench and example targets.
+COPY . .
 RUN cargo build --release --locked --bin hookgate \
  && strip target/release/hookgate
 

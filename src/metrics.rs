@@ -4,8 +4,6 @@
 //! created once per config load and kept next to the source, so recording on
 //! the hot path is one atomic add: no label allocation, no map lookup.
 
-use std::sync::Arc;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -218,9 +216,6 @@ impl SourceMetrics {
         }
     }
 }
-
-/// Shared handle.
-pub type SharedMetrics = Arc<Metrics>;
 
 #[cfg(test)]
 mod tests {

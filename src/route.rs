@@ -44,8 +44,6 @@ pub struct Route {
     /// `http://host:port/path`; the incoming query string is appended.
     pub upstream: http::Uri,
     pub timeout: Duration,
-    /// Label for metrics and logs: the route's index in the file.
-    pub label: String,
 }
 
 impl Route {

@@ -84,10 +84,6 @@ impl Template {
         Ok(Template { segments })
     }
 
-    pub fn uses(&self, seg: &Segment) -> bool {
-        self.segments.contains(seg)
-    }
-
     /// Feeds the payload to `sink` piece by piece.
     pub fn feed(&self, body: &[u8], timestamp: &[u8], id: &[u8], mut sink: impl FnMut(&[u8])) {
         for seg in &self.segments {

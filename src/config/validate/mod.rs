@@ -362,7 +362,7 @@ fn source(errs: &mut Errors, path: &str, name: &str, f: SourceFile) -> Option<So
     for (i, value) in f.routes.unwrap_or_default().into_iter().enumerate() {
         let rp = format!("{path}.routes[{i}]");
         let rf: RouteFile = errs.table(&rp, Some(value));
-        if let Some(r) = route(errs, &rp, i, rf) {
+        if let Some(r) = route(errs, &rp, rf) {
             routes.push(r);
         }
     }
@@ -396,7 +396,7 @@ fn secrets(errs: &mut Errors, path: &str, spec: &Spec, list: Vec<String>) -> Vec
     keys
 }
 
-fn route(errs: &mut Errors, path: &str, index: usize, f: RouteFile) -> Option<Route> {
+fn route(errs: &mut Errors, path: &str, f: RouteFile) -> Option<Route> {
     errs.unknown(path, &f.unknown);
     let events = f.events.unwrap_or_default();
     if events.is_empty() {
@@ -423,12 +423,7 @@ fn route(errs: &mut Errors, path: &str, index: usize, f: RouteFile) -> Option<Ro
             }
         }
     };
-    Some(Route {
-        patterns: events.iter().map(|e| Pattern::new(e)).collect(),
-        upstream: upstream?,
-        timeout,
-        label: index.to_string(),
-    })
+    Some(Route { patterns: events.iter().map(|e| Pattern::new(e)).collect(), upstream: upstream?, timeout })
 }
 
 fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile) {
