@@ -280,6 +280,17 @@ mod tests {
     }
 
     #[test]
+    fn a_trusted_proxy_keeps_its_forwarded_proto() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let trusted = Peer { addr: "10.0.0.1".parse().unwrap(), trusted: true };
+        let out = upstream_headers(h, &"/w".parse().unwrap(), trusted, &HeaderValue::from_static("s"), "i", "");
+        assert_eq!(out["x-forwarded-proto"], "https");
+        assert_eq!(out["x-forwarded-for"], "10.0.0.1");
+        assert!(!out.contains_key("x-forwarded-host"), "no Host, no authority: nothing to forward");
+    }
+
+    #[test]
     fn query_is_appended() {
         let base: Uri = "http://127.0.0.1:3001/hooks".parse().unwrap();
         assert_eq!(

@@ -208,3 +208,25 @@ secrets = 12345
     let one = MINIMAL.replace(r#"["${TAMPA_SECRET}", "${TAMPA_SECRET_PREVIOUS:-}"]"#, r#""${TAMPA_SECRET}""#);
     assert_eq!(load_str(&one, &env).unwrap().sources[0].verifier.keys.len(), 1);
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the file holds, loading it answers Ok or a list of errors.
+        #[test]
+        fn arbitrary_text(text in "\\PC{0,200}") {
+            let _ = load_str(&text, &env);
+        }
+
+        /// Well-formed TOML with arbitrary values in every known place.
+        #[test]
+        fn arbitrary_values(v in "[a-z0-9 ${}:/.*_-]{0,20}", n in any::<i64>()) {
+            let text = format!(
+                "[server]\nlisten = \"{v}\"\nmax_body_bytes = {n}\n[dedupe]\nttl = \"{v}\"\n[sources.a]\npath = \"{v}\"\nprovider = \"{v}\"\nsecrets = [\"{v}\"]\ntolerance = \"{v}\"\nallow_ips = [\"{v}\"]\nrate_limit = {{ per_second = {n}, burst = {n} }}\n[sources.a.verify]\nsigned_payload = \"{v}\"\ntimestamp = \"{v}\"\n[[sources.a.routes]]\nevents = [\"{v}\"]\nupstream = \"{v}\"\n"
+            );
+            let _ = load_str(&text, &env);
+        }
+    }
+}
