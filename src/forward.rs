@@ -1,49 +1,25 @@
-//! Forwarding a verified delivery to its route's upstream through one pooled
-//! HTTP client, with the header rules of SPEC §3:
+//! Forwarding a verified delivery to its route's upstream (over the per-thread
+//! connection pool in [`crate::upstream`]), with the header rules of SPEC §3:
 //!
 //! - the body is passed on byte for byte (a refcounted `Bytes`, never copied);
 //! - hop-by-hop headers (RFC 9110 §7.6.1) and every header the sender's
-//!   `Connection` names are dropped, as are `Host` and `Content-Length` (the
-//!   client sets both for the upstream);
+//!   `Connection` names are dropped, as are `Host` and `Content-Length` (both
+//!   are set for the upstream request);
 //! - any incoming `X-Hookgate-*` is dropped, then ours are added;
 //! - `X-Forwarded-For` gets the peer appended; `X-Forwarded-Proto` and
 //!   `X-Forwarded-Host` are set;
 //! - the incoming query string is appended to the upstream URL.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Either, Full};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::ResBody;
 use crate::route::Route;
+use crate::upstream;
 use crate::verify::{Delivery, Verified};
-
-/// The one upstream client, shared by all requests (connection pool inside).
-pub type Client = HyperClient<HttpConnector, Full<Bytes>>;
-
-thread_local! {
-    /// One pooled client per thread: with a runtime per core, connections stay
-    /// on the thread (and reactor) that made them.
-    static CLIENT: Client = client();
-}
-
-/// Builds the pooled upstream client.
-pub fn client() -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    HyperClient::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
-}
 
 /// Why the upstream gave no answer. Both allow the sender to retry (the claim is released).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -184,21 +160,23 @@ pub async fn forward(
         delivery.id(),
         delivery.event_type(),
     );
+    let Some(authority) = uri.authority().cloned() else {
+        return Err(ForwardError::Unreachable("upstream URL has no host".into()));
+    };
     let mut req = Request::new(Full::new(delivery.body.clone()));
     *req.method_mut() = http::Method::POST;
-    *req.uri_mut() = uri;
+    *req.uri_mut() = uri.path_and_query().map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
     *req.headers_mut() = headers;
     let deadline = tokio::time::Instant::now() + route.timeout;
-    let pending = CLIENT.with(|client| client.request(req));
-    let mut res = match tokio::time::timeout_at(deadline, pending).await {
+    let (mut res, lease) = match tokio::time::timeout_at(deadline, upstream::send(&authority, req)).await {
         Err(_) => return Err(ForwardError::Timeout),
-        Ok(Err(e)) => return Err(ForwardError::Unreachable(error_chain(&e))),
-        Ok(Ok(res)) => res,
+        Ok(Err(e)) => return Err(ForwardError::Unreachable(e)),
+        Ok(Ok(pair)) => pair,
     };
     strip_hop_by_hop(res.headers_mut());
     // Small bodies are read here (within the route timeout), so the answer goes
-    // out in one write and the upstream connection returns to the pool at once;
-    // larger or unsized ones are streamed through.
+    // out in one write and the connection returns to the pool at once; larger
+    // or unsized ones are streamed through (and that connection is not reused).
     let small = res
         .headers()
         .get(CONTENT_LENGTH)
@@ -211,7 +189,10 @@ pub async fn forward(
     match tokio::time::timeout_at(deadline, body.collect()).await {
         Err(_) => Err(ForwardError::Timeout),
         Ok(Err(e)) => Err(ForwardError::Unreachable(error_chain(&e))),
-        Ok(Ok(collected)) => Ok(Response::from_parts(parts, Either::Left(Full::new(collected.to_bytes())))),
+        Ok(Ok(collected)) => {
+            lease.release();
+            Ok(Response::from_parts(parts, Either::Left(Full::new(collected.to_bytes()))))
+        }
     }
 }
 

@@ -32,6 +32,7 @@
 //! - [`server`]: accept loops, connection limits, graceful drain.
 //! - [`pipeline`]: one request, stage by stage; [`error`] maps rejections to answers.
 //! - [`verify`], [`challenge`], [`dedupe`], [`route`], [`forward`], [`guard`]: the stages.
+//! - [`upstream`]: the per-thread upstream connection pool.
 //! - [`admin`], [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`app`]: the loaded state shared by all connections, and config reload.
 
@@ -47,6 +48,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod route;
 pub mod server;
+pub mod upstream;
 pub mod verify;
 
 /// Response body: a gateway-made answer, or the upstream's body streamed through.

@@ -410,3 +410,24 @@ async fn body_hash_is_the_id_when_none_is_sent() {
     assert_eq!(gw.deliver("z", body, None, None).await.headers["x-hookgate-duplicate"], "true");
     gw.shutdown().await;
 }
+
+/// Runs on one thread (the default test runtime), like one gateway worker.
+#[tokio::test]
+async fn upstream_connections_are_reused_and_closed_ones_replaced() {
+    let up = spawn_upstream(ok_upstream()).await;
+    let gw = spawn_gateway(&tampa_config(up.addr, "", "")).await;
+    for i in 0..5 {
+        assert_eq!(gw.deliver("tampa", &tampa_body(&format!("reuse-{i}"), "x"), None, None).await.status, 200);
+    }
+    assert_eq!(up.hits(), 5);
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one pooled connection");
+
+    // An upstream that closes after each answer: every delivery still succeeds.
+    up.set(Behavior::AnswerAndClose);
+    for i in 0..3 {
+        let r = gw.deliver("tampa", &tampa_body(&format!("close-{i}"), "x"), None, None).await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "closing"));
+    }
+    assert_eq!(up.hits(), 8);
+    gw.shutdown().await;
+}

@@ -211,12 +211,16 @@ pub enum Behavior {
     Answer(u16, &'static str, Duration),
     /// Close the connection without answering.
     Hangup,
+    /// Answer 200 with `Connection: close`, then close.
+    AnswerAndClose,
 }
 
 pub struct Upstream {
     pub addr: SocketAddr,
     pub rx: mpsc::UnboundedReceiver<Received>,
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted.
+    pub connections: Arc<AtomicUsize>,
     behavior: Arc<std::sync::Mutex<Behavior>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -232,13 +236,15 @@ pub async fn spawn_upstream(behavior: Behavior) -> Upstream {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     let hits = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
     let behavior = Arc::new(std::sync::Mutex::new(behavior));
-    let (h2, b2) = (hits.clone(), behavior.clone());
+    let (h2, b2, c2) = (hits.clone(), behavior.clone(), connections.clone());
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 break;
             };
+            c2.fetch_add(1, Ordering::SeqCst);
             let (tx, hits, behavior) = (tx.clone(), h2.clone(), b2.clone());
             tokio::spawn(async move {
                 let current = behavior.lock().unwrap().clone();
@@ -266,14 +272,19 @@ pub async fn spawn_upstream(behavior: Behavior) -> Upstream {
                             headers: parts.headers,
                             body,
                         });
-                        let (status, text, delay) = match behavior.lock().unwrap().clone() {
+                        let current = behavior.lock().unwrap().clone();
+                        let (status, text, delay) = match current {
                             Behavior::Answer(s, t, d) => (s, t, d),
+                            Behavior::AnswerAndClose => (200, "closing", Duration::ZERO),
                             Behavior::Hangup => (500, "", Duration::ZERO),
                         };
                         tokio::time::sleep(delay).await;
                         let mut res = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
                         *res.status_mut() = StatusCode::from_u16(status).unwrap();
                         res.headers_mut().insert("x-upstream", "yes".parse().unwrap());
+                        if let Behavior::AnswerAndClose = current {
+                            res.headers_mut().insert("connection", "close".parse().unwrap());
+                        }
                         Ok::<_, std::convert::Infallible>(res)
                     }
                 });
@@ -281,7 +292,7 @@ pub async fn spawn_upstream(behavior: Behavior) -> Upstream {
             });
         }
     });
-    Upstream { addr, rx, hits, behavior, task }
+    Upstream { addr, rx, hits, connections, behavior, task }
 }
 
 impl Upstream {
