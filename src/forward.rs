@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Body as _;
 
 use crate::ResBody;
 use crate::route::Route;
@@ -177,11 +178,9 @@ pub async fn forward(
     // Small bodies are read here (within the route timeout), so the answer goes
     // out in one write and the connection returns to the pool at once; larger
     // or unsized ones are streamed through (and that connection is not reused).
-    let small = res
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|n| n <= BUFFER_LIMIT);
+    // The size hint is exact for Content-Length bodies and for bodiless
+    // answers (204, 304), so those are buffered and their connection reused.
+    let small = res.body().size_hint().exact().is_some_and(|n| n <= BUFFER_LIMIT);
     if !small {
         return Ok(res.map(Either::Right));
     }

@@ -431,3 +431,19 @@ async fn upstream_connections_are_reused_and_closed_ones_replaced() {
     assert_eq!(up.hits(), 8);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn bodiless_upstream_answers_keep_the_connection() {
+    let up = spawn_upstream(Behavior::Answer(204, "", Duration::ZERO)).await;
+    let gw = spawn_gateway(&tampa_config(up.addr, "", "")).await;
+    for i in 0..4 {
+        let r = gw.deliver("tampa", &tampa_body(&format!("nc-{i}"), "x"), None, None).await;
+        assert_eq!(r.status, 204);
+        assert!(r.body.is_empty());
+    }
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // 204 is a 2xx: committed.
+    let r = gw.deliver("tampa", &tampa_body("nc-0", "x"), None, None).await;
+    assert_eq!(r.headers["x-hookgate-duplicate"], "true");
+    gw.shutdown().await;
+}
