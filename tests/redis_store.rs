@@ -172,16 +172,54 @@ async fn commit_and_release_never_touch_a_claim_that_is_not_ours() {
     assert_eq!(redis.cli(&["EXISTS", "t:src:id2"]), "0");
 }
 
-/// Top-level calls of `command` since the last `CONFIG RESETSTAT` (INFO commandstats).
-fn calls(redis: &RedisServer, command: &str) -> u64 {
-    redis
-        .cli(&["INFO", "commandstats"])
-        .lines()
-        .find(|l| l.starts_with(&format!("cmdstat_{command}:")))
-        .and_then(|l| l.split("calls=").nth(1))
-        .and_then(|s| s.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+/// Watches `MONITOR` and counts the commands clients send for `key`: one per
+/// round trip (commands a script runs inside Redis are marked `lua]` and skipped).
+struct Monitor {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Monitor {
+    fn start(redis: &RedisServer) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &redis.port.to_string(), "monitor"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        // MONITOR answers OK first.
+        assert_eq!(lines.recv_timeout(Duration::from_secs(5)).unwrap(), "OK");
+        Monitor { child, lines }
+    }
+
+    /// Top-level commands on `key` seen until `PING` marks the end.
+    fn commands_until_ping(&self, redis: &RedisServer, key: &str) -> Vec<String> {
+        redis.cli(&["PING"]);
+        let mut seen = Vec::new();
+        loop {
+            let line = self.lines.recv_timeout(Duration::from_secs(5)).expect("monitor line");
+            if line.contains("\"PING\"") {
+                return seen;
+            }
+            if line.contains(key) && !line.contains("lua]") {
+                seen.push(line);
+            }
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[tokio::test]
@@ -189,17 +227,37 @@ async fn round_trips_per_delivery() {
     let redis = RedisServer::start();
     let up = spawn_upstream(ok_upstream()).await;
     let gw = spawn_gateway(&redis_config(up.addr, &redis.url(), "")).await;
-    // Warm up: loads the scripts into the server's cache.
+    // Warm up: loads the commit script into the server's cache.
     gw.deliver("tampa", &tampa_body("warm", "x"), None, None).await;
-    redis.cli(&["CONFIG", "RESETSTAT"]);
+    let monitor = Monitor::start(&redis);
     let body = tampa_body("evt_rt", "x");
     assert_eq!(gw.deliver("tampa", &body, None, None).await.status, 200);
-    assert_eq!(calls(&redis, "evalsha"), 2, "fresh delivery: claim + commit");
-    redis.cli(&["CONFIG", "RESETSTAT"]);
+    let fresh = monitor.commands_until_ping(&redis, "hookgate:tampa:evt_rt");
+    assert_eq!(fresh.len(), 2, "fresh delivery: claim + commit: {fresh:#?}");
+    assert!(fresh[0].contains("\"SET\"") && fresh[0].contains("\"NX\"") && fresh[0].contains("\"GET\""), "{fresh:#?}");
+    assert!(fresh[1].contains("\"EVALSHA\""), "{fresh:#?}");
     assert_eq!(gw.deliver("tampa", &body, None, None).await.headers["x-hookgate-duplicate"], "true");
-    assert_eq!(calls(&redis, "evalsha"), 1, "duplicate: one round trip");
-    assert_eq!(calls(&redis, "eval"), 0, "no script reloads once cached");
+    let dup = monitor.commands_until_ping(&redis, "hookgate:tampa:evt_rt");
+    assert_eq!(dup.len(), 1, "duplicate: one round trip: {dup:#?}");
     gw.shutdown().await;
+}
+
+/// The claim script (used when a server refuses `SET NX GET`, Redis < 7) keeps
+/// the same semantics as the plain command.
+#[tokio::test]
+async fn script_claims_behave_like_set_nx_get() {
+    let redis = RedisServer::start();
+    let s = store(&redis.url());
+    s.use_script_claims();
+    let monitor = Monitor::start(&redis);
+    let key = s.key("src", "fb");
+    let t = s.claim(&key, Duration::from_secs(60)).await.unwrap().unwrap();
+    assert_eq!(redis.cli(&["GET", "t:src:fb"]), t);
+    assert_eq!(s.claim(&key, Duration::from_secs(60)).await.unwrap(), Err(Seen::InFlight));
+    s.commit(&key, &t, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(s.claim(&key, Duration::from_secs(60)).await.unwrap(), Err(Seen::Delivered));
+    let sent = monitor.commands_until_ping(&redis, "t:src:fb");
+    assert!(sent.iter().all(|l| !l.contains("\"SET\"")), "only scripts were sent: {sent:#?}");
 }
 
 #[tokio::test]

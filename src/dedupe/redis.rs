@@ -1,8 +1,10 @@
 //! The Redis dedupe store, shared by replicas (standalone or Redis Cluster).
 //!
-//! Each operation is one round trip: a small Lua script run with `EVALSHA`
-//! (falling back to `EVAL` once per node when the script is not cached), so a
-//! fresh delivery costs 2 round trips (claim, commit) and a duplicate 1.
+//! Each operation is one round trip: the claim is `SET key token NX PX ttl GET`
+//! (Redis >= 7; a Lua script on older servers), commit and release are small Lua
+//! scripts run with `EVALSHA` (falling back to `EVAL` once per node when the
+//! script is not cached). A fresh delivery costs 2 round trips (claim, commit),
+//! a duplicate 1.
 //!
 //! Values: a claim holds its random token (`c:<hex>`), a delivered ID holds `d`.
 //! Commit and release compare the token first, so they only touch our own claim.
@@ -13,7 +15,7 @@
 //! use and re-resolves slots after failures. Every call is bounded by
 //! `[dedupe.redis] timeout`; past it the store counts as unreachable.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -24,7 +26,9 @@ use tokio::sync::OnceCell;
 use super::{DedupeStore, Seen, StoreError};
 use crate::config::{RedisConfig, RedisTarget};
 
-/// Returns nil after claiming, else the existing value.
+/// Returns nil after claiming, else the existing value. Used when the server
+/// does not take `SET key token NX PX ttl GET` (Redis < 7), which does the same
+/// in one plain command.
 const CLAIM: &str = r"local v = redis.call('GET', KEYS[1])
 if v then return v end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -77,6 +81,8 @@ pub struct RedisStore {
     /// Random per process, so tokens from different replicas never collide.
     token_base: String,
     counter: AtomicU64,
+    /// Set once the server refused `SET NX GET` (Redis < 7): claim with [`CLAIM`].
+    claim_by_script: AtomicBool,
 }
 
 /// A small per-thread number, so each worker thread keeps using "its" Redis
@@ -132,6 +138,7 @@ impl RedisStore {
             release: Script::new(RELEASE),
             token_base: format!("c:{}:", hex::encode(rnd)),
             counter: AtomicU64::new(0),
+            claim_by_script: AtomicBool::new(false),
         })
     }
 
@@ -148,6 +155,12 @@ impl RedisStore {
             }
         };
         tokio::time::timeout(self.timeout, run).await.map_err(|_| StoreError::Timeout)
+    }
+
+    /// Claims with the Lua script from now on, as for a server that refuses
+    /// `SET NX GET` (the store switches by itself when it sees that refusal).
+    pub fn use_script_claims(&self) {
+        self.claim_by_script.store(true, Ordering::Relaxed);
     }
 
     /// `EVALSHA`, or `EVAL` when this node has not cached the script yet.
@@ -187,7 +200,24 @@ impl DedupeStore for RedisStore {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let token = format!("{}{n}", self.token_base);
         let ttl = claim_ttl.as_millis().max(1).to_string();
-        match self.eval(&self.claim, key, &[token.as_bytes(), ttl.as_bytes()]).await? {
+        let reply = if self.claim_by_script.load(Ordering::Relaxed) {
+            self.eval(&self.claim, key, &[token.as_bytes(), ttl.as_bytes()]).await?
+        } else {
+            // Redis >= 7: one plain command (cheaper for the server than a script).
+            let mut set = redis::cmd("SET");
+            set.arg(key.as_str()).arg(token.as_bytes()).arg("NX").arg("PX").arg(ttl.as_bytes()).arg("GET");
+            match self.query(&set).await? {
+                Ok(v) => v,
+                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+                    // Older servers refuse NX together with GET: use the script from now on.
+                    tracing::info!(error = %e, "Redis refused SET NX GET; claiming with a script");
+                    self.claim_by_script.store(true, Ordering::Relaxed);
+                    self.eval(&self.claim, key, &[token.as_bytes(), ttl.as_bytes()]).await?
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        };
+        match reply {
             Value::Nil => Ok(Ok(token)),
             Value::BulkString(v) if v == b"d" => Ok(Err(Seen::Delivered)),
             Value::BulkString(_) => Ok(Err(Seen::InFlight)),
