@@ -87,14 +87,7 @@ impl Loaded {
 
 impl App {
     pub fn new(config: Config) -> Result<Arc<Self>, StoreError> {
-        let metrics = Arc::new(Metrics::new());
-        let loaded = Loaded::build(config, &metrics, None)?;
-        Ok(Arc::new(App {
-            loaded: RwLock::new(Arc::new(loaded)),
-            metrics,
-            clock: SystemTime::now,
-            store_health: StoreHealth::default(),
-        }))
+        Self::with_clock(config, SystemTime::now)
     }
 
     /// Like [`App::new`] with a fixed clock, for tests of the freshness window.

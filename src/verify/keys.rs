@@ -15,17 +15,6 @@ pub enum Algorithm {
     Sha512,
 }
 
-impl Algorithm {
-    pub fn parse_name(name: &str) -> Option<Self> {
-        match name {
-            "sha1" => Some(Self::Sha1),
-            "sha256" => Some(Self::Sha256),
-            "sha512" => Some(Self::Sha512),
-            _ => None,
-        }
-    }
-}
-
 /// How a configured secret string becomes key bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretFormat {

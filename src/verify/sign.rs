@@ -36,13 +36,9 @@ pub struct Signed {
     pub notes: Vec<String>,
 }
 
+/// The text at `ptr` in a JSON body, as the verifier reads it.
 fn json_text(body: &[u8], ptr: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    match v.pointer(ptr)? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    super::json::pointer_text(body, ptr).map(std::borrow::Cow::into_owned)
 }
 
 fn random_id() -> String {

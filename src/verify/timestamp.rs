@@ -15,15 +15,6 @@ pub enum TimestampFormat {
 }
 
 impl TimestampFormat {
-    pub fn parse_name(name: &str) -> Option<Self> {
-        match name {
-            "unix" => Some(Self::Unix),
-            "unix_ms" => Some(Self::UnixMs),
-            "rfc3339" => Some(Self::Rfc3339),
-            _ => None,
-        }
-    }
-
     /// Milliseconds since the epoch, or `None` if the text is not of this format.
     pub fn to_unix_ms(self, text: &str) -> Option<i64> {
         let text = text.trim();

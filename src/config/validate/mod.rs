@@ -441,13 +441,12 @@ fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile
             Err(_) => errs.push(&p("signature_header"), format!("invalid header name {h:?}")),
         }
     }
-    spec.algorithm = match v.algorithm.as_deref() {
-        None => spec.algorithm,
-        Some(a) => Algorithm::parse_name(a).unwrap_or_else(|| {
-            errs.push(&p("algorithm"), format!("invalid value {a:?}; expected \"sha256\", \"sha1\" or \"sha512\""));
-            spec.algorithm
-        }),
-    };
+    spec.algorithm = errs.choice(
+        &p("algorithm"),
+        v.algorithm.as_deref(),
+        spec.algorithm,
+        &[("sha256", Algorithm::Sha256), ("sha1", Algorithm::Sha1), ("sha512", Algorithm::Sha512)],
+    );
     spec.encoding = errs.choice(
         &p("encoding"),
         v.encoding.as_deref(),
@@ -494,16 +493,12 @@ fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile
     locator(errs, "timestamp", v.timestamp.as_deref(), &mut spec.timestamp);
     locator(errs, "id", v.id.as_deref(), &mut spec.id);
     locator(errs, "event_type", v.event_type.as_deref(), &mut spec.event_type);
-    spec.timestamp_format = match v.timestamp_format.as_deref() {
-        None => spec.timestamp_format,
-        Some(f) => TimestampFormat::parse_name(f).unwrap_or_else(|| {
-            errs.push(
-                &p("timestamp_format"),
-                format!("invalid value {f:?}; expected \"unix\", \"unix_ms\" or \"rfc3339\""),
-            );
-            spec.timestamp_format
-        }),
-    };
+    spec.timestamp_format = errs.choice(
+        &p("timestamp_format"),
+        v.timestamp_format.as_deref(),
+        spec.timestamp_format,
+        &[("unix", TimestampFormat::Unix), ("unix_ms", TimestampFormat::UnixMs), ("rfc3339", TimestampFormat::Rfc3339)],
+    );
 }
 
 #[cfg(test)]
