@@ -142,7 +142,7 @@ fn store(url: &str) -> RedisStore {
 }
 
 #[tokio::test]
-async fn commit_and_release_never_touch_a_claim_that_is_not_ours() {
+async fn release_never_touches_a_claim_that_is_not_ours_and_commit_always_marks_delivered() {
     let redis = RedisServer::start();
     let (slow, fast) = (store(&redis.url()), store(&redis.url()));
     let key = slow.key("src", "id1");
@@ -154,16 +154,20 @@ async fn commit_and_release_never_touch_a_claim_that_is_not_ours() {
     assert!(expired);
     let fast_token = fast.claim(&key, Duration::from_secs(60)).await.unwrap().unwrap();
     assert_ne!(slow_token, fast_token);
-    // The slow one finishes late: neither release nor commit may touch the new claim.
+    // The slow one fails late: its release must not touch the new claim.
     slow.release(&key, &slow_token).await.unwrap();
     assert_eq!(redis.cli(&["GET", "t:src:id1"]), fast_token);
-    slow.commit(&key, &slow_token, Duration::from_secs(60)).await.unwrap();
-    assert_eq!(redis.cli(&["GET", "t:src:id1"]), fast_token);
-    // The owner's commit works and sets the delivered TTL.
-    fast.commit(&key, &fast_token, Duration::from_secs(3600)).await.unwrap();
+    // The new owner's upstream fails: its release frees the ID again.
+    fast.release(&key, &fast_token).await.unwrap();
+    assert_eq!(redis.cli(&["EXISTS", "t:src:id1"]), "0");
+    // A late commit marks the ID delivered whoever holds it, with the delivered TTL,
+    // and a newer claim's release after that leaves the delivery in place.
+    let newer = fast.claim(&key, Duration::from_secs(60)).await.unwrap().unwrap();
+    slow.commit(&key, &slow_token, Duration::from_secs(3600)).await.unwrap();
     assert_eq!(redis.cli(&["GET", "t:src:id1"]), "d");
     let ttl: i64 = redis.cli(&["PTTL", "t:src:id1"]).parse().unwrap();
     assert!(ttl > 3_500_000, "{ttl}");
+    fast.release(&key, &newer).await.unwrap();
     assert_eq!(slow.claim(&key, Duration::from_secs(1)).await.unwrap(), Err(Seen::Delivered));
     // Release of our own claim frees the ID.
     let k2 = fast.key("src", "id2");
@@ -227,7 +231,7 @@ async fn round_trips_per_delivery() {
     let redis = RedisServer::start();
     let up = spawn_upstream(ok_upstream()).await;
     let gw = spawn_gateway(&redis_config(up.addr, &redis.url(), "")).await;
-    // Warm up: loads the commit script into the server's cache.
+    // Warm up: connects, so the count below holds only this delivery's commands.
     gw.deliver("tampa", &tampa_body("warm", "x"), None, None).await;
     let monitor = Monitor::start(&redis);
     let body = tampa_body("evt_rt", "x");
@@ -235,7 +239,7 @@ async fn round_trips_per_delivery() {
     let fresh = monitor.commands_until_ping(&redis, "hookgate:tampa:evt_rt");
     assert_eq!(fresh.len(), 2, "fresh delivery: claim + commit: {fresh:#?}");
     assert!(fresh[0].contains("\"SET\"") && fresh[0].contains("\"NX\"") && fresh[0].contains("\"GET\""), "{fresh:#?}");
-    assert!(fresh[1].contains("\"EVALSHA\""), "{fresh:#?}");
+    assert!(fresh[1].contains("\"SET\"") && fresh[1].contains("\"d\"") && !fresh[1].contains("\"NX\""), "{fresh:#?}");
     assert_eq!(gw.deliver("tampa", &body, None, None).await.headers["x-hookgate-duplicate"], "true");
     let dup = monitor.commands_until_ping(&redis, "hookgate:tampa:evt_rt");
     assert_eq!(dup.len(), 1, "duplicate: one round trip: {dup:#?}");
@@ -257,7 +261,13 @@ async fn script_claims_behave_like_set_nx_get() {
     s.commit(&key, &t, Duration::from_secs(60)).await.unwrap();
     assert_eq!(s.claim(&key, Duration::from_secs(60)).await.unwrap(), Err(Seen::Delivered));
     let sent = monitor.commands_until_ping(&redis, "t:src:fb");
-    assert!(sent.iter().all(|l| !l.contains("\"SET\"")), "only scripts were sent: {sent:#?}");
+    // Claims went by script only; the one plain SET is the commit.
+    let (sets, scripts): (Vec<_>, Vec<_>) = sent.iter().partition(|l| l.contains("\"SET\""));
+    assert_eq!(sets.len(), 1, "{sent:#?}");
+    assert!(!sets[0].contains("\"NX\""), "{sent:#?}");
+    // (The one plain GET is this test's own `redis-cli GET` above.)
+    let claims = scripts.iter().filter(|l| l.contains("\"EVAL")).count();
+    assert!(claims >= 3 && scripts.len() == claims + 1, "{sent:#?}");
 }
 
 #[tokio::test]

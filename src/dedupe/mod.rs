@@ -5,9 +5,11 @@
 //! or *released* on any other outcome so the sender's retry goes through.
 //!
 //! [`Claim`] is a guard: it must be committed or released, and dropping it
-//! (say, the sender hung up mid-forward) releases it. Commit and release only
-//! ever touch the claim they made (a per-claim token), so a slow replica whose
-//! claim expired can never clear another replica's.
+//! (say, the sender hung up mid-forward) releases it. Release only ever deletes
+//! the claim it made (a per-claim token), so a slow replica whose claim expired
+//! can never clear another replica's. Commit marks the ID delivered whoever
+//! holds the claim by then: it runs only after the upstream answered 2xx, so
+//! the ID is delivered, and a newer claim's later release leaves it so.
 //!
 //! Backends: [`memory::MemoryStore`] (one process, the default) and
 //! [`redis::RedisStore`] (shared by replicas; standalone or cluster).

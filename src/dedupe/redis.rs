@@ -1,14 +1,21 @@
 //! The Redis dedupe store, shared by replicas (standalone or Redis Cluster).
 //!
 //! Each operation is one round trip: the claim is `SET key token NX PX ttl GET`
-//! (Redis >= 7; a Lua script on older servers), commit and release are small Lua
-//! scripts run with `EVALSHA` (falling back to `EVAL` once per node when the
-//! script is not cached). A fresh delivery costs 2 round trips (claim, commit),
-//! a duplicate 1.
+//! (Redis >= 7; a Lua script on older servers), the commit a plain
+//! `SET key d PX ttl`, the release a small Lua script run with `EVALSHA`
+//! (falling back to `EVAL` once per node when the script is not cached).
+//! A fresh delivery costs 2 round trips (claim, commit), a duplicate 1.
 //!
 //! Values: a claim holds its random token (`c:<hex>`), a delivered ID holds `d`.
-//! Commit and release compare the token first, so they only touch our own claim.
-//! Every script takes exactly one key, so it routes to the right cluster slot.
+//! Release compares the token first, so it only ever deletes our own claim.
+//! Commit does not compare: it runs only after the upstream answered 2xx, so the
+//! ID *is* delivered, even when our claim expired meanwhile and another replica
+//! holds a newer one (that replica's forward is then the duplicate the expiry
+//! let through; marking the ID delivered stops any further copy, and its release
+//! will not delete `d`). A plain `SET` costs Redis about a quarter less than the
+//! script did, measured as ~6% more deliveries/s in `bench/run.sh`.
+//! Every command and script takes exactly one key, so it routes to the right
+//! cluster slot.
 //!
 //! Connections are multiplexed and reconnect by themselves: the standalone
 //! client is one lazy `ConnectionManager` per worker thread, the cluster client is created on first
@@ -33,14 +40,6 @@ const CLAIM: &str = r"local v = redis.call('GET', KEYS[1])
 if v then return v end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false";
-
-/// Marks delivered if the claim is ours or has gone; never overwrites another claim.
-const COMMIT: &str = r"local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] or not v then
-  redis.call('SET', KEYS[1], 'd', 'PX', ARGV[2])
-  return 1
-end
-return 0";
 
 /// Deletes the key only if it still holds our claim.
 const RELEASE: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -76,7 +75,6 @@ pub struct RedisStore {
     prefix: String,
     timeout: Duration,
     claim: Script,
-    commit: Script,
     release: Script,
     /// Random per process, so tokens from different replicas never collide.
     token_base: String,
@@ -134,7 +132,6 @@ impl RedisStore {
             prefix: cfg.key_prefix.clone(),
             timeout: t,
             claim: Script::new(CLAIM),
-            commit: Script::new(COMMIT),
             release: Script::new(RELEASE),
             token_base: format!("c:{}:", hex::encode(rnd)),
             counter: AtomicU64::new(0),
@@ -225,9 +222,12 @@ impl DedupeStore for RedisStore {
         }
     }
 
-    async fn commit(&self, key: &String, token: &String, ttl: Duration) -> Result<(), StoreError> {
-        let ttl = ttl.as_millis().max(1).to_string();
-        self.eval(&self.commit, key, &[token.as_bytes(), ttl.as_bytes()]).await.map(drop)
+    async fn commit(&self, key: &String, _token: &String, ttl: Duration) -> Result<(), StoreError> {
+        // No token check: the upstream took this delivery, so the ID is
+        // delivered whoever holds the claim now (see the module docs).
+        let mut set = redis::cmd("SET");
+        set.arg(key.as_str()).arg("d").arg("PX").arg(ttl.as_millis().max(1) as u64);
+        self.query(&set).await?.map(drop).map_err(unavailable)
     }
 
     async fn release(&self, key: &String, token: &String) -> Result<(), StoreError> {
