@@ -55,7 +55,7 @@ http {
   server { listen 127.0.0.1:$UP reuseport; keepalive_requests 1000000; location / { return 200 "ok"; } }
 }
 CONF
-nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" -g 'daemon off;' & PIDS+=($!); UP_PID=$!
 
 # --- nginx as a plain reverse proxy
 cat > "$WORK/px/nginx.conf" <<CONF
@@ -74,7 +74,7 @@ http {
   }
 }
 CONF
-nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" -g 'daemon off;' & PIDS+=($!); NGX_PID=$!
 
 # --- haproxy as a plain reverse proxy
 cat > "$WORK/haproxy.cfg" <<CONF
@@ -94,10 +94,10 @@ frontend fe
 backend app
   server s1 127.0.0.1:$UP
 CONF
-haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
+haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!); HAP_PID=$!
 
 # --- redis for hookgate's Redis store
-redis-server --port "$RDS" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null & PIDS+=($!)
+redis-server --port "$RDS" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null & PIDS+=($!); RDS_PID=$!
 
 # --- hookgate, memory store and Redis store
 hg_config() {
@@ -123,7 +123,7 @@ CONF
 hg_config "$HGM" memory > "$WORK/hg-memory.toml"
 hg_config "$HGR" redis > "$WORK/hg-redis.toml"
 HOOKGATE_LOG=warn "$BIN" -c "$WORK/hg-memory.toml" & PIDS+=($!); HGM_PID=$!
-HOOKGATE_LOG=warn "$BIN" -c "$WORK/hg-redis.toml" & PIDS+=($!)
+HOOKGATE_LOG=warn "$BIN" -c "$WORK/hg-redis.toml" & PIDS+=($!); HGR_PID=$!
 
 for p in $UP $NGX $HAP $HGM $HGR $RDS; do wait_port "$p"; done
 IDLE_RSS_KB=$(awk '/VmRSS/ {print $2}' /proc/$HGM_PID/status)
@@ -143,9 +143,27 @@ for port in $NGX $HAP $HGM $HGR; do
 done
 
 declare -A RESULTS
-run_one() { # name port
-  local out
+# CPU time (user + system, in clock ticks) of a process and its children
+# (nginx's workers), read from /proc: what each target costs per request.
+ticks() {
+  local t=0 p
+  for p in "$@" $(for q in "$@"; do pgrep -P "$q"; done); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+# Busy ticks of the whole machine (wrk and everything else included).
+busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+HZ=$(getconf CLK_TCK)
+run_one() { # name port pid-of-the-target [pid of its Redis]
+  local out t0 u0 r0 m0 n
+  t0=$(ticks "$3"); u0=$(ticks "$UP_PID"); r0=$(ticks ${4:-}); m0=$(busy)
   out=$(timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s bench/delivery.lua "http://127.0.0.1:$2/webhooks/tampa" | grep '^BENCH')
+  n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
+  out+=" cpu_us=$(( ($(ticks "$3") - t0) * 1000000 / HZ / n ))"
+  out+=" redis_cpu_us=$(if [ -n "${4:-}" ]; then echo $(( ($(ticks "$4") - r0) * 1000000 / HZ / n )); else echo 0; fi)"
+  out+=" upstream_cpu_us=$(( ($(ticks "$UP_PID") - u0) * 1000000 / HZ / n ))"
+  out+=" machine_cpu_us=$(( ($(busy) - m0) * 1000000 / HZ / n ))"
   echo "  $1: $out"
   RESULTS[$1]+="$out"$'\n'
 }
@@ -154,10 +172,10 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}
 echo "load: wrk -t$THREADS -c$CONNS -d${DURATION}s, $ROUNDS rounds, targets alternating"
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r"
-  run_one nginx "$NGX"
-  run_one hookgate-memory "$HGM"
-  run_one haproxy "$HAP"
-  run_one hookgate-redis "$HGR"
+  run_one nginx "$NGX" "$NGX_PID"
+  run_one hookgate-memory "$HGM" "$HGM_PID"
+  run_one haproxy "$HAP" "$HAP_PID"
+  run_one hookgate-redis "$HGR" "$HGR_PID" "$RDS_PID"
 done
 
 HGM_RSS_KB=$(awk '/VmRSS/ {print $2}' /proc/$HGM_PID/status)
@@ -174,13 +192,19 @@ for name, text in raw.items():
         "p50": statistics.median(field(l, "p50_us") for l in lines) / 1000,
         "p99": statistics.median(field(l, "p99_us") for l in lines) / 1000,
         "bad": sum(field(l, "non2xx") + field(l, "errors") for l in lines),
+        "cpu": statistics.median(field(l, "cpu_us") + field(l, "redis_cpu_us") for l in lines),
+        "up": statistics.median(field(l, "upstream_cpu_us") for l in lines),
+        "all": statistics.median(field(l, "machine_cpu_us") for l in lines),
     }
 print()
-print("| target | req/s (median) | p50 ms | p99 ms | non-2xx + errors |")
-print("|---|---:|---:|---:|---:|")
+print("| target | req/s (median) | p50 ms | p99 ms | non-2xx + errors | CPU us/req: target | upstream | whole machine |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for name in ["nginx", "haproxy", "hookgate-memory", "hookgate-redis"]:
     s = stats[name]
-    print(f"| {name} | {s['rps']:.0f} | {s['p50']:.2f} | {s['p99']:.2f} | {s['bad']:.0f} |")
+    print(f"| {name} | {s['rps']:.0f} | {s['p50']:.2f} | {s['p99']:.2f} | {s['bad']:.0f} | {s['cpu']:.0f} | {s['up']:.0f} | {s['all']:.0f} |")
+print()
+print("CPU per request (user + system, from /proc): hookgate-redis's target column includes redis-server;")
+print("the whole machine column includes wrk, so a target's throughput is about cores / that figure.")
 best = max(("nginx", "haproxy"), key=lambda n: stats[n]["rps"])
 print()
 for hg in ["hookgate-memory", "hookgate-redis"]:
