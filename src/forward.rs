@@ -10,9 +10,11 @@
 //!   `X-Forwarded-Host` are set;
 //! - the incoming query string is appended to the upstream URL.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Body as _;
@@ -53,18 +55,21 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    strip(headers, false);
+}
+
+/// One pass over the names; the lists stay empty (no allocation) in the
+/// common case where nothing but `Host` and `Content-Length` goes.
+fn strip(headers: &mut HeaderMap, ours_too: bool) {
+    let mut gone: Vec<HeaderName> = Vec::new();
+    for v in headers.get_all(CONNECTION) {
+        let Ok(v) = v.to_str() else { continue };
+        gone.extend(v.split(',').filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()));
     }
-    let hop: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
-    for name in hop {
+    gone.extend(
+        headers.keys().filter(|n| is_hop_by_hop(n) || (ours_too && n.as_str().starts_with("x-hookgate-"))).cloned(),
+    );
+    for name in gone {
         headers.remove(name);
     }
 }
@@ -91,6 +96,23 @@ fn header_value(s: &str) -> Option<HeaderValue> {
     HeaderValue::from_bytes(s.as_bytes()).ok()
 }
 
+/// `X-Forwarded-For`: the sender's list with `peer` appended.
+fn forwarded_for(prior: http::header::GetAll<'_, HeaderValue>, peer: IpAddr) -> Option<HeaderValue> {
+    let mut prior = prior.iter().filter_map(|v| v.to_str().ok()).peekable();
+    if prior.peek().is_none() {
+        // The usual case: formatted on the stack, one copy into the header.
+        let mut buf = [0u8; 48];
+        let mut w = &mut buf[..];
+        write!(w, "{peer}").ok()?;
+        let n = 48 - w.len();
+        return HeaderValue::from_bytes(&buf[..n]).ok();
+    }
+    let mut s = prior.collect::<Vec<_>>().join(", ");
+    s.push_str(", ");
+    s.push_str(&peer.to_string());
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok()
+}
+
 /// The headers sent upstream for `incoming` (see the module docs).
 pub fn upstream_headers(
     mut headers: HeaderMap,
@@ -100,20 +122,13 @@ pub fn upstream_headers(
     id: &str,
     event_type: &str,
 ) -> HeaderMap {
-    let host =
-        headers.get(HOST).cloned().or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-    let proto = if peer.trusted { headers.get(&XFP).cloned() } else { None };
-    strip_hop_by_hop(&mut headers);
-    headers.remove(HOST);
+    // Room for the headers added below, so the map does not grow on the way.
+    headers.reserve(8);
+    let host = headers.remove(HOST).or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let proto = if peer.trusted { headers.remove(&XFP) } else { None };
     headers.remove(CONTENT_LENGTH);
-    let ours: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().starts_with("x-hookgate-")).cloned().collect();
-    for name in ours {
-        headers.remove(name);
-    }
-
-    let prior: Vec<&str> = headers.get_all(&XFF).iter().filter_map(|v| v.to_str().ok()).collect();
-    let xff = if prior.is_empty() { peer.addr.to_string() } else { format!("{}, {}", prior.join(", "), peer.addr) };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    strip(&mut headers, true);
+    if let Some(v) = forwarded_for(headers.get_all(&XFF), peer.addr) {
         headers.insert(XFF, v);
     }
     headers.insert(XFP, proto.unwrap_or(HeaderValue::from_static("http")));
@@ -132,8 +147,8 @@ pub fn upstream_headers(
     headers
 }
 
-/// The upstream URL with the incoming query appended.
-pub fn upstream_uri(base: &Uri, incoming: &Uri) -> Uri {
+/// The upstream path (origin form) with the incoming query appended.
+pub fn upstream_path(base: &PathAndQuery, incoming: &Uri) -> PathAndQuery {
     let Some(query) = incoming.query() else {
         return base.clone();
     };
@@ -152,7 +167,7 @@ pub async fn forward(
     peer: Peer,
     source: &HeaderValue,
 ) -> Result<Response<ResBody>, ForwardError> {
-    let uri = upstream_uri(&route.upstream, &delivery.head.uri);
+    let path = upstream_path(&route.path, &delivery.head.uri);
     let headers = upstream_headers(
         std::mem::take(&mut delivery.head.headers),
         &delivery.head.uri,
@@ -161,19 +176,17 @@ pub async fn forward(
         delivery.id(),
         delivery.event_type(),
     );
-    let Some(authority) = uri.authority().cloned() else {
-        return Err(ForwardError::Unreachable("upstream URL has no host".into()));
-    };
     let mut req = Request::new(Full::new(delivery.body.clone()));
     *req.method_mut() = http::Method::POST;
-    *req.uri_mut() = uri.path_and_query().map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    *req.uri_mut() = Uri::from(path);
     *req.headers_mut() = headers;
     let deadline = tokio::time::Instant::now() + route.timeout;
-    let (mut res, lease) = match tokio::time::timeout_at(deadline, upstream::send(&authority, req)).await {
-        Err(_) => return Err(ForwardError::Timeout),
-        Ok(Err(e)) => return Err(ForwardError::Unreachable(e)),
-        Ok(Ok(pair)) => pair,
-    };
+    let (mut res, lease) =
+        match tokio::time::timeout_at(deadline, upstream::send(&route.authority, &route.host, req)).await {
+            Err(_) => return Err(ForwardError::Timeout),
+            Ok(Err(e)) => return Err(ForwardError::Unreachable(e)),
+            Ok(Ok(pair)) => pair,
+        };
     strip_hop_by_hop(res.headers_mut());
     // Small bodies are read here (within the route timeout), so the answer goes
     // out in one write and the connection returns to the pool at once; larger
@@ -272,13 +285,22 @@ mod tests {
 
     #[test]
     fn query_is_appended() {
-        let base: Uri = "http://127.0.0.1:3001/hooks".parse().unwrap();
-        assert_eq!(
-            upstream_uri(&base, &"/w?a=1&b=2".parse().unwrap()).to_string(),
-            "http://127.0.0.1:3001/hooks?a=1&b=2"
-        );
-        assert_eq!(upstream_uri(&base, &"/w".parse().unwrap()), base);
-        let base: Uri = "http://127.0.0.1:3001/hooks?k=v".parse().unwrap();
-        assert_eq!(upstream_uri(&base, &"/w?a=1".parse().unwrap()).to_string(), "http://127.0.0.1:3001/hooks?k=v&a=1");
+        let base = PathAndQuery::from_static("/hooks");
+        assert_eq!(upstream_path(&base, &"/w?a=1&b=2".parse().unwrap()), "/hooks?a=1&b=2");
+        assert_eq!(upstream_path(&base, &"/w".parse().unwrap()), base);
+        let base = PathAndQuery::from_static("/hooks?k=v");
+        assert_eq!(upstream_path(&base, &"/w?a=1".parse().unwrap()), "/hooks?k=v&a=1");
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_peer() {
+        let mut h = HeaderMap::new();
+        assert_eq!(forwarded_for(h.get_all(&XFF), "2001:db8::1".parse().unwrap()).unwrap(), "2001:db8::1");
+        h.append(XFF, HeaderValue::from_static("203.0.113.1"));
+        h.append(XFF, HeaderValue::from_static("198.51.100.2, 10.0.0.3"));
+        let v = forwarded_for(h.get_all(&XFF), "192.0.2.7".parse().unwrap()).unwrap();
+        assert_eq!(v, "203.0.113.1, 198.51.100.2, 10.0.0.3, 192.0.2.7");
+        let longest: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().unwrap();
+        assert_eq!(forwarded_for(HeaderMap::new().get_all(&XFF), longest).unwrap(), longest.to_string().as_str());
     }
 }

@@ -81,12 +81,15 @@ async fn connect(key: &Authority) -> Result<Sender, String> {
     Ok(sender)
 }
 
-/// Sends `req` to `key` (`req`'s URI must be in origin form: path and query),
-/// on an idle connection if one is ready, else on a new one.
-pub async fn send(key: &Authority, mut req: Request<Full<Bytes>>) -> Result<(Response<Incoming>, Lease), String> {
-    if let Ok(host) = HeaderValue::from_str(key.as_str()) {
-        req.headers_mut().insert(http::header::HOST, host);
-    }
+/// Sends `req` to `key` with `host` as its `Host` header (`req`'s URI must be
+/// in origin form: path and query), on an idle connection if one is ready,
+/// else on a new one.
+pub async fn send(
+    key: &Authority,
+    host: &HeaderValue,
+    mut req: Request<Full<Bytes>>,
+) -> Result<(Response<Incoming>, Lease), String> {
+    req.headers_mut().insert(http::header::HOST, host.clone());
     while let Some(mut sender) = checkout(key) {
         if sender.ready().await.is_err() {
             continue;

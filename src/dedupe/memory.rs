@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use hashlink::LinkedHashMap;
+use hashlink::linked_hash_map::RawEntryMut;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
@@ -67,9 +68,14 @@ impl MemoryStore {
         self.len() == 0
     }
 
+    /// Remembers `entry` at the back (the newest), replacing any older one.
     fn insert(&self, inner: &mut Inner, key: u128, entry: Entry, now: u64) {
-        inner.map.remove(&key);
         inner.map.insert(key, entry);
+        self.evict(inner, now);
+    }
+
+    /// Drops entries from the front while the map is over its bound or they expired.
+    fn evict(&self, inner: &mut Inner, now: u64) {
         while let Some((_, front)) = inner.map.front() {
             if inner.map.len() > self.max_entries || front.expires_ms <= now {
                 inner.map.pop_front();
@@ -110,12 +116,24 @@ impl DedupeStore for MemoryStore {
     async fn claim(&self, key: &u128, claim_ttl: Duration) -> Result<Result<u64, Seen>, StoreError> {
         let now = self.now_ms();
         let mut inner = self.lock();
-        if let Some(e) = inner.map.get(key).filter(|e| e.expires_ms > now) {
-            return Ok(Err(if e.token == DELIVERED { Seen::Delivered } else { Seen::InFlight }));
-        }
+        let inner = &mut *inner;
         let token = inner.next_token;
+        let claim = Entry { token, expires_ms: now.saturating_add(ms(claim_ttl)) };
+        // One hash probe: look up and claim in place.
+        match inner.map.raw_entry_mut().from_key(key) {
+            RawEntryMut::Occupied(o) if o.get().expires_ms > now => {
+                return Ok(Err(if o.get().token == DELIVERED { Seen::Delivered } else { Seen::InFlight }));
+            }
+            RawEntryMut::Occupied(mut o) => {
+                o.to_back();
+                o.replace_value(claim);
+            }
+            RawEntryMut::Vacant(v) => {
+                v.insert(*key, claim);
+            }
+        }
         inner.next_token += 1;
-        self.insert(&mut inner, *key, Entry { token, expires_ms: now.saturating_add(ms(claim_ttl)) }, now);
+        self.evict(inner, now);
         Ok(Ok(token))
     }
 

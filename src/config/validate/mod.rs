@@ -423,7 +423,7 @@ fn route(errs: &mut Errors, path: &str, f: RouteFile) -> Option<Route> {
             }
         }
     };
-    Some(Route { patterns: events.iter().map(|e| Pattern::new(e)).collect(), upstream: upstream?, timeout })
+    Route::new(events.iter().map(|e| Pattern::new(e)).collect(), upstream?, timeout)
 }
 
 fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile) {
