@@ -72,7 +72,12 @@ async fn connect(key: &Authority) -> Result<Sender, String> {
     let port = key.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| format!("connect {key}: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake {key}: {e}"))?;
+    // One flat write per request rather than writev (see `server::serve_with`).
+    let (sender, conn) = http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake {key}: {e}"))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
