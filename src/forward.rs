@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{Either, Full};
 use hyper::body::Body as _;
 
 use crate::ResBody;
@@ -198,12 +198,12 @@ pub async fn forward(
         return Ok(res.map(Either::Right));
     }
     let (parts, body) = res.into_parts();
-    match tokio::time::timeout_at(deadline, body.collect()).await {
+    match tokio::time::timeout_at(deadline, crate::body::to_bytes(body)).await {
         Err(_) => Err(ForwardError::Timeout),
         Ok(Err(e)) => Err(ForwardError::Unreachable(error_chain(&e))),
-        Ok(Ok(collected)) => {
+        Ok(Ok(bytes)) => {
             lease.release();
-            Ok(Response::from_parts(parts, Either::Left(Full::new(collected.to_bytes()))))
+            Ok(Response::from_parts(parts, Either::Left(Full::new(bytes))))
         }
     }
 }

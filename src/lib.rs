@@ -38,6 +38,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod body;
 pub mod challenge;
 pub mod config;
 pub mod dedupe;

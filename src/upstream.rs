@@ -9,7 +9,6 @@
 //! upstream's own keep-alive timeout does not race a new request.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,8 +27,17 @@ const MAX_IDLE_PER_UPSTREAM: usize = 256;
 /// Idle connections older than this are not reused (nginx closes at 75 s).
 const MAX_IDLE_TIME: Duration = Duration::from_secs(30);
 
+/// Idle connections per upstream. A list, not a hash map: a config names a
+/// handful of upstreams, and comparing a few short authorities costs less than
+/// hashing one (`Authority` hashes byte by byte, lowercasing).
+type Idle = Vec<(Authority, Vec<(Sender, Instant)>)>;
+
 thread_local! {
-    static IDLE: RefCell<HashMap<Authority, Vec<(Sender, Instant)>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<Idle> = const { RefCell::new(Vec::new()) };
+}
+
+fn idle_for<'a>(idle: &'a mut Idle, key: &Authority) -> Option<&'a mut Vec<(Sender, Instant)>> {
+    idle.iter_mut().find(|(k, _)| k == key).map(|(_, list)| list)
 }
 
 /// A connection in use for one request.
@@ -46,7 +54,14 @@ impl Lease {
         }
         IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
-            let list = idle.entry(self.key).or_default();
+            let i = match idle.iter().position(|(k, _)| *k == self.key) {
+                Some(i) => i,
+                None => {
+                    idle.push((self.key, Vec::new()));
+                    idle.len() - 1
+                }
+            };
+            let list = &mut idle[i].1;
             if list.len() < MAX_IDLE_PER_UPSTREAM {
                 list.push((self.sender, Instant::now()));
             }
@@ -57,7 +72,7 @@ impl Lease {
 fn checkout(key: &Authority) -> Option<Sender> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.get_mut(key)?;
+        let list = idle_for(&mut idle, key)?;
         while let Some((sender, since)) = list.pop() {
             if !sender.is_closed() && since.elapsed() < MAX_IDLE_TIME {
                 return Some(sender);

@@ -71,7 +71,7 @@ async fn status_table_rows_before_verification() {
     assert_eq!((r.status.as_u16(), r.error_code().as_str()), (413, "payload_too_large"));
     // chunked body (no Content-Length) over the limit
     let chunks = futures_stream(vec![Bytes::from("y".repeat(200)), Bytes::from("y".repeat(200))]);
-    let r = send_stream(&gw.url("/webhooks/tampa"), chunks).await;
+    let r = send_stream(&gw.url("/webhooks/tampa"), &[], chunks).await;
     assert_eq!(r.0, 413, "the limit applies to chunked bodies too");
     assert_eq!(up.hits(), 0);
     gw.shutdown().await;
@@ -86,11 +86,16 @@ fn futures_stream(parts: Vec<Bytes>) -> tokio::sync::mpsc::Receiver<Bytes> {
     rx
 }
 
-async fn send_stream(url: &str, mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> (u16, String) {
+async fn send_stream(
+    url: &str,
+    headers: &[(String, String)],
+    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let uri: http::Uri = url.parse().unwrap();
     let mut s = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str()).await.unwrap();
-    let head = format!("POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", uri.path());
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let head = format!("POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n{extra}\r\n", uri.path());
     s.write_all(head.as_bytes()).await.unwrap();
     while let Ok(chunk) = rx.try_recv() {
         let _ = s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await;
@@ -103,6 +108,21 @@ async fn send_stream(url: &str, mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> (
     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, text)
+}
+
+#[tokio::test]
+async fn a_chunked_delivery_is_verified_and_forwarded_byte_for_byte() {
+    let (gw, mut up) = setup("", "").await;
+    let body = tampa_body("evt_chunked", "a.b");
+    let headers = gw.sign("tampa", &body, Some("evt_chunked"), Some("a.b"));
+    let (a, rest) = body.split_at(7);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    let chunks = futures_stream([a, b, c].iter().map(|p| Bytes::copy_from_slice(p.as_bytes())).collect());
+    let (status, text) = send_stream(&gw.url("/webhooks/tampa"), &headers, chunks).await;
+    assert_eq!(status, 200, "{text}");
+    let got = up.rx.recv().await.unwrap();
+    assert_eq!(got.body, body.as_bytes(), "the frames are joined in order, byte for byte");
+    gw.shutdown().await;
 }
 
 #[tokio::test]
