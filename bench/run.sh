@@ -107,7 +107,6 @@ listen = "127.0.0.1:$1"
 max_connections = 10000
 [dedupe]
 store = "$2"
-max_entries = 10000000
 [dedupe.redis]
 url = "redis://127.0.0.1:$RDS/0"
 [sources.tampa]

@@ -15,6 +15,9 @@ use super::{
     Source, StoreConfig, Unrouted,
 };
 use crate::route::{Pattern, Route};
+
+/// Upper bound of `dedupe.max_entries` (about 8 GB of remembered IDs).
+const MAX_MEMORY_ENTRIES: u64 = 100_000_000;
 use crate::verify::{
     Algorithm, Encoding, Key, Locator, Scheme, SecretFormat, SignatureFormat, Spec, Template, TimestampFormat,
     Verifier, keys, presets,
@@ -208,11 +211,17 @@ fn dedupe(errs: &mut Errors, value: Option<toml::Value>) -> DedupeConfig {
     let store = match f.store.as_deref().unwrap_or("memory") {
         "memory" => {
             let max_entries = match f.max_entries {
-                Some(0) => {
-                    errs.push("dedupe.max_entries", "must be at least 1");
+                Some(n) if !(1..=MAX_MEMORY_ENTRIES).contains(&n) => {
+                    errs.push(
+                        "dedupe.max_entries",
+                        format!(
+                            "must be between 1 and {MAX_MEMORY_ENTRIES} (the table is sized for it at start, \
+                             ~80 bytes per remembered ID); use the Redis store for more"
+                        ),
+                    );
                     1
                 }
-                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                Some(n) => usize::try_from(n).unwrap_or(1),
                 None => 1_000_000,
             };
             StoreConfig::Memory { max_entries }

@@ -41,6 +41,16 @@ fn minimal_config_gets_documented_defaults() {
 }
 
 #[test]
+fn memory_store_bound_is_checked() {
+    for bad in ["0", "100000001"] {
+        let errs = load_str(&format!("[dedupe]\nmax_entries = {bad}\n{MINIMAL}"), &env).unwrap_err().0;
+        assert!(errs.iter().any(|e| e.starts_with("dedupe.max_entries: must be between 1 and 100000000")), "{errs:?}");
+    }
+    let cfg = load_str(&format!("[dedupe]\nmax_entries = 100000000\n{MINIMAL}"), &env).unwrap();
+    assert_eq!(cfg.dedupe.store, StoreConfig::Memory { max_entries: 100_000_000 });
+}
+
+#[test]
 fn every_error_is_reported_with_its_path() {
     let text = r#"
 bogus_top = 1
