@@ -63,6 +63,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Small pages: with transparent huge pages every mostly empty heap arena
+    // and the pre-sized dedupe table are backed by 2 MB pages (idle RSS ~20 MB
+    // instead of ~8 MB). Applies to this process only; failure is harmless.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config),
