@@ -142,10 +142,9 @@ impl DedupeStore for MemoryStore {
         Ok(Ok(token))
     }
 
-    async fn commit(&self, key: &u128, token: &u64, ttl: Duration) -> Result<(), StoreError> {
+    async fn commit(&self, key: &u128, _token: &u64, ttl: Duration) -> Result<(), StoreError> {
         // The upstream took it: the ID is delivered, whoever holds the claim now
         // (see the `dedupe` module docs). The token only matters to release.
-        let _ = token;
         let now = self.now_ms();
         let mut inner = self.lock();
         self.insert(&mut inner, *key, Entry { token: DELIVERED, expires_ms: now.saturating_add(ms(ttl)) }, now);
