@@ -41,23 +41,22 @@ impl Pattern {
 #[derive(Debug, Clone)]
 pub struct Route {
     pub patterns: Vec<Pattern>,
-    /// `http://host:port/path`; the incoming query string is appended.
-    pub upstream: http::Uri,
     pub timeout: Duration,
-    /// Taken apart once at load, so forwarding builds no URL text per request:
-    /// the pool key, the `Host` header and the path in origin form.
+    /// The upstream URL (`http://host:port/path`) taken apart once at load, so
+    /// forwarding builds no URL text per request: the pool key, the `Host`
+    /// header and the path in origin form (the incoming query is appended).
     pub authority: http::uri::Authority,
     pub host: http::HeaderValue,
     pub path: http::uri::PathAndQuery,
 }
 
 impl Route {
-    /// `None` when `upstream` has no authority (validation refuses such URLs).
-    pub fn new(patterns: Vec<Pattern>, upstream: http::Uri, timeout: Duration) -> Option<Self> {
+    /// `None` when `upstream` has no authority.
+    pub fn new(patterns: Vec<Pattern>, upstream: &http::Uri, timeout: Duration) -> Option<Self> {
         let authority = upstream.authority()?.clone();
         let host = http::HeaderValue::from_str(authority.as_str()).ok()?;
         let path = upstream.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        Some(Route { patterns, upstream, timeout, authority, host, path })
+        Some(Route { patterns, timeout, authority, host, path })
     }
 
     pub fn matches(&self, event_type: &str) -> bool {

@@ -49,6 +49,7 @@ async fn forwards_a_verified_delivery_with_body_and_headers() {
     assert_eq!(hd["x-forwarded-for"], "198.51.100.1, 127.0.0.1");
     assert_eq!(hd["x-forwarded-proto"], "http");
     assert_eq!(hd["x-forwarded-host"], "hooks.example.com");
+    assert_eq!(hd["host"], up.addr.to_string().as_str(), "Host names the upstream");
     assert_eq!(hd["x-custom"], "kept");
     assert!(hd.contains_key("x-webhook-signature"), "end-to-end headers pass through");
     gw.shutdown().await;

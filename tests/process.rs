@@ -241,6 +241,16 @@ async fn json_logs_one_object_per_line_and_no_secrets() {
     }
 }
 
+/// The server turns transparent huge pages off for itself (idle RSS; see README Performance).
+#[tokio::test]
+async fn transparent_huge_pages_are_off_for_the_server() {
+    let up = spawn_upstream(ok_upstream()).await;
+    let p = start(&with_listeners(&tampa_config(up.addr, "", "")));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+    let thp = status.lines().find(|l| l.starts_with("THP_enabled:")).expect("kernel reports THP_enabled");
+    assert_eq!(thp.split_whitespace().nth(1), Some("0"), "{thp}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_and_a_broken_file_keeps_the_old_config() {
     let mut up = spawn_upstream(ok_upstream()).await;

@@ -15,13 +15,13 @@ use super::{
     Source, StoreConfig, Unrouted,
 };
 use crate::route::{Pattern, Route};
-
-/// Upper bound of `dedupe.max_entries` (about 8 GB of remembered IDs).
-const MAX_MEMORY_ENTRIES: u64 = 100_000_000;
 use crate::verify::{
     Algorithm, Encoding, Key, Locator, Scheme, SecretFormat, SignatureFormat, Spec, Template, TimestampFormat,
     Verifier, keys, presets,
 };
+
+/// Upper bound of `dedupe.max_entries` (about 8 GB of remembered IDs).
+const MAX_MEMORY_ENTRIES: u64 = 100_000_000;
 
 /// Every problem found in a config file, one line each, each starting with its key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -412,27 +412,26 @@ fn route(errs: &mut Errors, path: &str, f: RouteFile) -> Option<Route> {
         errs.push(&format!("{path}.events"), "list at least one event-type pattern (\"*\" matches all)");
     }
     let timeout = errs.duration(&format!("{path}.timeout"), f.timeout.as_deref(), Duration::from_secs(10));
-    let upstream = match f.upstream.as_deref() {
-        None => {
-            errs.push(&format!("{path}.upstream"), "missing");
-            None
-        }
-        Some(u) => {
-            match u.parse::<http::Uri>() {
-                Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => Some(uri),
-                Ok(uri) if uri.scheme_str() == Some("https") => {
-                    errs.push(&format!("{path}.upstream"), format!("{u:?}: https upstreams are not supported; hookgate forwards plain HTTP to the app beside it"));
-                    let _ = uri;
-                    None
-                }
-                _ => {
-                    errs.push(&format!("{path}.upstream"), format!("invalid URL {u:?}; use http://HOST:PORT/PATH"));
-                    None
-                }
-            }
-        }
+    let key = format!("{path}.upstream");
+    let Some(u) = f.upstream.as_deref() else {
+        errs.push(&key, "missing");
+        return None;
     };
-    Route::new(events.iter().map(|e| Pattern::new(e)).collect(), upstream?, timeout)
+    let uri = u.parse::<http::Uri>().ok();
+    if uri.as_ref().is_some_and(|uri| uri.scheme_str() == Some("https")) {
+        errs.push(
+            &key,
+            format!("{u:?}: https upstreams are not supported; hookgate forwards plain HTTP to the app beside it"),
+        );
+        return None;
+    }
+    let route = uri
+        .filter(|uri| uri.scheme_str() == Some("http"))
+        .and_then(|uri| Route::new(events.iter().map(|e| Pattern::new(e)).collect(), &uri, timeout));
+    if route.is_none() {
+        errs.push(&key, format!("invalid URL {u:?}; use http://HOST:PORT/PATH"));
+    }
+    route
 }
 
 fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile) {
