@@ -17,45 +17,16 @@ DURATION=${DURATION:-6}
 CONNS=${CONNS:-50}
 THREADS=${THREADS:-2}
 
-need=()
-command -v nginx >/dev/null || need+=(nginx)
-command -v haproxy >/dev/null || need+=(haproxy)
-command -v wrk >/dev/null || need+=(wrk)
-command -v redis-server >/dev/null || need+=(redis-server)
-if ((${#need[@]})); then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. bench/lib.sh
+need nginx haproxy wrk redis-server
 
 cargo build --release --quiet
 BIN=$PWD/target/release/hookgate
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-
-UP=$(free_port); NGX=$(free_port); HAP=$(free_port); HGM=$(free_port); HGR=$(free_port); RDS=$(free_port)
-
-# --- upstream: nginx returning 200
-mkdir -p "$WORK/up" "$WORK/px"
-cat > "$WORK/up/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/up/nginx.pid;
-error_log $WORK/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_buffer_size 64k;
-  server { listen 127.0.0.1:$UP reuseport; keepalive_requests 1000000; location / { return 200 "ok"; } }
-}
-CONF
-nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" -g 'daemon off;' & PIDS+=($!); UP_PID=$!
+start_upstream
+start_redis
+NGX=$(free_port); HAP=$(free_port); HGM=$(free_port); HGR=$(free_port)
+mkdir -p "$WORK/px"
 
 # --- nginx as a plain reverse proxy
 cat > "$WORK/px/nginx.conf" <<CONF
@@ -96,68 +67,23 @@ backend app
 CONF
 haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!); HAP_PID=$!
 
-# --- redis for hookgate's Redis store
-redis-server --port "$RDS" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null & PIDS+=($!); RDS_PID=$!
-
 # --- hookgate, memory store and Redis store
-hg_config() {
-  cat <<CONF
-[server]
-listen = "127.0.0.1:$1"
-max_connections = 10000
-[dedupe]
-store = "$2"
-[dedupe.redis]
-url = "redis://127.0.0.1:$RDS/0"
-[sources.tampa]
-path = "/webhooks/tampa"
-provider = "tampa"
-secrets = ["bench-secret"]
-tolerance = "1h"
-[[sources.tampa.routes]]
-events = ["*"]
-upstream = "http://127.0.0.1:$UP/hooks"
-CONF
-}
 hg_config "$HGM" memory > "$WORK/hg-memory.toml"
 hg_config "$HGR" redis > "$WORK/hg-redis.toml"
 HOOKGATE_LOG=warn "$BIN" -c "$WORK/hg-memory.toml" & PIDS+=($!); HGM_PID=$!
 HOOKGATE_LOG=warn "$BIN" -c "$WORK/hg-redis.toml" & PIDS+=($!); HGR_PID=$!
 
-for p in $UP $NGX $HAP $HGM $HGR $RDS; do wait_port "$p"; done
+for p in $NGX $HAP $HGM $HGR; do wait_port "$p"; done
 IDLE_RSS_KB=$(awk '/VmRSS/ {print $2}' /proc/$HGM_PID/status)
 
-# --- one pre-signed body (fresh timestamp; the ID varies per request in delivery.lua)
-printf '{"id":"bench","type":"dev.tampa.event.created","timestamp":"%s","data":{"order":{"id":"ord_123","amount":4200,"currency":"eur","items":[{"sku":"a-1","qty":2},{"sku":"b-7","qty":1}]}}}' \
-  "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$WORK/body.json"
-export BENCH_BODY="$WORK/body.json"
-BENCH_SIG=$("$BIN" sign -c "$WORK/hg-memory.toml" --source tampa "$WORK/body.json" | awk -F': ' 'tolower($1)=="x-webhook-signature" {print $2}')
-export BENCH_SIG
-
-# Sanity: every target answers 200 to the benchmark request.
-for port in $NGX $HAP $HGM $HGR; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/webhooks/tampa" \
-    -H "X-Webhook-Signature: $BENCH_SIG" -H "X-Delivery-ID: sanity-$port" -H 'Content-Type: application/json' --data-binary @"$BENCH_BODY")
-  [ "$code" = 200 ] || { echo "target on port $port answered $code" >&2; exit 1; }
-done
+sign_body "$BIN" "$WORK/hg-memory.toml"
+for port in $NGX $HAP $HGM $HGR; do sanity "$port"; done
 
 declare -A RESULTS
-# CPU time (user + system, in clock ticks) of a process and its children
-# (nginx's workers), read from /proc: what each target costs per request.
-ticks() {
-  local t=0 p
-  for p in "$@" $(for q in "$@"; do pgrep -P "$q"; done); do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$t"
-}
-# Busy ticks of the whole machine (wrk and everything else included).
-busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
-HZ=$(getconf CLK_TCK)
 run_one() { # name port pid-of-the-target [pid of its Redis]
   local out t0 u0 r0 m0 n
   t0=$(ticks "$3"); u0=$(ticks "$UP_PID"); r0=$(ticks ${4:-}); m0=$(busy)
-  out=$(timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s bench/delivery.lua "http://127.0.0.1:$2/webhooks/tampa" | grep '^BENCH')
+  out=$(load "$2" "$THREADS" "$CONNS" "$DURATION")
   n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
   out+=" cpu_us=$(( ($(ticks "$3") - t0) * 1000000 / HZ / n ))"
   out+=" redis_cpu_us=$(if [ -n "${4:-}" ]; then echo $(( ($(ticks "$4") - r0) * 1000000 / HZ / n )); else echo 0; fi)"

@@ -1,0 +1,106 @@
+# Shared by bench/run.sh, bench/ab.sh and bench/instructions.sh (sourced, not run).
+# Everything listens on 127.0.0.1 and lives in a temporary folder removed on exit.
+
+# Installs the Debian packages named when their command is missing.
+need() {
+  local missing=() c
+  for c in "$@"; do command -v "$c" >/dev/null || missing+=("$c"); done
+  if ((${#missing[@]})); then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+# The upstream: nginx answering 200 "ok". Sets UP (port) and UP_PID.
+start_upstream() {
+  UP=$(free_port)
+  mkdir -p "$WORK/up"
+  cat > "$WORK/up/nginx.conf" <<CONF
+worker_processes 1;
+pid $WORK/up/nginx.pid;
+error_log $WORK/up/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_buffer_size 64k;
+  server { listen 127.0.0.1:$UP reuseport; keepalive_requests 1000000; location / { return 200 "ok"; } }
+}
+CONF
+  nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" -g 'daemon off;' & PIDS+=($!); UP_PID=$!
+  wait_port "$UP"
+}
+
+# A redis-server that keeps nothing on disk. Sets RDS (port) and RDS_PID.
+start_redis() {
+  RDS=$(free_port)
+  redis-server --port "$RDS" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null & PIDS+=($!); RDS_PID=$!
+  wait_port "$RDS"
+}
+
+# hookgate config: listen port, store ("memory" or "redis"; redis needs RDS).
+hg_config() {
+  cat <<CONF
+[server]
+listen = "127.0.0.1:$1"
+max_connections = 10000
+[dedupe]
+store = "$2"
+[dedupe.redis]
+url = "redis://127.0.0.1:${RDS:-6379}/0"
+[sources.tampa]
+path = "/webhooks/tampa"
+provider = "tampa"
+secrets = ["bench-secret"]
+tolerance = "1h"
+[[sources.tampa.routes]]
+events = ["*"]
+upstream = "http://127.0.0.1:$UP/hooks"
+CONF
+}
+
+# One pre-signed body (fresh timestamp; bench/delivery.lua varies the ID per
+# request). Exports BENCH_BODY and BENCH_SIG for delivery.lua.
+sign_body() { # hookgate-binary config
+  printf '{"id":"bench","type":"dev.tampa.event.created","timestamp":"%s","data":{"order":{"id":"ord_123","amount":4200,"currency":"eur","items":[{"sku":"a-1","qty":2},{"sku":"b-7","qty":1}]}}}' \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$WORK/body.json"
+  export BENCH_BODY="$WORK/body.json"
+  BENCH_SIG=$("$1" sign -c "$2" --source tampa "$WORK/body.json" | awk -F': ' 'tolower($1)=="x-webhook-signature" {print $2}')
+  export BENCH_SIG
+}
+
+# Fails unless the target on this port answers 200 to a benchmark delivery.
+sanity() {
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$1/webhooks/tampa" \
+    -H "X-Webhook-Signature: $BENCH_SIG" -H "X-Delivery-ID: sanity-$1-$RANDOM" -H 'Content-Type: application/json' --data-binary @"$BENCH_BODY")
+  [ "$code" = 200 ] || { echo "target on port $1 answered $code" >&2; exit 1; }
+}
+
+# CPU time (user + system, in clock ticks) of processes and their children
+# (nginx's workers), read from /proc.
+ticks() {
+  local t=0 p
+  for p in "$@" $(for q in "$@"; do pgrep -P "$q"; done); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+# Busy ticks of the whole machine (wrk and everything else included).
+busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+HZ=$(getconf CLK_TCK)
+
+# One bounded wrk run against a target; prints its BENCH line.
+load() { # port threads conns seconds
+  timeout $(($4 + 30)) wrk -t"$2" -c"$3" -d"$4s" --latency -s bench/delivery.lua "http://127.0.0.1:$1/webhooks/tampa" | grep '^BENCH'
+}
