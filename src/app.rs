@@ -11,8 +11,19 @@ use http::HeaderValue;
 
 use crate::config::{Config, OnStoreError};
 use crate::dedupe::{Store, StoreError};
+use crate::delivery_log::DeliveryLog;
 use crate::guard::{self, Limiter};
 use crate::metrics::{Metrics, SourceMetrics};
+use crate::queue::{Queue, QueueError};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
 
 /// Per-source state derived from the config.
 pub struct SourceState {
@@ -20,6 +31,8 @@ pub struct SourceState {
     pub metrics: SourceMetrics,
     /// `X-Hookgate-Source` value, made once.
     pub name_header: HeaderValue,
+    /// The name, shared with delivery-log records.
+    pub name: Arc<str>,
 }
 
 /// One loaded config and what was built from it.
@@ -38,6 +51,11 @@ pub struct App {
     pub clock: fn() -> SystemTime,
     /// Logs store failures once per burst, not once per request.
     pub store_health: StoreHealth,
+    /// Queue mode's store, when the config has a `[queue]` table. Its settings
+    /// apply at start-up only (a reload keeps this one).
+    pub queue: Option<Queue>,
+    /// The recent requests (`GET /deliveries`).
+    pub deliveries: DeliveryLog,
 }
 
 /// Whether the dedupe store is failing, so a burst of failures logs one line
@@ -79,6 +97,7 @@ impl Loaded {
                 limiter: s.rate_limit.as_ref().map(guard::limiter),
                 metrics: metrics.for_source(&s.name, s.routes.len(), s.verifier.keys.len()),
                 name_header: HeaderValue::from_str(&s.name).unwrap_or(HeaderValue::from_static("invalid")),
+                name: s.name.as_str().into(),
             })
             .collect();
         Ok(Loaded { config, sources, store })
@@ -86,19 +105,23 @@ impl Loaded {
 }
 
 impl App {
-    pub fn new(config: Config) -> Result<Arc<Self>, StoreError> {
+    pub fn new(config: Config) -> Result<Arc<Self>, StartError> {
         Self::with_clock(config, SystemTime::now)
     }
 
     /// Like [`App::new`] with a fixed clock, for tests of the freshness window.
-    pub fn with_clock(config: Config, clock: fn() -> SystemTime) -> Result<Arc<Self>, StoreError> {
+    pub fn with_clock(config: Config, clock: fn() -> SystemTime) -> Result<Arc<Self>, StartError> {
         let metrics = Arc::new(Metrics::new());
+        let queue = config.queue.as_ref().map(Queue::start).transpose()?;
+        let deliveries = DeliveryLog::new(config.log.deliveries);
         let loaded = Loaded::build(config, &metrics, None)?;
         Ok(Arc::new(App {
             loaded: RwLock::new(Arc::new(loaded)),
             metrics,
             clock,
             store_health: StoreHealth::default(),
+            queue,
+            deliveries,
         }))
     }
 
@@ -119,6 +142,10 @@ impl App {
                 "server.listen, server.admin_listen and server.max_connections apply at start-up only; restart to change them"
             );
         }
+        if current.config.queue != config.queue {
+            tracing::warn!("[queue] applies at start-up only; restart to change it (the running queue is kept)");
+        }
+        self.deliveries.set_capacity(config.log.deliveries);
         let next = Loaded::build(config, &self.metrics, Some(&current))?;
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         Ok(())

@@ -40,6 +40,8 @@ pub enum Rejection {
     StoreUnavailable { retry_after: Duration },
     #[error("no route matches this event type")]
     Unrouted,
+    #[error("the delivery could not be stored for later delivery; retry later")]
+    QueueUnavailable { retry_after: Duration },
     #[error("{0}")]
     Upstream(#[from] ForwardError),
 }
@@ -62,7 +64,7 @@ impl Rejection {
                 | VerifyError::StaleTimestamp => StatusCode::UNAUTHORIZED,
             },
             Rejection::InFlight { .. } => StatusCode::CONFLICT,
-            Rejection::StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::StoreUnavailable { .. } | Rejection::QueueUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Upstream(ForwardError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             Rejection::Upstream(ForwardError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
         }
@@ -89,6 +91,7 @@ impl Rejection {
             Rejection::InFlight { .. } => "in_flight",
             Rejection::StoreUnavailable { .. } => "store_unavailable",
             Rejection::Unrouted => "no_route",
+            Rejection::QueueUnavailable { .. } => "queue_unavailable",
             Rejection::Upstream(ForwardError::Timeout) => "upstream_timeout",
             Rejection::Upstream(ForwardError::Unreachable(_)) => "upstream_unreachable",
         }
@@ -98,7 +101,8 @@ impl Rejection {
         match self {
             Rejection::RateLimited { retry_after }
             | Rejection::InFlight { retry_after }
-            | Rejection::StoreUnavailable { retry_after } => Some(*retry_after),
+            | Rejection::StoreUnavailable { retry_after }
+            | Rejection::QueueUnavailable { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -164,6 +168,7 @@ mod tests {
             (Rejection::InFlight { retry_after: d(2) }, 409, "in_flight", true),
             (Rejection::StoreUnavailable { retry_after: d(5) }, 503, "store_unavailable", true),
             (Rejection::Unrouted, 404, "no_route", false),
+            (Rejection::QueueUnavailable { retry_after: d(5) }, 503, "queue_unavailable", true),
             (Rejection::Upstream(ForwardError::Unreachable("refused".into())), 502, "upstream_unreachable", false),
             (Rejection::Upstream(ForwardError::Timeout), 504, "upstream_timeout", false),
         ];

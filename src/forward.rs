@@ -149,14 +149,7 @@ pub fn upstream_headers(
 
 /// The upstream path (origin form) with the incoming query appended.
 pub fn upstream_path(base: &PathAndQuery, incoming: &Uri) -> PathAndQuery {
-    let Some(query) = incoming.query() else {
-        return base.clone();
-    };
-    let joined = match base.query() {
-        Some(_) => format!("{base}&{query}"),
-        None => format!("{base}?{query}"),
-    };
-    joined.parse().unwrap_or_else(|_| base.clone())
+    upstream_path_with(base, incoming.query())
 }
 
 /// Sends `delivery` to `route` and waits for the response head. The delivery's
@@ -168,7 +161,7 @@ pub async fn forward(
     source: &HeaderValue,
 ) -> Result<Response<ResBody>, ForwardError> {
     let path = upstream_path(&route.path, &delivery.head.uri);
-    let headers = upstream_headers(
+    let mut headers = upstream_headers(
         std::mem::take(&mut delivery.head.headers),
         &delivery.head.uri,
         peer,
@@ -176,7 +169,26 @@ pub async fn forward(
         delivery.id(),
         delivery.event_type(),
     );
-    let mut req = Request::new(Full::new(delivery.body.clone()));
+    if let Some(r) = &route.resign {
+        r.apply(&mut headers, delivery.id(), unix_now(), &delivery.body);
+    }
+    send(route, path, headers, delivery.body.clone()).await
+}
+
+/// Seconds since the epoch, for re-signing.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Sends one request to `route`'s upstream (the part sync routes and queue
+/// attempts share): `headers` are final but for `Host`; `path` is in origin form.
+pub async fn send(
+    route: &Route,
+    path: PathAndQuery,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Result<Response<ResBody>, ForwardError> {
+    let mut req = Request::new(Full::new(body));
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = Uri::from(path);
     *req.headers_mut() = headers;
@@ -206,6 +218,18 @@ pub async fn forward(
             Ok(Response::from_parts(parts, Either::Left(Full::new(bytes))))
         }
     }
+}
+
+/// The upstream path for a stored query string (queue attempts).
+pub fn upstream_path_with(base: &PathAndQuery, query: Option<&str>) -> PathAndQuery {
+    let Some(query) = query else {
+        return base.clone();
+    };
+    let joined = match base.query() {
+        Some(_) => format!("{base}&{query}"),
+        None => format!("{base}?{query}"),
+    };
+    joined.parse().unwrap_or_else(|_| base.clone())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -233,7 +233,7 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
     let app = match App::new(cfg) {
         Ok(a) => a,
         Err(e) => {
-            tracing::error!(error = %e, "cannot set up the dedupe store");
+            tracing::error!(error = %e, "cannot start");
             return ExitCode::from(1);
         }
     };
@@ -268,6 +268,10 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+
+    // Queue mode's delivery loops run on this thread's runtime.
+    let queue_runner =
+        app.queue.clone().map(|q| tokio::spawn(hookgate::queue::worker::run(app.clone(), q, stop_rx.clone())));
 
     let mut workers = Vec::new();
     for (i, std_listener) in listeners.into_iter().enumerate() {
@@ -308,6 +312,9 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
     match admin {
         Some(l) => hookgate::server::serve_admin(app, l, stopped(stop_rx)).await,
         None => stopped(stop_rx).await,
+    }
+    if let Some(runner) = queue_runner {
+        let _ = runner.await;
     }
     let joined = tokio::task::spawn_blocking(move || workers.into_iter().all(|w| w.join().is_ok())).await;
     if !matches!(joined, Ok(true)) {

@@ -7,6 +7,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -34,6 +35,8 @@ pub const OUTCOMES: &[&str] = &[
     "no_route",
     "upstream_timeout",
     "upstream_unreachable",
+    "queued",
+    "queue_unavailable",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,6 +49,20 @@ struct RequestLabels {
 struct RouteLabels {
     source: String,
     route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueResultLabels {
+    source: String,
+    route: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueDepthLabels {
+    source: String,
+    route: String,
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,6 +93,27 @@ pub struct Metrics {
     pub undeduped: Counter,
     /// Requests to paths no source owns.
     pub not_found: Counter,
+    queue_attempts: Family<QueueResultLabels, Counter>,
+    queue_depth: Family<QueueDepthLabels, Gauge>,
+    queue_oldest: Family<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+/// A queue route's attempt counters, made once per worker.
+#[derive(Clone)]
+pub struct QueueRouteMetrics {
+    pub ok: Counter,
+    pub retry: Counter,
+    pub dead: Counter,
+}
+
+/// One queue route's depth, as `/queue` reports it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueDepth {
+    pub pending: u64,
+    pub scheduled: u64,
+    pub in_flight: u64,
+    pub dead: u64,
+    pub oldest_pending_seconds: f64,
 }
 
 impl Default for Metrics {
@@ -111,8 +149,60 @@ impl Metrics {
             "Deliveries forwarded without dedupe because the store failed and on_store_error = \"allow\"",
             undeduped.clone(),
         );
+        let queue_attempts = Family::<QueueResultLabels, Counter>::default();
+        let queue_depth = Family::<QueueDepthLabels, Gauge>::default();
+        let queue_oldest = Family::<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "hookgate_queue_attempts",
+            "Queue delivery attempts by result (ok, retry, dead)",
+            queue_attempts.clone(),
+        );
+        registry.register(
+            "hookgate_queue_depth",
+            "Stored queue deliveries by state (pending, scheduled, in_flight, dead)",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "hookgate_queue_oldest_pending_seconds",
+            "Age of the oldest never-attempted queued delivery",
+            queue_oldest.clone(),
+        );
         let not_found = requests.get_or_create(&RequestLabels { source: String::new(), outcome: "not_found" }).clone();
-        Metrics { registry, requests, upstream, dedupe_hits, secret_matches, store_errors, undeduped, not_found }
+        Metrics {
+            registry,
+            requests,
+            upstream,
+            dedupe_hits,
+            secret_matches,
+            store_errors,
+            undeduped,
+            not_found,
+            queue_attempts,
+            queue_depth,
+            queue_oldest,
+        }
+    }
+
+    /// The attempt counters of one queue route.
+    pub fn queue_route(&self, source: &str, route: usize) -> QueueRouteMetrics {
+        let c = |result| {
+            self.queue_attempts
+                .get_or_create(&QueueResultLabels { source: source.to_owned(), route: route.to_string(), result })
+                .clone()
+        };
+        QueueRouteMetrics { ok: c("ok"), retry: c("retry"), dead: c("dead") }
+    }
+
+    /// Sets the depth gauges of one queue route (done at scrape time).
+    pub fn set_queue_depth(&self, source: &str, route: usize, d: &QueueDepth) {
+        for (state, v) in
+            [("pending", d.pending), ("scheduled", d.scheduled), ("in_flight", d.in_flight), ("dead", d.dead)]
+        {
+            let labels = QueueDepthLabels { source: source.to_owned(), route: route.to_string(), state };
+            self.queue_depth.get_or_create(&labels).set(v as i64);
+        }
+        let labels = RouteLabels { source: source.to_owned(), route: route.to_string() };
+        self.queue_oldest.get_or_create(&labels).set(d.oldest_pending_seconds);
     }
 
     /// OpenMetrics text exposition.

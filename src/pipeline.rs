@@ -13,18 +13,22 @@ use serde_json::json;
 
 use crate::app::{App, Loaded, SourceState};
 use crate::config::{OnStoreError, Source, Unrouted};
-use crate::dedupe::ClaimOutcome;
+use crate::dedupe::{Claim, ClaimOutcome};
+use crate::delivery_log::Item;
 use crate::error::{Rejection, json_response};
 use crate::forward::{self, Peer, X_DUPLICATE};
-use crate::verify::Delivery;
+use crate::queue::{Meta, NewEntry, QueueRoute, RouteKey, unix_ms};
+use crate::verify::{Delivery, Verified};
 use crate::{ResBody, challenge, guard, route};
 
 /// How long a sender should wait before retrying an in-flight delivery.
 const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
 /// How long a sender should wait when the dedupe store is down.
 const STORE_RETRY: Duration = Duration::from_secs(5);
+/// How long a sender should wait when the queue store cannot be written.
+const QUEUE_RETRY: Duration = Duration::from_secs(5);
 
-/// What the log line and metrics say about one delivery.
+/// What the log line, the delivery log and metrics say about one delivery.
 #[derive(Default)]
 struct Record {
     /// The client address (the peer, or the trusted proxies' X-Forwarded-For hop).
@@ -32,6 +36,28 @@ struct Record {
     event_type: String,
     id: String,
     upstream_ms: Option<u128>,
+    route: Option<u16>,
+    /// The delivery log already has this request (queue routes record it before enqueueing).
+    logged: bool,
+}
+
+impl Record {
+    fn item(&self, source: &SourceState, outcome: &'static str, status: u16) -> Item {
+        Item {
+            at: std::time::SystemTime::now(),
+            source: source.name.clone(),
+            id: self.id.as_str().into(),
+            event_type: self.event_type.as_str().into(),
+            outcome,
+            status,
+            route: self.route,
+            upstream_ms: self.upstream_ms.map(|m| m as u64),
+            client: self.client,
+            attempts: None,
+            queue_state: None,
+            last_status: None,
+        }
+    }
 }
 
 /// Handles one request on the webhook listener.
@@ -60,6 +86,9 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             }
         };
     state.metrics.outcome(outcome);
+    if !record.logged {
+        app.deliveries.push(record.item(state, outcome, response.status().as_u16()));
+    }
     tracing::info!(
         source = %source.name,
         client = %record.client.unwrap_or(peer.ip()),
@@ -125,8 +154,8 @@ async fn process(
     // parse + verify + fresh
     let mut delivery = Delivery::new(head, body).verify(&source.verifier, (app.clock)())?;
     state.metrics.secret(delivery.secret_index());
-    // Kept for the log line only, so not copied when that line is off.
-    if tracing::enabled!(tracing::Level::INFO) {
+    // Kept for the log line and the delivery log only, so not copied when both are off.
+    if tracing::enabled!(tracing::Level::INFO) || app.deliveries.enabled() {
         record.event_type.push_str(delivery.event_type());
         record.id.push_str(delivery.id());
     }
@@ -180,8 +209,15 @@ async fn process(
         };
     };
 
-    // forward, then commit on 2xx or release
+    record.route = Some(route_index as u16);
     let peer_info = Peer { addr: peer.ip(), trusted: guard::peer_trusted(peer.ip(), &server.trusted_proxies) };
+
+    // queue: store durably, then acknowledge (the worker forwards later)
+    if let Some(q) = route.queue() {
+        return enqueue(app, source, state, route_index, q, &mut delivery, claim, peer_info, record).await;
+    }
+
+    // forward, then commit on 2xx or release
     let sent = Instant::now();
     let result = forward::forward(&mut delivery, route, peer_info, &state.name_header).await;
     let elapsed = sent.elapsed();
@@ -205,4 +241,84 @@ async fn process(
             Err(e.into())
         }
     }
+}
+
+/// A queue route's last stage: the delivery is stored with the headers a sync
+/// route would forward, the claim committed and the sender acknowledged; or,
+/// when the store cannot be written, the claim released and 503 answered.
+#[allow(clippy::too_many_arguments)]
+async fn enqueue(
+    app: &App,
+    source: &Source,
+    state: &SourceState,
+    route_index: usize,
+    q: &QueueRoute,
+    delivery: &mut Delivery<Verified>,
+    claim: Option<Claim>,
+    peer: Peer,
+    record: &mut Record,
+) -> Result<(Response<ResBody>, &'static str), Rejection> {
+    let unavailable = Rejection::QueueUnavailable { retry_after: QUEUE_RETRY };
+    let Some(queue) = &app.queue else {
+        // [queue] was added by a reload; it takes a restart.
+        if let Some(c) = claim {
+            let _ = c.release().await;
+        }
+        return Err(unavailable);
+    };
+    let headers = forward::upstream_headers(
+        std::mem::take(&mut delivery.head.headers),
+        &delivery.head.uri,
+        peer,
+        &state.name_header,
+        delivery.id(),
+        delivery.event_type(),
+    );
+    let log_seq = app.deliveries.push(Item {
+        attempts: Some(0),
+        queue_state: Some("pending"),
+        ..record.item(state, "queued", q.ack_status.as_u16())
+    });
+    record.logged = true;
+    let meta = Meta {
+        source: source.name.clone(),
+        route: route_index,
+        id: delivery.id().to_owned(),
+        event_type: delivery.event_type().to_owned(),
+        query: delivery.head.uri.query().map(str::to_owned),
+        received_ms: unix_ms(std::time::SystemTime::now()),
+        log: log_seq.map(|s| (app.deliveries.epoch, s)),
+    };
+    let entry = NewEntry { meta, headers, body: delivery.body.clone() };
+    match queue.enqueue(RouteKey::new(&source.name, route_index), entry).await {
+        Ok(_) => {
+            if let Some(c) = claim
+                && let Err(e) = c.commit().await
+            {
+                app.metrics.store_errors.inc();
+                app.store_health.failed(&e, loaded_policy(app));
+            }
+            let body = json!({ "ok": true, "queued": true, "id": delivery.id() });
+            Ok((json_response(q.ack_status, &body), "queued"))
+        }
+        Err(e) => {
+            tracing::warn!(source = %source.name, error = %e, "cannot store a queued delivery");
+            if let Some(c) = claim {
+                let _ = c.release().await;
+            }
+            if let Some(seq) = log_seq {
+                app.deliveries.update(seq, |i| {
+                    i.outcome = unavailable.code();
+                    i.status = unavailable.status().as_u16();
+                    i.attempts = None;
+                    i.queue_state = None;
+                });
+            }
+            Err(unavailable)
+        }
+    }
+}
+
+fn loaded_policy(app: &App) -> OnStoreError {
+    app.current().config.dedupe.on_store_error
 }

@@ -2,7 +2,11 @@
 //! every other character matches itself. Patterns are split at `*` once, at
 //! config load; matching allocates nothing.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::queue::QueueRoute;
+use crate::resign::Resigner;
 
 /// A compiled event-type pattern: the literal pieces between stars. With one
 /// piece there is no star; otherwise the first piece is a required prefix, the
@@ -48,15 +52,38 @@ pub struct Route {
     pub authority: http::uri::Authority,
     pub host: http::HeaderValue,
     pub path: http::uri::PathAndQuery,
+    /// The upstream URL as configured, for the admin API and logs.
+    pub upstream: Arc<str>,
+    /// Forward while the sender waits, or store and deliver later.
+    pub mode: Mode,
+    /// `sign_upstream` (the route's, else the source's): re-sign toward the app.
+    pub resign: Option<Arc<Resigner>>,
+}
+
+/// How a route delivers (SPEC §5).
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Forward now; the sender gets the upstream's answer.
+    Sync,
+    /// Store durably, acknowledge, deliver with retries.
+    Queue(QueueRoute),
 }
 
 impl Route {
-    /// `None` when `upstream` has no authority.
+    /// A sync route without re-signing; `None` when `upstream` has no authority.
     pub fn new(patterns: Vec<Pattern>, upstream: &http::Uri, timeout: Duration) -> Option<Self> {
         let authority = upstream.authority()?.clone();
         let host = http::HeaderValue::from_str(authority.as_str()).ok()?;
         let path = upstream.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        Some(Route { patterns, timeout, authority, host, path })
+        let shown = upstream.to_string().into();
+        Some(Route { patterns, timeout, authority, host, path, upstream: shown, mode: Mode::Sync, resign: None })
+    }
+
+    pub fn queue(&self) -> Option<&QueueRoute> {
+        match &self.mode {
+            Mode::Queue(q) => Some(q),
+            Mode::Sync => None,
+        }
     }
 
     pub fn matches(&self, event_type: &str) -> bool {

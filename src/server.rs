@@ -55,12 +55,12 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     .await;
 }
 
-/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until `shutdown` resolves.
+/// Serves the admin endpoints ([`admin`]) on `listener` until `shutdown` resolves.
 pub async fn serve_admin(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let limits = Limits { max_connections: 256, ..Limits::from_app(&app) };
-    serve_with(listener, limits, shutdown, move |req, _peer| {
+    serve_with(listener, limits, shutdown, move |req, peer| {
         let app = app.clone();
-        async move { admin::handle(&app, req).await }
+        async move { admin::handle(&app, req, peer).await }
     })
     .await;
 }

@@ -20,6 +20,8 @@ pub struct FileConfig {
     pub log: Option<toml::Value>,
     #[serde(default)]
     pub sources: Option<toml::Value>,
+    #[serde(default)]
+    pub queue: Option<toml::Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -33,6 +35,7 @@ pub struct ServerFile {
     pub shutdown_grace: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
     pub max_connections: Option<u64>,
+    pub admin_token: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -62,6 +65,7 @@ pub struct RedisFile {
 #[derive(Debug, Default, Deserialize)]
 pub struct LogFile {
     pub format: Option<String>,
+    pub deliveries: Option<u64>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -77,6 +81,7 @@ pub struct SourceFile {
     pub unrouted: Option<String>,
     pub verify: Option<VerifyFile>,
     pub routes: Option<Vec<toml::Value>>,
+    pub sign_upstream: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -113,6 +118,34 @@ pub struct RouteFile {
     pub events: Option<Vec<String>>,
     pub upstream: Option<String>,
     pub timeout: Option<String>,
+    pub delivery: Option<String>,
+    pub retry: Option<RetryFile>,
+    pub concurrency: Option<u64>,
+    pub ack_status: Option<u64>,
+    pub sign_upstream: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `retry = { attempts, backoff, max_backoff }` on a queue route.
+#[derive(Debug, Default, Deserialize)]
+pub struct RetryFile {
+    pub attempts: Option<u64>,
+    pub backoff: Option<String>,
+    pub max_backoff: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[queue]`: where queue-mode deliveries are stored.
+#[derive(Debug, Default, Deserialize)]
+pub struct QueueFile {
+    pub store: Option<String>,
+    pub path: Option<String>,
+    pub sync: Option<String>,
+    pub visibility_timeout: Option<String>,
+    pub dead_retention: Option<String>,
+    pub redis: Option<RedisFile>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -33,6 +33,50 @@ pub struct Config {
     pub log: LogConfig,
     /// Sorted by name.
     pub sources: Vec<Source>,
+    /// `[queue]`: present when a route has `delivery = "queue"` or the table is set.
+    pub queue: Option<QueueConfig>,
+}
+
+/// `[queue]` (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    pub store: QueueStoreConfig,
+    /// A delivery taken by a worker that died is handed out again after this.
+    pub visibility_timeout: Duration,
+    /// Dead letters older than this are dropped.
+    pub dead_retention: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueStoreConfig {
+    /// Embedded store in `path`; `fsync`: the ack waits for the data to be fsync'd.
+    Disk {
+        path: std::path::PathBuf,
+        fsync: bool,
+    },
+    Redis(RedisConfig),
+}
+
+/// A secret compared in constant time and never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Box<str>);
+
+impl Secret {
+    pub fn new(s: &str) -> Self {
+        Secret(s.into())
+    }
+
+    /// Constant-time comparison with what a client sent.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        use subtle::ConstantTimeEq as _;
+        bool::from(self.0.as_bytes().ct_eq(given))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +95,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Open connections at once; the accept loop waits beyond this.
     pub max_connections: usize,
+    /// `Authorization: Bearer` for every admin request but `/healthz` and
+    /// `/readyz`; without it the section 5/6 endpoints are loopback-only.
+    pub admin_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +147,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     pub format: LogFormat,
+    /// Records kept by the in-memory delivery log (`GET /deliveries`); 0 turns it off.
+    pub deliveries: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

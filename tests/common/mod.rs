@@ -57,10 +57,13 @@ pub async fn spawn_app(app: Arc<App>, cfg: Config) -> Gateway {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(hookgate::server::serve(app.clone(), listener, stopped(rx.clone()))),
-        tokio::spawn(hookgate::server::serve_admin(app.clone(), admin, stopped(rx))),
+        tokio::spawn(hookgate::server::serve_admin(app.clone(), admin, stopped(rx.clone()))),
     ];
+    if let Some(q) = app.queue.clone() {
+        tasks.push(tokio::spawn(hookgate::queue::worker::run(app.clone(), q, rx)));
+    }
     Gateway { addr, admin: admin_addr, app, config: cfg, stop, tasks }
 }
 

@@ -9,12 +9,16 @@ use http::HeaderName;
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
-use super::file::{DedupeFile, FileConfig, LogFile, RouteFile, ServerFile, SourceFile, Unknown, VerifyFile};
-use super::{
-    Config, DedupeConfig, LogConfig, LogFormat, OnStoreError, RateLimit, RedisConfig, RedisTarget, ServerConfig,
-    Source, StoreConfig, Unrouted,
+use super::file::{
+    DedupeFile, FileConfig, LogFile, QueueFile, RedisFile, RouteFile, ServerFile, SourceFile, Unknown, VerifyFile,
 };
-use crate::route::{Pattern, Route};
+use super::{
+    Config, DedupeConfig, LogConfig, LogFormat, OnStoreError, QueueConfig, QueueStoreConfig, RateLimit, RedisConfig,
+    RedisTarget, Secret, ServerConfig, Source, StoreConfig, Unrouted,
+};
+use crate::queue::{QueueRoute, RetryPolicy};
+use crate::resign::Resigner;
+use crate::route::{Mode, Pattern, Route};
 use crate::verify::{
     Algorithm, Encoding, Key, Locator, Scheme, SecretFormat, SignatureFormat, Spec, Template, TimestampFormat,
     Verifier, keys, presets,
@@ -22,6 +26,10 @@ use crate::verify::{
 
 /// Upper bound of `dedupe.max_entries` (about 8 GB of remembered IDs).
 const MAX_MEMORY_ENTRIES: u64 = 100_000_000;
+/// Upper bound of `log.deliveries` (~200 bytes a record).
+const MAX_LOG_RECORDS: u64 = 1_000_000;
+/// Upper bound of a queue route's `concurrency`.
+const MAX_CONCURRENCY: u64 = 10_000;
 
 /// Every problem found in a config file, one line each, each starting with its key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +141,14 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     let dedupe = dedupe(&mut errs, file.dedupe);
     let log_file: LogFile = errs.table("log", file.log);
     errs.unknown("log", &log_file.unknown);
+    let deliveries = match log_file.deliveries {
+        Some(n) if n > MAX_LOG_RECORDS => {
+            errs.push("log.deliveries", format!("must be between 0 and {MAX_LOG_RECORDS}"));
+            0
+        }
+        Some(n) => usize::try_from(n).unwrap_or(0),
+        None => 10_000,
+    };
     let log = LogConfig {
         format: errs.choice(
             "log.format",
@@ -140,7 +156,9 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             LogFormat::Text,
             &[("text", LogFormat::Text), ("json", LogFormat::Json)],
         ),
+        deliveries,
     };
+    let queue = file.queue.map(|v| queue(&mut errs, v, &dedupe));
 
     let mut sources = Vec::new();
     match file.sources {
@@ -164,7 +182,20 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         Some(_) => errs.push("sources", "must be a table of [sources.NAME] tables"),
     }
 
-    if errs.0.is_empty() { Ok(Config { server, dedupe, log, sources }) } else { Err(ConfigErrors(errs.0)) }
+    if queue.is_none() {
+        for s in &sources {
+            for (i, r) in s.routes.iter().enumerate() {
+                if r.queue().is_some() {
+                    errs.push(
+                        &format!("sources.{}.routes[{i}].delivery", s.name),
+                        "\"queue\" needs a [queue] table (an empty one takes the defaults: a disk queue in ./hookgate-data/queue)",
+                    );
+                }
+            }
+        }
+    }
+
+    if errs.0.is_empty() { Ok(Config { server, dedupe, log, sources, queue }) } else { Err(ConfigErrors(errs.0)) }
 }
 
 fn server(errs: &mut Errors, f: ServerFile) -> ServerConfig {
@@ -200,14 +231,61 @@ fn server(errs: &mut Errors, f: ServerFile) -> ServerConfig {
         shutdown_grace: errs.duration("server.shutdown_grace", f.shutdown_grace.as_deref(), Duration::from_secs(30)),
         trusted_proxies: errs.cidrs("server.trusted_proxies", f.trusted_proxies.as_deref().unwrap_or_default()),
         max_connections,
+        admin_token: f.admin_token.as_deref().filter(|t| !t.is_empty()).map(Secret::new),
     }
+}
+
+fn queue(errs: &mut Errors, value: toml::Value, dedupe: &DedupeConfig) -> QueueConfig {
+    let f: QueueFile = errs.table("queue", Some(value));
+    errs.unknown("queue", &f.unknown);
+    let store = match f.store.as_deref().unwrap_or("disk") {
+        "disk" => {
+            if f.redis.is_some() {
+                errs.push("queue.redis", "only used with store = \"redis\"");
+            }
+            let fsync = errs.choice("queue.sync", f.sync.as_deref(), true, &[("always", true), ("none", false)]);
+            let path = f.path.unwrap_or_else(|| "./hookgate-data/queue".into());
+            if path.is_empty() {
+                errs.push("queue.path", "must not be empty");
+            }
+            QueueStoreConfig::Disk { path: path.into(), fsync }
+        }
+        "redis" => {
+            if f.sync.is_some() || f.path.is_some() {
+                errs.push("queue", "path and sync apply to store = \"disk\" only");
+            }
+            let fallback = match &dedupe.store {
+                StoreConfig::Redis(r) => Some(r),
+                StoreConfig::Memory { .. } => None,
+            };
+            let redis = redis_config(errs, "queue.redis", f.redis.unwrap_or_default(), fallback, "hookgate:q:");
+            errs.push(
+                "queue.store",
+                "\"redis\" is not available in this version yet; use \"disk\" (one process, or a sidecar with a volume)",
+            );
+            QueueStoreConfig::Redis(redis)
+        }
+        other => {
+            errs.push("queue.store", format!("invalid value {other:?}; expected \"disk\" or \"redis\""));
+            QueueStoreConfig::Disk { path: ".".into(), fsync: true }
+        }
+    };
+    let visibility_timeout =
+        errs.duration("queue.visibility_timeout", f.visibility_timeout.as_deref(), Duration::from_secs(60));
+    let dead_retention =
+        errs.duration("queue.dead_retention", f.dead_retention.as_deref(), Duration::from_secs(7 * 24 * 3600));
+    for (path, d) in [("queue.visibility_timeout", visibility_timeout), ("queue.dead_retention", dead_retention)] {
+        if d.is_zero() {
+            errs.push(path, "must be more than 0");
+        }
+    }
+    QueueConfig { store, visibility_timeout, dead_retention }
 }
 
 fn dedupe(errs: &mut Errors, value: Option<toml::Value>) -> DedupeConfig {
     let f: DedupeFile = errs.table("dedupe", value);
     errs.unknown("dedupe", &f.unknown);
     let redis = f.redis.unwrap_or_default();
-    errs.unknown("dedupe.redis", &redis.unknown);
     let store = match f.store.as_deref().unwrap_or("memory") {
         "memory" => {
             let max_entries = match f.max_entries {
@@ -226,34 +304,7 @@ fn dedupe(errs: &mut Errors, value: Option<toml::Value>) -> DedupeConfig {
             };
             StoreConfig::Memory { max_entries }
         }
-        "redis" => {
-            let target = match (redis.url, redis.cluster) {
-                (Some(_), Some(_)) => {
-                    errs.push("dedupe.redis", "set either url or cluster, not both");
-                    RedisTarget::Single(String::new())
-                }
-                (_, Some(nodes)) if nodes.is_empty() => {
-                    errs.push("dedupe.redis.cluster", "list at least one node");
-                    RedisTarget::Cluster(nodes)
-                }
-                (_, Some(nodes)) => {
-                    for (i, n) in nodes.iter().enumerate() {
-                        check_redis_url(errs, &format!("dedupe.redis.cluster[{i}]"), n);
-                    }
-                    RedisTarget::Cluster(nodes)
-                }
-                (url, None) => {
-                    let url = url.unwrap_or_else(|| "redis://127.0.0.1:6379/0".into());
-                    check_redis_url(errs, "dedupe.redis.url", &url);
-                    RedisTarget::Single(url)
-                }
-            };
-            StoreConfig::Redis(RedisConfig {
-                target,
-                key_prefix: redis.key_prefix.unwrap_or_else(|| "hookgate:".into()),
-                timeout: errs.duration("dedupe.redis.timeout", redis.timeout.as_deref(), Duration::from_secs(2)),
-            })
-        }
+        "redis" => StoreConfig::Redis(redis_config(errs, "dedupe.redis", redis, None, "hookgate:")),
         other => {
             errs.push("dedupe.store", format!("invalid value {other:?}; expected \"memory\" or \"redis\""));
             StoreConfig::Memory { max_entries: 1 }
@@ -276,6 +327,47 @@ fn dedupe(errs: &mut Errors, value: Option<toml::Value>) -> DedupeConfig {
             OnStoreError::Reject,
             &[("reject", OnStoreError::Reject), ("allow", OnStoreError::Allow)],
         ),
+    }
+}
+
+/// `[X.redis]`; unset url/cluster/timeout come from `fallback` when given.
+fn redis_config(
+    errs: &mut Errors,
+    path: &str,
+    redis: RedisFile,
+    fallback: Option<&RedisConfig>,
+    default_prefix: &str,
+) -> RedisConfig {
+    errs.unknown(path, &redis.unknown);
+    let target = match (redis.url, redis.cluster) {
+        (Some(_), Some(_)) => {
+            errs.push(path, "set either url or cluster, not both");
+            RedisTarget::Single(String::new())
+        }
+        (_, Some(nodes)) if nodes.is_empty() => {
+            errs.push(&format!("{path}.cluster"), "list at least one node");
+            RedisTarget::Cluster(nodes)
+        }
+        (_, Some(nodes)) => {
+            for (i, n) in nodes.iter().enumerate() {
+                check_redis_url(errs, &format!("{path}.cluster[{i}]"), n);
+            }
+            RedisTarget::Cluster(nodes)
+        }
+        (Some(url), None) => {
+            check_redis_url(errs, &format!("{path}.url"), &url);
+            RedisTarget::Single(url)
+        }
+        (None, None) => match fallback {
+            Some(f) => f.target.clone(),
+            None => RedisTarget::Single("redis://127.0.0.1:6379/0".into()),
+        },
+    };
+    let default_timeout = fallback.map_or(Duration::from_secs(2), |f| f.timeout);
+    RedisConfig {
+        target,
+        key_prefix: redis.key_prefix.unwrap_or_else(|| default_prefix.into()),
+        timeout: errs.duration(&format!("{path}.timeout"), redis.timeout.as_deref(), default_timeout),
     }
 }
 
@@ -367,11 +459,12 @@ fn source(errs: &mut Errors, path: &str, name: &str, f: SourceFile) -> Option<So
         &[("ack", Unrouted::Ack), ("reject", Unrouted::Reject)],
     );
 
+    let resign = f.sign_upstream.as_deref().and_then(|s| resigner(errs, &format!("{path}.sign_upstream"), s));
     let mut routes = Vec::new();
     for (i, value) in f.routes.unwrap_or_default().into_iter().enumerate() {
         let rp = format!("{path}.routes[{i}]");
         let rf: RouteFile = errs.table(&rp, Some(value));
-        if let Some(r) = route(errs, &rp, rf) {
+        if let Some(r) = route(errs, &rp, rf, resign.as_ref()) {
             routes.push(r);
         }
     }
@@ -405,8 +498,89 @@ fn secrets(errs: &mut Errors, path: &str, spec: &Spec, list: Vec<String>) -> Vec
     keys
 }
 
-fn route(errs: &mut Errors, path: &str, f: RouteFile) -> Option<Route> {
+/// `sign_upstream`: a Standard Webhooks secret; empty means "not set" (so
+/// `"${APP_SECRET:-}"` can leave it off).
+fn resigner(errs: &mut Errors, path: &str, secret: &str) -> Option<std::sync::Arc<Resigner>> {
+    if secret.is_empty() {
+        return None;
+    }
+    match Resigner::new(secret) {
+        Ok(r) => Some(std::sync::Arc::new(r)),
+        Err(e) => {
+            // The message never includes the secret itself.
+            errs.push(path, format!("{e}; use a Standard Webhooks secret \"whsec_<base64>\""));
+            None
+        }
+    }
+}
+
+fn mode(errs: &mut Errors, path: &str, f: &mut RouteFile) -> Mode {
+    let queued =
+        errs.choice(&format!("{path}.delivery"), f.delivery.as_deref(), false, &[("sync", false), ("queue", true)]);
+    let queue_keys = [
+        ("retry", f.retry.is_some()),
+        ("concurrency", f.concurrency.is_some()),
+        ("ack_status", f.ack_status.is_some()),
+    ];
+    if !queued {
+        for (key, set) in queue_keys {
+            if set {
+                errs.push(&format!("{path}.{key}"), "applies to delivery = \"queue\" routes only");
+            }
+        }
+        return Mode::Sync;
+    }
+    let mut q = QueueRoute::default();
+    if let Some(r) = f.retry.take() {
+        let rp = format!("{path}.retry");
+        errs.unknown(&rp, &r.unknown);
+        let d = RetryPolicy::default();
+        q.retry = RetryPolicy {
+            attempts: match r.attempts {
+                Some(n @ 1..=1000) => n as u32,
+                Some(_) => {
+                    errs.push(
+                        &format!("{rp}.attempts"),
+                        "must be between 1 and 1000 (every try counts, the first included)",
+                    );
+                    d.attempts
+                }
+                None => d.attempts,
+            },
+            backoff: errs.duration(&format!("{rp}.backoff"), r.backoff.as_deref(), d.backoff),
+            max_backoff: errs.duration(&format!("{rp}.max_backoff"), r.max_backoff.as_deref(), d.max_backoff),
+        };
+        if q.retry.backoff > q.retry.max_backoff {
+            errs.push(&format!("{rp}.backoff"), "must not be longer than max_backoff");
+        }
+    }
+    if let Some(c) = f.concurrency {
+        match c {
+            1..=MAX_CONCURRENCY => q.concurrency = c as u32,
+            _ => errs.push(&format!("{path}.concurrency"), format!("must be between 1 and {MAX_CONCURRENCY}")),
+        }
+    }
+    match f.ack_status {
+        None => {}
+        Some(200) => q.ack_status = http::StatusCode::OK,
+        Some(202) => q.ack_status = http::StatusCode::ACCEPTED,
+        Some(_) => errs.push(&format!("{path}.ack_status"), "must be 200 or 202"),
+    }
+    Mode::Queue(q)
+}
+
+fn route(
+    errs: &mut Errors,
+    path: &str,
+    mut f: RouteFile,
+    source_resign: Option<&std::sync::Arc<Resigner>>,
+) -> Option<Route> {
     errs.unknown(path, &f.unknown);
+    let mode = mode(errs, path, &mut f);
+    let resign = match f.sign_upstream.as_deref() {
+        Some(s) => resigner(errs, &format!("{path}.sign_upstream"), s),
+        None => source_resign.cloned(),
+    };
     let events = f.events.unwrap_or_default();
     if events.is_empty() {
         errs.push(&format!("{path}.events"), "list at least one event-type pattern (\"*\" matches all)");
@@ -431,7 +605,7 @@ fn route(errs: &mut Errors, path: &str, f: RouteFile) -> Option<Route> {
     if route.is_none() {
         errs.push(&key, format!("invalid URL {u:?}; use http://HOST:PORT/PATH"));
     }
-    route
+    route.map(|r| Route { mode, resign, ..r })
 }
 
 fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile) {

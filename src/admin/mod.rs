@@ -1,0 +1,193 @@
+//! The admin listener (SPEC §3, §5, §6, §8).
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /healthz`, `GET /readyz` | always open |
+//! | `GET /metrics` | Prometheus text; open unless `admin_token` is set |
+//! | `GET /deliveries` | the delivery log ([`deliveries`]) |
+//! | `GET /queue`, `/queue/dead…` | queue depth and dead letters ([`queue`]) |
+//! | `GET /ui` | the dashboard page ([`ui`]) |
+//!
+//! Access: with `server.admin_token`, everything but `/healthz` and `/readyz`
+//! needs `Authorization: Bearer <token>` (constant-time compare; 401 otherwise).
+//! Without it, the endpoints of sections 5 and 6 answer loopback clients only
+//! (403 `admin_token_required` to others).
+
+mod deliveries;
+mod queue;
+mod ui;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::ResBody;
+use crate::app::App;
+use crate::config::Secret;
+use crate::error::json_response;
+
+/// How long `/readyz` waits for the store.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<ResBody> {
+    let path = req.uri().path();
+    let read = req.method() == Method::GET || req.method() == Method::HEAD;
+    match path {
+        "/healthz" if read => return json_response(StatusCode::OK, &json!({ "status": "ok" })),
+        "/readyz" if read => return ready(app).await,
+        _ => {}
+    }
+    let token = app.current().config.server.admin_token.clone();
+    let ui = path == "/ui" || path == "/ui/";
+    match &token {
+        Some(t) if !bearer_matches(req.headers(), t) => {
+            if ui && read {
+                // The page itself asks for the token, then sends it with every call.
+                return ui::page(StatusCode::UNAUTHORIZED);
+            }
+            let mut res =
+                error(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer <server.admin_token>");
+            res.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return res;
+        }
+        None if path != "/metrics" && !is_loopback(peer.ip()) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "admin_token_required",
+                "set server.admin_token to use this endpoint from another host",
+            );
+        }
+        _ => {}
+    }
+    let method = req.method().clone();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (read, &method, segments.as_slice()) {
+        (true, _, ["metrics"]) => metrics(app, &req).await,
+        (true, _, ["deliveries"]) => deliveries::list(app, &query),
+        (true, _, ["ui"] | ["ui", ""]) => ui::page(StatusCode::OK),
+        (true, _, ["queue"]) => queue::overview(app).await,
+        (true, _, ["queue", "dead"]) => queue::dead_list(app, &query).await,
+        (_, &Method::POST, ["queue", "dead", "retry"]) => queue::retry_all(app, &query).await,
+        (_, &Method::POST, ["queue", "dead", entry, "retry"]) => queue::retry_one(app, entry).await,
+        (_, &Method::DELETE, ["queue", "dead", entry]) => queue::delete(app, entry).await,
+        (_, _, ["metrics" | "deliveries" | "ui" | "queue"] | ["queue", "dead", ..]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this method is not served here")
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "try /healthz, /readyz, /metrics, /deliveries, /queue, /queue/dead or /ui",
+        ),
+    }
+}
+
+async fn ready(app: &App) -> Response<ResBody> {
+    let store = app.current().store.clone();
+    if let Some(q) = &app.queue
+        && !q.store.writable()
+    {
+        return not_ready("queue store cannot be written");
+    }
+    match tokio::time::timeout(READY_TIMEOUT, store.ping()).await {
+        Ok(Ok(())) => json_response(StatusCode::OK, &json!({ "status": "ready" })),
+        Ok(Err(e)) => not_ready(&e.to_string()),
+        Err(_) => not_ready("dedupe store did not answer in time"),
+    }
+}
+
+async fn metrics(app: &App, req: &Request<Incoming>) -> Response<ResBody> {
+    queue::refresh_gauges(app).await;
+    let openmetrics = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let (body, content_type) = if openmetrics {
+        (app.metrics.encode_openmetrics(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
+    } else {
+        (app.metrics.encode(), "text/plain; version=0.0.4; charset=utf-8")
+    };
+    let mut res = Response::new(Either::Left(Full::new(Bytes::from(body))));
+    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+fn bearer_matches(headers: &http::HeaderMap, token: &Secret) -> bool {
+    let Some(v) = headers.get(http::header::AUTHORIZATION) else { return false };
+    let v = v.as_bytes();
+    let scheme = b"bearer ";
+    v.len() > scheme.len() && v[..scheme.len()].eq_ignore_ascii_case(scheme) && token.matches(&v[scheme.len()..])
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+fn not_ready(why: &str) -> Response<ResBody> {
+    json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({ "error": "not_ready", "message": why }))
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<ResBody> {
+    json_response(status, &json!({ "error": code, "message": message }))
+}
+
+/// The value of query parameter `name`, percent-decoded.
+fn param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// `limit` (default 50, at most 500) and `cursor` (a previous page's `next`);
+/// a bad value is answered 400.
+fn paging(query: &str) -> Result<(usize, Option<u64>), Box<Response<ResBody>>> {
+    const MAX: usize = 500;
+    let bad = |m: &str| Box::new(error(StatusCode::BAD_REQUEST, "bad_request", m));
+    let limit = match param(query, "limit") {
+        None => 50,
+        Some(t) => match t.parse::<usize>() {
+            Ok(n) if (1..=MAX).contains(&n) => n,
+            _ => return Err(bad("limit must be between 1 and 500")),
+        },
+    };
+    let cursor = match param(query, "cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(t) => Some(t.parse::<u64>().map_err(|_| bad("cursor must be a previous page's next"))?),
+    };
+    Ok((limit, cursor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_token_rules() {
+        let t = Secret::new("s3cret");
+        let h = |v: &str| {
+            let mut m = http::HeaderMap::new();
+            m.insert(http::header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        assert!(bearer_matches(&h("Bearer s3cret"), &t));
+        assert!(bearer_matches(&h("bearer s3cret"), &t));
+        assert!(!bearer_matches(&h("Bearer s3cre"), &t));
+        assert!(!bearer_matches(&h("Bearer s3crett"), &t));
+        assert!(!bearer_matches(&h("Basic s3cret"), &t));
+        assert!(!bearer_matches(&h("Bearer "), &t));
+        assert!(!bearer_matches(&http::HeaderMap::new(), &t));
+    }
+
+    #[test]
+    fn loopback_includes_mapped_v4() {
+        assert!(is_loopback("127.0.0.1".parse().unwrap()));
+        assert!(is_loopback("::1".parse().unwrap()));
+        assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!is_loopback("192.0.2.1".parse().unwrap()));
+    }
+}

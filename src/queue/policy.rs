@@ -1,0 +1,166 @@
+//! What a queue route promises per delivery: how many tries, how far apart,
+//! how many at once, and what the sender is told (SPEC §5). Pure functions of
+//! their inputs (the random draw is passed in), so the schedule is tested exactly.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// `retry = { attempts, backoff, max_backoff }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Every try counts, the first included.
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { attempts: 12, backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(3600) }
+    }
+}
+
+/// A route with `delivery = "queue"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueRoute {
+    pub retry: RetryPolicy,
+    /// Attempts in flight to this route at once, per process.
+    pub concurrency: u32,
+    /// 200 or 202: the sender's answer once the delivery is stored.
+    pub ack_status: StatusCode,
+}
+
+impl Default for QueueRoute {
+    fn default() -> Self {
+        QueueRoute { retry: RetryPolicy::default(), concurrency: 16, ack_status: StatusCode::ACCEPTED }
+    }
+}
+
+/// What one attempt's outcome means for the delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Done,
+    /// Try again after this long.
+    Retry(Duration),
+    Dead,
+}
+
+impl RetryPolicy {
+    /// The ceiling of the wait after attempt `n` (1-based) failed:
+    /// `min(max_backoff, backoff * 2^(n-1))`.
+    pub fn ceiling(&self, n: u32) -> Duration {
+        let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.backoff.checked_mul(factor).unwrap_or(self.max_backoff).min(self.max_backoff)
+    }
+
+    /// The verdict after attempt `n` ended with `status` (`None`: no HTTP
+    /// answer: refused, reset or timed out). `retry_after` is the upstream's
+    /// `Retry-After` (honoured on 429 and 503, capped by `max_backoff`);
+    /// `unit` is a uniform draw in `[0, 1)` for the full jitter.
+    pub fn verdict(&self, n: u32, status: Option<StatusCode>, retry_after: Option<Duration>, unit: f64) -> Verdict {
+        let retryable = match status {
+            None => true,
+            Some(s) if s.is_success() => return Verdict::Done,
+            Some(s) => s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error(),
+        };
+        if !retryable || n >= self.attempts {
+            return Verdict::Dead;
+        }
+        let jittered = self.ceiling(n).mul_f64(unit.clamp(0.0, 1.0));
+        let honoured = match status {
+            Some(StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) => retry_after,
+            _ => None,
+        };
+        Verdict::Retry(match honoured {
+            Some(d) => d.min(self.max_backoff).max(jittered),
+            None => jittered,
+        })
+    }
+}
+
+/// A uniform draw in `[0, 1)` for the jitter.
+pub fn unit_random() -> f64 {
+    let mut b = [0u8; 8];
+    // Jitter needs no cryptographic quality; a failed draw means no jitter.
+    if getrandom::fill(&mut b).is_err() {
+        return 1.0;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// `Retry-After` as delay-seconds or an HTTP-date, relative to `now`.
+pub fn parse_retry_after(value: &[u8], now: std::time::SystemTime) -> Option<Duration> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy { attempts: 4, backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(5) }
+    }
+
+    #[test]
+    fn exponential_ceiling_capped_by_max_backoff() {
+        let p = policy();
+        let got: Vec<_> = (1..=5).map(|n| p.ceiling(n).as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 5, 5]);
+        assert_eq!(RetryPolicy::default().ceiling(200), Duration::from_secs(3600), "no overflow");
+    }
+
+    #[test]
+    fn verdict_per_outcome() {
+        let p = policy();
+        let s = |c: u16| Some(StatusCode::from_u16(c).unwrap());
+        assert_eq!(p.verdict(1, s(200), None, 0.5), Verdict::Done);
+        assert_eq!(p.verdict(1, s(204), None, 0.5), Verdict::Done);
+        for retryable in [408, 429, 500, 502, 503, 504] {
+            assert_eq!(p.verdict(3, s(retryable), None, 0.5), Verdict::Retry(Duration::from_secs(2)), "{retryable}");
+        }
+        assert_eq!(p.verdict(1, None, None, 0.25), Verdict::Retry(Duration::from_millis(250)), "network error");
+        for refused in [400, 401, 403, 404, 409, 410, 422] {
+            assert_eq!(p.verdict(1, s(refused), None, 0.5), Verdict::Dead, "{refused}");
+        }
+        assert_eq!(p.verdict(4, s(500), None, 0.5), Verdict::Dead, "attempts used up");
+        assert_eq!(p.verdict(4, None, None, 0.5), Verdict::Dead);
+    }
+
+    #[test]
+    fn full_jitter_spans_zero_to_the_ceiling() {
+        let p = policy();
+        assert_eq!(p.verdict(2, None, None, 0.0), Verdict::Retry(Duration::ZERO));
+        assert_eq!(p.verdict(2, None, None, 0.999_999), Verdict::Retry(Duration::from_secs(2).mul_f64(0.999_999)));
+        for _ in 0..100 {
+            let u = unit_random();
+            assert!((0.0..1.0).contains(&u));
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_on_429_and_503_only_and_capped() {
+        let p = policy();
+        let s = |c: u16| Some(StatusCode::from_u16(c).unwrap());
+        let three = Some(Duration::from_secs(3));
+        assert_eq!(p.verdict(1, s(429), three, 0.0), Verdict::Retry(Duration::from_secs(3)));
+        assert_eq!(p.verdict(1, s(503), three, 0.0), Verdict::Retry(Duration::from_secs(3)));
+        assert_eq!(p.verdict(1, s(500), three, 0.0), Verdict::Retry(Duration::ZERO), "not on 500");
+        let long = Some(Duration::from_secs(600));
+        assert_eq!(p.verdict(1, s(429), long, 0.0), Verdict::Retry(Duration::from_secs(5)), "capped");
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(parse_retry_after(b"120", now), Some(Duration::from_secs(120)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(parse_retry_after(later.as_bytes(), now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after(b"soon", now), None);
+    }
+}

@@ -1,0 +1,248 @@
+//! The delivery loops: one task per queue route takes due entries (at most
+//! the route's `concurrency` in flight), attempts each with the same
+//! forwarding code a sync route uses, and records the outcome.
+//!
+//! A worker sleeps until something is due: an enqueue or a dead-letter retry
+//! wakes it, a finished attempt frees a slot, and otherwise it waits for the
+//! earliest scheduled retry (at most [`IDLE_CHECK`]). While the app is down it
+//! holds at most `concurrency` entries in memory, however deep the backlog.
+//!
+//! On shutdown a worker takes nothing new; attempts in flight get
+//! `shutdown_grace` to finish, and whatever is left stays stored.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{HeaderName, HeaderValue};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::policy::{Verdict, parse_retry_after, unit_random};
+use super::{Queue, RouteKey, State, TakenEntry, Transition, unix_ms};
+use crate::app::App;
+use crate::forward;
+use crate::metrics::QueueRouteMetrics;
+use crate::route::Route;
+
+pub const X_ATTEMPT: HeaderName = HeaderName::from_static("x-hookgate-attempt");
+
+/// The longest a worker sleeps without looking at its route again.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+/// How often new queue routes (after a reload) and expired dead letters are looked for.
+const HOUSEKEEPING: Duration = Duration::from_secs(5);
+
+/// Runs every queue route's worker until `stop` turns true, then drains.
+pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>) {
+    let mut workers: JoinSet<()> = JoinSet::new();
+    let mut running: HashSet<RouteKey> = HashSet::new();
+    let mut last_sweep: Option<Instant> = None;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let loaded = app.current();
+        for source in &loaded.config.sources {
+            for (i, route) in source.routes.iter().enumerate() {
+                let key = RouteKey::new(&source.name, i);
+                if route.queue().is_some() && running.insert(key.clone()) {
+                    workers.spawn(route_worker(app.clone(), queue.clone(), key, stop.clone()));
+                }
+            }
+        }
+        let retention = queue.config.dead_retention;
+        if last_sweep.is_none_or(|t| t.elapsed() >= (retention / 10).clamp(HOUSEKEEPING, Duration::from_secs(3600))) {
+            last_sweep = Some(Instant::now());
+            let cutoff = unix_ms(SystemTime::now()).saturating_sub(retention.as_millis() as u64);
+            match queue.store.sweep(cutoff).await {
+                Ok(0) | Err(_) => {}
+                Ok(n) => tracing::info!(dropped = n, "dead letters past queue.dead_retention dropped"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HOUSEKEEPING) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    while workers.join_next().await.is_some() {}
+}
+
+/// The route `key` names in the config in force, if it is still a queue route.
+fn lookup(app: &App, key: &RouteKey) -> Option<(Arc<crate::app::Loaded>, usize)> {
+    let loaded = app.current();
+    let index = loaded.config.sources.iter().position(|s| s.name == key.source())?;
+    let route = loaded.config.sources[index].routes.get(key.route())?;
+    route.queue()?;
+    Some((loaded, index))
+}
+
+async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watch::Receiver<bool>) {
+    let waker = queue.waker(&key);
+    let metrics = app.metrics.queue_route(key.source(), key.route());
+    let mut attempts: JoinSet<u64> = JoinSet::new();
+    let mut in_flight: HashSet<u64> = HashSet::new();
+    let mut error_wait = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let mut wait = IDLE_CHECK;
+        if let Some((loaded, index)) = lookup(&app, &key) {
+            let source = &loaded.config.sources[index];
+            let route = &source.routes[key.route()];
+            let concurrency = route.queue().map_or(1, |q| q.concurrency as usize);
+            let free = concurrency.saturating_sub(attempts.len());
+            if free > 0 {
+                let now = unix_ms(SystemTime::now());
+                match queue.store.take(key.clone(), free, in_flight.clone(), now).await {
+                    Ok(taken) => {
+                        error_wait = Duration::from_millis(100);
+                        if let Some(due) = taken.next_due_ms {
+                            wait = wait.min(Duration::from_millis(due.saturating_sub(now)));
+                        }
+                        for entry in taken.entries {
+                            in_flight.insert(entry.seq);
+                            let job = Attempt {
+                                app: app.clone(),
+                                queue: queue.clone(),
+                                route: route.clone(),
+                                source_header: loaded.sources[index].name_header.clone(),
+                                metrics: metrics.clone(),
+                                route_index: key.route(),
+                                source_index: index,
+                            };
+                            attempts.spawn(job.run(entry));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = key.source(), route = key.route(), error = %e, "queue take failed");
+                        wait = error_wait;
+                        error_wait = (error_wait * 2).min(IDLE_CHECK);
+                    }
+                }
+            }
+        }
+        queue.set_in_flight(&key, attempts.len() as u64);
+        tokio::select! {
+            _ = waker.notified() => {}
+            Some(done) = attempts.join_next(), if !attempts.is_empty() => {
+                if let Ok(seq) = done {
+                    in_flight.remove(&seq);
+                }
+                while let Some(done) = attempts.try_join_next() {
+                    if let Ok(seq) = done {
+                        in_flight.remove(&seq);
+                    }
+                }
+                if attempts.is_empty() {
+                    in_flight.clear();
+                }
+            }
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    let grace = app.current().config.server.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async { while attempts.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            source = key.source(),
+            route = key.route(),
+            left = attempts.len(),
+            "shutdown grace expired with queue attempts in flight; they stay stored and are attempted after the next start"
+        );
+        attempts.abort_all();
+    }
+    queue.set_in_flight(&key, 0);
+}
+
+/// Everything one attempt needs, taken from the config in force when it started.
+struct Attempt {
+    app: Arc<App>,
+    queue: Queue,
+    route: Route,
+    source_header: HeaderValue,
+    metrics: QueueRouteMetrics,
+    route_index: usize,
+    source_index: usize,
+}
+
+impl Attempt {
+    async fn run(self, taken: TakenEntry) -> u64 {
+        let seq = taken.seq;
+        let n = taken.state.attempts + 1;
+        let meta = &taken.entry.meta;
+        let mut headers = taken.entry.headers.clone();
+        headers.insert(X_ATTEMPT, HeaderValue::from(n));
+        // The stored X-Hookgate-Source is the one from enqueue; keep it current.
+        headers.insert(forward::X_SOURCE, self.source_header.clone());
+        if let Some(r) = &self.route.resign {
+            r.apply(&mut headers, &meta.id, forward::unix_now(), &taken.entry.body);
+        }
+        let path = forward::upstream_path_with(&self.route.path, meta.query.as_deref());
+        let started = Instant::now();
+        let result = forward::send(&self.route, path, headers, taken.entry.body.clone()).await;
+        let elapsed = started.elapsed();
+        let (status, retry_after, error) = match &result {
+            Ok(res) => {
+                let ra = res
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| parse_retry_after(v.as_bytes(), SystemTime::now()));
+                (Some(res.status()), ra, None)
+            }
+            Err(e) => (None, None, Some(e.to_string())),
+        };
+        // The answer's body is not needed; dropping it ends the exchange.
+        drop(result);
+        let policy = self.route.queue().map(|q| q.retry).unwrap_or_default();
+        let verdict = policy.verdict(n, status, retry_after, unit_random());
+        let now = unix_ms(SystemTime::now());
+        let state = State {
+            attempts: n,
+            last_status: status.map(|s| s.as_u16()),
+            last_error: error.or_else(|| status.filter(|s| !s.is_success()).map(|s| format!("upstream answered {s}"))),
+            dead_ms: None,
+        };
+        let (transition, label) = match verdict {
+            Verdict::Done => (Transition::Done, "delivered"),
+            Verdict::Retry(d) => (Transition::Retry { due_ms: now + d.as_millis() as u64, state }, "scheduled"),
+            Verdict::Dead => (Transition::Dead { state: State { dead_ms: Some(now), ..state } }, "dead"),
+        };
+        match label {
+            "delivered" => self.metrics.ok.inc(),
+            "scheduled" => self.metrics.retry.inc(),
+            _ => self.metrics.dead.inc(),
+        };
+        if let Some(s) = self.app.current().sources.get(self.source_index) {
+            s.metrics.upstream(self.route_index, elapsed.as_secs_f64());
+        }
+        let log = &self.app.deliveries;
+        if let Some((epoch, record)) = meta.log
+            && epoch == log.epoch
+        {
+            log.update(record, |item| {
+                item.attempts = Some(n);
+                item.last_status = status.map(|s| s.as_u16());
+                item.upstream_ms = Some(elapsed.as_millis() as u64);
+                item.queue_state = Some(label);
+            });
+        }
+        match &verdict {
+            Verdict::Dead => {
+                tracing::warn!(source = %meta.source, route = meta.route, delivery_id = %meta.id, attempts = n, status = status.map(|s| s.as_u16()), "queued delivery is dead")
+            }
+            Verdict::Retry(d) => {
+                tracing::debug!(source = %meta.source, delivery_id = %meta.id, attempt = n, retry_in_ms = d.as_millis() as u64, "queued delivery will be retried")
+            }
+            Verdict::Done => {
+                tracing::debug!(source = %meta.source, delivery_id = %meta.id, attempt = n, "queued delivery delivered")
+            }
+        }
+        if let Err(e) = self.queue.store.finish(taken, transition).await {
+            // Left as it was: it is attempted again (at-least-once).
+            tracing::error!(error = %e, "cannot record a queue attempt's outcome");
+        }
+        seq
+    }
+}
