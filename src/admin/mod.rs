@@ -44,26 +44,8 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         _ => {}
     }
     let token = app.current().config.server.admin_token.clone();
-    let ui = path == "/ui" || path == "/ui/";
-    match &token {
-        Some(t) if !bearer_matches(req.headers(), t) => {
-            if ui && read {
-                // The page itself asks for the token, then sends it with every call.
-                return ui::page(StatusCode::UNAUTHORIZED);
-            }
-            let mut res =
-                error(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer <server.admin_token>");
-            res.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return res;
-        }
-        None if path != "/metrics" && !is_loopback(peer.ip()) => {
-            return error(
-                StatusCode::FORBIDDEN,
-                "admin_token_required",
-                "set server.admin_token to use this endpoint from another host",
-            );
-        }
-        _ => {}
+    if let Err(refused) = access(path, read, token.as_ref(), req.headers(), peer.ip()) {
+        return refused;
     }
     let method = req.method().clone();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -85,6 +67,34 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             "not_found",
             "try /healthz, /readyz, /metrics, /deliveries, /queue, /queue/dead or /ui",
         ),
+    }
+}
+
+/// Whether this request may go on (SPEC §8); the refusal to answer if not.
+fn access(
+    path: &str,
+    read: bool,
+    token: Option<&Secret>,
+    headers: &http::HeaderMap,
+    peer: IpAddr,
+) -> Result<(), Response<ResBody>> {
+    match token {
+        Some(t) if !bearer_matches(headers, t) => {
+            if read && (path == "/ui" || path == "/ui/") {
+                // The page itself asks for the token, then sends it with every call.
+                return Err(ui::page(StatusCode::UNAUTHORIZED));
+            }
+            let mut res =
+                error(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer <server.admin_token>");
+            res.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(res)
+        }
+        None if path != "/metrics" && !is_loopback(peer) => Err(error(
+            StatusCode::FORBIDDEN,
+            "admin_token_required",
+            "set server.admin_token to use this endpoint from another host",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -181,6 +191,25 @@ mod tests {
         assert!(!bearer_matches(&h("Basic s3cret"), &t));
         assert!(!bearer_matches(&h("Bearer "), &t));
         assert!(!bearer_matches(&http::HeaderMap::new(), &t));
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_clients_reach_the_api() {
+        let none = http::HeaderMap::new();
+        let far: IpAddr = "192.0.2.1".parse().unwrap();
+        let near: IpAddr = "127.0.0.1".parse().unwrap();
+        for path in ["/deliveries", "/queue", "/queue/dead", "/ui"] {
+            let refused = access(path, true, None, &none, far).unwrap_err();
+            assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{path}");
+            assert!(access(path, true, None, &none, near).is_ok(), "{path}");
+        }
+        assert!(access("/metrics", true, None, &none, far).is_ok(), "metrics stay open as in section 3");
+        let t = Secret::new("tok");
+        let refused = access("/metrics", true, Some(&t), &none, near).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "a token closes /metrics too, loopback or not");
+        let mut ok = http::HeaderMap::new();
+        ok.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer tok"));
+        assert!(access("/queue", true, Some(&t), &ok, far).is_ok(), "with the token any client may");
     }
 
     #[test]

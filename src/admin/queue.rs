@@ -25,7 +25,7 @@ pub async fn depths(app: &App) -> Vec<(String, usize, String, QueueDepth)> {
                 continue;
             }
             let key = RouteKey::new(&source.name, i);
-            let counts = queue.store.counts(&key);
+            let (counts, in_flight) = queue.depth(&key);
             let oldest = match counts.pending {
                 0 => None,
                 _ => queue.store.oldest_fresh_ms(key.clone()).await,
@@ -33,7 +33,7 @@ pub async fn depths(app: &App) -> Vec<(String, usize, String, QueueDepth)> {
             let depth = QueueDepth {
                 pending: counts.pending,
                 scheduled: counts.scheduled,
-                in_flight: queue.in_flight(&key),
+                in_flight,
                 dead: counts.dead,
                 oldest_pending_seconds: oldest.map_or(0.0, |at| now.saturating_sub(at) as f64 / 1000.0),
             };

@@ -69,6 +69,13 @@ pub enum Transition {
     Dead { state: State },
 }
 
+/// Attempts in flight by where their entry was taken from.
+#[derive(Debug, Default, Clone, Copy)]
+struct InFlight {
+    fresh: u64,
+    retry: u64,
+}
+
 /// Stored counts of one route (in flight is the worker's).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
@@ -100,7 +107,7 @@ pub struct Queue {
     /// Wakes a route's worker when something became due (enqueue, dead-letter retry).
     wake: Arc<Mutex<HashMap<RouteKey, Arc<Notify>>>>,
     /// Attempts in flight per route, in this process.
-    in_flight: Arc<Mutex<HashMap<RouteKey, u64>>>,
+    in_flight: Arc<Mutex<HashMap<RouteKey, InFlight>>>,
     /// The config it was started with (changing it needs a restart).
     pub config: QueueConfig,
 }
@@ -127,11 +134,20 @@ impl Queue {
         }
     }
 
-    pub fn in_flight(&self, route: &RouteKey) -> u64 {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).get(route).copied().unwrap_or(0)
+    /// A route's depth: stored counts less what is in flight (an entry in
+    /// flight keeps its schedule key until its outcome is recorded).
+    pub fn depth(&self, route: &RouteKey) -> (Counts, u64) {
+        let f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).get(route).copied().unwrap_or_default();
+        let c = self.store.counts(route);
+        let counts = Counts {
+            pending: c.pending.saturating_sub(f.fresh),
+            scheduled: c.scheduled.saturating_sub(f.retry),
+            dead: c.dead,
+        };
+        (counts, f.fresh + f.retry)
     }
 
-    fn set_in_flight(&self, route: &RouteKey, n: u64) {
+    fn set_in_flight(&self, route: &RouteKey, n: InFlight) {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(route.clone(), n);
     }
 

@@ -10,7 +10,7 @@
 //! On shutdown a worker takes nothing new; attempts in flight get
 //! `shutdown_grace` to finish, and whatever is left stays stored.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::policy::{Verdict, parse_retry_after, unit_random};
-use super::{Queue, RouteKey, State, TakenEntry, Transition, unix_ms};
+use super::{InFlight, Queue, RouteKey, Slot, State, TakenEntry, Transition, unix_ms};
 use crate::app::App;
 use crate::forward;
 use crate::metrics::QueueRouteMetrics;
@@ -80,7 +80,8 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
     let waker = queue.waker(&key);
     let metrics = app.metrics.queue_route(key.source(), key.route());
     let mut attempts: JoinSet<u64> = JoinSet::new();
-    let mut in_flight: HashSet<u64> = HashSet::new();
+    // seq -> taken from `retry` (else `fresh`)
+    let mut in_flight: HashMap<u64, bool> = HashMap::new();
     let mut error_wait = Duration::from_millis(100);
     loop {
         if *stop.borrow() {
@@ -94,14 +95,15 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
             let free = concurrency.saturating_sub(attempts.len());
             if free > 0 {
                 let now = unix_ms(SystemTime::now());
-                match queue.store.take(key.clone(), free, in_flight.clone(), now).await {
+                let skip: HashSet<u64> = in_flight.keys().copied().collect();
+                match queue.store.take(key.clone(), free, skip, now).await {
                     Ok(taken) => {
                         error_wait = Duration::from_millis(100);
                         if let Some(due) = taken.next_due_ms {
                             wait = wait.min(Duration::from_millis(due.saturating_sub(now)));
                         }
                         for entry in taken.entries {
-                            in_flight.insert(entry.seq);
+                            in_flight.insert(entry.seq, matches!(entry.slot, Slot::Retry(_)));
                             let job = Attempt {
                                 app: app.clone(),
                                 queue: queue.clone(),
@@ -122,7 +124,8 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
                 }
             }
         }
-        queue.set_in_flight(&key, attempts.len() as u64);
+        let retries = in_flight.values().filter(|r| **r).count() as u64;
+        queue.set_in_flight(&key, InFlight { retry: retries, fresh: in_flight.len() as u64 - retries });
         tokio::select! {
             _ = waker.notified() => {}
             Some(done) = attempts.join_next(), if !attempts.is_empty() => {
@@ -153,7 +156,7 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
         );
         attempts.abort_all();
     }
-    queue.set_in_flight(&key, 0);
+    queue.set_in_flight(&key, InFlight::default());
 }
 
 /// Everything one attempt needs, taken from the config in force when it started.

@@ -84,6 +84,13 @@ impl Gateway {
         send(&self.url(&path), "POST", &headers, body.to_owned()).await
     }
 
+    /// GET on the admin listener, as JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        let r = send(&format!("http://{}{}", self.admin, path), "GET", &[], "").await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.json()
+    }
+
     pub async fn metrics(&self) -> String {
         send(&format!("http://{}/metrics", self.admin), "GET", &[], "").await.text()
     }
@@ -216,6 +223,8 @@ pub enum Behavior {
     Hangup,
     /// Answer 200 with `Connection: close`, then close.
     AnswerAndClose,
+    /// Status, body and extra response headers, at once.
+    AnswerWith(u16, &'static str, &'static [(&'static str, &'static str)]),
 }
 
 pub struct Upstream {
@@ -224,6 +233,8 @@ pub struct Upstream {
     pub hits: Arc<AtomicUsize>,
     /// TCP connections accepted.
     pub connections: Arc<AtomicUsize>,
+    /// The most requests it was answering at once.
+    pub max_concurrent: Arc<AtomicUsize>,
     behavior: Arc<std::sync::Mutex<Behavior>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -240,8 +251,11 @@ pub async fn spawn_upstream(behavior: Behavior) -> Upstream {
     let (tx, rx) = mpsc::unbounded_channel();
     let hits = Arc::new(AtomicUsize::new(0));
     let connections = Arc::new(AtomicUsize::new(0));
+    let max_concurrent = Arc::new(AtomicUsize::new(0));
+    let now_concurrent = Arc::new(AtomicUsize::new(0));
     let behavior = Arc::new(std::sync::Mutex::new(behavior));
     let (h2, b2, c2) = (hits.clone(), behavior.clone(), connections.clone());
+    let (m2, n2) = (max_concurrent.clone(), now_concurrent.clone());
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -249,6 +263,7 @@ pub async fn spawn_upstream(behavior: Behavior) -> Upstream {
             };
             c2.fetch_add(1, Ordering::SeqCst);
             let (tx, hits, behavior) = (tx.clone(), h2.clone(), b2.clone());
+            let (max_c, now_c) = (m2.clone(), n2.clone());
             tokio::spawn(async move {
                 let current = behavior.lock().unwrap().clone();
                 if let Behavior::Hangup = current {
@@ -265,7 +280,10 @@ pub async fn spawn_upstream(behavior: Behavior) -> Upstream {
                 }
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let (tx, hits, behavior) = (tx.clone(), hits.clone(), behavior.clone());
+                    let (max_c, now_c) = (max_c.clone(), now_c.clone());
                     async move {
+                        let n = now_c.fetch_add(1, Ordering::SeqCst) + 1;
+                        max_c.fetch_max(n, Ordering::SeqCst);
                         let (parts, body) = req.into_parts();
                         let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                         hits.fetch_add(1, Ordering::SeqCst);
@@ -276,15 +294,20 @@ pub async fn spawn_upstream(behavior: Behavior) -> Upstream {
                             body,
                         });
                         let current = behavior.lock().unwrap().clone();
-                        let (status, text, delay) = match current {
-                            Behavior::Answer(s, t, d) => (s, t, d),
-                            Behavior::AnswerAndClose => (200, "closing", Duration::ZERO),
-                            Behavior::Hangup => (500, "", Duration::ZERO),
+                        let (status, text, delay, extra) = match current {
+                            Behavior::Answer(s, t, d) => (s, t, d, &[][..]),
+                            Behavior::AnswerWith(s, t, h) => (s, t, Duration::ZERO, h),
+                            Behavior::AnswerAndClose => (200, "closing", Duration::ZERO, &[][..]),
+                            Behavior::Hangup => (500, "", Duration::ZERO, &[][..]),
                         };
                         tokio::time::sleep(delay).await;
+                        now_c.fetch_sub(1, Ordering::SeqCst);
                         let mut res = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
                         *res.status_mut() = StatusCode::from_u16(status).unwrap();
                         res.headers_mut().insert("x-upstream", "yes".parse().unwrap());
+                        for (k, v) in extra {
+                            res.headers_mut().insert(*k, v.parse().unwrap());
+                        }
                         if let Behavior::AnswerAndClose = current {
                             res.headers_mut().insert("connection", "close".parse().unwrap());
                         }
@@ -295,7 +318,7 @@ pub async fn spawn_upstream(behavior: Behavior) -> Upstream {
             });
         }
     });
-    Upstream { addr, rx, hits, connections, behavior, task }
+    Upstream { addr, rx, hits, connections, max_concurrent, behavior, task }
 }
 
 impl Upstream {
@@ -304,6 +327,17 @@ impl Upstream {
     }
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+    pub fn max_concurrent(&self) -> usize {
+        self.max_concurrent.load(Ordering::SeqCst)
+    }
+    /// Everything received so far, without waiting.
+    pub fn drain(&mut self) -> Vec<Received> {
+        let mut out = Vec::new();
+        while let Ok(r) = self.rx.try_recv() {
+            out.push(r);
+        }
+        out
     }
     /// The next request received, waiting up to 5 s.
     pub async fn next(&mut self) -> Received {

@@ -168,7 +168,7 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             for (name, value) in table {
                 let path = format!("sources.{name}");
                 let sf: SourceFile = errs.table(&path, Some(value));
-                if let Some(src) = source(&mut errs, &path, &name, sf) {
+                if let Some(src) = source(&mut errs, &path, &name, sf, queue.is_some()) {
                     if let Some(other) = paths.insert(src.path.clone(), name.clone()) {
                         errs.push(
                             &format!("{path}.path"),
@@ -180,19 +180,6 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             }
         }
         Some(_) => errs.push("sources", "must be a table of [sources.NAME] tables"),
-    }
-
-    if queue.is_none() {
-        for s in &sources {
-            for (i, r) in s.routes.iter().enumerate() {
-                if r.queue().is_some() {
-                    errs.push(
-                        &format!("sources.{}.routes[{i}].delivery", s.name),
-                        "\"queue\" needs a [queue] table (an empty one takes the defaults: a disk queue in ./hookgate-data/queue)",
-                    );
-                }
-            }
-        }
     }
 
     if errs.0.is_empty() { Ok(Config { server, dedupe, log, sources, queue }) } else { Err(ConfigErrors(errs.0)) }
@@ -383,7 +370,7 @@ fn check_redis_url(errs: &mut Errors, path: &str, url: &str) {
     }
 }
 
-fn source(errs: &mut Errors, path: &str, name: &str, f: SourceFile) -> Option<Source> {
+fn source(errs: &mut Errors, path: &str, name: &str, f: SourceFile, queue_table: bool) -> Option<Source> {
     errs.unknown(path, &f.unknown);
     let before = errs.0.len();
 
@@ -464,7 +451,7 @@ fn source(errs: &mut Errors, path: &str, name: &str, f: SourceFile) -> Option<So
     for (i, value) in f.routes.unwrap_or_default().into_iter().enumerate() {
         let rp = format!("{path}.routes[{i}]");
         let rf: RouteFile = errs.table(&rp, Some(value));
-        if let Some(r) = route(errs, &rp, rf, resign.as_ref()) {
+        if let Some(r) = route(errs, &rp, rf, resign.as_ref(), queue_table) {
             routes.push(r);
         }
     }
@@ -514,9 +501,15 @@ fn resigner(errs: &mut Errors, path: &str, secret: &str) -> Option<std::sync::Ar
     }
 }
 
-fn mode(errs: &mut Errors, path: &str, f: &mut RouteFile) -> Mode {
+fn mode(errs: &mut Errors, path: &str, f: &mut RouteFile, queue_table: bool) -> Mode {
     let queued =
         errs.choice(&format!("{path}.delivery"), f.delivery.as_deref(), false, &[("sync", false), ("queue", true)]);
+    if queued && !queue_table {
+        errs.push(
+            &format!("{path}.delivery"),
+            "\"queue\" needs a [queue] table (an empty one takes the defaults: a disk queue in ./hookgate-data/queue)",
+        );
+    }
     let queue_keys = [
         ("retry", f.retry.is_some()),
         ("concurrency", f.concurrency.is_some()),
@@ -574,9 +567,10 @@ fn route(
     path: &str,
     mut f: RouteFile,
     source_resign: Option<&std::sync::Arc<Resigner>>,
+    queue_table: bool,
 ) -> Option<Route> {
     errs.unknown(path, &f.unknown);
-    let mode = mode(errs, path, &mut f);
+    let mode = mode(errs, path, &mut f, queue_table);
     let resign = match f.sign_upstream.as_deref() {
         Some(s) => resigner(errs, &format!("{path}.sign_upstream"), s),
         None => source_resign.cloned(),
