@@ -317,3 +317,135 @@ async fn store_failures_are_logged_once_per_burst() {
     let warnings = lines.iter().filter(|l| l.contains("dedupe store failed")).count();
     assert_eq!(warnings, 1, "{lines:#?}");
 }
+
+// === Queue mode across process deaths ===
+
+fn queue_text(upstream: SocketAddr, dir: &Path, sync: &str) -> String {
+    with_listeners(&format!(
+        r#"
+[queue]
+path = "{dir}"
+sync = "{sync}"
+
+[sources.tampa]
+path = "/webhooks/tampa"
+provider = "tampa"
+secrets = ["{SECRET}"]
+
+[[sources.tampa.routes]]
+events = ["*"]
+upstream = "http://{upstream}/hooks"
+timeout = "2s"
+delivery = "queue"
+retry = {{ attempts = 1000, backoff = "20ms", max_backoff = "100ms" }}
+"#,
+        dir = dir.display()
+    ))
+}
+
+/// Senders post unique deliveries while the app is down; the gateway is
+/// SIGKILLed mid-stream; after a restart every acknowledged delivery reaches
+/// the app (for both `sync` settings: the data had reached the OS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
+    for sync in ["always", "none"] {
+        let qdir = tempfile::tempdir().unwrap();
+        let mut up = spawn_upstream(Behavior::Answer(503, "app down", Duration::ZERO)).await;
+        let text = queue_text(up.addr, qdir.path(), sync);
+        let mut p = start(&text);
+        let cfg = config(&text);
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let url = format!("http://{}/webhooks/tampa", p.addr);
+        let mut senders = Vec::new();
+        for s in 0..8 {
+            let (acked, url, cfg) = (acked.clone(), url.clone(), cfg.clone());
+            senders.push(tokio::spawn(async move {
+                let client = client();
+                for i in 0..2000 {
+                    let id = format!("kill-{sync}-{s}-{i}");
+                    let body = tampa_body(&id, "order.created");
+                    let headers = sign_with(&cfg, "tampa", &body, Some(&id), None, std::time::SystemTime::now());
+                    let mut req = http::Request::builder().method("POST").uri(&url);
+                    for (k, v) in &headers {
+                        req = req.header(k.as_str(), v.as_str());
+                    }
+                    let Ok(res) =
+                        client.request(req.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap()).await
+                    else {
+                        return; // the gateway is gone
+                    };
+                    if res.status() == 202 {
+                        acked.lock().unwrap().push(id);
+                    }
+                }
+            }));
+        }
+        assert!(
+            eventually(Duration::from_secs(20), async || acked.lock().unwrap().len() >= 300).await,
+            "deliveries are acknowledged"
+        );
+        p.signal("-KILL");
+        p.wait_exit();
+        for s in senders {
+            let _ = s.await;
+        }
+        let acked: std::collections::BTreeSet<String> = acked.lock().unwrap().iter().cloned().collect();
+        drop(p);
+
+        up.drain();
+        up.set(ok_upstream());
+        let p2 = start(&text);
+        let mut seen = std::collections::BTreeSet::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !acked.is_subset(&seen) && std::time::Instant::now() < deadline {
+            if let Ok(Some(got)) = tokio::time::timeout(Duration::from_millis(500), up.rx.recv()).await
+                && got.headers.get("x-hookgate-attempt").is_some()
+            {
+                seen.insert(got.headers["x-hookgate-delivery-id"].to_str().unwrap().to_owned());
+            }
+        }
+        eprintln!(
+            "sync = {sync}: {} acknowledged before SIGKILL, {} delivered after the restart",
+            acked.len(),
+            seen.len()
+        );
+        let lost: Vec<_> = acked.difference(&seen).take(5).collect();
+        assert!(
+            lost.is_empty(),
+            "sync = {sync}: {} of {} acked deliveries lost, e.g. {lost:?}",
+            acked.difference(&seen).count(),
+            acked.len()
+        );
+        drop(p2);
+    }
+}
+
+/// SIGTERM: attempts in flight finish within shutdown_grace, then exit 0;
+/// what was not attempted stays stored for the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_queue_attempts_in_flight_finish() {
+    let qdir = tempfile::tempdir().unwrap();
+    let mut up = spawn_upstream(Behavior::Answer(200, "slow ok", Duration::from_millis(800))).await;
+    let text = queue_text(up.addr, qdir.path(), "always")
+        .replace("delivery = \"queue\"", "delivery = \"queue\"\nconcurrency = 1");
+    let mut p = start(&text);
+    let cfg = config(&text);
+    for id in ["term-1", "term-2"] {
+        let body = tampa_body(id, "order.created");
+        let headers = sign_with(&cfg, "tampa", &body, Some(id), None, std::time::SystemTime::now());
+        let r = send(&format!("http://{}/webhooks/tampa", p.addr), "POST", &headers, body).await;
+        assert_eq!(r.status, 202);
+    }
+    let first = up.next().await; // term-1 is in flight (the upstream takes 800 ms)
+    assert_eq!(first.headers["x-hookgate-delivery-id"], "term-1");
+    p.signal("-TERM");
+    assert_eq!(p.wait_exit(), 0);
+    assert_eq!(up.hits(), 1, "nothing new is taken after SIGTERM");
+    drop(p);
+    up.set(ok_upstream());
+    let _p2 = start(&text);
+    let got = up.next().await;
+    assert_eq!(got.headers["x-hookgate-delivery-id"], "term-2", "term-1 finished before the exit; term-2 waited");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(up.drain().is_empty(), "term-1 is not delivered again");
+}
