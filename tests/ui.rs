@@ -1,0 +1,104 @@
+//! SPEC §6 `/ui` in a real browser: Debian's headless chromium, driven by
+//! playwright-core (`tests/ui/ui.mjs`), against a running gateway with the
+//! admin token set: login, deliveries appearing by themselves, filters, the
+//! queue table, and the retry button of a dead letter (which then delivers).
+//! `.ci/run` installs chromium and `npm ci`s tests/ui.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_headless_chromium() {
+    let ui_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
+    assert!(
+        ui_dir.join("node_modules/playwright-core").exists(),
+        "run `npm ci` in tests/ui (bash .ci/run does) and install chromium"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ok = spawn_upstream(ok_upstream()).await;
+    let mut refuse = spawn_upstream(Behavior::Answer(422, "refused", Duration::ZERO)).await;
+    let text = format!(
+        r#"
+[server]
+admin_token = "ui-token"
+shutdown_grace = "1s"
+
+[queue]
+path = "{dir}"
+
+[sources.ui]
+path = "/webhooks/ui"
+provider = "generic"
+secrets = ["ui-secret"]
+
+[sources.ui.verify]
+scheme = "token"
+signature_header = "X-Token"
+id = "header:X-Id"
+event_type = "header:X-Event"
+
+[[sources.ui.routes]]
+events = ["order.*"]
+upstream = "http://{refuse}/orders"
+delivery = "queue"
+
+[[sources.ui.routes]]
+events = ["*"]
+upstream = "http://{ok}/hooks"
+"#,
+        dir = dir.path().display(),
+        refuse = refuse.addr,
+        ok = ok.addr
+    );
+    let gw = spawn_gateway(&text).await;
+    let post = async |id: &str, event: &str, token: &str| {
+        let headers = h(&[("X-Token", token), ("X-Id", id), ("X-Event", event)]);
+        send(&gw.url("/webhooks/ui"), "POST", &headers, "{}").await.status.as_u16()
+    };
+    assert_eq!(post("ui-sync-1", "user.created", "ui-secret").await, 200);
+    assert_eq!(post("ui-sync-2", "user.created", "ui-secret").await, 200);
+    assert_eq!(post("ui-bad-1", "user.created", "wrong").await, 401);
+    assert_eq!(post("ui-order-1", "order.created", "ui-secret").await, 202);
+    refuse.next().await;
+    let auth = h(&[("Authorization", "Bearer ui-token")]);
+    let dead_count = async || {
+        let r = send(&format!("http://{}/queue/dead", gw.admin), "GET", &auth, "").await;
+        r.json()["items"].as_array().unwrap().len()
+    };
+    assert!(eventually(Duration::from_secs(5), async || dead_count().await == 1).await, "one dead letter");
+    refuse.set(ok_upstream());
+
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui.png");
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("node")
+            .arg("ui.mjs")
+            .current_dir(&ui_dir)
+            .env("ADMIN", format!("http://{}", gw.admin))
+            .env("WEBHOOK", gw.url("/webhooks/ui"))
+            .env("TOKEN", "ui-token")
+            .env("SCREENSHOT", &screenshot)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser test finishes within 2 minutes")
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stdout.contains("all steps passed"), "{stdout}\n{stderr}");
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "a real screenshot");
+
+    // The retry button made the dead letter pending again, and it was delivered.
+    let again = refuse.next().await;
+    assert_eq!(again.headers["x-hookgate-delivery-id"], "ui-order-1");
+    assert_eq!(again.headers["x-hookgate-attempt"], "1");
+    assert!(eventually(Duration::from_secs(5), async || dead_count().await == 0).await);
+    gw.shutdown().await;
+}
