@@ -61,6 +61,8 @@ struct Ring {
 /// Shared by every connection; one short lock per request.
 pub struct DeliveryLog {
     ring: Mutex<Ring>,
+    /// The ring's capacity, readable without the lock (is the log on at all?).
+    capacity: std::sync::atomic::AtomicUsize,
     /// Tells this process's records apart from another's (queue entries outlive processes).
     pub epoch: u64,
 }
@@ -71,6 +73,7 @@ impl DeliveryLog {
         let _ = getrandom::fill(&mut b);
         DeliveryLog {
             ring: Mutex::new(Ring { capacity, items: VecDeque::with_capacity(capacity.min(4096)), first: 1 }),
+            capacity: capacity.into(),
             epoch: u64::from_le_bytes(b),
         }
     }
@@ -80,13 +83,14 @@ impl DeliveryLog {
     }
 
     pub fn enabled(&self) -> bool {
-        self.ring().capacity > 0
+        self.capacity.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
     /// Changes the bound (config reload); the oldest records go first.
     pub fn set_capacity(&self, capacity: usize) {
         let mut r = self.ring();
         r.capacity = capacity;
+        self.capacity.store(capacity, std::sync::atomic::Ordering::Relaxed);
         while r.items.len() > capacity {
             r.items.pop_front();
             r.first += 1;
