@@ -148,6 +148,10 @@ impl App {
         self.deliveries.set_capacity(config.log.deliveries);
         let next = Loaded::build(config, &self.metrics, Some(&current))?;
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        // Queue workers look at their route's settings again (concurrency, upstream).
+        if let Some(q) = &self.queue {
+            q.wake_all();
+        }
         Ok(())
     }
 }

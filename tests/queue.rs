@@ -348,7 +348,7 @@ events = ["*"]
 upstream = "http://127.0.0.1:1/x"
 delivery = "queue"
 ack_status = 201
-concurrency = 0
+concurrency = 10001
 retry = { attempts = 0, backoff = "1m", max_backoff = "1s", bogus = 1 }
 [[sources.a.routes]]
 events = ["*"]
@@ -359,7 +359,7 @@ ack_status = 200
     for want in [
         "sources.a.routes[0].delivery: \"queue\" needs a [queue] table",
         "sources.a.routes[0].ack_status: must be 200 or 202",
-        "sources.a.routes[0].concurrency: must be between 1 and",
+        "sources.a.routes[0].concurrency: must be between 0 (paused) and",
         "sources.a.routes[0].retry.attempts: must be between 1 and 1000",
         "sources.a.routes[0].retry.backoff: must not be longer than max_backoff",
         "sources.a.routes[0].retry.bogus: unknown key",
@@ -368,9 +368,29 @@ ack_status = 200
         assert!(errs.contains(want), "missing {want:?} in\n{errs}");
     }
     let bad_queue = "[queue]\nstore = \"tape\"\nsync = \"sometimes\"\nvisibility_timeout = \"0s\"\n".to_owned()
-        + &text.replace("ack_status = 201\nconcurrency = 0\n", "").replace(", bogus = 1", "");
+        + &text.replace("ack_status = 201\nconcurrency = 10001\n", "").replace(", bogus = 1", "");
     let errs = hookgate::config::load_str(&bad_queue, &|_| None).unwrap_err().to_string();
     for want in ["queue.store: invalid value \"tape\"", "queue.visibility_timeout: must be more than 0"] {
         assert!(errs.contains(want), "missing {want:?} in\n{errs}");
     }
+}
+
+#[tokio::test]
+async fn concurrency_zero_holds_deliveries_until_a_reload_raises_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = spawn_upstream(ok_upstream()).await;
+    let paused = queue_config(up.addr, dir.path(), "concurrency = 0", "");
+    let gw = spawn_gateway(&paused).await;
+    for i in 0..3 {
+        assert_eq!(deliver(&gw, &format!("held-{i}")).await.status, 202);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(up.hits(), 0, "paused: nothing is attempted");
+    assert_eq!(queue_route(&gw).await["pending"], 3);
+    gw.app.reload(config(&paused.replace("concurrency = 0", "concurrency = 4"))).unwrap();
+    for _ in 0..3 {
+        up.next().await;
+    }
+    assert!(eventually(Duration::from_secs(5), async || queue_route(&gw).await["pending"] == 0).await);
+    gw.shutdown().await;
 }

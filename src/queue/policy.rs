@@ -25,7 +25,8 @@ impl Default for RetryPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueRoute {
     pub retry: RetryPolicy,
-    /// Attempts in flight to this route at once, per process.
+    /// Attempts in flight to this route at once, per process; 0 holds every
+    /// delivery stored (paused) until a reload raises it.
     pub concurrency: u32,
     /// 200 or 202: the sender's answer once the delivery is stored.
     pub ack_status: StatusCode,

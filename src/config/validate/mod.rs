@@ -549,8 +549,8 @@ fn mode(errs: &mut Errors, path: &str, f: &mut RouteFile, queue_table: bool) -> 
     }
     if let Some(c) = f.concurrency {
         match c {
-            1..=MAX_CONCURRENCY => q.concurrency = c as u32,
-            _ => errs.push(&format!("{path}.concurrency"), format!("must be between 1 and {MAX_CONCURRENCY}")),
+            0..=MAX_CONCURRENCY => q.concurrency = c as u32,
+            _ => errs.push(&format!("{path}.concurrency"), format!("must be between 0 (paused) and {MAX_CONCURRENCY}")),
         }
     }
     match f.ack_status {
