@@ -49,6 +49,7 @@ pub mod guard;
 pub mod metrics;
 pub mod pipeline;
 pub mod queue;
+pub mod redis_conn;
 pub mod resign;
 pub mod route;
 pub mod server;

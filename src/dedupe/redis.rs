@@ -18,21 +18,18 @@
 //! Every command and script takes exactly one key, so it routes to the right
 //! cluster slot.
 //!
-//! Connections are multiplexed and reconnect by themselves: the standalone
-//! client is one lazy `ConnectionManager` per worker thread, the cluster client is created on first
-//! use and re-resolves slots after failures. Every call is bounded by
-//! `[dedupe.redis] timeout`; past it the store counts as unreachable.
+//! Connections ([`crate::redis_conn`]) are multiplexed and reconnect by
+//! themselves. Every call is bounded by `[dedupe.redis] timeout`; past it the
+//! store counts as unreachable.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Value};
-use tokio::sync::OnceCell;
 
 use super::{DedupeStore, Seen, StoreError};
-use crate::config::{RedisConfig, RedisTarget};
+use crate::config::RedisConfig;
+use crate::redis_conn::{RedisConn, Script};
 
 /// Returns nil after claiming, else the existing value. Used when the server
 /// does not take `SET key token NX PX ttl GET` (Redis < 7), which does the same
@@ -48,33 +45,9 @@ const RELEASE: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0";
 
-struct Script {
-    body: &'static str,
-    sha: String,
-}
-
-impl Script {
-    fn new(body: &'static str) -> Self {
-        Script { body, sha: redis::Script::new(body).get_hash().to_owned() }
-    }
-}
-
-/// The cluster client and its connection, made on first use.
-struct ClusterConn {
-    client: redis::cluster::ClusterClient,
-    conn: OnceCell<ClusterConnection>,
-}
-
-enum Conn {
-    /// One multiplexed connection per worker thread (see [`thread_slot`]).
-    Single(Vec<ConnectionManager>),
-    Cluster(Box<ClusterConn>),
-}
-
 pub struct RedisStore {
-    conn: Conn,
+    conn: RedisConn,
     prefix: String,
-    timeout: Duration,
     claim: Script,
     release: Script,
     /// Random per process, so tokens from different replicas never collide.
@@ -84,14 +57,6 @@ pub struct RedisStore {
     claim_by_script: AtomicBool,
 }
 
-/// A small per-thread number, so each worker thread keeps using "its" Redis
-/// connection, whose driver task then runs on that thread's runtime.
-fn thread_slot() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local!(static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed));
-    SLOT.with(|s| *s)
-}
-
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -99,39 +64,11 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl RedisStore {
     /// Sets up the client without connecting; see the module docs.
     pub fn new(cfg: &RedisConfig) -> Result<Self, StoreError> {
-        let t = cfg.timeout;
-        let conn = match &cfg.target {
-            RedisTarget::Single(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
-                let mc = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(t))
-                    .set_response_timeout(Some(t))
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_millis(500));
-                let per_thread = std::thread::available_parallelism().map_or(1, usize::from).min(16);
-                let managers = (0..per_thread)
-                    .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), mc.clone()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(unavailable)?;
-                Conn::Single(managers)
-            }
-            RedisTarget::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
-                    .connection_timeout(t)
-                    .response_timeout(t)
-                    .retries(2)
-                    .build()
-                    .map_err(unavailable)?;
-                Conn::Cluster(Box::new(ClusterConn { client, conn: OnceCell::new() }))
-            }
-        };
         let mut rnd = [0u8; 8];
         getrandom::fill(&mut rnd).map_err(unavailable)?;
         Ok(RedisStore {
-            conn,
+            conn: RedisConn::new(cfg).map_err(unavailable)?,
             prefix: cfg.key_prefix.clone(),
-            timeout: t,
             claim: Script::new(CLAIM),
             release: Script::new(RELEASE),
             token_base: format!("c:{}:", hex::encode(rnd)),
@@ -143,16 +80,7 @@ impl RedisStore {
     /// One command, bounded by the timeout. `Ok(Err(_))` is an error reply or a
     /// connection failure, kept whole so callers can look at its kind.
     async fn query(&self, cmd: &Cmd) -> Result<Result<Value, redis::RedisError>, StoreError> {
-        let run = async {
-            match &self.conn {
-                Conn::Single(m) => cmd.query_async::<Value>(&mut m[thread_slot() % m.len()].clone()).await,
-                Conn::Cluster(cc) => {
-                    let c = cc.conn.get_or_try_init(|| cc.client.get_async_connection()).await?;
-                    cmd.query_async::<Value>(&mut c.clone()).await
-                }
-            }
-        };
-        tokio::time::timeout(self.timeout, run).await.map_err(|_| StoreError::Timeout)
+        self.conn.query(cmd).await.map_err(|_| StoreError::Timeout)
     }
 
     /// Claims with the Lua script from now on, as for a server that refuses
@@ -161,23 +89,8 @@ impl RedisStore {
         self.claim_by_script.store(true, Ordering::Relaxed);
     }
 
-    /// `EVALSHA`, or `EVAL` when this node has not cached the script yet.
     async fn eval(&self, script: &Script, key: &str, args: &[&[u8]]) -> Result<Value, StoreError> {
-        let build = |verb: &str, what: &str| {
-            let mut c = redis::cmd(verb);
-            c.arg(what).arg(1).arg(key);
-            for a in args {
-                c.arg(*a);
-            }
-            c
-        };
-        match self.query(&build("EVALSHA", &script.sha)).await? {
-            Ok(v) => Ok(v),
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.query(&build("EVAL", script.body)).await?.map_err(unavailable)
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        self.conn.eval(script, &[key], args).await.map_err(|_| StoreError::Timeout)?.map_err(unavailable)
     }
 }
 

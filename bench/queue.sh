@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Queue mode (SPEC §5) on loopback, in the same run as nginx and haproxy doing
+# plain reverse proxying in front of the same nginx `return 200` upstream:
+#
+# - ingest: senders' acks/s into a queue route while nothing drains (the route
+#   has `concurrency = 0`: deliveries are stored and acked, none is attempted —
+#   the app-down case without the refused connection attempts), for the disk
+#   store with sync = "always" and sync = "none";
+# - drain: the backlog that ingest stored is delivered to the live upstream
+#   (a SIGHUP raises concurrency to 64; no new ingest); deliveries/s until
+#   /queue shows nothing pending, scheduled or in flight;
+# - the proxies' forwarding rate under the same wrk load, for the ratios.
+#
+#   bash bench/queue.sh                       # 3 rounds, 6 s of ingest each
+#   ROUNDS=1 DURATION=3 bash bench/queue.sh
+#   BACKLOG=1000000 bash bench/queue.sh       # also: RSS while a 1M backlog builds up
+#
+# Needs nginx, haproxy and wrk (Debian packages; installed when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-6}
+CONNS=${CONNS:-50}
+THREADS=${THREADS:-2}
+BACKLOG=${BACKLOG:-0}
+
+. bench/lib.sh
+need nginx haproxy wrk curl
+
+cargo build --release --quiet
+BIN=$PWD/target/release/hookgate
+start_upstream
+NGX=$(free_port); HAP=$(free_port)
+mkdir -p "$WORK/px"
+cat > "$WORK/px/nginx.conf" <<CONF
+worker_processes 2;
+pid $WORK/px/nginx.pid;
+error_log $WORK/px/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_buffer_size 64k;
+  upstream app { server 127.0.0.1:$UP; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGX;
+    keepalive_requests 1000000;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 2
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HAP
+  default_backend app
+backend app
+  server s1 127.0.0.1:$UP
+CONF
+haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
+wait_port "$NGX"; wait_port "$HAP"
+
+# hookgate with one queue route; $1 = sync mode, $2 = concurrency, $3 = port, $4 = admin port, $5 = queue dir
+qconfig() {
+  cat <<CONF
+[server]
+listen = "127.0.0.1:$3"
+admin_listen = "127.0.0.1:$4"
+max_connections = 10000
+[log]
+deliveries = 10000
+[queue]
+path = "$5"
+sync = "$1"
+[sources.tampa]
+path = "/webhooks/tampa"
+provider = "tampa"
+secrets = ["bench-secret"]
+tolerance = "1h"
+[[sources.tampa.routes]]
+events = ["*"]
+upstream = "http://127.0.0.1:$UP/hooks"
+delivery = "queue"
+concurrency = $2
+CONF
+}
+
+queue_state() { # admin port -> "pending scheduled in_flight dead"
+  curl -s "http://127.0.0.1:$1/queue" | python3 -c 'import json,sys; r=json.load(sys.stdin)["routes"][0]; print(r["pending"], r["scheduled"], r["in_flight"], r["dead"])'
+}
+
+declare -A RPS
+echo "machine: $(nproc) cores, $(uname -r); load: wrk -t$THREADS -c$CONNS -d${DURATION}s; $ROUNDS rounds"
+for r in $(seq 1 "$ROUNDS"); do
+  echo "round $r"
+  for px in nginx:$NGX haproxy:$HAP; do
+    name=${px%%:*}; port=${px##*:}
+    [ -n "${BENCH_SIG:-}" ] || { qconfig always 0 1 2 "$WORK/x" > "$WORK/sig.toml"; sign_body "$BIN" "$WORK/sig.toml"; }
+    out=$(load "$port" "$THREADS" "$CONNS" "$DURATION")
+    echo "  $name forwarding: $out"
+    RPS[$name]+="$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$out") "
+  done
+  for sync in always none; do
+    P=$(free_port); A=$(free_port); Q="$WORK/q-$sync-$r"
+    qconfig "$sync" 0 "$P" "$A" "$Q" > "$WORK/hg-$sync.toml"
+    HOOKGATE_LOG=warn "$BIN" -c "$WORK/hg-$sync.toml" & PIDS+=($!); HG=$!
+    wait_port "$P"
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$P/webhooks/tampa" \
+      -H "X-Webhook-Signature: $BENCH_SIG" -H "X-Delivery-ID: sanity-$r-$sync" --data-binary @"$BENCH_BODY")
+    [ "$code" = 202 ] || { echo "queue route answered $code" >&2; exit 1; }
+    out=$(load "$P" "$THREADS" "$CONNS" "$DURATION")
+    bad=$(sed -n 's/.*non2xx=\([0-9]*\).*/\1/p' <<<"$out")
+    [ "$bad" = 0 ] || { echo "$bad ingest requests were not acked" >&2; exit 1; }
+    echo "  hookgate ingest sync=$sync: $out"
+    RPS[ingest-$sync]+="$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$out") "
+    read -r pending _ _ _ <<<"$(queue_state "$A")"
+    # Drain: raise concurrency, reload, time until nothing is left.
+    sed -i 's/^concurrency = 0$/concurrency = 64/' "$WORK/hg-$sync.toml"
+    t0=$(date +%s.%N)
+    kill -HUP "$HG"
+    deadline=$((SECONDS + 300))
+    while :; do
+      read -r p s f d <<<"$(queue_state "$A")"
+      [ "$((p + s + f))" = 0 ] && break
+      [ "$SECONDS" -lt "$deadline" ] || { echo "drain did not finish in 300 s ($p $s $f left)" >&2; exit 1; }
+      sleep 0.05
+    done
+    t1=$(date +%s.%N)
+    [ "$d" = 0 ] || { echo "$d deliveries went dead while draining" >&2; exit 1; }
+    drain=$(python3 -c "print(f'{$pending / ($t1 - $t0):.1f}')")
+    echo "  hookgate drain sync=$sync: $pending deliveries in $(python3 -c "print(f'{$t1 - $t0:.2f}')") s = $drain/s"
+    RPS[drain-$sync]+="$drain "
+    kill "$HG"; wait "$HG" 2>/dev/null || true
+    rm -rf "$Q"
+  done
+done
+
+python3 - <<PY
+import statistics
+raw = {$(for k in "${!RPS[@]}"; do printf '"%s": [%s],' "$k" "$(sed 's/ $//; s/ /, /g' <<<"${RPS[$k]}")"; done)}
+med = {k: statistics.median(v) for k, v in raw.items()}
+best = max(med["nginx"], med["haproxy"])
+print()
+print("| target | deliveries/s (median) | vs best proxy | vs qhook's ~730/s ingest |")
+print("|---|---:|---:|---:|")
+for k in ["nginx", "haproxy"]:
+    print(f"| {k} forwarding | {med[k]:.0f} | x{med[k] / best:.2f} | |")
+for k in ["ingest-always", "ingest-none", "drain-always", "drain-none"]:
+    print(f"| hookgate {k.replace('-', ' sync=')} | {med[k]:.0f} | x{med[k] / best:.2f} | x{med[k] / 730:.0f} |")
+PY
+
+if [ "$BACKLOG" -gt 0 ]; then
+  P=$(free_port); A=$(free_port)
+  qconfig always 0 "$P" "$A" "$WORK/q-backlog" > "$WORK/hg-backlog.toml"
+  HOOKGATE_LOG=warn "$BIN" -c "$WORK/hg-backlog.toml" & PIDS+=($!); HG=$!
+  wait_port "$P"
+  echo
+  echo "RSS while a backlog of $BACKLOG builds up (sync = always, nothing drains):"
+  echo "  stored 0: $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' /proc/$HG/status)"
+  deadline=$((SECONDS + 600))
+  while :; do
+    read -r p _ _ _ <<<"$(queue_state "$A")"
+    [ "$p" -ge "$BACKLOG" ] && break
+    [ "$SECONDS" -lt "$deadline" ] || { echo "backlog did not reach $BACKLOG in 600 s" >&2; exit 1; }
+    load "$P" "$THREADS" "$CONNS" 5 >/dev/null
+    echo "  stored $p: $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' /proc/$HG/status), disk $(du -sm "$WORK/q-backlog" | cut -f1) MB"
+  done
+  echo "  stored $p: $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' /proc/$HG/status) (final)"
+fi

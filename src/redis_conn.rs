@@ -1,0 +1,131 @@
+//! Connections to Redis shared by the dedupe store and the Redis queue store:
+//! standalone (one lazy, multiplexed `ConnectionManager` per worker thread,
+//! reconnecting by itself) or Cluster (created on first use, re-resolving
+//! slots after failures). Every call is bounded by the configured timeout.
+//! Scripts run with `EVALSHA`, falling back to `EVAL` once per node when the
+//! node has not cached them.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, RedisError, Value};
+use tokio::sync::OnceCell;
+
+use crate::config::{RedisConfig, RedisTarget};
+
+/// A Lua script and its SHA1, computed once.
+pub struct Script {
+    body: &'static str,
+    sha: String,
+}
+
+impl Script {
+    pub fn new(body: &'static str) -> Self {
+        Script { body, sha: redis::Script::new(body).get_hash().to_owned() }
+    }
+}
+
+/// The cluster client and its connection, made on first use.
+struct ClusterConn {
+    client: redis::cluster::ClusterClient,
+    conn: OnceCell<ClusterConnection>,
+}
+
+enum Conn {
+    /// One multiplexed connection per worker thread (see [`thread_slot`]).
+    Single(Vec<ConnectionManager>),
+    Cluster(Box<ClusterConn>),
+}
+
+/// A call did not finish within the timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+pub struct RedisConn {
+    conn: Conn,
+    timeout: Duration,
+}
+
+/// A small per-thread number, so each worker thread keeps using "its" Redis
+/// connection, whose driver task then runs on that thread's runtime.
+fn thread_slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed));
+    SLOT.with(|s| *s)
+}
+
+impl RedisConn {
+    /// Sets up the client without connecting.
+    pub fn new(cfg: &RedisConfig) -> Result<Self, RedisError> {
+        let t = cfg.timeout;
+        let conn = match &cfg.target {
+            RedisTarget::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let mc = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(t))
+                    .set_response_timeout(Some(t))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500));
+                let per_thread = std::thread::available_parallelism().map_or(1, usize::from).min(16);
+                let managers = (0..per_thread)
+                    .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), mc.clone()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Conn::Single(managers)
+            }
+            RedisTarget::Cluster(nodes) => {
+                let client = redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+                    .connection_timeout(t)
+                    .response_timeout(t)
+                    .retries(2)
+                    .build()?;
+                Conn::Cluster(Box::new(ClusterConn { client, conn: OnceCell::new() }))
+            }
+        };
+        Ok(RedisConn { conn, timeout: t })
+    }
+
+    /// One command, bounded by the timeout. `Ok(Err(_))` is an error reply or a
+    /// connection failure, kept whole so callers can look at its kind.
+    pub async fn query(&self, cmd: &Cmd) -> Result<Result<Value, RedisError>, Elapsed> {
+        let run = async {
+            match &self.conn {
+                Conn::Single(m) => cmd.query_async::<Value>(&mut m[thread_slot() % m.len()].clone()).await,
+                Conn::Cluster(cc) => {
+                    let c = cc.conn.get_or_try_init(|| cc.client.get_async_connection()).await?;
+                    cmd.query_async::<Value>(&mut c.clone()).await
+                }
+            }
+        };
+        tokio::time::timeout(self.timeout, run).await.map_err(|_| Elapsed)
+    }
+
+    /// `EVALSHA`, or `EVAL` when this node has not cached the script yet. All
+    /// `keys` must hash to one slot (hash tags) for Cluster.
+    pub async fn eval(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Result<Result<Value, RedisError>, Elapsed> {
+        let build = |verb: &str, what: &str| {
+            let mut c = redis::cmd(verb);
+            c.arg(what).arg(keys.len());
+            for k in keys {
+                c.arg(*k);
+            }
+            for a in args {
+                c.arg(*a);
+            }
+            c
+        };
+        match self.query(&build("EVALSHA", &script.sha)).await? {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.query(&build("EVAL", script.body)).await
+            }
+            other => Ok(other),
+        }
+    }
+}
