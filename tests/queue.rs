@@ -320,7 +320,7 @@ async fn stored_deliveries_survive_a_restart_of_the_gateway() {
     let mut gw2 = None;
     for _ in 0..50 {
         let g = spawn_gateway(&text).await;
-        if eventually(Duration::from_secs(1), async || g.app.queue.as_ref().unwrap().store.writable()).await {
+        if eventually(Duration::from_secs(1), async || g.app.queue.as_ref().unwrap().store.ready().await).await {
             gw2 = Some(g);
             break;
         }

@@ -14,6 +14,10 @@ pub fn list(app: &App, query: &str) -> Response<ResBody> {
         Ok(p) => p,
         Err(res) => return *res,
     };
+    let cursor = match cursor.map(|c| c.parse::<u64>()).transpose() {
+        Ok(c) => c,
+        Err(_) => return super::error(StatusCode::BAD_REQUEST, "bad_request", "cursor must be a previous page's next"),
+    };
     let (source, outcome, id) = (param(query, "source"), param(query, "outcome"), param(query, "id"));
     let filter = Filter { source: source.as_deref(), outcome: outcome.as_deref(), id: id.as_deref() };
     let (items, next) = app.deliveries.page(&filter, limit, cursor);

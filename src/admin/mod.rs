@@ -101,7 +101,7 @@ fn access(
 async fn ready(app: &App) -> Response<ResBody> {
     let store = app.current().store.clone();
     if let Some(q) = &app.queue
-        && !q.store.writable()
+        && !tokio::time::timeout(READY_TIMEOUT, q.store.ready()).await.unwrap_or(false)
     {
         return not_ready("queue store cannot be written");
     }
@@ -153,9 +153,9 @@ fn param(query: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
-/// `limit` (default 50, at most 500) and `cursor` (a previous page's `next`);
-/// a bad value is answered 400.
-fn paging(query: &str) -> Result<(usize, Option<u64>), Box<Response<ResBody>>> {
+/// `limit` (default 50, at most 500) and `cursor` (a previous page's `next`,
+/// opaque); a bad limit is answered 400.
+fn paging(query: &str) -> Result<(usize, Option<String>), Box<Response<ResBody>>> {
     const MAX: usize = 500;
     let bad = |m: &str| Box::new(error(StatusCode::BAD_REQUEST, "bad_request", m));
     let limit = match param(query, "limit") {
@@ -165,11 +165,7 @@ fn paging(query: &str) -> Result<(usize, Option<u64>), Box<Response<ResBody>>> {
             _ => return Err(bad("limit must be between 1 and 500")),
         },
     };
-    let cursor = match param(query, "cursor").filter(|c| !c.is_empty()) {
-        None => None,
-        Some(t) => Some(t.parse::<u64>().map_err(|_| bad("cursor must be a previous page's next"))?),
-    };
-    Ok((limit, cursor))
+    Ok((limit, param(query, "cursor").filter(|c| !c.is_empty())))
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use crate::error::json_response;
 use crate::metrics::QueueDepth;
 use crate::queue::{DeadItem, QueueError, RouteKey, unix_ms};
 
-/// Every queue route of the config in force, with its depth.
+/// Every queue route of the config in force, with its depth (routes whose
+/// store does not answer are left out).
 pub async fn depths(app: &App) -> Vec<(String, usize, String, QueueDepth)> {
     let Some(queue) = &app.queue else { return Vec::new() };
     let loaded = app.current();
@@ -25,10 +26,10 @@ pub async fn depths(app: &App) -> Vec<(String, usize, String, QueueDepth)> {
                 continue;
             }
             let key = RouteKey::new(&source.name, i);
-            let (counts, in_flight) = queue.depth(&key);
+            let Ok((counts, in_flight)) = queue.depth(&key).await else { continue };
             let oldest = match counts.pending {
                 0 => None,
-                _ => queue.store.oldest_fresh_ms(key.clone()).await,
+                _ => queue.store.oldest_pending_ms(&key).await,
             };
             let depth = QueueDepth {
                 pending: counts.pending,
@@ -70,7 +71,10 @@ pub async fn overview(app: &App) -> Response<ResBody> {
 }
 
 fn unavailable(e: &QueueError) -> Response<ResBody> {
-    error(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", &e.to_string())
+    match e {
+        QueueError::BadInput(m) => error(StatusCode::BAD_REQUEST, "bad_request", m),
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", &e.to_string()),
+    }
 }
 
 fn time_ms(ms: u64) -> String {
@@ -79,7 +83,7 @@ fn time_ms(ms: u64) -> String {
 
 fn dead_json(d: &DeadItem) -> Value {
     json!({
-        "entry": d.entry.to_string(),
+        "entry": d.entry,
         "source": d.meta.source,
         "route": d.meta.route,
         "id": d.meta.id,
@@ -100,7 +104,8 @@ pub async fn dead_list(app: &App, query: &str) -> Response<ResBody> {
     let Some(queue) = &app.queue else {
         return json_response(StatusCode::OK, &json!({ "items": [], "next": null }));
     };
-    match queue.store.dead_list(param(query, "source"), limit, cursor).await {
+    let routes = crate::queue::routes(&app.current().config);
+    match queue.store.dead_list(&routes, param(query, "source"), limit, cursor).await {
         Ok(page) => {
             let items: Vec<Value> = page.items.iter().map(dead_json).collect();
             json_response(StatusCode::OK, &json!({ "items": items, "next": page.next.map(|n| n.to_string()) }))
@@ -114,8 +119,9 @@ fn unknown_entry() -> Response<ResBody> {
 }
 
 pub async fn retry_one(app: &App, entry: &str) -> Response<ResBody> {
-    let (Some(queue), Ok(seq)) = (&app.queue, entry.parse::<u64>()) else { return unknown_entry() };
-    match queue.store.dead_retry(Some(seq), None).await {
+    let Some(queue) = &app.queue else { return unknown_entry() };
+    let routes = crate::queue::routes(&app.current().config);
+    match queue.store.dead_retry(&routes, Some(entry), None).await {
         Ok(0) => unknown_entry(),
         Ok(n) => {
             queue.wake_all();
@@ -129,7 +135,8 @@ pub async fn retry_all(app: &App, query: &str) -> Response<ResBody> {
     let Some(queue) = &app.queue else {
         return json_response(StatusCode::OK, &json!({ "retried": 0 }));
     };
-    match queue.store.dead_retry(None, param(query, "source")).await {
+    let routes = crate::queue::routes(&app.current().config);
+    match queue.store.dead_retry(&routes, None, param(query, "source")).await {
         Ok(n) => {
             queue.wake_all();
             json_response(StatusCode::OK, &json!({ "retried": n }))
@@ -139,8 +146,8 @@ pub async fn retry_all(app: &App, query: &str) -> Response<ResBody> {
 }
 
 pub async fn delete(app: &App, entry: &str) -> Response<ResBody> {
-    let (Some(queue), Ok(seq)) = (&app.queue, entry.parse::<u64>()) else { return unknown_entry() };
-    match queue.store.dead_delete(seq).await {
+    let Some(queue) = &app.queue else { return unknown_entry() };
+    match queue.store.dead_delete(entry).await {
         Ok(true) => {
             let mut res = Response::new(http_body_util::Either::Left(http_body_util::Full::new(bytes::Bytes::new())));
             *res.status_mut() = StatusCode::NO_CONTENT;

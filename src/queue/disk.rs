@@ -25,7 +25,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::{mpsc, oneshot};
 
 use super::entry::{NewEntry, RouteKey, State};
-use super::{Counts, DeadItem, DeadPage, QueueError, Slot, Taken, TakenEntry, Transition};
+use super::{Counts, DeadItem, DeadPage, Handle, QueueError, Slot, Taken, TakenEntry, Transition};
 
 /// Requests handled per batch at most (one journal write, one fsync).
 const MAX_BATCH: usize = 1024;
@@ -205,7 +205,7 @@ impl Db {
             return Ok(None);
         };
         match NewEntry::decode(&bytes) {
-            Ok(entry) => Ok(Some(TakenEntry { seq, slot, state, entry })),
+            Ok(entry) => Ok(Some(TakenEntry { handle: Handle::Disk { seq, slot }, state, entry })),
             Err(e) => {
                 tracing::error!(seq, error = %e, "damaged queue entry; leaving it stored");
                 Ok(None)
@@ -234,6 +234,7 @@ impl DiskQueue {
         rx.await.map_err(|_| QueueError::Closed)
     }
 
+    /// Stores `entry`; its sequence number.
     pub async fn enqueue(&self, route: RouteKey, entry: NewEntry) -> Result<u64, QueueError> {
         self.ask(|r| Op::Enqueue(route, entry, r)).await?
     }
@@ -280,11 +281,6 @@ impl DiskQueue {
     pub fn counts(&self, route: &RouteKey) -> Counts {
         let t = self.tallies.lock().unwrap_or_else(|p| p.into_inner()).get(route).copied().unwrap_or_default();
         Counts { pending: t.fresh, scheduled: t.retry, dead: t.dead }
-    }
-
-    /// Every route that has anything stored.
-    pub fn routes(&self) -> Vec<RouteKey> {
-        self.tallies.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
 
     /// The last write succeeded (or nothing failed since the database opened).
@@ -452,26 +448,29 @@ impl StoreThread {
 
     fn finish(&mut self, taken: TakenEntry, t: Transition) -> Result<(), QueueError> {
         let db = self.db.as_ref().ok_or_else(|| QueueError::Unavailable("queue store is not open".into()))?;
+        let Handle::Disk { seq, slot } = taken.handle else {
+            return Err(QueueError::BadInput("not a disk queue entry"));
+        };
         let route = RouteKey::new(&taken.entry.meta.source, taken.entry.meta.route);
         let mut batch = db.db.batch();
-        match &taken.slot {
+        match &slot {
             Slot::Fresh(k) => batch.remove(&db.fresh, k.clone()),
             Slot::Retry(k) => batch.remove(&db.retry, k.clone()),
         }
         match &t {
-            Transition::Done => batch.remove(&db.entries, be(taken.seq)),
+            Transition::Done => batch.remove(&db.entries, be(seq)),
             Transition::Retry { due_ms, state } => {
-                batch.insert(&db.retry, schedule_key(&route, *due_ms, taken.seq), state.encode());
+                batch.insert(&db.retry, schedule_key(&route, *due_ms, seq), state.encode());
             }
             Transition::Dead { state } => {
                 let mut v = route.as_bytes().to_vec();
                 v.extend_from_slice(&state.encode());
-                batch.insert(&db.dead, be(taken.seq), v);
+                batch.insert(&db.dead, be(seq), v);
             }
         }
         batch.commit().map_err(io)?;
         self.tally(&route, |c| {
-            match taken.slot {
+            match slot {
                 Slot::Fresh(_) => c.fresh = c.fresh.saturating_sub(1),
                 Slot::Retry(_) => c.retry = c.retry.saturating_sub(1),
             }
@@ -581,7 +580,7 @@ fn dead_list(db: &Db, source: Option<&str>, limit: usize, before: Option<u64>) -
         }
         let seq = read_u64(&k);
         if items.len() == limit {
-            next = Some(items.last().map_or(seq + 1, |i: &DeadItem| i.entry));
+            next = items.last().map(|i: &DeadItem| i.entry.clone());
             break;
         }
         let meta = match db.entries.get(be(seq)).map_err(io)? {
@@ -589,7 +588,7 @@ fn dead_list(db: &Db, source: Option<&str>, limit: usize, before: Option<u64>) -
             None => None,
         };
         let Some(meta) = meta else { continue };
-        items.push(DeadItem { entry: seq, meta, state: State::decode(rest) });
+        items.push(DeadItem { entry: seq.to_string(), meta, state: State::decode(rest) });
     }
     Ok(DeadPage { items, next })
 }

@@ -40,6 +40,12 @@ impl RouteKey {
         std::str::from_utf8(&self.0[1..1 + len]).unwrap_or("")
     }
 
+    /// Back from [`RouteKey::as_bytes`]; `None` unless well formed.
+    pub fn from_bytes(b: &[u8]) -> Option<RouteKey> {
+        let (k, rest) = RouteKey::split(b)?;
+        (rest.is_empty() && std::str::from_utf8(&b[1..b.len() - 2]).is_ok()).then_some(k)
+    }
+
     pub fn route(&self) -> usize {
         let n = self.0.len();
         usize::from(u16::from_be_bytes([self.0[n - 2], self.0[n - 1]]))
@@ -138,6 +144,26 @@ fn chunk(bytes: &[u8]) -> Result<(&[u8], &[u8]), Damaged> {
     Ok(rest.split_at(len))
 }
 
+/// A shared store's record: `[u32 id][id][u32 state][state JSON][entry]`.
+pub fn pack(id: &str, state: &State, entry: &[u8]) -> Vec<u8> {
+    let state = state.encode();
+    let mut out = Vec::with_capacity(8 + id.len() + state.len() + entry.len());
+    out.extend_from_slice(&(id.len() as u32).to_be_bytes());
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(&(state.len() as u32).to_be_bytes());
+    out.extend_from_slice(&state);
+    out.extend_from_slice(entry);
+    out
+}
+
+/// Back from [`pack`]: the ID, the state and the entry's bytes.
+pub fn unpack(bytes: &[u8]) -> Result<(String, State, &[u8]), Damaged> {
+    let (id, rest) = chunk(bytes)?;
+    let id = std::str::from_utf8(id).map_err(|_| Damaged("id"))?.to_owned();
+    let (state, entry) = chunk(rest)?;
+    Ok((id, State::decode(state), entry))
+}
+
 impl State {
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
@@ -191,6 +217,18 @@ mod tests {
         let (back, rest) = RouteKey::split(&key).unwrap();
         assert_eq!((back, rest), (k, &[1u8, 2, 3][..]));
         assert!(RouteKey::split(&[9, 1]).is_none());
+    }
+
+    #[test]
+    fn pack_round_trip() {
+        let s = State { attempts: 2, last_status: None, last_error: Some("refused".into()), dead_ms: None };
+        let packed = pack("id-1", &s, b"entry bytes");
+        let (id, state, entry) = unpack(&packed).unwrap();
+        assert_eq!((id.as_str(), &state, entry), ("id-1", &s, &b"entry bytes"[..]));
+        assert!(unpack(&packed[..6]).is_err());
+        let k = RouteKey::new("src", 7);
+        assert_eq!(RouteKey::from_bytes(k.as_bytes()), Some(k));
+        assert_eq!(RouteKey::from_bytes(&[3, b'a']), None);
     }
 
     #[test]

@@ -11,11 +11,16 @@
 //! - [`policy`]: the retry schedule and what each upstream answer means.
 //! - [`entry`]: what is stored per delivery, and its byte layout.
 //! - [`disk`]: the embedded store (fjall), group commit, crash recovery.
+//! - [`redis`]: Redis Streams shared by replicas (standalone or Cluster).
 //! - [`worker`]: the per-route delivery loops and graceful stop.
+//!
+//! Both stores answer the same calls ([`Store`]); the workers and the admin
+//! API do not know which one they talk to.
 
 pub mod disk;
 pub mod entry;
 pub mod policy;
+pub mod redis;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -35,22 +40,54 @@ pub enum QueueError {
     Unavailable(String),
     #[error("queue store stopped")]
     Closed,
+    /// A cursor or entry that no page or listing gave out.
+    #[error("{0}")]
+    BadInput(&'static str),
 }
 
-/// Where a taken entry's schedule key is, so its outcome can replace it.
+/// Where a disk entry's schedule key is, so its outcome can replace it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Slot {
     Fresh(Vec<u8>),
     Retry(Vec<u8>),
 }
 
+/// How the store finds a taken entry again to record its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handle {
+    Disk {
+        seq: u64,
+        slot: Slot,
+    },
+    /// The stream entry it was read from, and the delivery's queue ID.
+    Redis {
+        route: RouteKey,
+        stream_id: String,
+        id: String,
+    },
+}
+
 /// One entry handed to a worker for an attempt.
 #[derive(Debug, Clone)]
 pub struct TakenEntry {
-    pub seq: u64,
-    pub slot: Slot,
+    pub handle: Handle,
     pub state: State,
     pub entry: NewEntry,
+}
+
+impl TakenEntry {
+    /// Unique within its route while stored: the worker's in-flight key.
+    pub fn ident(&self) -> String {
+        match &self.handle {
+            Handle::Disk { seq, .. } => seq.to_string(),
+            Handle::Redis { id, .. } => id.clone(),
+        }
+    }
+
+    /// Taken from the retry schedule (else never attempted).
+    pub fn is_retry(&self) -> bool {
+        self.state.attempts > 0
+    }
 }
 
 /// What a take found.
@@ -88,7 +125,8 @@ pub struct Counts {
 
 #[derive(Debug, Clone)]
 pub struct DeadItem {
-    pub entry: u64,
+    /// What `/queue/dead/{entry}` takes.
+    pub entry: String,
     pub meta: Meta,
     pub state: State,
 }
@@ -97,13 +135,137 @@ pub struct DeadItem {
 pub struct DeadPage {
     pub items: Vec<DeadItem>,
     /// Cursor for the next page.
-    pub next: Option<u64>,
+    pub next: Option<String>,
+}
+
+/// The configured store. `routes` arguments are the queue routes of the config
+/// in force (the Redis store keeps its keys per route; the disk store knows
+/// its own).
+#[derive(Clone)]
+pub enum Store {
+    Disk(disk::DiskQueue),
+    Redis(std::sync::Arc<redis::RedisQueue>),
+}
+
+impl Store {
+    pub async fn enqueue(&self, route: RouteKey, entry: NewEntry) -> Result<(), QueueError> {
+        match self {
+            Store::Disk(d) => d.enqueue(route, entry).await.map(drop),
+            Store::Redis(r) => r.enqueue(&route, &entry).await,
+        }
+    }
+
+    pub async fn take(
+        &self,
+        route: RouteKey,
+        limit: usize,
+        skip: std::collections::HashSet<String>,
+        now_ms: u64,
+    ) -> Result<Taken, QueueError> {
+        match self {
+            Store::Disk(d) => {
+                let skip = skip.iter().filter_map(|s| s.parse().ok()).collect();
+                d.take(route, limit, skip, now_ms).await
+            }
+            Store::Redis(r) => r.take(&route, limit, &skip, now_ms).await,
+        }
+    }
+
+    pub async fn finish(&self, taken: TakenEntry, t: Transition) -> Result<(), QueueError> {
+        match self {
+            Store::Disk(d) => d.finish(taken, t).await,
+            Store::Redis(r) => r.finish(&taken, &t).await,
+        }
+    }
+
+    pub async fn dead_list(
+        &self,
+        routes: &[RouteKey],
+        source: Option<String>,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<DeadPage, QueueError> {
+        match self {
+            Store::Disk(d) => {
+                let before = match cursor {
+                    None => None,
+                    Some(c) => Some(c.parse().map_err(|_| QueueError::BadInput("unknown cursor"))?),
+                };
+                d.dead_list(source, limit, before).await
+            }
+            Store::Redis(r) => r.dead_list(routes, source.as_deref(), limit, cursor.as_deref()).await,
+        }
+    }
+
+    /// One dead letter (`entry`) or all (of `source`) back to pending, attempts reset.
+    pub async fn dead_retry(
+        &self,
+        routes: &[RouteKey],
+        entry: Option<&str>,
+        source: Option<String>,
+    ) -> Result<usize, QueueError> {
+        match self {
+            Store::Disk(d) => match entry {
+                Some(e) => match e.parse::<u64>() {
+                    Ok(seq) => d.dead_retry(Some(seq), None).await,
+                    Err(_) => Ok(0),
+                },
+                None => d.dead_retry(None, source).await,
+            },
+            Store::Redis(r) => match entry {
+                Some(e) => r.dead_retry_one(e).await,
+                None => r.dead_retry_all(routes, source.as_deref()).await,
+            },
+        }
+    }
+
+    pub async fn dead_delete(&self, entry: &str) -> Result<bool, QueueError> {
+        match self {
+            Store::Disk(d) => match entry.parse::<u64>() {
+                Ok(seq) => d.dead_delete(seq).await,
+                Err(_) => Ok(false),
+            },
+            Store::Redis(r) => r.dead_delete(entry).await,
+        }
+    }
+
+    pub async fn sweep(&self, routes: &[RouteKey], older_than_ms: u64) -> Result<usize, QueueError> {
+        match self {
+            Store::Disk(d) => d.sweep(older_than_ms).await,
+            Store::Redis(r) => r.sweep(routes, older_than_ms).await,
+        }
+    }
+
+    /// Unix ms of the oldest never-attempted delivery of `route`.
+    pub async fn oldest_pending_ms(&self, route: &RouteKey) -> Option<u64> {
+        match self {
+            Store::Disk(d) => d.oldest_fresh_ms(route.clone()).await,
+            Store::Redis(r) => r.oldest_pending_ms(route).await,
+        }
+    }
+
+    /// Whether the store can take deliveries now (`/readyz`).
+    pub async fn ready(&self) -> bool {
+        match self {
+            Store::Disk(d) => d.writable(),
+            Store::Redis(r) => r.ping().await.is_ok(),
+        }
+    }
+
+    /// How long an idle worker waits before looking again: other replicas
+    /// enqueue into a shared store without waking this process's workers.
+    pub fn idle_check(&self) -> std::time::Duration {
+        match self {
+            Store::Disk(_) => std::time::Duration::from_secs(5),
+            Store::Redis(_) => std::time::Duration::from_millis(500),
+        }
+    }
 }
 
 /// The configured queue store and what the workers share. Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
-    pub store: disk::DiskQueue,
+    pub store: Store,
     /// Wakes a route's worker when something became due (enqueue, dead-letter retry).
     wake: Arc<Mutex<HashMap<RouteKey, Arc<Notify>>>>,
     /// Attempts in flight per route, in this process.
@@ -115,9 +277,9 @@ pub struct Queue {
 impl Queue {
     pub fn start(config: &QueueConfig) -> Result<Queue, QueueError> {
         let store = match &config.store {
-            QueueStoreConfig::Disk { path, fsync } => disk::DiskQueue::start(path.clone(), *fsync)?,
-            QueueStoreConfig::Redis(_) => {
-                return Err(QueueError::Unavailable("the Redis queue store is not available in this version".into()));
+            QueueStoreConfig::Disk { path, fsync } => Store::Disk(disk::DiskQueue::start(path.clone(), *fsync)?),
+            QueueStoreConfig::Redis(r) => {
+                Store::Redis(std::sync::Arc::new(redis::RedisQueue::new(r, config.visibility_timeout)?))
             }
         };
         Ok(Queue { store, wake: Arc::default(), in_flight: Arc::default(), config: config.clone() })
@@ -134,17 +296,24 @@ impl Queue {
         }
     }
 
-    /// A route's depth: stored counts less what is in flight (an entry in
-    /// flight keeps its schedule key until its outcome is recorded).
-    pub fn depth(&self, route: &RouteKey) -> (Counts, u64) {
-        let f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).get(route).copied().unwrap_or_default();
-        let c = self.store.counts(route);
-        let counts = Counts {
-            pending: c.pending.saturating_sub(f.fresh),
-            scheduled: c.scheduled.saturating_sub(f.retry),
-            dead: c.dead,
-        };
-        (counts, f.fresh + f.retry)
+    /// A route's depth and its attempts in flight. Disk: stored counts less
+    /// this process's attempts (an entry in flight keeps its schedule key
+    /// until its outcome is recorded). Redis: across every replica.
+    pub async fn depth(&self, route: &RouteKey) -> Result<(Counts, u64), QueueError> {
+        match &self.store {
+            Store::Disk(d) => {
+                let f =
+                    self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).get(route).copied().unwrap_or_default();
+                let c = d.counts(route);
+                let counts = Counts {
+                    pending: c.pending.saturating_sub(f.fresh),
+                    scheduled: c.scheduled.saturating_sub(f.retry),
+                    dead: c.dead,
+                };
+                Ok((counts, f.fresh + f.retry))
+            }
+            Store::Redis(r) => r.depth(route).await,
+        }
     }
 
     fn set_in_flight(&self, route: &RouteKey, n: InFlight) {
@@ -152,12 +321,25 @@ impl Queue {
     }
 
     /// Stores `entry` durably; the sender may be acknowledged once this returns `Ok`.
-    pub async fn enqueue(&self, route: RouteKey, entry: NewEntry) -> Result<u64, QueueError> {
+    pub async fn enqueue(&self, route: RouteKey, entry: NewEntry) -> Result<(), QueueError> {
         let waker = self.waker(&route);
-        let seq = self.store.enqueue(route, entry).await?;
+        self.store.enqueue(route, entry).await?;
         waker.notify_one();
-        Ok(seq)
+        Ok(())
     }
+}
+
+/// The queue routes of `config`.
+pub fn routes(config: &crate::config::Config) -> Vec<RouteKey> {
+    let mut out = Vec::new();
+    for s in &config.sources {
+        for (i, r) in s.routes.iter().enumerate() {
+            if r.queue().is_some() {
+                out.push(RouteKey::new(&s.name, i));
+            }
+        }
+    }
+    out
 }
 
 /// Unix milliseconds of `t`.

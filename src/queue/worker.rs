@@ -4,7 +4,8 @@
 //!
 //! A worker sleeps until something is due: an enqueue or a dead-letter retry
 //! wakes it, a finished attempt frees a slot, and otherwise it waits for the
-//! earliest scheduled retry (at most [`IDLE_CHECK`]). While the app is down it
+//! earliest scheduled retry (at most the store's idle check: 5 s on disk,
+//! 0.5 s on Redis, where other replicas enqueue without waking it). While the app is down it
 //! holds at most `concurrency` entries in memory, however deep the backlog.
 //!
 //! On shutdown a worker takes nothing new; attempts in flight get
@@ -19,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::policy::{Verdict, parse_retry_after, unit_random};
-use super::{InFlight, Queue, RouteKey, Slot, State, TakenEntry, Transition, unix_ms};
+use super::{InFlight, Queue, RouteKey, State, TakenEntry, Transition, unix_ms};
 use crate::app::App;
 use crate::forward;
 use crate::metrics::QueueRouteMetrics;
@@ -27,8 +28,8 @@ use crate::route::Route;
 
 pub const X_ATTEMPT: HeaderName = HeaderName::from_static("x-hookgate-attempt");
 
-/// The longest a worker sleeps without looking at its route again.
-const IDLE_CHECK: Duration = Duration::from_secs(5);
+/// The longest a worker waits after its store failed before it tries again.
+const MAX_ERROR_WAIT: Duration = Duration::from_secs(5);
 /// How often new queue routes (after a reload) and expired dead letters are looked for.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
@@ -54,7 +55,7 @@ pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>) {
         if last_sweep.is_none_or(|t| t.elapsed() >= (retention / 10).clamp(HOUSEKEEPING, Duration::from_secs(3600))) {
             last_sweep = Some(Instant::now());
             let cutoff = unix_ms(SystemTime::now()).saturating_sub(retention.as_millis() as u64);
-            match queue.store.sweep(cutoff).await {
+            match queue.store.sweep(&super::routes(&loaded.config), cutoff).await {
                 Ok(0) | Err(_) => {}
                 Ok(n) => tracing::info!(dropped = n, "dead letters past queue.dead_retention dropped"),
             }
@@ -79,15 +80,15 @@ fn lookup(app: &App, key: &RouteKey) -> Option<(Arc<crate::app::Loaded>, usize)>
 async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watch::Receiver<bool>) {
     let waker = queue.waker(&key);
     let metrics = app.metrics.queue_route(key.source(), key.route());
-    let mut attempts: JoinSet<u64> = JoinSet::new();
-    // seq -> taken from `retry` (else `fresh`)
-    let mut in_flight: HashMap<u64, bool> = HashMap::new();
+    let mut attempts: JoinSet<String> = JoinSet::new();
+    // ident -> taken from the retry schedule (else never attempted)
+    let mut in_flight: HashMap<String, bool> = HashMap::new();
     let mut error_wait = Duration::from_millis(100);
     loop {
         if *stop.borrow() {
             break;
         }
-        let mut wait = IDLE_CHECK;
+        let mut wait = queue.store.idle_check();
         if let Some((loaded, index)) = lookup(&app, &key) {
             let source = &loaded.config.sources[index];
             let route = &source.routes[key.route()];
@@ -95,7 +96,7 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
             let free = concurrency.saturating_sub(attempts.len());
             if free > 0 {
                 let now = unix_ms(SystemTime::now());
-                let skip: HashSet<u64> = in_flight.keys().copied().collect();
+                let skip: HashSet<String> = in_flight.keys().cloned().collect();
                 match queue.store.take(key.clone(), free, skip, now).await {
                     Ok(taken) => {
                         error_wait = Duration::from_millis(100);
@@ -103,7 +104,7 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
                             wait = wait.min(Duration::from_millis(due.saturating_sub(now)));
                         }
                         for entry in taken.entries {
-                            in_flight.insert(entry.seq, matches!(entry.slot, Slot::Retry(_)));
+                            in_flight.insert(entry.ident(), entry.is_retry());
                             let job = Attempt {
                                 app: app.clone(),
                                 queue: queue.clone(),
@@ -119,7 +120,7 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
                     Err(e) => {
                         tracing::warn!(source = key.source(), route = key.route(), error = %e, "queue take failed");
                         wait = error_wait;
-                        error_wait = (error_wait * 2).min(IDLE_CHECK);
+                        error_wait = (error_wait * 2).min(MAX_ERROR_WAIT);
                     }
                 }
             }
@@ -171,8 +172,8 @@ struct Attempt {
 }
 
 impl Attempt {
-    async fn run(self, taken: TakenEntry) -> u64 {
-        let seq = taken.seq;
+    async fn run(self, taken: TakenEntry) -> String {
+        let ident = taken.ident();
         let n = taken.state.attempts + 1;
         let meta = &taken.entry.meta;
         let mut headers = taken.entry.headers.clone();
@@ -246,6 +247,6 @@ impl Attempt {
             // Left as it was: it is attempted again (at-least-once).
             tracing::error!(error = %e, "cannot record a queue attempt's outcome");
         }
-        seq
+        ident
     }
 }

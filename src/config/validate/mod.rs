@@ -246,10 +246,6 @@ fn queue(errs: &mut Errors, value: toml::Value, dedupe: &DedupeConfig) -> QueueC
                 StoreConfig::Memory { .. } => None,
             };
             let redis = redis_config(errs, "queue.redis", f.redis.unwrap_or_default(), fallback, "hookgate:q:");
-            errs.push(
-                "queue.store",
-                "\"redis\" is not available in this version yet; use \"disk\" (one process, or a sidecar with a volume)",
-            );
             QueueStoreConfig::Redis(redis)
         }
         other => {

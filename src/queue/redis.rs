@@ -1,0 +1,507 @@
+//! The Redis queue store: Redis Streams shared by any number of replicas
+//! (standalone or Cluster). Per queue route, four keys that share one hash
+//! tag, so every script touches one Cluster slot:
+//!
+//! - `{prefix}{source:route}:s` — a stream with the consumer group
+//!   `hookgate`: deliveries waiting (`XADD`) or taken by a replica
+//!   (`XREADGROUP`, in the group's pending list until `XACK`);
+//! - `…:d` — a sorted set of retries by due time (unix ms);
+//! - `…:x` — a sorted set of dead letters by time of death;
+//! - `…:h` — a hash holding the delayed and dead records.
+//!
+//! A record is [`pack`]ed: the delivery's queue ID, its [`State`] and the
+//! entry. Taking: due retries are moved back into the stream (one script),
+//! entries another replica took more than `visibility_timeout` ago are claimed
+//! (`XAUTOCLAIM`), then new ones are read. Recording an outcome is one script
+//! that first `XACK`s: if that finds nothing, another replica has claimed the
+//! entry meanwhile and owns its outcome, so nothing else is written.
+//! Acknowledged entries are deleted from the stream (`XDEL`), so it holds only
+//! what is waiting or in flight.
+//!
+//! Durability is the Redis server's: an enqueue is acknowledged once the
+//! server acknowledged the `XADD`; it survives what the server's persistence
+//! survives (AOF with `appendfsync always` or `everysec`).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::Value;
+
+use super::entry::{Damaged, NewEntry, RouteKey, State, pack, unpack};
+use super::{Counts, DeadItem, DeadPage, Handle, QueueError, Taken, TakenEntry, Transition};
+use crate::config::RedisConfig;
+use crate::redis_conn::{RedisConn, Script};
+
+const GROUP: &str = "hookgate";
+/// Due retries moved back into the stream per take, at most.
+const PROMOTE_BATCH: usize = 256;
+
+/// KEYS: stream, delayed, hash. ARGV: now, max. Moves due retries into the stream.
+const PROMOTE: &str = r"local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do
+  local v = redis.call('HGET', KEYS[3], id)
+  if v then redis.call('XADD', KEYS[1], '*', 'p', v) end
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[3], id)
+end
+return #ids";
+
+/// KEYS: stream. ARGV: stream id. Done: acknowledged and deleted.
+const DONE: &str = r"if redis.call('XACK', KEYS[1], 'hookgate', ARGV[1]) == 1 then
+  redis.call('XDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0";
+
+/// KEYS: stream, sorted set (delayed or dead), hash. ARGV: stream id, queue id, score, record.
+const PARK: &str = r"if redis.call('XACK', KEYS[1], 'hookgate', ARGV[1]) == 1 then
+  redis.call('XDEL', KEYS[1], ARGV[1])
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+  return 1
+end
+return 0";
+
+/// KEYS: stream, dead, hash. ARGV: queue id, record. A dead letter back into the stream.
+const REVIVE: &str = r"if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[1], '*', 'p', ARGV[2])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  return 1
+end
+return 0";
+
+/// KEYS: dead, hash. ARGV: queue id.
+const DELETE: &str = r"if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0";
+
+/// KEYS: dead, hash. ARGV: cutoff. Dead letters that died before the cutoff go.
+const SWEEP: &str = r"local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+for _, id in ipairs(ids) do redis.call('HDEL', KEYS[2], id) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+return #ids";
+
+struct Scripts {
+    promote: Script,
+    done: Script,
+    park: Script,
+    revive: Script,
+    delete: Script,
+    sweep: Script,
+}
+
+pub struct RedisQueue {
+    conn: RedisConn,
+    prefix: String,
+    /// This process's consumer name in every route's group.
+    consumer: String,
+    visibility: Duration,
+    /// Streams whose consumer group this process has made sure of.
+    groups: Mutex<HashSet<RouteKey>>,
+    scripts: Scripts,
+    /// Makes queue IDs unique within this process.
+    counter: AtomicU64,
+    id_base: String,
+}
+
+struct Keys {
+    stream: String,
+    delayed: String,
+    dead: String,
+    hash: String,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+fn damaged(e: Damaged) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+fn int(v: &Value) -> u64 {
+    match v {
+        Value::Int(n) => (*n).max(0) as u64,
+        Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn items(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(a) => a,
+        _ => &[],
+    }
+}
+
+/// `[[id, [field, value, ...]], ...]` → `(stream id, the "p" field)`.
+fn stream_entries(v: &Value) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in items(v) {
+        let parts = items(e);
+        let (Some(id), Some(fields)) = (parts.first().and_then(text), parts.get(1)) else { continue };
+        let fields = items(fields);
+        let payload = fields.chunks(2).find_map(|kv| match (kv.first(), kv.get(1)) {
+            (Some(k), Some(Value::BulkString(v))) if text(k).as_deref() == Some("p") => Some(v.clone()),
+            _ => None,
+        });
+        if let Some(p) = payload {
+            out.push((id, p));
+        }
+    }
+    out
+}
+
+/// The API's name for a dead letter: the route's key in hex, a dot, the queue ID.
+fn entry_name(route: &RouteKey, id: &str) -> String {
+    format!("{}.{id}", hex::encode(route.as_bytes()))
+}
+
+fn parse_entry(entry: &str) -> Option<(RouteKey, &str)> {
+    let (route, id) = entry.split_once('.')?;
+    let route = RouteKey::from_bytes(&hex::decode(route).ok()?)?;
+    (!id.is_empty()).then_some((route, id))
+}
+
+impl RedisQueue {
+    pub fn new(cfg: &RedisConfig, visibility: Duration) -> Result<Self, QueueError> {
+        let mut rnd = [0u8; 6];
+        getrandom::fill(&mut rnd).map_err(unavailable)?;
+        let tag = hex::encode(rnd);
+        Ok(RedisQueue {
+            conn: RedisConn::new(cfg).map_err(unavailable)?,
+            prefix: cfg.key_prefix.clone(),
+            consumer: format!("hg-{tag}"),
+            visibility,
+            groups: Mutex::default(),
+            scripts: Scripts {
+                promote: Script::new(PROMOTE),
+                done: Script::new(DONE),
+                park: Script::new(PARK),
+                revive: Script::new(REVIVE),
+                delete: Script::new(DELETE),
+                sweep: Script::new(SWEEP),
+            },
+            counter: AtomicU64::new(0),
+            id_base: tag,
+        })
+    }
+
+    fn keys(&self, route: &RouteKey) -> Keys {
+        let base = format!("{}{{{}:{}}}", self.prefix, route.source(), route.route());
+        Keys {
+            stream: format!("{base}:s"),
+            delayed: format!("{base}:d"),
+            dead: format!("{base}:x"),
+            hash: format!("{base}:h"),
+        }
+    }
+
+    async fn query(&self, cmd: &redis::Cmd) -> Result<Value, QueueError> {
+        self.conn.query(cmd).await.map_err(|_| unavailable("Redis did not answer in time"))?.map_err(unavailable)
+    }
+
+    async fn eval(&self, script: &Script, keys: &[&str], args: &[&[u8]]) -> Result<Value, QueueError> {
+        self.conn
+            .eval(script, keys, args)
+            .await
+            .map_err(|_| unavailable("Redis did not answer in time"))?
+            .map_err(unavailable)
+    }
+
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        self.query(&redis::cmd("PING")).await.map(drop)
+    }
+
+    pub async fn enqueue(&self, route: &RouteKey, entry: &NewEntry) -> Result<(), QueueError> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{}-{n}", entry.meta.received_ms, self.id_base);
+        let record = pack(&id, &State::default(), &entry.encode());
+        let k = self.keys(route);
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&k.stream).arg("*").arg("p").arg(record);
+        self.query(&xadd).await.map(drop)
+    }
+
+    /// Creates the route's consumer group once (from the stream's start, so
+    /// entries added before any replica ran are delivered too).
+    async fn ensure_group(&self, route: &RouteKey, k: &Keys) -> Result<(), QueueError> {
+        if self.groups.lock().unwrap_or_else(|p| p.into_inner()).contains(route) {
+            return Ok(());
+        }
+        let mut create = redis::cmd("XGROUP");
+        create.arg("CREATE").arg(&k.stream).arg(GROUP).arg("0").arg("MKSTREAM");
+        match self.conn.query(&create).await.map_err(|_| unavailable("Redis did not answer in time"))? {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("BUSYGROUP") => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        self.groups.lock().unwrap_or_else(|p| p.into_inner()).insert(route.clone());
+        Ok(())
+    }
+
+    fn forget_group(&self, route: &RouteKey) {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner()).remove(route);
+    }
+
+    pub async fn take(
+        &self,
+        route: &RouteKey,
+        limit: usize,
+        skip: &HashSet<String>,
+        now_ms: u64,
+    ) -> Result<Taken, QueueError> {
+        let k = self.keys(route);
+        self.ensure_group(route, &k).await?;
+        let now = now_ms.to_string();
+        let batch = PROMOTE_BATCH.to_string();
+        self.eval(&self.scripts.promote, &[&k.stream, &k.delayed, &k.hash], &[now.as_bytes(), batch.as_bytes()])
+            .await?;
+        let mut raw = Vec::new();
+        if limit > 0 {
+            // Entries a replica took and never finished (it died, or hung past the timeout).
+            let mut claim = redis::cmd("XAUTOCLAIM");
+            claim
+                .arg(&k.stream)
+                .arg(GROUP)
+                .arg(&self.consumer)
+                .arg(self.visibility.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(limit);
+            match self.query(&claim).await {
+                Ok(v) => raw.extend(items(&v).get(1).map(stream_entries).unwrap_or_default()),
+                Err(e) if e.to_string().contains("NOGROUP") => {
+                    self.forget_group(route);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if raw.len() < limit {
+            let mut read = redis::cmd("XREADGROUP");
+            read.arg("GROUP")
+                .arg(GROUP)
+                .arg(&self.consumer)
+                .arg("COUNT")
+                .arg(limit - raw.len())
+                .arg("STREAMS")
+                .arg(&k.stream)
+                .arg(">");
+            let v = self.query(&read).await?;
+            for stream in items(&v) {
+                if let Some(entries) = items(stream).get(1) {
+                    raw.extend(stream_entries(entries));
+                }
+            }
+        }
+        let mut entries = Vec::with_capacity(raw.len());
+        for (stream_id, record) in raw {
+            let (id, state, bytes) = match unpack(&record) {
+                Ok(parts) => parts,
+                Err(e) => {
+                    tracing::error!(error = %e, stream_id, "damaged queue record; leaving it");
+                    continue;
+                }
+            };
+            if skip.contains(&id) {
+                continue;
+            }
+            let entry = NewEntry::decode(bytes).map_err(damaged)?;
+            entries.push(TakenEntry { handle: Handle::Redis { route: route.clone(), stream_id, id }, state, entry });
+        }
+        let mut first = redis::cmd("ZRANGE");
+        first.arg(&k.delayed).arg(0).arg(0).arg("WITHSCORES");
+        let next_due_ms = items(&self.query(&first).await?).get(1).map(int);
+        Ok(Taken { entries, next_due_ms })
+    }
+
+    pub async fn finish(&self, taken: &TakenEntry, t: &Transition) -> Result<(), QueueError> {
+        let Handle::Redis { route, stream_id, id } = &taken.handle else {
+            return Err(QueueError::BadInput("not a Redis queue entry"));
+        };
+        let k = self.keys(route);
+        let (set, score, state) = match t {
+            Transition::Done => {
+                self.eval(&self.scripts.done, &[&k.stream], &[stream_id.as_bytes()]).await?;
+                return Ok(());
+            }
+            Transition::Retry { due_ms, state } => (&k.delayed, *due_ms, state),
+            Transition::Dead { state } => (&k.dead, state.dead_ms.unwrap_or(0), state),
+        };
+        let record = pack(id, state, &taken.entry.encode());
+        let score = score.to_string();
+        let claimed = self
+            .eval(
+                &self.scripts.park,
+                &[&k.stream, set, &k.hash],
+                &[stream_id.as_bytes(), id.as_bytes(), score.as_bytes(), &record],
+            )
+            .await?;
+        if int(&claimed) == 0 {
+            tracing::debug!(id, "queue entry was claimed by another replica meanwhile; its outcome is theirs");
+        }
+        Ok(())
+    }
+
+    pub async fn depth(&self, route: &RouteKey) -> Result<(Counts, u64), QueueError> {
+        let k = self.keys(route);
+        let len = int(&self.query(redis::cmd("XLEN").arg(&k.stream)).await?);
+        let taken = match self.conn.query(redis::cmd("XPENDING").arg(&k.stream).arg(GROUP)).await {
+            Ok(Ok(v)) => items(&v).first().map(int).unwrap_or(0),
+            // No group yet: nothing was taken.
+            Ok(Err(e)) if e.to_string().contains("NOGROUP") => 0,
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => return Err(unavailable("Redis did not answer in time")),
+        };
+        let scheduled = int(&self.query(redis::cmd("ZCARD").arg(&k.delayed)).await?);
+        let dead = int(&self.query(redis::cmd("ZCARD").arg(&k.dead)).await?);
+        Ok((Counts { pending: len.saturating_sub(taken), scheduled, dead }, taken))
+    }
+
+    /// The oldest entry not yet handed to any replica (after the group's last delivered ID).
+    pub async fn oldest_pending_ms(&self, route: &RouteKey) -> Option<u64> {
+        let k = self.keys(route);
+        let groups = self.query(redis::cmd("XINFO").arg("GROUPS").arg(&k.stream)).await.ok()?;
+        let last = items(&groups).iter().find_map(|g| {
+            let f = items(g);
+            let name = f.chunks(2).find(|kv| kv.first().and_then(text).as_deref() == Some("name"))?;
+            if name.get(1).and_then(text).as_deref() != Some(GROUP) {
+                return None;
+            }
+            f.chunks(2)
+                .find(|kv| kv.first().and_then(text).as_deref() == Some("last-delivered-id"))?
+                .get(1)
+                .and_then(text)
+        });
+        let start = last.map_or_else(|| "-".to_owned(), |l| format!("({l}"));
+        let v = self.query(redis::cmd("XRANGE").arg(&k.stream).arg(start).arg("+").arg("COUNT").arg(1)).await.ok()?;
+        let (_, record) = stream_entries(&v).into_iter().next()?;
+        let (_, _, bytes) = unpack(&record).ok()?;
+        NewEntry::decode_meta(bytes).ok().map(|m| m.received_ms)
+    }
+
+    /// Newest first across `routes` (by time of death, then entry); the cursor
+    /// is `"<dead ms>:<entry>"` of the last item shown.
+    pub async fn dead_list(
+        &self,
+        routes: &[RouteKey],
+        source: Option<&str>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<DeadPage, QueueError> {
+        let after = match cursor {
+            None => None,
+            Some(c) => {
+                let (ms, entry) = c.split_once(':').ok_or(QueueError::BadInput("unknown cursor"))?;
+                Some((ms.parse::<u64>().map_err(|_| QueueError::BadInput("unknown cursor"))?, entry.to_owned()))
+            }
+        };
+        let max = after.as_ref().map_or_else(|| "+inf".to_owned(), |(ms, _)| ms.to_string());
+        let mut found: Vec<(u64, String, RouteKey, String)> = Vec::new();
+        for route in routes.iter().filter(|r| source.is_none_or(|s| s == r.source())) {
+            let k = self.keys(route);
+            // Enough to fill a page even when some share the cursor's time.
+            let mut range = redis::cmd("ZREVRANGEBYSCORE");
+            range.arg(&k.dead).arg(&max).arg("-inf").arg("WITHSCORES").arg("LIMIT").arg(0).arg(limit + 1 + 64);
+            let v = self.query(&range).await?;
+            for pair in items(&v).chunks(2) {
+                let (Some(id), Some(score)) = (pair.first().and_then(text), pair.get(1)) else { continue };
+                let ms = text(score).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) as u64;
+                found.push((ms, entry_name(route, &id), route.clone(), id));
+            }
+        }
+        found.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+        if let Some((ms, entry)) = &after {
+            found.retain(|f| (f.0, &f.1) < (*ms, entry));
+        }
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let mut page = DeadPage::default();
+        for (ms, entry, route, id) in &found {
+            let k = self.keys(route);
+            let Value::BulkString(record) = self.query(redis::cmd("HGET").arg(&k.hash).arg(id)).await? else {
+                continue;
+            };
+            let Ok((_, state, bytes)) = unpack(&record) else { continue };
+            let Ok(meta) = NewEntry::decode_meta(bytes) else { continue };
+            page.items.push(DeadItem { entry: entry.clone(), meta, state: State { dead_ms: Some(*ms), ..state } });
+        }
+        if more {
+            page.next = found.last().map(|(ms, entry, _, _)| format!("{ms}:{entry}"));
+        }
+        Ok(page)
+    }
+
+    async fn revive(&self, route: &RouteKey, id: &str) -> Result<bool, QueueError> {
+        let k = self.keys(route);
+        let Value::BulkString(record) = self.query(redis::cmd("HGET").arg(&k.hash).arg(id)).await? else {
+            return Ok(false);
+        };
+        let (_, _, bytes) = unpack(&record).map_err(damaged)?;
+        let fresh = pack(id, &State::default(), bytes);
+        let v = self.eval(&self.scripts.revive, &[&k.stream, &k.dead, &k.hash], &[id.as_bytes(), &fresh]).await?;
+        Ok(int(&v) == 1)
+    }
+
+    pub async fn dead_retry_one(&self, entry: &str) -> Result<usize, QueueError> {
+        let Some((route, id)) = parse_entry(entry) else { return Ok(0) };
+        Ok(usize::from(self.revive(&route, id).await?))
+    }
+
+    pub async fn dead_retry_all(&self, routes: &[RouteKey], source: Option<&str>) -> Result<usize, QueueError> {
+        let mut n = 0;
+        for route in routes.iter().filter(|r| source.is_none_or(|s| s == r.source())) {
+            let k = self.keys(route);
+            let ids = self.query(redis::cmd("ZRANGE").arg(&k.dead).arg(0).arg(-1)).await?;
+            for id in items(&ids).iter().filter_map(text) {
+                n += usize::from(self.revive(route, &id).await?);
+            }
+        }
+        Ok(n)
+    }
+
+    pub async fn dead_delete(&self, entry: &str) -> Result<bool, QueueError> {
+        let Some((route, id)) = parse_entry(entry) else { return Ok(false) };
+        let k = self.keys(&route);
+        let v = self.eval(&self.scripts.delete, &[&k.dead, &k.hash], &[id.as_bytes()]).await?;
+        Ok(int(&v) == 1)
+    }
+
+    pub async fn sweep(&self, routes: &[RouteKey], older_than_ms: u64) -> Result<usize, QueueError> {
+        let cutoff = older_than_ms.to_string();
+        let mut n = 0;
+        for route in routes {
+            let k = self.keys(route);
+            n += int(&self.eval(&self.scripts.sweep, &[&k.dead, &k.hash], &[cutoff.as_bytes()]).await?) as usize;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names_round_trip() {
+        let r = RouteKey::new("tampa.dev/x", 3);
+        let name = entry_name(&r, "1700000000000-abc-7");
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'), "{name}");
+        assert_eq!(parse_entry(&name), Some((r, "1700000000000-abc-7")));
+        assert_eq!(parse_entry("zz.1"), None);
+        assert_eq!(parse_entry("nodot"), None);
+    }
+}
