@@ -320,12 +320,12 @@ async fn store_failures_are_logged_once_per_burst() {
 
 // === Queue mode across process deaths ===
 
-fn queue_text(upstream: SocketAddr, dir: &Path, sync: &str) -> String {
+/// A queue route on the store `queue` describes (the body of the `[queue]` table).
+fn queue_text(upstream: SocketAddr, queue: &str) -> String {
     with_listeners(&format!(
         r#"
 [queue]
-path = "{dir}"
-sync = "{sync}"
+{queue}
 
 [sources.tampa]
 path = "/webhooks/tampa"
@@ -338,20 +338,32 @@ upstream = "http://{upstream}/hooks"
 timeout = "2s"
 delivery = "queue"
 retry = {{ attempts = 1000, backoff = "20ms", max_backoff = "100ms" }}
-"#,
-        dir = dir.display()
+"#
     ))
+}
+
+fn disk_queue(dir: &Path, sync: &str) -> String {
+    format!("path = \"{}\"\nsync = \"{sync}\"", dir.display())
 }
 
 /// Senders post unique deliveries while the app is down; the gateway is
 /// SIGKILLed mid-stream; after a restart every acknowledged delivery reaches
-/// the app (for both `sync` settings: the data had reached the OS).
+/// the app: disk store with both `sync` settings (the data had reached the
+/// OS), and the Redis store (the server had acknowledged the write).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
-    for sync in ["always", "none"] {
+    let redis = common::redis::RedisServer::start();
+    for sync in ["always", "none", "redis"] {
         let qdir = tempfile::tempdir().unwrap();
         let mut up = spawn_upstream(Behavior::Answer(503, "app down", Duration::ZERO)).await;
-        let text = queue_text(up.addr, qdir.path(), sync);
+        let store = match sync {
+            // What the killed process had taken comes back after visibility_timeout.
+            "redis" => {
+                format!("store = \"redis\"\nvisibility_timeout = \"2s\"\n[queue.redis]\nurl = \"{}\"", redis.url())
+            }
+            _ => disk_queue(qdir.path(), sync),
+        };
+        let text = queue_text(up.addr, &store);
         let mut p = start(&text);
         let cfg = config(&text);
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -426,7 +438,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
 async fn sigterm_lets_queue_attempts_in_flight_finish() {
     let qdir = tempfile::tempdir().unwrap();
     let mut up = spawn_upstream(Behavior::Answer(200, "slow ok", Duration::from_millis(800))).await;
-    let text = queue_text(up.addr, qdir.path(), "always")
+    let text = queue_text(up.addr, &disk_queue(qdir.path(), "always"))
         .replace("delivery = \"queue\"", "delivery = \"queue\"\nconcurrency = 1");
     let mut p = start(&text);
     let cfg = config(&text);

@@ -1,0 +1,257 @@
+//! SPEC §5 with `store = "redis"`: Redis Streams on a real `redis-server` per
+//! test (and a 3-master Cluster), shared by replicas; a Redis outage answers
+//! 503 and the workers resume by themselves; a replica that dies with a taken
+//! delivery leaves it to another after `visibility_timeout`.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::redis::{RedisCluster, RedisServer};
+use common::*;
+
+/// A tampa source whose only route is a queue route on the Redis store at `target`
+/// (`url = "..."` or `cluster = [...]`).
+fn redis_queue_config(upstream: SocketAddr, target: &str, route_extra: &str) -> String {
+    let timeout = if route_extra.contains("timeout =") { "" } else { "timeout = \"1s\"" };
+    format!(
+        r#"
+[server]
+shutdown_grace = "1s"
+
+[queue]
+store = "redis"
+visibility_timeout = "1s"
+
+[queue.redis]
+{target}
+timeout = "500ms"
+
+[sources.tampa]
+path = "/webhooks/tampa"
+provider = "tampa"
+secrets = ["{SECRET}"]
+
+[[sources.tampa.routes]]
+events = ["*"]
+upstream = "http://{upstream}/hooks"
+{timeout}
+delivery = "queue"
+{route_extra}
+"#
+    )
+}
+
+fn url(r: &RedisServer) -> String {
+    format!("url = \"{}\"", r.url())
+}
+
+async fn deliver(gw: &Gateway, id: &str) -> Reply {
+    gw.deliver("tampa", &tampa_body(id, "dev.tampa.event.created"), Some(id), None).await
+}
+
+async fn route_state(gw: &Gateway) -> serde_json::Value {
+    gw.admin_json("/queue").await["routes"][0].clone()
+}
+
+#[tokio::test]
+async fn stores_in_a_stream_then_delivers_and_dead_letters_can_be_retried() {
+    let redis = RedisServer::start();
+    let mut up = spawn_upstream(ok_upstream()).await;
+    let gw = spawn_gateway(&redis_queue_config(
+        up.addr,
+        &url(&redis),
+        r#"retry = { attempts = 2, backoff = "20ms", max_backoff = "50ms" }"#,
+    ))
+    .await;
+    let r = deliver(&gw, "r-1").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let got = up.next().await;
+    assert_eq!(got.headers["x-hookgate-delivery-id"], "r-1");
+    assert_eq!(got.headers["x-hookgate-attempt"], "1");
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let s = route_state(&gw).await;
+            s["pending"] == 0 && s["in_flight"] == 0
+        })
+        .await
+    );
+    assert_eq!(redis.cli(&["XLEN", "hookgate:q:{tampa:0}:s"]), "0", "acknowledged entries leave the stream");
+
+    // 5xx twice (attempts = 2) -> dead; retried from the admin API -> delivered.
+    up.set(Behavior::Answer(503, "down", Duration::ZERO));
+    assert_eq!(deliver(&gw, "r-2").await.status, 202);
+    assert!(eventually(Duration::from_secs(5), async || route_state(&gw).await["dead"] == 1).await);
+    let dead = gw.admin_json("/queue/dead").await;
+    let item = &dead["items"][0];
+    assert_eq!(
+        (item["id"].as_str(), item["attempts"].as_u64(), item["last_status"].as_u64()),
+        (Some("r-2"), Some(2), Some(503))
+    );
+    let entry = item["entry"].as_str().unwrap().to_owned();
+    up.drain();
+    up.set(ok_upstream());
+    let admin = |p: &str| format!("http://{}{p}", gw.admin);
+    assert_eq!(send(&admin("/queue/dead/nope.1/retry"), "POST", &[], "").await.status, 404);
+    assert_eq!(send(&admin(&format!("/queue/dead/{entry}/retry")), "POST", &[], "").await.status, 200);
+    let again = up.next().await;
+    assert_eq!(
+        (
+            again.headers["x-hookgate-delivery-id"].to_str().unwrap(),
+            again.headers["x-hookgate-attempt"].to_str().unwrap()
+        ),
+        ("r-2", "1")
+    );
+    assert!(eventually(Duration::from_secs(5), async || route_state(&gw).await["dead"] == 0).await);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn dead_letter_pages_delete_and_retry_all() {
+    let redis = RedisServer::start();
+    let mut up = spawn_upstream(Behavior::Answer(410, "gone", Duration::ZERO)).await;
+    let gw = spawn_gateway(&redis_queue_config(up.addr, &url(&redis), "")).await;
+    for i in 0..5 {
+        assert_eq!(deliver(&gw, &format!("page-{i}")).await.status, 202);
+    }
+    assert!(eventually(Duration::from_secs(5), async || route_state(&gw).await["dead"] == 5).await);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = cursor.as_ref().map_or(String::new(), |c| format!("&cursor={c}"));
+        let page = gw.admin_json(&format!("/queue/dead?limit=2{q}")).await;
+        seen.extend(page["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()));
+        match page["next"].as_str() {
+            Some(n) => cursor = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["page-0", "page-1", "page-2", "page-3", "page-4"], "every dead letter once across pages");
+    let bad = send(&format!("http://{}/queue/dead?cursor=garbage", gw.admin), "GET", &[], "").await;
+    assert_eq!(bad.status, 400);
+    let newest = gw.admin_json("/queue/dead?limit=1").await["items"][0].clone();
+    let first = newest["entry"].as_str().unwrap().to_owned();
+    let deleted_id = newest["id"].as_str().unwrap().to_owned();
+    assert_eq!(send(&format!("http://{}/queue/dead/{first}", gw.admin), "DELETE", &[], "").await.status, 204);
+    assert_eq!(send(&format!("http://{}/queue/dead/{first}", gw.admin), "DELETE", &[], "").await.status, 404);
+    up.drain();
+    up.set(ok_upstream());
+    let r = send(&format!("http://{}/queue/dead/retry?source=tampa", gw.admin), "POST", &[], "").await;
+    assert_eq!(r.json(), serde_json::json!({"retried": 4}));
+    let mut redelivered = std::collections::BTreeSet::new();
+    while redelivered.len() < 4 {
+        redelivered.insert(up.next().await.headers["x-hookgate-delivery-id"].to_str().unwrap().to_owned());
+    }
+    assert!(!redelivered.contains(&deleted_id), "the deleted one is not among them");
+    assert!(eventually(Duration::from_secs(5), async || route_state(&gw).await["dead"] == 0).await);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn redis_down_answers_503_and_workers_resume_when_it_returns() {
+    let mut redis = RedisServer::start();
+    let mut up = spawn_upstream(ok_upstream()).await;
+    let gw = spawn_gateway(&redis_queue_config(up.addr, &url(&redis), "")).await;
+    assert_eq!(deliver(&gw, "before").await.status, 202);
+    up.next().await;
+    redis.kill();
+    let r = deliver(&gw, "during").await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (503, "queue_unavailable"));
+    assert!(r.headers.contains_key("retry-after"));
+    let ready = send(&format!("http://{}/readyz", gw.admin), "GET", &[], "").await;
+    assert_eq!(ready.status, 503);
+    redis.restart();
+    // The claim was released, so the sender's retry is accepted once Redis is back.
+    assert!(eventually(Duration::from_secs(10), async || deliver(&gw, "during").await.status == 202).await);
+    let got = up.next().await;
+    assert_eq!(got.headers["x-hookgate-delivery-id"], "during", "the worker resumed by itself");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_replica_that_dies_with_a_taken_delivery_leaves_it_to_another() {
+    let redis = RedisServer::start();
+    // Replica A takes the delivery and hangs on a slow app; then it dies.
+    let slow = spawn_upstream(Behavior::Answer(200, "too late", Duration::from_secs(30))).await;
+    let fast_stop = |t: String| {
+        t.replace("shutdown_grace = \"1s\"", "shutdown_grace = \"100ms\"")
+            .replace("visibility_timeout = \"1s\"", "visibility_timeout = \"2s\"")
+    };
+    let a = spawn_gateway(&fast_stop(redis_queue_config(slow.addr, &url(&redis), "timeout = \"60s\""))).await;
+    assert_eq!(deliver(&a, "orphan-1").await.status, 202);
+    assert!(eventually(Duration::from_secs(5), async || slow.hits() == 1).await, "replica A took it");
+    let taken_at = std::time::Instant::now();
+    a.shutdown().await; // shutdown_grace = 100ms: the attempt is abandoned, unacknowledged
+    // Replica B (another consumer) finds it once visibility_timeout (2 s) has passed.
+    let mut up = spawn_upstream(ok_upstream()).await;
+    let b = spawn_gateway(&fast_stop(redis_queue_config(up.addr, &url(&redis), ""))).await;
+    let got = up.next().await;
+    assert_eq!(got.headers["x-hookgate-delivery-id"], "orphan-1");
+    assert!(taken_at.elapsed() >= Duration::from_millis(1900), "not before the visibility timeout (2 s)");
+    assert!(eventually(Duration::from_secs(5), async || route_state(&b).await["in_flight"] == 0).await);
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_replicas_share_one_queue_and_deliver_each_entry_once() {
+    let redis = RedisServer::start();
+    let mut up = spawn_upstream(Behavior::Answer(200, "ok", Duration::from_millis(20))).await;
+    let text = redis_queue_config(up.addr, &url(&redis), "concurrency = 4");
+    let a = spawn_gateway(&text).await;
+    let b = spawn_gateway(&text).await;
+    for i in 0..40 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(deliver(gw, &format!("shared-{i}")).await.status, 202);
+    }
+    let mut ids = Vec::new();
+    while ids.len() < 40 {
+        ids.push(up.next().await.headers["x-hookgate-delivery-id"].to_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(up.drain().is_empty(), "no delivery twice");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_on_a_three_master_cluster() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();
+    let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let mut up = spawn_upstream(Behavior::Answer(500, "no", Duration::ZERO)).await;
+    let text = redis_queue_config(
+        up.addr,
+        &format!("cluster = [{}]", nodes.join(", ")),
+        r#"retry = { attempts = 2, backoff = "10ms", max_backoff = "20ms" }"#,
+    );
+    let gw = spawn_gateway(&text).await;
+    for i in 0..3 {
+        assert_eq!(deliver(&gw, &format!("cl-{i}")).await.status, 202);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), async || route_state(&gw).await["dead"] == 3).await,
+        "retried then dead"
+    );
+    up.drain();
+    up.set(ok_upstream());
+    let r = send(&format!("http://{}/queue/dead/retry", gw.admin), "POST", &[], "").await;
+    assert_eq!(r.json()["retried"], 3);
+    let mut ids = std::collections::BTreeSet::new();
+    while ids.len() < 3 {
+        ids.insert(up.next().await.headers["x-hookgate-delivery-id"].to_str().unwrap().to_owned());
+    }
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let s = route_state(&gw).await;
+            s["dead"] == 0 && s["pending"] == 0 && s["in_flight"] == 0 && s["scheduled"] == 0
+        })
+        .await
+    );
+    gw.shutdown().await;
+}
