@@ -5,7 +5,8 @@
 # - ingest: senders' acks/s into a queue route while nothing drains (the route
 #   has `concurrency = 0`: deliveries are stored and acked, none is attempted —
 #   the app-down case without the refused connection attempts), for the disk
-#   store with sync = "always" and sync = "none";
+#   store with sync = "always" and sync = "none", and the Redis store (a
+#   redis-server with AOF, appendfsync everysec);
 # - drain: the backlog that ingest stored is delivered to the live upstream
 #   (a SIGHUP raises concurrency to 64; no new ingest); deliveries/s until
 #   /queue shows nothing pending, scheduled or in flight;
@@ -26,11 +27,15 @@ THREADS=${THREADS:-2}
 BACKLOG=${BACKLOG:-0}
 
 . bench/lib.sh
-need nginx haproxy wrk curl
+need nginx haproxy wrk curl redis-server
 
 cargo build --release --quiet
 BIN=$PWD/target/release/hookgate
 start_upstream
+RQ=$(free_port)
+mkdir -p "$WORK/redis"
+redis-server --port "$RQ" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec --dir "$WORK/redis" >/dev/null & PIDS+=($!)
+wait_port "$RQ"
 NGX=$(free_port); HAP=$(free_port)
 mkdir -p "$WORK/px"
 cat > "$WORK/px/nginx.conf" <<CONF
@@ -70,8 +75,19 @@ CONF
 haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!)
 wait_port "$NGX"; wait_port "$HAP"
 
-# hookgate with one queue route; $1 = sync mode, $2 = concurrency, $3 = port, $4 = admin port, $5 = queue dir
+# hookgate with one queue route; $1 = "always" | "none" (disk) | "redis", $2 = concurrency,
+# $3 = port, $4 = admin port, $5 = queue dir (disk) or key prefix (redis)
 qconfig() {
+  local store
+  if [ "$1" = redis ]; then
+    store="store = \"redis\"
+[queue.redis]
+url = \"redis://127.0.0.1:$RQ/0\"
+key_prefix = \"$(basename "$5"):\""
+  else
+    store="path = \"$5\"
+sync = \"$1\""
+  fi
   cat <<CONF
 [server]
 listen = "127.0.0.1:$3"
@@ -80,8 +96,7 @@ max_connections = 10000
 [log]
 deliveries = 10000
 [queue]
-path = "$5"
-sync = "$1"
+$store
 [sources.tampa]
 path = "/webhooks/tampa"
 provider = "tampa"
@@ -110,7 +125,7 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "  $name forwarding: $out"
     RPS[$name]+="$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$out") "
   done
-  for sync in always none; do
+  for sync in always none redis; do
     P=$(free_port); A=$(free_port); Q="$WORK/q-$sync-$r"
     qconfig "$sync" 0 "$P" "$A" "$Q" > "$WORK/hg-$sync.toml"
     HOOKGATE_LOG=warn "$BIN" -c "$WORK/hg-$sync.toml" & PIDS+=($!); HG=$!
@@ -155,8 +170,11 @@ print("| target | deliveries/s (median) | vs best proxy | vs qhook's ~730/s inge
 print("|---|---:|---:|---:|")
 for k in ["nginx", "haproxy"]:
     print(f"| {k} forwarding | {med[k]:.0f} | x{med[k] / best:.2f} | |")
-for k in ["ingest-always", "ingest-none", "drain-always", "drain-none"]:
-    print(f"| hookgate {k.replace('-', ' sync=')} | {med[k]:.0f} | x{med[k] / best:.2f} | x{med[k] / 730:.0f} |")
+names = {"always": "disk, sync = always", "none": "disk, sync = none", "redis": "redis (AOF everysec)"}
+for phase in ["ingest", "drain"]:
+    for store in ["always", "none", "redis"]:
+        k = f"{phase}-{store}"
+        print(f"| hookgate {phase}, {names[store]} | {med[k]:.0f} | x{med[k] / best:.2f} | x{med[k] / 730:.0f} |")
 PY
 
 if [ "$BACKLOG" -gt 0 ]; then
