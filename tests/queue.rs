@@ -302,14 +302,9 @@ async fn unwritable_store_answers_503_and_releases_the_claim() {
 #[tokio::test]
 async fn stored_deliveries_survive_a_restart_of_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
+    // Paused (concurrency = 0): everything stays stored, none is attempted.
     let dead = dead_addr().await;
-    let gw = spawn_gateway(&queue_config(
-        dead,
-        dir.path(),
-        r#"retry = { attempts = 100, backoff = "10s", max_backoff = "10s" }"#,
-        "",
-    ))
-    .await;
+    let gw = spawn_gateway(&queue_config(dead, dir.path(), "concurrency = 0", "")).await;
     for i in 0..5 {
         assert_eq!(deliver(&gw, &format!("keep-{i}")).await.status, 202);
     }

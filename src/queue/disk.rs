@@ -29,6 +29,8 @@ use super::{Counts, DeadItem, DeadPage, Handle, QueueError, Slot, Taken, TakenEn
 
 /// Requests handled per batch at most (one journal write, one fsync).
 const MAX_BATCH: usize = 1024;
+/// How often a route's scans start from its first key anyway (see [`Db::take`]).
+const CURSOR_RESET: Duration = Duration::from_secs(30);
 /// How long a failed store waits before it tries to open the database again.
 const REOPEN_AFTER: Duration = Duration::from_secs(2);
 
@@ -87,6 +89,10 @@ struct Db {
     retry: Keyspace,
     dead: Keyspace,
     next_seq: u64,
+    /// Where the next scan of a route's `retry` (true) or `fresh` (false) keys starts.
+    cursors: HashMap<(bool, RouteKey), Vec<u8>>,
+    /// When each route's cursors were last dropped for a full scan.
+    cursor_reset: HashMap<RouteKey, std::time::Instant>,
 }
 
 fn io(e: impl std::fmt::Display) -> QueueError {
@@ -153,14 +159,44 @@ impl Db {
                 tallies.entry(route).or_default().dead += 1;
             }
         }
-        Ok((Db { db, entries, fresh, retry, dead, next_seq }, tallies))
+        Ok((
+            Db { db, entries, fresh, retry, dead, next_seq, cursors: HashMap::new(), cursor_reset: HashMap::new() },
+            tallies,
+        ))
     }
 
-    fn take(&self, route: &RouteKey, limit: usize, skip: &HashSet<u64>, now_ms: u64) -> Result<Taken, QueueError> {
+    /// Due entries of `route`, retries first, at most `limit`, none of `skip`.
+    ///
+    /// Scans start at a per-route cursor rather than at the route's first key:
+    /// an LSM tree keeps a deleted key as a tombstone until compaction, so a
+    /// drained backlog would otherwise be walked again on every take. New keys
+    /// land after the cursor (`fresh` by arrival, `retry` by due time, both
+    /// from now on); when the tallies say there are more entries than the scan
+    /// saw (a revived dead letter, a clock that stepped back), the next scan
+    /// starts from the beginning again.
+    fn take(
+        &mut self,
+        route: &RouteKey,
+        limit: usize,
+        skip: &HashSet<u64>,
+        now_ms: u64,
+        tally: Tally,
+    ) -> Result<Taken, QueueError> {
         let mut out = Vec::new();
         let mut next_due_ms = None;
-        // Retries whose time has come first, then never-attempted ones, oldest first.
-        for g in self.retry.prefix(route.as_bytes()) {
+        // A full scan now and then catches whatever a cursor could have passed.
+        let fresh_start = self.cursor_reset.get(route).is_none_or(|t| t.elapsed() >= CURSOR_RESET);
+        if fresh_start {
+            self.cursors.remove(&(true, route.clone()));
+            self.cursors.remove(&(false, route.clone()));
+            self.cursor_reset.insert(route.clone(), std::time::Instant::now());
+        }
+        let mut end = route.as_bytes().to_vec();
+        end.extend_from_slice(&[0xff; 17]);
+
+        let start = self.cursors.get(&(true, route.clone())).cloned().unwrap_or_else(|| route.as_bytes().to_vec());
+        let mut first_live = None;
+        for g in self.retry.range(start..end.clone()) {
             let (k, v) = g.into_inner().map_err(io)?;
             let Some((_, rest)) = RouteKey::split(&k) else { continue };
             let Some((due, seq)) = schedule_parts(rest) else { continue };
@@ -168,30 +204,73 @@ impl Db {
                 next_due_ms = Some(due);
                 break;
             }
-            if skip.contains(&seq) || out.len() >= limit {
+            first_live.get_or_insert_with(|| k.to_vec());
+            if out.len() >= limit {
+                break;
+            }
+            if skip.contains(&seq) {
                 continue;
             }
             if let Some(e) = self.load(seq, Slot::Retry(k.to_vec()), State::decode(&v))? {
                 out.push(e);
             }
         }
+        if let Some(k) = first_live {
+            self.cursors.insert((true, route.clone()), k);
+        }
+
         if out.len() < limit {
-            for g in self.fresh.prefix(route.as_bytes()) {
-                let k = g.key().map_err(io)?;
-                let Some((_, rest)) = RouteKey::split(&k) else { continue };
-                let Some((_, seq)) = schedule_parts(rest) else { continue };
-                if skip.contains(&seq) {
-                    continue;
-                }
-                if let Some(e) = self.load(seq, Slot::Fresh(k.to_vec()), State::default())? {
-                    out.push(e);
-                }
-                if out.len() >= limit {
-                    break;
-                }
+            let cursor = self.cursors.get(&(false, route.clone())).cloned();
+            let from = cursor.clone().unwrap_or_else(|| route.as_bytes().to_vec());
+            let seen = self.scan_fresh(route, from, &end, limit, skip, &mut out)?;
+            // The scan reached the end yet saw fewer entries than are stored:
+            // some are behind the cursor (a revived dead letter). Look again from the start.
+            if cursor.is_some() && out.len() < limit && seen < tally.fresh {
+                self.cursors.remove(&(false, route.clone()));
+                let mut skip = skip.clone();
+                skip.extend(out.iter().map(|e| match e.handle {
+                    Handle::Disk { seq, .. } => seq,
+                    Handle::Redis { .. } => 0,
+                }));
+                self.scan_fresh(route, route.as_bytes().to_vec(), &end, limit, &skip, &mut out)?;
             }
         }
         Ok(Taken { entries: out, next_due_ms })
+    }
+
+    /// Never-attempted entries from `from`, into `out` up to `limit`; how many
+    /// stored entries the scan went over. Moves the route's cursor.
+    fn scan_fresh(
+        &mut self,
+        route: &RouteKey,
+        from: Vec<u8>,
+        end: &[u8],
+        limit: usize,
+        skip: &HashSet<u64>,
+        out: &mut Vec<TakenEntry>,
+    ) -> Result<u64, QueueError> {
+        let mut seen = 0;
+        let mut first_live = None;
+        for g in self.fresh.range(from..end.to_vec()) {
+            let k = g.key().map_err(io)?;
+            let Some((_, rest)) = RouteKey::split(&k) else { continue };
+            let Some((_, seq)) = schedule_parts(rest) else { continue };
+            seen += 1;
+            first_live.get_or_insert_with(|| k.to_vec());
+            if skip.contains(&seq) {
+                continue;
+            }
+            if let Some(e) = self.load(seq, Slot::Fresh(k.to_vec()), State::default())? {
+                out.push(e);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        if let Some(k) = first_live {
+            self.cursors.insert((false, route.clone()), k);
+        }
+        Ok(seen)
     }
 
     fn load(&self, seq: u64, slot: Slot, state: State) -> Result<Option<TakenEntry>, QueueError> {
@@ -405,7 +484,13 @@ impl StoreThread {
         match op {
             Op::Enqueue(..) => {}
             Op::Take { route, limit, skip, now_ms, reply } => {
-                let r = self.db.as_ref().ok_or_else(unavailable).and_then(|db| db.take(&route, limit, &skip, now_ms));
+                let tally =
+                    self.tallies.lock().unwrap_or_else(|p| p.into_inner()).get(&route).copied().unwrap_or_default();
+                let r = self
+                    .db
+                    .as_mut()
+                    .ok_or_else(unavailable)
+                    .and_then(|db| db.take(&route, limit, &skip, now_ms, tally));
                 let _ = reply.send(r);
             }
             Op::Finish(taken, t, reply) => {
@@ -591,4 +676,80 @@ fn dead_list(db: &Db, source: Option<&str>, limit: usize, before: Option<u64>) -
         items.push(DeadItem { entry: seq.to_string(), meta, state: State::decode(rest) });
     }
     Ok(DeadPage { items, next })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Meta;
+
+    fn entry(id: &str, received_ms: u64) -> NewEntry {
+        NewEntry {
+            meta: Meta {
+                source: "s".into(),
+                route: 0,
+                id: id.into(),
+                event_type: String::new(),
+                query: None,
+                received_ms,
+                log: None,
+            },
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::from_static(b"{}"),
+        }
+    }
+
+    fn ids(t: &Taken) -> Vec<String> {
+        t.entries.iter().map(|e| e.entry.meta.id.clone()).collect()
+    }
+
+    /// A dead letter revived behind the scan cursor is still found.
+    #[tokio::test]
+    async fn entries_behind_the_cursor_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = DiskQueue::start(dir.path().to_owned(), false).unwrap();
+        let route = RouteKey::new("s", 0);
+        let a = q.enqueue(route.clone(), entry("a", 1000)).await.unwrap();
+        let b = q.enqueue(route.clone(), entry("b", 2000)).await.unwrap();
+        let t = q.take(route.clone(), 1, HashSet::new(), 5000).await.unwrap();
+        assert_eq!(ids(&t), ["a"]);
+        let taken_a = t.entries.into_iter().next().unwrap();
+        let dead = State { attempts: 1, last_status: Some(400), last_error: None, dead_ms: Some(5000) };
+        q.finish(taken_a, Transition::Dead { state: dead }).await.unwrap();
+        // The cursor moves on to b.
+        let t = q.take(route.clone(), 1, HashSet::new(), 5000).await.unwrap();
+        assert_eq!(ids(&t), ["b"]);
+        assert_eq!(q.counts(&route), Counts { pending: 1, scheduled: 0, dead: 1 });
+        assert_eq!(q.dead_retry(Some(a), None).await.unwrap(), 1);
+        // With b in flight, a (older than the cursor) must still be handed out.
+        let t = q.take(route.clone(), 1, HashSet::from([b]), 5000).await.unwrap();
+        assert_eq!(ids(&t), ["a"]);
+        assert_eq!(t.entries[0].state.attempts, 0, "attempts reset");
+    }
+
+    /// Retries come back when due, not before, and a drained backlog is not rescanned.
+    #[tokio::test]
+    async fn retries_wait_for_their_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = DiskQueue::start(dir.path().to_owned(), true).unwrap();
+        let route = RouteKey::new("s", 0);
+        for i in 0..50 {
+            q.enqueue(route.clone(), entry(&format!("e{i}"), 1000 + i)).await.unwrap();
+        }
+        for _ in 0..49 {
+            let t = q.take(route.clone(), 1, HashSet::new(), 5000).await.unwrap();
+            q.finish(t.entries.into_iter().next().unwrap(), Transition::Done).await.unwrap();
+        }
+        let t = q.take(route.clone(), 8, HashSet::new(), 5000).await.unwrap();
+        assert_eq!(ids(&t), ["e49"]);
+        let state = State { attempts: 1, last_status: Some(503), last_error: None, dead_ms: None };
+        q.finish(t.entries.into_iter().next().unwrap(), Transition::Retry { due_ms: 9000, state }).await.unwrap();
+        let t = q.take(route.clone(), 8, HashSet::new(), 8999).await.unwrap();
+        assert!(t.entries.is_empty());
+        assert_eq!(t.next_due_ms, Some(9000));
+        let t = q.take(route.clone(), 8, HashSet::new(), 9000).await.unwrap();
+        assert_eq!(ids(&t), ["e49"]);
+        assert_eq!(t.entries[0].state.attempts, 1);
+        assert_eq!(q.counts(&route), Counts { pending: 0, scheduled: 1, dead: 0 });
+    }
 }
