@@ -15,6 +15,7 @@
 #   bash bench/queue.sh                       # 3 rounds, 6 s of ingest each
 #   ROUNDS=1 DURATION=3 bash bench/queue.sh
 #   BACKLOG=1000000 bash bench/queue.sh       # also: RSS while a 1M backlog builds up
+#   ROUNDS=0 BACKLOG=1000000 bash bench/queue.sh   # only that
 #
 # Needs nginx, haproxy and wrk (Debian packages; installed when missing).
 set -euo pipefail
@@ -114,13 +115,15 @@ queue_state() { # admin port -> "pending scheduled in_flight dead"
   curl -s "http://127.0.0.1:$1/queue" | python3 -c 'import json,sys; r=json.load(sys.stdin)["routes"][0]; print(r["pending"], r["scheduled"], r["in_flight"], r["dead"])'
 }
 
+qconfig always 0 1 2 "$WORK/x" > "$WORK/sig.toml"
+sign_body "$BIN" "$WORK/sig.toml"
+
 declare -A RPS
 echo "machine: $(nproc) cores, $(uname -r); load: wrk -t$THREADS -c$CONNS -d${DURATION}s; $ROUNDS rounds"
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r"
   for px in nginx:$NGX haproxy:$HAP; do
     name=${px%%:*}; port=${px##*:}
-    [ -n "${BENCH_SIG:-}" ] || { qconfig always 0 1 2 "$WORK/x" > "$WORK/sig.toml"; sign_body "$BIN" "$WORK/sig.toml"; }
     out=$(load "$port" "$THREADS" "$CONNS" "$DURATION")
     echo "  $name forwarding: $out"
     RPS[$name]+="$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$out") "
@@ -160,7 +163,7 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 
-python3 - <<PY
+[ "$ROUNDS" -gt 0 ] && python3 - <<PY
 import statistics
 raw = {$(for k in "${!RPS[@]}"; do printf '"%s": [%s],' "$k" "$(sed 's/ $//; s/ /, /g' <<<"${RPS[$k]}")"; done)}
 med = {k: statistics.median(v) for k, v in raw.items()}
@@ -179,7 +182,9 @@ PY
 
 if [ "$BACKLOG" -gt 0 ]; then
   P=$(free_port); A=$(free_port)
-  qconfig always 0 "$P" "$A" "$WORK/q-backlog" > "$WORK/hg-backlog.toml"
+  # The memory dedupe store remembers every ID up to max_entries (~80 bytes
+  # each, see README); bounded small here so the figures show the queue alone.
+  { printf '[dedupe]\nmax_entries = 10000\n'; qconfig always 0 "$P" "$A" "$WORK/q-backlog"; } > "$WORK/hg-backlog.toml"
   HOOKGATE_LOG=warn "$BIN" -c "$WORK/hg-backlog.toml" & PIDS+=($!); HG=$!
   wait_port "$P"
   echo
@@ -191,7 +196,8 @@ if [ "$BACKLOG" -gt 0 ]; then
     [ "$p" -ge "$BACKLOG" ] && break
     [ "$SECONDS" -lt "$deadline" ] || { echo "backlog did not reach $BACKLOG in 600 s" >&2; exit 1; }
     load "$P" "$THREADS" "$CONNS" 5 >/dev/null
+    read -r p _ _ _ <<<"$(queue_state "$A")"
     echo "  stored $p: $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' /proc/$HG/status), disk $(du -sm "$WORK/q-backlog" | cut -f1) MB"
   done
-  echo "  stored $p: $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' /proc/$HG/status) (final)"
+  echo "  peak RSS (VmHWM): $(awk '/VmHWM/ {printf "%.1f MB", $2/1024}' /proc/$HG/status)"
 fi
