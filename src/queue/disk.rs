@@ -430,13 +430,80 @@ impl StoreThread {
     }
 
     fn handle(&mut self, ops: &mut Vec<Op>) {
-        // Enqueues first, as one batch with one sync; the rest one by one.
-        let (enqueues, others): (Vec<Op>, Vec<Op>) = ops.drain(..).partition(|o| matches!(o, Op::Enqueue(..)));
+        // Enqueues as one batch with one sync, outcomes as one batch (no sync:
+        // losing one to a power cut means a repeat delivery, which
+        // at-least-once allows), the rest one by one.
+        let (enqueues, rest): (Vec<Op>, Vec<Op>) = ops.drain(..).partition(|o| matches!(o, Op::Enqueue(..)));
+        let (finishes, others): (Vec<Op>, Vec<Op>) = rest.into_iter().partition(|o| matches!(o, Op::Finish(..)));
         if !enqueues.is_empty() {
             self.enqueue_batch(enqueues);
         }
+        if !finishes.is_empty() {
+            self.finish_batch(finishes);
+        }
         for op in others {
             self.other(op);
+        }
+    }
+
+    fn finish_batch(&mut self, ops: Vec<Op>) {
+        let Some(db) = self.db.as_ref() else {
+            for op in ops {
+                if let Op::Finish(_, _, reply) = op {
+                    let _ = reply.send(Err(QueueError::Unavailable("queue store is not open".into())));
+                }
+            }
+            return;
+        };
+        let mut batch = db.db.batch();
+        let mut done = Vec::with_capacity(ops.len());
+        for op in ops {
+            let Op::Finish(taken, t, reply) = op else { continue };
+            let Handle::Disk { seq, slot } = taken.handle else {
+                let _ = reply.send(Err(QueueError::BadInput("not a disk queue entry")));
+                continue;
+            };
+            let route = RouteKey::new(&taken.entry.meta.source, taken.entry.meta.route);
+            match &slot {
+                Slot::Fresh(k) => batch.remove(&db.fresh, k.clone()),
+                Slot::Retry(k) => batch.remove(&db.retry, k.clone()),
+            }
+            match &t {
+                Transition::Done => batch.remove(&db.entries, be(seq)),
+                Transition::Retry { due_ms, state } => {
+                    batch.insert(&db.retry, schedule_key(&route, *due_ms, seq), state.encode());
+                }
+                Transition::Dead { state } => {
+                    let mut v = route.as_bytes().to_vec();
+                    v.extend_from_slice(&state.encode());
+                    batch.insert(&db.dead, be(seq), v);
+                }
+            }
+            done.push((route, slot, t, reply));
+        }
+        match batch.commit().map_err(io) {
+            Ok(()) => {
+                for (route, slot, t, reply) in done {
+                    self.tally(&route, |c| {
+                        match slot {
+                            Slot::Fresh(_) => c.fresh = c.fresh.saturating_sub(1),
+                            Slot::Retry(_) => c.retry = c.retry.saturating_sub(1),
+                        }
+                        match t {
+                            Transition::Done => {}
+                            Transition::Retry { .. } => c.retry += 1,
+                            Transition::Dead { .. } => c.dead += 1,
+                        }
+                    });
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                for (_, _, _, reply) in done {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                self.failed(&e);
+            }
         }
     }
 
@@ -482,7 +549,6 @@ impl StoreThread {
     fn other(&mut self, op: Op) {
         let unavailable = || QueueError::Unavailable("queue store is not open".into());
         match op {
-            Op::Enqueue(..) => {}
             Op::Take { route, limit, skip, now_ms, reply } => {
                 let tally =
                     self.tallies.lock().unwrap_or_else(|p| p.into_inner()).get(&route).copied().unwrap_or_default();
@@ -493,13 +559,7 @@ impl StoreThread {
                     .and_then(|db| db.take(&route, limit, &skip, now_ms, tally));
                 let _ = reply.send(r);
             }
-            Op::Finish(taken, t, reply) => {
-                let r = self.finish(taken, t);
-                if let Err(e) = &r {
-                    self.failed(e);
-                }
-                let _ = reply.send(r);
-            }
+            Op::Enqueue(..) | Op::Finish(..) => {}
             Op::DeadList { source, limit, before, reply } => {
                 let r = self
                     .db
@@ -529,43 +589,6 @@ impl StoreThread {
                 let _ = reply.send(at);
             }
         }
-    }
-
-    fn finish(&mut self, taken: TakenEntry, t: Transition) -> Result<(), QueueError> {
-        let db = self.db.as_ref().ok_or_else(|| QueueError::Unavailable("queue store is not open".into()))?;
-        let Handle::Disk { seq, slot } = taken.handle else {
-            return Err(QueueError::BadInput("not a disk queue entry"));
-        };
-        let route = RouteKey::new(&taken.entry.meta.source, taken.entry.meta.route);
-        let mut batch = db.db.batch();
-        match &slot {
-            Slot::Fresh(k) => batch.remove(&db.fresh, k.clone()),
-            Slot::Retry(k) => batch.remove(&db.retry, k.clone()),
-        }
-        match &t {
-            Transition::Done => batch.remove(&db.entries, be(seq)),
-            Transition::Retry { due_ms, state } => {
-                batch.insert(&db.retry, schedule_key(&route, *due_ms, seq), state.encode());
-            }
-            Transition::Dead { state } => {
-                let mut v = route.as_bytes().to_vec();
-                v.extend_from_slice(&state.encode());
-                batch.insert(&db.dead, be(seq), v);
-            }
-        }
-        batch.commit().map_err(io)?;
-        self.tally(&route, |c| {
-            match slot {
-                Slot::Fresh(_) => c.fresh = c.fresh.saturating_sub(1),
-                Slot::Retry(_) => c.retry = c.retry.saturating_sub(1),
-            }
-            match t {
-                Transition::Done => {}
-                Transition::Retry { .. } => c.retry += 1,
-                Transition::Dead { .. } => c.dead += 1,
-            }
-        });
-        Ok(())
     }
 
     /// Dead letters back to `fresh`, attempts reset. `seq`: that one; else

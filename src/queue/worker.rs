@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use super::policy::{Verdict, parse_retry_after, unit_random};
 use super::{InFlight, Queue, RouteKey, State, TakenEntry, Transition, unix_ms};
-use crate::app::App;
+use crate::app::{App, Loaded};
 use crate::forward;
 use crate::metrics::QueueRouteMetrics;
 use crate::route::Route;
@@ -108,11 +108,10 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
                             let job = Attempt {
                                 app: app.clone(),
                                 queue: queue.clone(),
-                                route: route.clone(),
-                                source_header: loaded.sources[index].name_header.clone(),
+                                loaded: loaded.clone(),
                                 metrics: metrics.clone(),
-                                route_index: key.route(),
                                 source_index: index,
+                                route_index: key.route(),
                             };
                             attempts.spawn(job.run(entry));
                         }
@@ -164,28 +163,34 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
 struct Attempt {
     app: Arc<App>,
     queue: Queue,
-    route: Route,
-    source_header: HeaderValue,
+    /// The config the attempt started with (its route may move on a reload).
+    loaded: Arc<Loaded>,
     metrics: QueueRouteMetrics,
-    route_index: usize,
     source_index: usize,
+    route_index: usize,
 }
 
 impl Attempt {
+    fn route(&self) -> &Route {
+        &self.loaded.config.sources[self.source_index].routes[self.route_index]
+    }
+
     async fn run(self, taken: TakenEntry) -> String {
         let ident = taken.ident();
+        let source = &self.loaded.sources[self.source_index];
+        let route = self.route();
         let n = taken.state.attempts + 1;
         let meta = &taken.entry.meta;
         let mut headers = taken.entry.headers.clone();
         headers.insert(X_ATTEMPT, HeaderValue::from(n));
         // The stored X-Hookgate-Source is the one from enqueue; keep it current.
-        headers.insert(forward::X_SOURCE, self.source_header.clone());
-        if let Some(r) = &self.route.resign {
+        headers.insert(forward::X_SOURCE, source.name_header.clone());
+        if let Some(r) = &route.resign {
             r.apply(&mut headers, &meta.id, forward::unix_now(), &taken.entry.body);
         }
-        let path = forward::upstream_path_with(&self.route.path, meta.query.as_deref());
+        let path = forward::upstream_path_with(&route.path, meta.query.as_deref());
         let started = Instant::now();
-        let result = forward::send(&self.route, path, headers, taken.entry.body.clone()).await;
+        let result = forward::send(route, path, headers, taken.entry.body.clone()).await;
         let elapsed = started.elapsed();
         let (status, retry_after, error) = match &result {
             Ok(res) => {
@@ -199,7 +204,7 @@ impl Attempt {
         };
         // The answer's body is not needed; dropping it ends the exchange.
         drop(result);
-        let policy = self.route.queue().map(|q| q.retry).unwrap_or_default();
+        let policy = route.queue().map(|q| q.retry).unwrap_or_default();
         let verdict = policy.verdict(n, status, retry_after, unit_random());
         let now = unix_ms(SystemTime::now());
         let state = State {
@@ -218,9 +223,7 @@ impl Attempt {
             "scheduled" => self.metrics.retry.inc(),
             _ => self.metrics.dead.inc(),
         };
-        if let Some(s) = self.app.current().sources.get(self.source_index) {
-            s.metrics.upstream(self.route_index, elapsed.as_secs_f64());
-        }
+        source.metrics.upstream(self.route_index, elapsed.as_secs_f64());
         let log = &self.app.deliveries;
         if let Some((epoch, record)) = meta.log
             && epoch == log.epoch
