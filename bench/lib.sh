@@ -41,6 +41,49 @@ CONF
   wait_port "$UP"
 }
 
+# nginx and haproxy as plain reverse proxies in front of $UP (2 workers/threads
+# each, keep-alive to the upstream). Sets NGX, HAP (ports), NGX_PID, HAP_PID.
+start_proxies() {
+  NGX=$(free_port); HAP=$(free_port)
+  mkdir -p "$WORK/px"
+  cat > "$WORK/px/nginx.conf" <<CONF
+worker_processes 2;
+pid $WORK/px/nginx.pid;
+error_log $WORK/px/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_buffer_size 64k;
+  upstream app { server 127.0.0.1:$UP; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGX;
+    keepalive_requests 1000000;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+  nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" -g 'daemon off;' & PIDS+=($!); NGX_PID=$!
+  cat > "$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 2
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HAP
+  default_backend app
+backend app
+  server s1 127.0.0.1:$UP
+CONF
+  haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!); HAP_PID=$!
+  wait_port "$NGX"; wait_port "$HAP"
+}
+
 # A redis-server that keeps nothing on disk. Sets RDS (port) and RDS_PID.
 start_redis() {
   RDS=$(free_port)

@@ -25,47 +25,8 @@ BIN=$PWD/target/release/hookgate
 
 start_upstream
 start_redis
-NGX=$(free_port); HAP=$(free_port); HGM=$(free_port); HGR=$(free_port)
-mkdir -p "$WORK/px"
-
-# --- nginx as a plain reverse proxy
-cat > "$WORK/px/nginx.conf" <<CONF
-worker_processes 2;
-pid $WORK/px/nginx.pid;
-error_log $WORK/px/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_buffer_size 64k;
-  upstream app { server 127.0.0.1:$UP; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NGX;
-    keepalive_requests 1000000;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-CONF
-nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" -g 'daemon off;' & PIDS+=($!); NGX_PID=$!
-
-# --- haproxy as a plain reverse proxy
-cat > "$WORK/haproxy.cfg" <<CONF
-global
-  nbthread 2
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$HAP
-  default_backend app
-backend app
-  server s1 127.0.0.1:$UP
-CONF
-haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!); HAP_PID=$!
+HGM=$(free_port); HGR=$(free_port)
+start_proxies
 
 # --- hookgate, memory store and Redis store
 hg_config "$HGM" memory > "$WORK/hg-memory.toml"
