@@ -80,6 +80,8 @@ pub struct Peer {
     pub addr: IpAddr,
     /// The peer is a trusted proxy: its `X-Forwarded-Proto` is kept.
     pub trusted: bool,
+    /// The request came over TLS to hookgate.
+    pub https: bool,
 }
 
 const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -131,7 +133,8 @@ pub fn upstream_headers(
     if let Some(v) = forwarded_for(headers.get_all(&XFF), peer.addr) {
         headers.insert(XFF, v);
     }
-    headers.insert(XFP, proto.unwrap_or(HeaderValue::from_static("http")));
+    let ours = if peer.https { "https" } else { "http" };
+    headers.insert(XFP, proto.unwrap_or(HeaderValue::from_static(ours)));
     match host {
         Some(h) => headers.insert(XFH, h),
         None => headers.remove(XFH),
@@ -194,7 +197,7 @@ pub async fn send(
     *req.headers_mut() = headers;
     let deadline = tokio::time::Instant::now() + route.timeout;
     let (mut res, lease) =
-        match tokio::time::timeout_at(deadline, upstream::send(&route.authority, &route.host, req)).await {
+        match tokio::time::timeout_at(deadline, upstream::send(&route.target, &route.host, req)).await {
             Err(_) => return Err(ForwardError::Timeout),
             Ok(Err(e)) => return Err(ForwardError::Unreachable(e)),
             Ok(Ok(pair)) => pair,
@@ -248,7 +251,7 @@ mod tests {
     use super::*;
 
     fn peer() -> Peer {
-        Peer { addr: "192.0.2.7".parse().unwrap(), trusted: false }
+        Peer { addr: "192.0.2.7".parse().unwrap(), trusted: false, https: false }
     }
 
     #[test]
@@ -300,11 +303,20 @@ mod tests {
     fn a_trusted_proxy_keeps_its_forwarded_proto() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        let trusted = Peer { addr: "10.0.0.1".parse().unwrap(), trusted: true };
+        let trusted = Peer { addr: "10.0.0.1".parse().unwrap(), trusted: true, https: false };
         let out = upstream_headers(h, &"/w".parse().unwrap(), trusted, &HeaderValue::from_static("s"), "i", "");
         assert_eq!(out["x-forwarded-proto"], "https");
         assert_eq!(out["x-forwarded-for"], "10.0.0.1");
         assert!(!out.contains_key("x-forwarded-host"), "no Host, no authority: nothing to forward");
+    }
+
+    #[test]
+    fn tls_to_hookgate_says_https() {
+        let tls = Peer { addr: "192.0.2.7".parse().unwrap(), trusted: false, https: true };
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        let out = upstream_headers(h, &"/w".parse().unwrap(), tls, &HeaderValue::from_static("s"), "i", "");
+        assert_eq!(out["x-forwarded-proto"], "https", "an untrusted sender's value is replaced");
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub mod redis_conn;
 pub mod resign;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 pub mod verify;
 

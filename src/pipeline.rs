@@ -60,8 +60,8 @@ impl Record {
     }
 }
 
-/// Handles one request on the webhook listener.
-pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<ResBody> {
+/// Handles one request on the webhook listener (`https`: it came over TLS).
+pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr, https: bool) -> Response<ResBody> {
     let started = Instant::now();
     let loaded = app.current();
     let Some(index) = loaded.config.sources.iter().position(|s| s.path == req.uri().path()) else {
@@ -75,7 +75,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let (response, outcome) =
         // Boxed: the stage futures add up to ~3 KB, which hyper would otherwise
         // move around by value (memmove showed in the profile).
-        match Box::pin(process(app, &loaded, source, state, req, peer, started, &mut record)).await {
+        match Box::pin(process(app, &loaded, source, state, req, peer, https, started, &mut record)).await {
             Ok(pair) => pair,
             Err(rejection) => {
                 let code = rejection.code();
@@ -121,6 +121,7 @@ async fn process(
     state: &SourceState,
     req: Request<Incoming>,
     peer: SocketAddr,
+    https: bool,
     started: Instant,
     record: &mut Record,
 ) -> Result<(Response<ResBody>, &'static str), Rejection> {
@@ -210,7 +211,7 @@ async fn process(
     };
 
     record.route = Some(route_index as u16);
-    let peer_info = Peer { addr: peer.ip(), trusted: guard::peer_trusted(peer.ip(), &server.trusted_proxies) };
+    let peer_info = Peer { addr: peer.ip(), trusted: guard::peer_trusted(peer.ip(), &server.trusted_proxies), https };
 
     // queue: store durably, then acknowledge (the worker forwards later)
     if let Some(q) = route.queue() {

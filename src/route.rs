@@ -41,15 +41,34 @@ impl Pattern {
     }
 }
 
+/// Where an upstream is and how to reach it (SPEC §7).
+#[derive(Debug, Clone)]
+pub enum Connect {
+    /// `http://host:port`.
+    Tcp { host: String, port: u16 },
+    /// `https://host:port`: TLS with SNI `name`, verified by `config`'s roots.
+    Tls { host: String, port: u16, name: rustls::pki_types::ServerName<'static>, config: Arc<rustls::ClientConfig> },
+    /// `http://unix:/path.sock:/url-path` (nginx's form).
+    Unix { path: std::path::PathBuf },
+}
+
+/// An upstream as the connection pool sees it.
+#[derive(Debug)]
+pub struct Target {
+    /// Pool key: scheme and authority, or the socket path.
+    pub key: Box<str>,
+    pub connect: Connect,
+}
+
 /// One `[[sources.NAME.routes]]` entry.
 #[derive(Debug, Clone)]
 pub struct Route {
     pub patterns: Vec<Pattern>,
     pub timeout: Duration,
-    /// The upstream URL (`http://host:port/path`) taken apart once at load, so
-    /// forwarding builds no URL text per request: the pool key, the `Host`
-    /// header and the path in origin form (the incoming query is appended).
-    pub authority: http::uri::Authority,
+    /// The upstream URL taken apart once at load, so forwarding builds no URL
+    /// text per request: where to connect, the `Host` header and the path in
+    /// origin form (the incoming query is appended).
+    pub target: Arc<Target>,
     pub host: http::HeaderValue,
     pub path: http::uri::PathAndQuery,
     /// The upstream URL as configured, for the admin API and logs.
@@ -70,13 +89,70 @@ pub enum Mode {
 }
 
 impl Route {
-    /// A sync route without re-signing; `None` when `upstream` has no authority.
-    pub fn new(patterns: Vec<Pattern>, upstream: &http::Uri, timeout: Duration) -> Option<Self> {
-        let authority = upstream.authority()?.clone();
-        let host = http::HeaderValue::from_str(authority.as_str()).ok()?;
-        let path = upstream.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let shown = upstream.to_string().into();
-        Some(Route { patterns, timeout, authority, host, path, upstream: shown, mode: Mode::Sync, resign: None })
+    /// A sync route without re-signing to `upstream`: `http://host:port/path`,
+    /// `https://host:port/path` (trusting `ca`, else the system's roots) or
+    /// `http://unix:/path.sock:/url-path`. The error says what is wrong.
+    pub fn new(
+        patterns: Vec<Pattern>,
+        upstream: &str,
+        timeout: Duration,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        let usage = "use http://HOST:PORT/PATH, https://HOST:PORT/PATH or http://unix:/PATH.sock:/PATH";
+        let (target, host, path) = if let Some(rest) = upstream.strip_prefix("http://unix:") {
+            let (socket, path) = match rest.get(1..).and_then(|r| r.find(":/")) {
+                Some(i) => (&rest[..i + 1], &rest[i + 2..]),
+                None => (rest, "/"),
+            };
+            if !socket.starts_with('/') {
+                return Err(format!("invalid URL {upstream:?}: the socket path must be absolute; {usage}"));
+            }
+            let path = path.parse::<http::uri::PathAndQuery>().map_err(|_| format!("invalid path in {upstream:?}"))?;
+            let target =
+                Target { key: format!("unix:{socket}").into(), connect: Connect::Unix { path: socket.into() } };
+            (target, http::HeaderValue::from_static("localhost"), path)
+        } else {
+            let uri = upstream.parse::<http::Uri>().map_err(|_| format!("invalid URL {upstream:?}; {usage}"))?;
+            let authority = uri.authority().ok_or_else(|| format!("invalid URL {upstream:?}; {usage}"))?.clone();
+            let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+            let (tls, default_port) = match uri.scheme_str() {
+                Some("http") => (false, 80),
+                Some("https") => (true, 443),
+                _ => return Err(format!("invalid URL {upstream:?}: unknown scheme; {usage}")),
+            };
+            if ca.is_some() && !tls {
+                return Err("ca applies to https:// upstreams only".into());
+            }
+            let port = authority.port_u16().unwrap_or(default_port);
+            let connect = if tls {
+                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|_| format!("invalid host name in {upstream:?}"))?;
+                let config = crate::tls::upstream_client(ca).map_err(|e| e.to_string())?;
+                Connect::Tls { host, port, name, config }
+            } else {
+                Connect::Tcp { host, port }
+            };
+            // Connections verified with one `ca` are not reused for a route that trusts another.
+            let key = match ca {
+                Some(ca) => format!("https://{}#ca={}", authority.as_str(), ca.display()),
+                None => format!("{}://{}", if tls { "https" } else { "http" }, authority.as_str()),
+            }
+            .into();
+            let header =
+                http::HeaderValue::from_str(authority.as_str()).map_err(|_| format!("invalid host in {upstream:?}"))?;
+            let path = uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            (Target { key, connect }, header, path)
+        };
+        Ok(Route {
+            patterns,
+            timeout,
+            target: Arc::new(target),
+            host,
+            path,
+            upstream: upstream.into(),
+            mode: Mode::Sync,
+            resign: None,
+        })
     }
 
     pub fn queue(&self) -> Option<&QueueRoute> {
@@ -100,6 +176,35 @@ pub fn select<'r>(routes: &'r [Route], event_type: &str) -> Option<(usize, &'r R
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn route(u: &str) -> Result<Route, String> {
+        Route::new(vec![Pattern::new("*")], u, Duration::from_secs(1), None)
+    }
+
+    #[test]
+    fn upstream_forms() {
+        let r = route("http://127.0.0.1:3001/hooks?x=1").unwrap();
+        assert_eq!(
+            (&*r.target.key, r.host.to_str().unwrap(), r.path.as_str()),
+            ("http://127.0.0.1:3001", "127.0.0.1:3001", "/hooks?x=1")
+        );
+        assert!(matches!(&r.target.connect, Connect::Tcp { host, port: 3001 } if host == "127.0.0.1"));
+        let r = route("http://[::1]/").unwrap();
+        assert!(matches!(&r.target.connect, Connect::Tcp { host, port: 80 } if host == "::1"));
+        let r = route("http://unix:/run/app.sock:/hooks/in").unwrap();
+        assert_eq!(
+            (&*r.target.key, r.host.to_str().unwrap(), r.path.as_str()),
+            ("unix:/run/app.sock", "localhost", "/hooks/in")
+        );
+        assert!(matches!(&r.target.connect, Connect::Unix { path } if path == std::path::Path::new("/run/app.sock")));
+        assert_eq!(route("http://unix:/run/app.sock").unwrap().path.as_str(), "/");
+        for bad in ["ftp://x/", "http://unix:relative.sock:/x", "not a url", "/just/a/path"] {
+            assert!(route(bad).is_err(), "{bad}");
+        }
+        let ca_on_http =
+            Route::new(vec![], "http://h:1/", Duration::from_secs(1), Some(std::path::Path::new("/ca.pem")));
+        assert!(ca_on_http.unwrap_err().contains("https"));
+    }
 
     #[test]
     fn literal_and_star_patterns() {

@@ -1,6 +1,8 @@
-//! Accept loops for both listeners: HTTP/1.1 with keep-alive and HTTP/2
-//! cleartext on one port, a cap on open connections, header size and header
-//! read-time limits, and a graceful drain when `shutdown` resolves.
+//! Accept loops for both listeners: HTTP/1.1 with keep-alive and HTTP/2 on
+//! one port (cleartext, or TLS with ALPN when `[server.tls]` is set: the
+//! certificates in force are taken per connection, so a SIGHUP that loaded new
+//! files applies to new handshakes), a cap on open connections, header size
+//! and header read-time limits, and a graceful drain when `shutdown` resolves.
 //!
 //! [`serve`] takes an already-bound listener, so tests bind `127.0.0.1:0`.
 
@@ -48,9 +50,11 @@ impl Limits {
 /// Serves the webhook pipeline on `listener` until `shutdown` resolves, then drains.
 pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let limits = Limits::from_app(&app);
-    serve_with(listener, limits, shutdown, move |req, peer| {
+    let tls_app = app.clone();
+    let tls = move || tls_app.current().config.server.tls.as_ref().map(|t| t.config.clone());
+    serve_with(listener, limits, shutdown, tls, move |req, peer, https| {
         let app = app.clone();
-        async move { pipeline::handle(&app, req, peer).await }
+        async move { pipeline::handle(&app, req, peer, https).await }
     })
     .await;
 }
@@ -58,17 +62,31 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
 /// Serves the admin endpoints ([`admin`]) on `listener` until `shutdown` resolves.
 pub async fn serve_admin(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let limits = Limits { max_connections: 256, ..Limits::from_app(&app) };
-    serve_with(listener, limits, shutdown, move |req, peer| {
-        let app = app.clone();
-        async move { admin::handle(&app, req, peer).await }
-    })
+    serve_with(
+        listener,
+        limits,
+        shutdown,
+        || None,
+        move |req, peer, _https| {
+            let app = app.clone();
+            async move { admin::handle(&app, req, peer).await }
+        },
+    )
     .await;
 }
 
-/// The accept loop shared by both listeners.
-pub async fn serve_with<H, F>(listener: TcpListener, limits: Limits, shutdown: impl Future<Output = ()>, handler: H)
-where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+/// The accept loop shared by both listeners. `tls` gives the TLS config in
+/// force for each new connection (`None`: cleartext); the handler learns the
+/// peer and whether the connection is TLS.
+pub async fn serve_with<H, F, T>(
+    listener: TcpListener,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    tls: T,
+    handler: H,
+) where
+    T: Fn() -> Option<Arc<rustls::ServerConfig>>,
+    H: Fn(Request<Incoming>, SocketAddr, bool) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResBody>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -106,18 +124,48 @@ where
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        let https = tls();
+        let is_tls = https.is_some();
         let service = service_fn(move |req| {
-            let fut = handler(req, peer);
+            let fut = handler(req, peer, is_tls);
             async move { Ok::<_, std::convert::Infallible>(fut.await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+        match https {
+            None => {
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            Some(config) => {
+                let (builder, watcher) = (builder.clone(), graceful.watcher());
+                tokio::spawn(async move {
+                    // The handshake counts against the header timeout; a client
+                    // without an acceptable certificate (mTLS) fails here.
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    let stream = match tokio::time::timeout(limits.header_timeout, accept).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
 
     drop(listener);

@@ -1,5 +1,6 @@
 //! A per-thread HTTP/1.1 connection pool to upstreams, on hyper's low-level
-//! client API.
+//! client API, over TCP, TLS (rustls, SNI from the URL's host) or a Unix
+//! socket ([`Connect`]).
 //!
 //! Each worker thread runs its own single-threaded runtime, so each keeps its
 //! own idle connections: checkout and checkin are a `RefCell` borrow, with no
@@ -12,13 +13,14 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::Authority;
 use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
+
+use crate::route::{Connect, Target};
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -27,22 +29,22 @@ const MAX_IDLE_PER_UPSTREAM: usize = 256;
 /// Idle connections older than this are not reused (nginx closes at 75 s).
 const MAX_IDLE_TIME: Duration = Duration::from_secs(30);
 
-/// Idle connections per upstream. A list, not a hash map: a config names a
-/// handful of upstreams, and comparing a few short authorities costs less than
-/// hashing one (`Authority` hashes byte by byte, lowercasing).
-type Idle = Vec<(Authority, Vec<(Sender, Instant)>)>;
+/// Idle connections per upstream (by [`Target::key`]). A list, not a hash map:
+/// a config names a handful of upstreams, and comparing a few short keys costs
+/// less than hashing one.
+type Idle = Vec<(Box<str>, Vec<(Sender, Instant)>)>;
 
 thread_local! {
     static IDLE: RefCell<Idle> = const { RefCell::new(Vec::new()) };
 }
 
-fn idle_for<'a>(idle: &'a mut Idle, key: &Authority) -> Option<&'a mut Vec<(Sender, Instant)>> {
-    idle.iter_mut().find(|(k, _)| k == key).map(|(_, list)| list)
+fn idle_for<'a>(idle: &'a mut Idle, key: &str) -> Option<&'a mut Vec<(Sender, Instant)>> {
+    idle.iter_mut().find(|(k, _)| &**k == key).map(|(_, list)| list)
 }
 
 /// A connection in use for one request.
 pub struct Lease {
-    key: Authority,
+    target: std::sync::Arc<Target>,
     sender: Sender,
 }
 
@@ -54,10 +56,10 @@ impl Lease {
         }
         IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
-            let i = match idle.iter().position(|(k, _)| *k == self.key) {
+            let i = match idle.iter().position(|(k, _)| *k == self.target.key) {
                 Some(i) => i,
                 None => {
-                    idle.push((self.key, Vec::new()));
+                    idle.push((self.target.key.clone(), Vec::new()));
                     idle.len() - 1
                 }
             };
@@ -69,7 +71,7 @@ impl Lease {
     }
 }
 
-fn checkout(key: &Authority) -> Option<Sender> {
+fn checkout(key: &str) -> Option<Sender> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle_for(&mut idle, key)?;
@@ -82,15 +84,14 @@ fn checkout(key: &Authority) -> Option<Sender> {
     })
 }
 
-async fn connect(key: &Authority) -> Result<Sender, String> {
-    let host = key.host().trim_start_matches('[').trim_end_matches(']');
-    let port = key.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| format!("connect {key}: {e}"))?;
-    let _ = stream.set_nodelay(true);
+async fn handshake<IO>(io: IO, key: &str) -> Result<Sender, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     // One flat write per request rather than writev (see `server::serve_with`).
     let (sender, conn) = http1::Builder::new()
         .writev(false)
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(|e| format!("handshake {key}: {e}"))?;
     tokio::spawn(async move {
@@ -101,21 +102,49 @@ async fn connect(key: &Authority) -> Result<Sender, String> {
     Ok(sender)
 }
 
-/// Sends `req` to `key` with `host` as its `Host` header (`req`'s URI must be
-/// in origin form: path and query), on an idle connection if one is ready,
+async fn connect(target: &Target) -> Result<Sender, String> {
+    let key = &target.key;
+    match &target.connect {
+        Connect::Tcp { host, port } => {
+            let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+                .await
+                .map_err(|e| format!("connect {key}: {e}"))?;
+            let _ = stream.set_nodelay(true);
+            handshake(stream, key).await
+        }
+        Connect::Tls { host, port, name, config } => {
+            let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+                .await
+                .map_err(|e| format!("connect {key}: {e}"))?;
+            let _ = stream.set_nodelay(true);
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name.clone(), stream)
+                .await
+                .map_err(|e| format!("TLS handshake with {key}: {e}"))?;
+            handshake(tls, key).await
+        }
+        Connect::Unix { path } => {
+            let stream = tokio::net::UnixStream::connect(path).await.map_err(|e| format!("connect {key}: {e}"))?;
+            handshake(stream, key).await
+        }
+    }
+}
+
+/// Sends `req` to `target` with `host` as its `Host` header (`req`'s URI must
+/// be in origin form: path and query), on an idle connection if one is ready,
 /// else on a new one.
 pub async fn send(
-    key: &Authority,
+    target: &std::sync::Arc<Target>,
     host: &HeaderValue,
     mut req: Request<Full<Bytes>>,
 ) -> Result<(Response<Incoming>, Lease), String> {
     req.headers_mut().insert(http::header::HOST, host.clone());
-    while let Some(mut sender) = checkout(key) {
+    while let Some(mut sender) = checkout(&target.key) {
         if sender.ready().await.is_err() {
             continue;
         }
         match sender.try_send_request(req).await {
-            Ok(res) => return Ok((res, Lease { key: key.clone(), sender })),
+            Ok(res) => return Ok((res, Lease { target: target.clone(), sender })),
             Err(mut e) => match e.take_message() {
                 // Never written: safe to try on another connection.
                 Some(unsent) => req = unsent,
@@ -123,8 +152,8 @@ pub async fn send(
             },
         }
     }
-    let mut sender = connect(key).await?;
+    let mut sender = connect(target).await?;
     sender.ready().await.map_err(|e| e.to_string())?;
     let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    Ok((res, Lease { key: key.clone(), sender }))
+    Ok((res, Lease { target: target.clone(), sender }))
 }

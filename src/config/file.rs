@@ -36,6 +36,18 @@ pub struct ServerFile {
     pub trusted_proxies: Option<Vec<String>>,
     pub max_connections: Option<u64>,
     pub admin_token: Option<String>,
+    pub tls: Option<TlsFile>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct TlsFile {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub client_ca: Option<String>,
+    pub acme: Option<toml::Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -123,6 +135,7 @@ pub struct RouteFile {
     pub concurrency: Option<u64>,
     pub ack_status: Option<u64>,
     pub sign_upstream: Option<String>,
+    pub ca: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -98,6 +98,15 @@ pub struct ServerConfig {
     /// `Authorization: Bearer` for every admin request but `/healthz` and
     /// `/readyz`; without it the section 5/6 endpoints are loopback-only.
     pub admin_token: Option<Secret>,
+    /// `[server.tls]`: with it, `listen` speaks HTTPS only.
+    pub tls: Option<ServerTls>,
+}
+
+/// The listener's TLS: the files and the config loaded from them.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub files: crate::tls::TlsFiles,
+    pub config: std::sync::Arc<rustls::ServerConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

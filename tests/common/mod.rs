@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod redis;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -245,9 +246,50 @@ impl Drop for Upstream {
     }
 }
 
+/// A stream a test upstream serves on: TCP, TLS over TCP, or a Unix socket.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Where a test upstream listens.
+pub enum Listen {
+    Tcp,
+    /// TCP with TLS from this server config.
+    Tls(Arc<rustls::ServerConfig>),
+    /// A Unix socket at this path.
+    Unix(std::path::PathBuf),
+}
+
 pub async fn spawn_upstream(behavior: Behavior) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    spawn_upstream_on(Listen::Tcp, behavior).await
+}
+
+/// Accepts one connection as a boxed stream (TLS handshake done); `None` when the listener is gone.
+async fn accept_io(
+    tcp: &Option<TcpListener>,
+    unix: &Option<tokio::net::UnixListener>,
+    tls: &Option<tokio_rustls::TlsAcceptor>,
+) -> Option<Option<Box<dyn Io>>> {
+    if let Some(l) = unix {
+        let (s, _) = l.accept().await.ok()?;
+        return Some(Some(Box::new(s)));
+    }
+    let (s, _) = tcp.as_ref()?.accept().await.ok()?;
+    match tls {
+        None => Some(Some(Box::new(s))),
+        // A failed handshake (say, the client refused our certificate) is a connection without a request.
+        Some(acceptor) => Some(acceptor.accept(s).await.ok().map(|t| Box::new(t) as Box<dyn Io>)),
+    }
+}
+
+pub async fn spawn_upstream_on(listen: Listen, behavior: Behavior) -> Upstream {
+    let (tcp, unix, tls) = match listen {
+        Listen::Tcp => (Some(TcpListener::bind("127.0.0.1:0").await.unwrap()), None, None),
+        Listen::Tls(c) => {
+            (Some(TcpListener::bind("127.0.0.1:0").await.unwrap()), None, Some(tokio_rustls::TlsAcceptor::from(c)))
+        }
+        Listen::Unix(path) => (None, Some(tokio::net::UnixListener::bind(path).unwrap()), None),
+    };
+    let addr = tcp.as_ref().map_or_else(|| "127.0.0.1:1".parse().unwrap(), |l| l.local_addr().unwrap());
     let (tx, rx) = mpsc::unbounded_channel();
     let hits = Arc::new(AtomicUsize::new(0));
     let connections = Arc::new(AtomicUsize::new(0));
@@ -258,10 +300,11 @@ pub async fn spawn_upstream(behavior: Behavior) -> Upstream {
     let (m2, n2) = (max_concurrent.clone(), now_concurrent.clone());
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Some(stream) = accept_io(&tcp, &unix, &tls).await else {
                 break;
             };
             c2.fetch_add(1, Ordering::SeqCst);
+            let Some(stream) = stream else { continue };
             let (tx, hits, behavior) = (tx.clone(), h2.clone(), b2.clone());
             let (max_c, now_c) = (m2.clone(), n2.clone());
             tokio::spawn(async move {

@@ -10,11 +10,12 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
 use super::file::{
-    DedupeFile, FileConfig, LogFile, QueueFile, RedisFile, RouteFile, ServerFile, SourceFile, Unknown, VerifyFile,
+    DedupeFile, FileConfig, LogFile, QueueFile, RedisFile, RouteFile, ServerFile, SourceFile, TlsFile, Unknown,
+    VerifyFile,
 };
 use super::{
     Config, DedupeConfig, LogConfig, LogFormat, OnStoreError, QueueConfig, QueueStoreConfig, RateLimit, RedisConfig,
-    RedisTarget, Secret, ServerConfig, Source, StoreConfig, Unrouted,
+    RedisTarget, Secret, ServerConfig, ServerTls, Source, StoreConfig, Unrouted,
 };
 use crate::queue::{QueueRoute, RetryPolicy};
 use crate::resign::Resigner;
@@ -219,6 +220,40 @@ fn server(errs: &mut Errors, f: ServerFile) -> ServerConfig {
         trusted_proxies: errs.cidrs("server.trusted_proxies", f.trusted_proxies.as_deref().unwrap_or_default()),
         max_connections,
         admin_token: f.admin_token.as_deref().filter(|t| !t.is_empty()).map(Secret::new),
+        tls: f.tls.and_then(|t| server_tls(errs, t)),
+    }
+}
+
+fn server_tls(errs: &mut Errors, f: TlsFile) -> Option<ServerTls> {
+    errs.unknown("server.tls", &f.unknown);
+    if f.acme.is_some() {
+        errs.push(
+            "server.tls.acme",
+            "ACME certificates are not available in this version; set cert and key (e.g. from certbot)",
+        );
+        return None;
+    }
+    let (Some(cert), Some(key)) = (f.cert, f.key) else {
+        errs.push("server.tls", "set cert and key (PEM files)");
+        return None;
+    };
+    let files = crate::tls::TlsFiles {
+        cert: cert.into(),
+        key: key.into(),
+        client_ca: f.client_ca.filter(|c| !c.is_empty()).map(Into::into),
+    };
+    match crate::tls::server_config(&files) {
+        Ok(config) => Some(ServerTls { files, config }),
+        Err(e) => {
+            let path = match &e {
+                crate::tls::TlsError::Key(..) => "server.tls.key",
+                crate::tls::TlsError::Ca(..) => "server.tls.client_ca",
+                crate::tls::TlsError::Pair(_) => "server.tls",
+                _ => "server.tls.cert",
+            };
+            errs.push(path, e);
+            None
+        }
     }
 }
 
@@ -581,20 +616,15 @@ fn route(
         errs.push(&key, "missing");
         return None;
     };
-    let uri = u.parse::<http::Uri>().ok();
-    if uri.as_ref().is_some_and(|uri| uri.scheme_str() == Some("https")) {
-        errs.push(
-            &key,
-            format!("{u:?}: https upstreams are not supported; hookgate forwards plain HTTP to the app beside it"),
-        );
-        return None;
-    }
-    let route = uri
-        .filter(|uri| uri.scheme_str() == Some("http"))
-        .and_then(|uri| Route::new(events.iter().map(|e| Pattern::new(e)).collect(), &uri, timeout));
-    if route.is_none() {
-        errs.push(&key, format!("invalid URL {u:?}; use http://HOST:PORT/PATH"));
-    }
+    let ca = f.ca.as_deref().filter(|c| !c.is_empty()).map(std::path::Path::new);
+    let route = match Route::new(events.iter().map(|e| Pattern::new(e)).collect(), u, timeout, ca) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let at = if e.contains("ca") && ca.is_some() { format!("{path}.ca") } else { key };
+            errs.push(&at, e);
+            None
+        }
+    };
     route.map(|r| Route { mode, resign, ..r })
 }
 

@@ -1,0 +1,286 @@
+//! SPEC §7 with real handshakes: the HTTPS listener (HTTP/1.1 and h2 by ALPN,
+//! ECDSA and Ed25519 keys), mTLS accepted and refused, certificates swapped
+//! by a reload, https upstreams with a private CA (and a wrong certificate:
+//! 502, nothing forwarded), Unix-socket upstreams. Certificates are made in
+//! the test with rcgen.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::tls::{Ca, Leaf, client_config, request, server_config, write};
+use common::*;
+use http_body_util::Full;
+
+fn tls_table(dir: &Path, leaf: &Leaf, client_ca: Option<&str>) -> String {
+    let cert = write(dir, "cert.pem", &leaf.cert);
+    let key = write(dir, "key.pem", &leaf.key);
+    let ca = client_ca.map(|pem| write(dir, "clients.pem", pem));
+    let mut t = format!("[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display());
+    if let Some(ca) = ca {
+        t.push_str(&format!("client_ca = \"{}\"\n", ca.display()));
+    }
+    t
+}
+
+/// A signed tampa delivery as an HTTP request for `uri`.
+fn delivery(gw: &Gateway, uri: &str, id: &str) -> http::Request<Full<Bytes>> {
+    let body = tampa_body(id, "dev.tampa.event.created");
+    let mut req = http::Request::builder().method("POST").uri(uri);
+    for (k, v) in gw.sign("tampa", &body, Some(id), None) {
+        req = req.header(k, v);
+    }
+    req.body(Full::new(Bytes::from(body))).unwrap()
+}
+
+#[tokio::test]
+async fn the_listener_speaks_https_with_http1_and_h2() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("hookgate test CA");
+    let leaf = ca.issue(&["localhost", "127.0.0.1"], "hooks.test");
+    let mut up = spawn_upstream(ok_upstream()).await;
+    let gw = spawn_gateway(&tampa_config(up.addr, "", &tls_table(dir.path(), &leaf, None))).await;
+    let url = format!("https://localhost:{}/webhooks/tampa", gw.addr.port());
+    for (alpn, id, version) in
+        [(&b"http/1.1"[..], "tls-h1", http::Version::HTTP_11), (&b"h2"[..], "tls-h2", http::Version::HTTP_2)]
+    {
+        let client = client_config(&ca.pem(), &[alpn], None);
+        let x = request(gw.addr, client, "localhost", delivery(&gw, &url, id)).await.unwrap();
+        assert_eq!(x.status, 200, "{}", String::from_utf8_lossy(&x.body));
+        assert_eq!(x.alpn.as_deref(), Some(alpn));
+        assert_eq!(x.version, version);
+        let got = up.next().await;
+        assert_eq!(got.headers["x-hookgate-delivery-id"], id);
+        assert_eq!(got.headers["x-forwarded-proto"], "https");
+    }
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = tokio::time::timeout(
+        Duration::from_secs(5),
+        client().request(
+            http::Request::post(format!("http://{}/webhooks/tampa", gw.addr)).body(Full::new(Bytes::new())).unwrap(),
+        ),
+    )
+    .await
+    .expect("answered or closed in time");
+    assert!(plain.is_err(), "cleartext HTTP is not served on an HTTPS listener");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn ecdsa_p384_and_ed25519_keys_work() {
+    let ca = Ca::new("keys CA");
+    for (name, alg) in [("p384", &rcgen::PKCS_ECDSA_P384_SHA384), ("ed25519", &rcgen::PKCS_ED25519)] {
+        let dir = tempfile::tempdir().unwrap();
+        let leaf = ca.issue_with(&["localhost"], name, rcgen::KeyPair::generate_for(alg).unwrap());
+        let up = spawn_upstream(ok_upstream()).await;
+        let gw = spawn_gateway(&tampa_config(up.addr, "", &tls_table(dir.path(), &leaf, None))).await;
+        let url = format!("https://localhost:{}/webhooks/tampa", gw.addr.port());
+        let x =
+            request(gw.addr, client_config(&ca.pem(), &[b"http/1.1"], None), "localhost", delivery(&gw, &url, name))
+                .await
+                .unwrap();
+        assert_eq!(x.status, 200, "{name}");
+        gw.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn mtls_accepts_certificates_from_client_ca_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new("server CA");
+    let sender_ca = Ca::new("senders CA");
+    let other_ca = Ca::new("someone else");
+    let leaf = server_ca.issue(&["localhost"], "hooks");
+    let up = spawn_upstream(ok_upstream()).await;
+    let gw = spawn_gateway(&tampa_config(up.addr, "", &tls_table(dir.path(), &leaf, Some(&sender_ca.pem())))).await;
+    let url = format!("https://localhost:{}/webhooks/tampa", gw.addr.port());
+    let sender = sender_ca.issue(&["sender.test"], "sender");
+    let ok = request(
+        gw.addr,
+        client_config(&server_ca.pem(), &[b"http/1.1"], Some(&sender)),
+        "localhost",
+        delivery(&gw, &url, "m1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status, 200);
+    let none =
+        request(gw.addr, client_config(&server_ca.pem(), &[b"http/1.1"], None), "localhost", delivery(&gw, &url, "m2"))
+            .await;
+    assert!(none.is_err(), "no client certificate: refused");
+    let stranger = other_ca.issue(&["x.test"], "stranger");
+    let wrong = request(
+        gw.addr,
+        client_config(&server_ca.pem(), &[b"http/1.1"], Some(&stranger)),
+        "localhost",
+        delivery(&gw, &url, "m3"),
+    )
+    .await;
+    assert!(wrong.is_err(), "a certificate from another CA: refused");
+    assert_eq!(up.hits(), 1, "only the authenticated sender got through");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_swaps_the_certificate_and_bad_files_keep_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("reload CA");
+    let first = ca.issue(&["localhost"], "first");
+    let up = spawn_upstream(ok_upstream()).await;
+    let text = tampa_config(up.addr, "", &tls_table(dir.path(), &first, None));
+    let gw = spawn_gateway(&text).await;
+    let url = format!("https://localhost:{}/webhooks/tampa", gw.addr.port());
+    let cert_der = |pem: &str| {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+    };
+    let client = || client_config(&ca.pem(), &[b"http/1.1"], None);
+    let x = request(gw.addr, client(), "localhost", delivery(&gw, &url, "r1")).await.unwrap();
+    assert_eq!(x.peer_cert, cert_der(&first.cert));
+
+    // New files in place, then the reload (what SIGHUP does): new handshakes use them.
+    let second = ca.issue(&["localhost"], "second");
+    write(dir.path(), "cert.pem", &second.cert);
+    write(dir.path(), "key.pem", &second.key);
+    gw.app.reload(config(&text)).unwrap();
+    let x = request(gw.addr, client(), "localhost", delivery(&gw, &url, "r2")).await.unwrap();
+    assert_eq!(x.peer_cert, cert_der(&second.cert), "the new certificate is served");
+
+    // A broken file makes the new config invalid (SIGHUP logs it and keeps the old one).
+    write(dir.path(), "key.pem", "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n");
+    let errs = hookgate::config::load_str(&text, &|_| None).unwrap_err().to_string();
+    assert!(errs.contains("server.tls.key"), "{errs}");
+    let x = request(gw.addr, client(), "localhost", delivery(&gw, &url, "r3")).await.unwrap();
+    assert_eq!(x.peer_cert, cert_der(&second.cert), "still the last good one");
+    gw.shutdown().await;
+}
+
+fn one_route(upstream: &str, extra: &str) -> String {
+    format!(
+        r#"
+[sources.tampa]
+path = "/webhooks/tampa"
+provider = "tampa"
+secrets = ["{SECRET}"]
+
+[[sources.tampa.routes]]
+events = ["*"]
+upstream = "{upstream}"
+timeout = "2s"
+{extra}
+"#
+    )
+}
+
+#[tokio::test]
+async fn https_upstream_with_a_private_ca_and_a_wrong_certificate_is_502() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("app CA");
+    let ca_file = write(dir.path(), "app-ca.pem", &ca.pem());
+    let leaf = ca.issue(&["localhost"], "app");
+    let mut up = spawn_upstream_on(Listen::Tls(server_config(&leaf)), ok_upstream()).await;
+    let upstream = format!("https://localhost:{}/secure", up.addr.port());
+    let gw = spawn_gateway(&one_route(&upstream, &format!("ca = \"{}\"", ca_file.display()))).await;
+    let r = gw.deliver("tampa", &tampa_body("h1", "x"), Some("https-1"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = up.next().await;
+    assert_eq!(got.uri, "/secure");
+    assert_eq!(got.headers["host"], format!("localhost:{}", up.addr.port()).as_str());
+    // A second delivery reuses the pooled TLS connection.
+    assert_eq!(gw.deliver("tampa", &tampa_body("h2", "x"), Some("https-2"), None).await.status, 200);
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "kept alive and pooled");
+    gw.shutdown().await;
+
+    // The same upstream, trusted through another CA: the handshake fails, 502, nothing forwarded.
+    let other = Ca::new("not the app's CA");
+    let other_file = write(dir.path(), "other-ca.pem", &other.pem());
+    let hits = up.hits();
+    let gw = spawn_gateway(&one_route(&upstream, &format!("ca = \"{}\"", other_file.display()))).await;
+    let r = gw.deliver("tampa", &tampa_body("h3", "x"), Some("https-3"), None).await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (502, "upstream_unreachable"));
+    assert_eq!(up.hits(), hits, "nothing reached the app");
+    gw.shutdown().await;
+
+    // The right CA but the wrong name (SNI and verification use the URL's host).
+    let by_ip = format!("https://127.0.0.1:{}/secure", up.addr.port());
+    let gw = spawn_gateway(&one_route(&by_ip, &format!("ca = \"{}\"", ca_file.display()))).await;
+    let r = gw.deliver("tampa", &tampa_body("h4", "x"), Some("https-4"), None).await;
+    assert_eq!(r.status, 502, "the certificate does not name 127.0.0.1");
+    assert_eq!(up.hits(), hits);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn unix_socket_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    let mut up = spawn_upstream_on(Listen::Unix(sock.clone()), ok_upstream()).await;
+    let gw = spawn_gateway(&one_route(&format!("http://unix:{}:/hooks/in", sock.display()), "")).await;
+    let r = gw.deliver("tampa", &tampa_body("u1", "x"), Some("unix-1"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "upstream-ok");
+    let got = up.next().await;
+    assert_eq!(got.uri, "/hooks/in");
+    assert_eq!(got.headers["host"], "localhost");
+    assert_eq!(got.headers["x-hookgate-delivery-id"], "unix-1");
+    assert_eq!(gw.deliver("tampa", &tampa_body("u2", "x"), Some("unix-2"), None).await.status, 200);
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "pooled like TCP");
+    gw.shutdown().await;
+}
+
+#[test]
+fn check_names_bad_tls_files_and_upstreams() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("c");
+    let leaf = ca.issue(&["localhost"], "l");
+    let cert = write(dir.path(), "c.pem", &leaf.cert);
+    let junk = write(dir.path(), "junk.pem", "hello");
+    let text = format!(
+        r#"
+[server.tls]
+cert = "{missing}"
+key = "{junk}"
+
+[sources.a]
+path = "/a"
+provider = "github"
+secrets = ["s"]
+[[sources.a.routes]]
+events = ["*"]
+upstream = "ftp://127.0.0.1/x"
+[[sources.a.routes]]
+events = ["*"]
+upstream = "http://127.0.0.1:1/x"
+ca = "{cert}"
+[[sources.a.routes]]
+events = ["*"]
+upstream = "https://localhost:1/x"
+ca = "{junk}"
+"#,
+        missing = dir.path().join("missing.pem").display(),
+        junk = junk.display(),
+        cert = cert.display()
+    );
+    let errs = hookgate::config::load_str(&text, &|_| None).unwrap_err().to_string();
+    for want in [
+        "server.tls.cert:",
+        "missing.pem",
+        "sources.a.routes[0].upstream: invalid URL \"ftp://127.0.0.1/x\": unknown scheme",
+        "sources.a.routes[1].ca: ca applies to https:// upstreams only",
+        "sources.a.routes[2].ca:",
+    ] {
+        assert!(errs.contains(want), "missing {want:?} in\n{errs}");
+    }
+    let good = format!("[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), junk.display());
+    let errs = hookgate::config::load_str(
+        &(good + &text[text.find("[sources.a]").unwrap()..].replace("ftp://", "http://")),
+        &|_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(errs.contains("server.tls.key:"), "{errs}");
+}
