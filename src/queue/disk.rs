@@ -34,12 +34,16 @@ const CURSOR_RESET: Duration = Duration::from_secs(30);
 /// How long a failed store waits before it tries to open the database again.
 const REOPEN_AFTER: Duration = Duration::from_secs(2);
 
-/// Counts per route, kept by the store thread as it writes.
+/// Counts per route, kept by the store thread as it writes, so one snapshot
+/// is always consistent (an entry in flight keeps its schedule key until its
+/// outcome is recorded; `taken_*` say how many of them are in flight).
 #[derive(Debug, Default, Clone, Copy)]
 struct Tally {
     fresh: u64,
     retry: u64,
     dead: u64,
+    taken_fresh: u64,
+    taken_retry: u64,
 }
 
 type Tallies = Arc<Mutex<HashMap<RouteKey, Tally>>>;
@@ -357,9 +361,15 @@ impl DiskQueue {
         self.ask(|r| Op::Oldest(route, r)).await.ok().flatten()
     }
 
-    pub fn counts(&self, route: &RouteKey) -> Counts {
+    /// The route's depth and its attempts in flight (taken, outcome not yet recorded).
+    pub fn counts(&self, route: &RouteKey) -> (Counts, u64) {
         let t = self.tallies.lock().unwrap_or_else(|p| p.into_inner()).get(route).copied().unwrap_or_default();
-        Counts { pending: t.fresh, scheduled: t.retry, dead: t.dead }
+        let counts = Counts {
+            pending: t.fresh.saturating_sub(t.taken_fresh),
+            scheduled: t.retry.saturating_sub(t.taken_retry),
+            dead: t.dead,
+        };
+        (counts, t.taken_fresh + t.taken_retry)
     }
 
     /// The last write succeeded (or nothing failed since the database opened).
@@ -486,8 +496,14 @@ impl StoreThread {
                 for (route, slot, t, reply) in done {
                     self.tally(&route, |c| {
                         match slot {
-                            Slot::Fresh(_) => c.fresh = c.fresh.saturating_sub(1),
-                            Slot::Retry(_) => c.retry = c.retry.saturating_sub(1),
+                            Slot::Fresh(_) => {
+                                c.fresh = c.fresh.saturating_sub(1);
+                                c.taken_fresh = c.taken_fresh.saturating_sub(1);
+                            }
+                            Slot::Retry(_) => {
+                                c.retry = c.retry.saturating_sub(1);
+                                c.taken_retry = c.taken_retry.saturating_sub(1);
+                            }
                         }
                         match t {
                             Transition::Done => {}
@@ -557,6 +573,18 @@ impl StoreThread {
                     .as_mut()
                     .ok_or_else(unavailable)
                     .and_then(|db| db.take(&route, limit, &skip, now_ms, tally));
+                if let Ok(t) = &r {
+                    let retries = t
+                        .entries
+                        .iter()
+                        .filter(|e| matches!(e.handle, Handle::Disk { slot: Slot::Retry(_), .. }))
+                        .count();
+                    let fresh = (t.entries.len() - retries) as u64;
+                    self.tally(&route, |c| {
+                        c.taken_fresh += fresh;
+                        c.taken_retry += retries as u64;
+                    });
+                }
                 let _ = reply.send(r);
             }
             Op::Enqueue(..) | Op::Finish(..) => {}
@@ -742,7 +770,7 @@ mod tests {
         // The cursor moves on to b.
         let t = q.take(route.clone(), 1, HashSet::new(), 5000).await.unwrap();
         assert_eq!(ids(&t), ["b"]);
-        assert_eq!(q.counts(&route), Counts { pending: 1, scheduled: 0, dead: 1 });
+        assert_eq!(q.counts(&route), (Counts { pending: 0, scheduled: 0, dead: 1 }, 1), "b is in flight");
         assert_eq!(q.dead_retry(Some(a), None).await.unwrap(), 1);
         // With b in flight, a (older than the cursor) must still be handed out.
         let t = q.take(route.clone(), 1, HashSet::from([b]), 5000).await.unwrap();
@@ -773,6 +801,6 @@ mod tests {
         let t = q.take(route.clone(), 8, HashSet::new(), 9000).await.unwrap();
         assert_eq!(ids(&t), ["e49"]);
         assert_eq!(t.entries[0].state.attempts, 1);
-        assert_eq!(q.counts(&route), Counts { pending: 0, scheduled: 1, dead: 0 });
+        assert_eq!(q.counts(&route), (Counts { pending: 0, scheduled: 0, dead: 0 }, 1), "e49 is taken again");
     }
 }

@@ -83,11 +83,6 @@ impl TakenEntry {
             Handle::Redis { id, .. } => id.clone(),
         }
     }
-
-    /// Taken from the retry schedule (else never attempted).
-    pub fn is_retry(&self) -> bool {
-        self.state.attempts > 0
-    }
 }
 
 /// What a take found.
@@ -104,13 +99,6 @@ pub enum Transition {
     Done,
     Retry { due_ms: u64, state: State },
     Dead { state: State },
-}
-
-/// Attempts in flight by where their entry was taken from.
-#[derive(Debug, Default, Clone, Copy)]
-struct InFlight {
-    fresh: u64,
-    retry: u64,
 }
 
 /// Stored counts of one route (in flight is the worker's).
@@ -268,8 +256,6 @@ pub struct Queue {
     pub store: Store,
     /// Wakes a route's worker when something became due (enqueue, dead-letter retry).
     wake: Arc<Mutex<HashMap<RouteKey, Arc<Notify>>>>,
-    /// Attempts in flight per route, in this process.
-    in_flight: Arc<Mutex<HashMap<RouteKey, InFlight>>>,
     /// The config it was started with (changing it needs a restart).
     pub config: QueueConfig,
 }
@@ -282,7 +268,7 @@ impl Queue {
                 Store::Redis(std::sync::Arc::new(redis::RedisQueue::new(r, config.visibility_timeout)?))
             }
         };
-        Ok(Queue { store, wake: Arc::default(), in_flight: Arc::default(), config: config.clone() })
+        Ok(Queue { store, wake: Arc::default(), config: config.clone() })
     }
 
     /// The notifier of `route`'s worker.
@@ -296,28 +282,13 @@ impl Queue {
         }
     }
 
-    /// A route's depth and its attempts in flight. Disk: stored counts less
-    /// this process's attempts (an entry in flight keeps its schedule key
-    /// until its outcome is recorded). Redis: across every replica.
+    /// A route's depth and its attempts in flight (disk: this process's;
+    /// Redis: every replica's).
     pub async fn depth(&self, route: &RouteKey) -> Result<(Counts, u64), QueueError> {
         match &self.store {
-            Store::Disk(d) => {
-                let f =
-                    self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).get(route).copied().unwrap_or_default();
-                let c = d.counts(route);
-                let counts = Counts {
-                    pending: c.pending.saturating_sub(f.fresh),
-                    scheduled: c.scheduled.saturating_sub(f.retry),
-                    dead: c.dead,
-                };
-                Ok((counts, f.fresh + f.retry))
-            }
+            Store::Disk(d) => Ok(d.counts(route)),
             Store::Redis(r) => r.depth(route).await,
         }
-    }
-
-    fn set_in_flight(&self, route: &RouteKey, n: InFlight) {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(route.clone(), n);
     }
 
     /// Stores `entry` durably; the sender may be acknowledged once this returns `Ok`.

@@ -11,16 +11,17 @@
 //! On shutdown a worker takes nothing new; attempts in flight get
 //! `shutdown_grace` to finish, and whatever is left stays stored.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderName, HeaderValue};
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::policy::{Verdict, parse_retry_after, unit_random};
-use super::{InFlight, Queue, RouteKey, State, TakenEntry, Transition, unix_ms};
+use super::{Queue, RouteKey, State, TakenEntry, Transition, unix_ms};
 use crate::app::{App, Loaded};
 use crate::forward;
 use crate::metrics::QueueRouteMetrics;
@@ -34,7 +35,10 @@ const MAX_ERROR_WAIT: Duration = Duration::from_secs(5);
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
 /// Runs every queue route's worker until `stop` turns true, then drains.
-pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>) {
+/// Attempts are spread round-robin over `runtimes` (the current one when empty).
+pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>, runtimes: Vec<Handle>) {
+    let runtimes: Arc<[Handle]> =
+        if runtimes.is_empty() { Arc::from(vec![Handle::current()]) } else { Arc::from(runtimes) };
     let mut workers: JoinSet<()> = JoinSet::new();
     let mut running: HashSet<RouteKey> = HashSet::new();
     let mut last_sweep: Option<Instant> = None;
@@ -47,7 +51,7 @@ pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>) {
             for (i, route) in source.routes.iter().enumerate() {
                 let key = RouteKey::new(&source.name, i);
                 if route.queue().is_some() && running.insert(key.clone()) {
-                    workers.spawn(route_worker(app.clone(), queue.clone(), key, stop.clone()));
+                    workers.spawn(route_worker(app.clone(), queue.clone(), key, stop.clone(), runtimes.clone()));
                 }
             }
         }
@@ -77,12 +81,19 @@ fn lookup(app: &App, key: &RouteKey) -> Option<(Arc<crate::app::Loaded>, usize)>
     Some((loaded, index))
 }
 
-async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watch::Receiver<bool>) {
+async fn route_worker(
+    app: Arc<App>,
+    queue: Queue,
+    key: RouteKey,
+    mut stop: watch::Receiver<bool>,
+    runtimes: Arc<[Handle]>,
+) {
+    let mut next_runtime = 0usize;
     let waker = queue.waker(&key);
     let metrics = app.metrics.queue_route(key.source(), key.route());
     let mut attempts: JoinSet<String> = JoinSet::new();
-    // ident -> taken from the retry schedule (else never attempted)
-    let mut in_flight: HashMap<String, bool> = HashMap::new();
+    // Idents of the entries this worker has in flight (a take must not hand them out again).
+    let mut in_flight: HashSet<String> = HashSet::new();
     let mut error_wait = Duration::from_millis(100);
     loop {
         if *stop.borrow() {
@@ -96,7 +107,7 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
             let free = concurrency.saturating_sub(attempts.len());
             if free > 0 {
                 let now = unix_ms(SystemTime::now());
-                let skip: HashSet<String> = in_flight.keys().cloned().collect();
+                let skip = in_flight.clone();
                 match queue.store.take(key.clone(), free, skip, now).await {
                     Ok(taken) => {
                         error_wait = Duration::from_millis(100);
@@ -104,7 +115,7 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
                             wait = wait.min(Duration::from_millis(due.saturating_sub(now)));
                         }
                         for entry in taken.entries {
-                            in_flight.insert(entry.ident(), entry.is_retry());
+                            in_flight.insert(entry.ident());
                             let job = Attempt {
                                 app: app.clone(),
                                 queue: queue.clone(),
@@ -113,7 +124,8 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
                                 source_index: index,
                                 route_index: key.route(),
                             };
-                            attempts.spawn(job.run(entry));
+                            next_runtime = (next_runtime + 1) % runtimes.len();
+                            attempts.spawn_on(job.run(entry), &runtimes[next_runtime]);
                         }
                     }
                     Err(e) => {
@@ -124,8 +136,6 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
                 }
             }
         }
-        let retries = in_flight.values().filter(|r| **r).count() as u64;
-        queue.set_in_flight(&key, InFlight { retry: retries, fresh: in_flight.len() as u64 - retries });
         tokio::select! {
             _ = waker.notified() => {}
             Some(done) = attempts.join_next(), if !attempts.is_empty() => {
@@ -156,7 +166,6 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
         );
         attempts.abort_all();
     }
-    queue.set_in_flight(&key, InFlight::default());
 }
 
 /// Everything one attempt needs, taken from the config in force when it started.
