@@ -269,17 +269,13 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    // Queue attempts run on the worker runtimes (spread round-robin); each
-    // worker keeps its runtime up after its listener drained until the queue
-    // runner has finished its own drain (`queue_done`).
-    let (queue_done_tx, queue_done) = watch::channel(app.queue.is_none());
-    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-    let grace = app.current().config.server.shutdown_grace;
+    // Queue mode's delivery loops run on this thread's runtime.
+    let queue_runner =
+        app.queue.clone().map(|q| tokio::spawn(hookgate::queue::worker::run(app.clone(), q, stop_rx.clone())));
 
     let mut workers = Vec::new();
     for (i, std_listener) in listeners.into_iter().enumerate() {
-        let (app, rx, mut queue_done, handle_tx) =
-            (app.clone(), stop_rx.clone(), queue_done.clone(), handle_tx.clone());
+        let (app, rx) = (app.clone(), stop_rx.clone());
         let spawned = std::thread::Builder::new().name(format!("hookgate-worker-{i}")).spawn(move || {
             let rt = match current_thread_runtime() {
                 Ok(rt) => rt,
@@ -288,16 +284,11 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
                     return;
                 }
             };
-            let _ = handle_tx.send(rt.handle().clone());
-            drop(handle_tx);
             rt.block_on(async move {
                 match tokio::net::TcpListener::from_std(std_listener) {
                     Ok(l) => hookgate::server::serve(app, l, stopped(rx)).await,
                     Err(e) => tracing::error!(error = %e, "cannot register the listener"),
                 }
-                // Past the grace the runner has given up on its attempts anyway.
-                let _ =
-                    tokio::time::timeout(grace + std::time::Duration::from_secs(1), queue_done.wait_for(|d| *d)).await;
             });
         });
         match spawned {
@@ -308,17 +299,6 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
             }
         }
     }
-
-    drop(handle_tx);
-    // Every worker thread sends its handle or fails (dropping its sender) at once.
-    let handles: Vec<tokio::runtime::Handle> = handle_rx.iter().collect();
-    let queue_runner = app.queue.clone().map(|q| {
-        let (app, rx) = (app.clone(), stop_rx.clone());
-        tokio::spawn(async move {
-            hookgate::queue::worker::run(app, q, rx, handles).await;
-            let _ = queue_done_tx.send(true);
-        })
-    });
 
     // The bound addresses (not the configured ones), so port 0 is usable.
     let admin_bound = admin.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string());

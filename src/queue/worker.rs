@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderName, HeaderValue};
-use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -35,10 +34,7 @@ const MAX_ERROR_WAIT: Duration = Duration::from_secs(5);
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
 /// Runs every queue route's worker until `stop` turns true, then drains.
-/// Attempts are spread round-robin over `runtimes` (the current one when empty).
-pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>, runtimes: Vec<Handle>) {
-    let runtimes: Arc<[Handle]> =
-        if runtimes.is_empty() { Arc::from(vec![Handle::current()]) } else { Arc::from(runtimes) };
+pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>) {
     let mut workers: JoinSet<()> = JoinSet::new();
     let mut running: HashSet<RouteKey> = HashSet::new();
     let mut last_sweep: Option<Instant> = None;
@@ -51,7 +47,7 @@ pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>, r
             for (i, route) in source.routes.iter().enumerate() {
                 let key = RouteKey::new(&source.name, i);
                 if route.queue().is_some() && running.insert(key.clone()) {
-                    workers.spawn(route_worker(app.clone(), queue.clone(), key, stop.clone(), runtimes.clone()));
+                    workers.spawn(route_worker(app.clone(), queue.clone(), key, stop.clone()));
                 }
             }
         }
@@ -81,14 +77,7 @@ fn lookup(app: &App, key: &RouteKey) -> Option<(Arc<crate::app::Loaded>, usize)>
     Some((loaded, index))
 }
 
-async fn route_worker(
-    app: Arc<App>,
-    queue: Queue,
-    key: RouteKey,
-    mut stop: watch::Receiver<bool>,
-    runtimes: Arc<[Handle]>,
-) {
-    let mut next_runtime = 0usize;
+async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watch::Receiver<bool>) {
     let waker = queue.waker(&key);
     let metrics = app.metrics.queue_route(key.source(), key.route());
     let mut attempts: JoinSet<String> = JoinSet::new();
@@ -124,8 +113,7 @@ async fn route_worker(
                                 source_index: index,
                                 route_index: key.route(),
                             };
-                            next_runtime = (next_runtime + 1) % runtimes.len();
-                            attempts.spawn_on(job.run(entry), &runtimes[next_runtime]);
+                            attempts.spawn(job.run(entry));
                         }
                     }
                     Err(e) => {
