@@ -284,3 +284,80 @@ ca = "{junk}"
     .to_string();
     assert!(errs.contains("server.tls.key:"), "{errs}");
 }
+
+/// Runs openssl in `dir` (keys in the formats rcgen does not write: RSA, PKCS#1, SEC1).
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (.ci/run installs it)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn rsa_pkcs1_and_sec1_keys_made_by_openssl_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=rsa test CA",
+            "-days",
+            "2",
+        ],
+    );
+    let ca_pem = std::fs::read_to_string(d.join("ca.pem")).unwrap();
+    // RSA leaf with a PKCS#1 key ("BEGIN RSA PRIVATE KEY"), EC leaf with a SEC1 key ("BEGIN EC PRIVATE KEY").
+    openssl(d, &["genrsa", "-traditional", "-out", "rsa.key", "2048"]);
+    openssl(d, &["ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out", "ec.key"]);
+    for (name, marker) in [("rsa", "BEGIN RSA PRIVATE KEY"), ("ec", "BEGIN EC PRIVATE KEY")] {
+        let key = format!("{name}.key");
+        assert!(std::fs::read_to_string(d.join(&key)).unwrap().contains(marker));
+        openssl(d, &["req", "-new", "-key", &key, "-out", &format!("{name}.csr"), "-subj", "/CN=localhost"]);
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "1",
+                "-extfile",
+                "san.ext",
+            ],
+        );
+        let up = spawn_upstream(ok_upstream()).await;
+        let tls = format!(
+            "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            d.join(format!("{name}.pem")).display(),
+            d.join(&key).display()
+        );
+        let gw = spawn_gateway(&tampa_config(up.addr, "", &tls)).await;
+        let url = format!("https://localhost:{}/webhooks/tampa", gw.addr.port());
+        let x = request(gw.addr, client_config(&ca_pem, &[b"http/1.1"], None), "localhost", delivery(&gw, &url, name))
+            .await
+            .unwrap();
+        assert_eq!(x.status, 200, "{name}");
+        gw.shutdown().await;
+    }
+}
