@@ -144,6 +144,9 @@ busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 HZ=$(getconf CLK_TCK)
 
 # One bounded wrk run against a target; prints its BENCH line.
-load() { # port threads conns seconds
-  timeout $(($4 + 30)) wrk -t"$2" -c"$3" -d"$4s" --latency -s bench/delivery.lua "http://127.0.0.1:$1/webhooks/tampa" | grep '^BENCH'
+load() { # port threads conns seconds [scheme] [extra wrk arguments...]
+  local port=$1 threads=$2 conns=$3 secs=$4 scheme=${5:-http}
+  shift $(($# < 5 ? $# : 5))
+  timeout $((secs + 30)) wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -s bench/delivery.lua "$@" \
+    "$scheme://127.0.0.1:$port/webhooks/tampa" | grep '^BENCH'
 }

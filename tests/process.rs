@@ -461,3 +461,37 @@ async fn sigterm_lets_queue_attempts_in_flight_finish() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(up.drain().is_empty(), "term-1 is not delivered again");
 }
+
+/// Text logs written to a pipe carry no ANSI colour codes.
+#[test]
+fn text_logs_to_a_pipe_have_no_escape_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookgate.toml");
+    let text = "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"text\"\n[sources.a]\npath = \"/a\"\nprovider = \"github\"\nsecrets = [\"s\"]\n";
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("HOOKGATE_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = loop {
+        let l = rx.recv_timeout(Duration::from_secs(10)).expect("a serving line");
+        if l.contains("hookgate serving") {
+            break l;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("INFO"), "{line:?}");
+    assert!(!line.contains('\u{1b}'), "no escape codes in {line:?}");
+}
