@@ -203,6 +203,10 @@ pub async fn send(
             Ok(Ok(pair)) => pair,
         };
     strip_hop_by_hop(res.headers_mut());
+    // The sender is answered in its own protocol version, not the app's (an
+    // HTTP/1.0 app would otherwise make hookgate answer HTTP/1.0 and close
+    // the sender's keep-alive connection).
+    *res.version_mut() = http::Version::default();
     // Small bodies are read here (within the route timeout), so the answer goes
     // out in one write and the connection returns to the pool at once; larger
     // or unsized ones are streamed through (and that connection is not reused).

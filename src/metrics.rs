@@ -210,7 +210,7 @@ impl Metrics {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        sort_series(&out)
     }
 
     /// Prometheus text format 0.0.4 (what `/metrics` serves unless the
@@ -244,6 +244,37 @@ impl Metrics {
             dedupe_hits: self.dedupe_hits.get_or_create(&SourceLabels { source: source.to_owned() }).clone(),
         }
     }
+}
+
+/// Families come out in registration order but their series in hash order;
+/// this sorts each family's samples by their labels (without `le`, and
+/// stably, so a histogram's buckets, sum and count stay in their order), so
+/// a person can read the page and two scrapes diff cleanly.
+fn sort_series(text: &str) -> String {
+    fn key(line: &str) -> String {
+        let labels = line.split_once('{').and_then(|(_, rest)| rest.split_once('}')).map_or("", |(l, _)| l);
+        labels.split(',').filter(|kv| !kv.starts_with("le=")).collect::<Vec<_>>().join(",")
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut samples: Vec<&str> = Vec::new();
+    let flush = |samples: &mut Vec<&str>, out: &mut String| {
+        samples.sort_by_cached_key(|l| key(l));
+        for l in samples.drain(..) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    };
+    for line in text.lines() {
+        if line.starts_with('#') {
+            flush(&mut samples, &mut out);
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            samples.push(line);
+        }
+    }
+    flush(&mut samples, &mut out);
+    out
 }
 
 /// Rewrites OpenMetrics text as Prometheus text 0.0.4: counter families are
@@ -333,5 +364,36 @@ mod tests {
         }
         assert!(!text.contains("# EOF"));
         assert!(m.encode_openmetrics().ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn series_are_sorted_by_labels_and_histograms_stay_whole() {
+        let m = Metrics::new();
+        for name in ["zeta", "alpha", "mid", "beta"] {
+            m.for_source(name, 2, 1).upstream(1, 0.002);
+        }
+        let text = m.encode();
+        let outcomes: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("hookgate_requests_total{") && l.contains("outcome=\"forwarded\""))
+            .collect();
+        let mut sorted = outcomes.clone();
+        sorted.sort();
+        assert_eq!(outcomes, sorted, "series in label order");
+        assert!(outcomes[0].contains("source=\"alpha\""), "{outcomes:?}");
+        // One histogram series: its buckets ascend and stay together with its sum and count.
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("hookgate_upstream_duration_seconds") && l.contains("source=\"beta\",route=\"1\"")
+            })
+            .collect();
+        let les: Vec<f64> = series
+            .iter()
+            .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()?.replace("+Inf", "inf").parse().ok())
+            .collect();
+        assert!(les.len() > 5 && les.windows(2).all(|w| w[0] < w[1]), "{les:?}");
+        let first = text.lines().position(|l| l == series[0]).unwrap();
+        assert_eq!(&text.lines().skip(first).take(series.len()).collect::<Vec<_>>(), &series, "contiguous");
     }
 }

@@ -468,3 +468,42 @@ async fn bodiless_upstream_answers_keep_the_connection() {
     assert_eq!(r.headers["x-hookgate-duplicate"], "true");
     gw.shutdown().await;
 }
+
+/// An app answering HTTP/1.0 does not make hookgate answer the sender in HTTP/1.0.
+#[tokio::test]
+async fn the_sender_is_answered_in_its_own_http_version() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = app.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+            });
+        }
+    });
+    let gw = spawn_gateway(&tampa_config(app_addr, "", "")).await;
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    for id in ["v-1", "v-2"] {
+        let body = tampa_body(id, "x");
+        let mut req = format!("POST /webhooks/tampa HTTP/1.1\r\nHost: hooks\r\nContent-Length: {}\r\n", body.len());
+        for (k, v) in gw.sign("tampa", &body, Some(id), None) {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(&body);
+        conn.write_all(req.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\nok") {
+            let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut byte)).await.unwrap().unwrap();
+            assert_eq!(n, 1, "the connection stays open for the next request: {}", String::from_utf8_lossy(&head));
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    }
+    gw.shutdown().await;
+}
