@@ -3,6 +3,7 @@
 //! only sequences them, records the outcome and writes one log line.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -61,7 +62,7 @@ impl Record {
 }
 
 /// Handles one request on the webhook listener (`https`: it came over TLS).
-pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr, https: bool) -> Response<ResBody> {
+pub async fn handle(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr, https: bool) -> Response<ResBody> {
     let started = Instant::now();
     let loaded = app.current();
     let Some(index) = loaded.config.sources.iter().position(|s| s.path == req.uri().path()) else {
@@ -75,7 +76,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr, https: 
     let (response, outcome) =
         // Boxed: the stage futures add up to ~3 KB, which hyper would otherwise
         // move around by value (memmove showed in the profile).
-        match Box::pin(process(app, &loaded, source, state, req, peer, https, started, &mut record)).await {
+        match Box::pin(process(app, &loaded, index, req, peer, https, started, &mut record)).await {
             Ok(pair) => pair,
             Err(rejection) => {
                 let code = rejection.code();
@@ -115,10 +116,9 @@ async fn read_body(body: Incoming, limit: usize, deadline: Instant) -> Result<By
 
 #[allow(clippy::too_many_arguments)]
 async fn process(
-    app: &App,
-    loaded: &Loaded,
-    source: &Source,
-    state: &SourceState,
+    app: &Arc<App>,
+    loaded: &Arc<Loaded>,
+    index: usize,
     req: Request<Incoming>,
     peer: SocketAddr,
     https: bool,
@@ -126,6 +126,7 @@ async fn process(
     record: &mut Record,
 ) -> Result<(Response<ResBody>, &'static str), Rejection> {
     let server = &loaded.config.server;
+    let (source, state) = (&loaded.config.sources[index], &loaded.sources[index]);
 
     // method
     if req.method() != Method::POST {
@@ -218,30 +219,45 @@ async fn process(
         return enqueue(app, source, state, route_index, q, &mut delivery, claim, peer_info, record).await;
     }
 
-    // forward, then commit on 2xx or release
+    // forward, then commit on 2xx or release: in a task of its own, so a
+    // sender that hangs up mid-forward does not cut the request to the app
+    // (bounded by the route's timeout) and the claim still says what happened:
+    // the sender's retry is then a duplicate if the app took it.
+    let settle = settle(app.clone(), loaded.clone(), index, route_index, delivery, claim, peer_info);
+    let (result, elapsed) = match tokio::spawn(settle).await {
+        Ok(done) => done,
+        Err(_) => (Err(forward::ForwardError::Unreachable("the forward task failed".into())), Duration::ZERO),
+    };
+    record.upstream_ms = Some(elapsed.as_millis());
+    result.map(|res| (res, "forwarded")).map_err(Rejection::from)
+}
+
+/// Forwards `delivery` to its route, then commits the claim on 2xx or releases it.
+async fn settle(
+    app: Arc<App>,
+    loaded: Arc<Loaded>,
+    index: usize,
+    route_index: usize,
+    mut delivery: Delivery<Verified>,
+    claim: Option<Claim>,
+    peer: Peer,
+) -> (Result<Response<ResBody>, forward::ForwardError>, Duration) {
+    let (state, route) = (&loaded.sources[index], &loaded.config.sources[index].routes[route_index]);
     let sent = Instant::now();
-    let result = forward::forward(&mut delivery, route, peer_info, &state.name_header).await;
+    let result = forward::forward(&mut delivery, route, peer, &state.name_header).await;
     let elapsed = sent.elapsed();
     state.metrics.upstream(route_index, elapsed.as_secs_f64());
-    record.upstream_ms = Some(elapsed.as_millis());
-    match result {
-        Ok(res) => {
-            if let Some(c) = claim {
-                let finished = if res.status().is_success() { c.commit().await } else { c.release().await };
-                if let Err(e) = finished {
-                    app.metrics.store_errors.inc();
-                    app.store_health.failed(&e, dedupe.on_store_error);
-                }
-            }
-            Ok((res, "forwarded"))
-        }
-        Err(e) => {
-            if let Some(c) = claim {
-                let _ = c.release().await;
-            }
-            Err(e.into())
+    if let Some(c) = claim {
+        let finished = match &result {
+            Ok(res) if res.status().is_success() => c.commit().await,
+            _ => c.release().await,
+        };
+        if let Err(e) = finished {
+            app.metrics.store_errors.inc();
+            app.store_health.failed(&e, loaded.config.dedupe.on_store_error);
         }
     }
+    (result, elapsed)
 }
 
 /// A queue route's last stage: the delivery is stored with the headers a sync

@@ -507,3 +507,32 @@ async fn the_sender_is_answered_in_its_own_http_version() {
     }
     gw.shutdown().await;
 }
+
+/// A sender that hangs up while the app is still working: the forward is
+/// finished anyway (bounded by the route timeout) and the claim committed, so
+/// the sender's retry is a duplicate and the app sees the delivery once.
+#[tokio::test]
+async fn a_sender_hanging_up_mid_forward_does_not_cause_a_second_delivery() {
+    use tokio::io::AsyncWriteExt;
+    let up = spawn_upstream(Behavior::Answer(200, "slow", Duration::from_millis(600))).await;
+    let gw = spawn_gateway(&tampa_config(up.addr, "", "")).await;
+    let body = tampa_body("hang-1", "x");
+    let mut req = format!("POST /webhooks/tampa HTTP/1.1\r\nHost: hooks\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in gw.sign("tampa", &body, Some("hang-1"), None) {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(req.as_bytes()).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), async || up.hits() == 1).await, "the app has it");
+    drop(conn); // the sender gives up while the app is still answering
+    let retried = eventually(Duration::from_secs(5), async || {
+        let r = gw.deliver("tampa", &body, Some("hang-1"), None).await;
+        r.status == 200 && r.headers.get("x-hookgate-duplicate").is_some_and(|v| v == "true")
+    })
+    .await;
+    assert!(retried, "the retry is answered as a duplicate once the app's 2xx was recorded");
+    assert_eq!(up.hits(), 1, "the app saw the delivery once");
+    gw.shutdown().await;
+}
