@@ -322,23 +322,10 @@ async fn store_failures_are_logged_once_per_burst() {
 
 /// A queue route on the store `queue` describes (the body of the `[queue]` table).
 fn queue_text(upstream: SocketAddr, queue: &str) -> String {
-    with_listeners(&format!(
-        r#"
-[queue]
-{queue}
-
-[sources.tampa]
-path = "/webhooks/tampa"
-provider = "tampa"
-secrets = ["{SECRET}"]
-
-[[sources.tampa.routes]]
-events = ["*"]
-upstream = "http://{upstream}/hooks"
-timeout = "2s"
-delivery = "queue"
-retry = {{ attempts = 1000, backoff = "20ms", max_backoff = "100ms" }}
-"#
+    with_listeners(&one_route_config(
+        &format!("[queue]\n{queue}"),
+        &format!("http://{upstream}/hooks"),
+        "timeout = \"2s\"\ndelivery = \"queue\"\nretry = { attempts = 1000, backoff = \"20ms\", max_backoff = \"100ms\" }",
     ))
 }
 

@@ -20,29 +20,11 @@ fn queue_config(upstream: SocketAddr, dir: &Path, route_extra: &str, top_extra: 
     } else {
         r#"retry = { attempts = 4, backoff = "50ms", max_backoff = "200ms" }"#
     };
-    format!(
-        r#"
-[server]
-shutdown_grace = "2s"
-{top_extra}
-
-[queue]
-path = "{dir}"
-
-[sources.tampa]
-path = "/webhooks/tampa"
-provider = "tampa"
-secrets = ["{SECRET}"]
-
-[[sources.tampa.routes]]
-events = ["*"]
-upstream = "http://{upstream}/hooks"
-timeout = "1s"
-delivery = "queue"
-{retry}
-{route_extra}
-"#,
-        dir = dir.display()
+    let top = format!("[server]\nshutdown_grace = \"2s\"\n{top_extra}\n\n[queue]\npath = \"{}\"", dir.display());
+    one_route_config(
+        &top,
+        &format!("http://{upstream}/hooks"),
+        &format!("timeout = \"1s\"\ndelivery = \"queue\"\n{retry}\n{route_extra}"),
     )
 }
 

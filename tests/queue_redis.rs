@@ -17,31 +17,14 @@ use common::*;
 /// (`url = "..."` or `cluster = [...]`).
 fn redis_queue_config(upstream: SocketAddr, target: &str, route_extra: &str) -> String {
     let timeout = if route_extra.contains("timeout =") { "" } else { "timeout = \"1s\"" };
-    format!(
-        r#"
-[server]
-shutdown_grace = "1s"
-
-[queue]
-store = "redis"
-visibility_timeout = "1s"
-
-[queue.redis]
-{target}
-timeout = "500ms"
-
-[sources.tampa]
-path = "/webhooks/tampa"
-provider = "tampa"
-secrets = ["{SECRET}"]
-
-[[sources.tampa.routes]]
-events = ["*"]
-upstream = "http://{upstream}/hooks"
-{timeout}
-delivery = "queue"
-{route_extra}
-"#
+    let top = format!(
+        "[server]\nshutdown_grace = \"1s\"\n\n[queue]\nstore = \"redis\"\nvisibility_timeout = \"1s\"\n\n\
+         [queue.redis]\n{target}\ntimeout = \"500ms\""
+    );
+    one_route_config(
+        &top,
+        &format!("http://{upstream}/hooks"),
+        &format!("{timeout}\ndelivery = \"queue\"\n{route_extra}"),
     )
 }
 

@@ -160,20 +160,7 @@ async fn a_reload_swaps_the_certificate_and_bad_files_keep_the_old_one() {
 }
 
 fn one_route(upstream: &str, extra: &str) -> String {
-    format!(
-        r#"
-[sources.tampa]
-path = "/webhooks/tampa"
-provider = "tampa"
-secrets = ["{SECRET}"]
-
-[[sources.tampa.routes]]
-events = ["*"]
-upstream = "{upstream}"
-timeout = "2s"
-{extra}
-"#
-    )
+    one_route_config("", upstream, &format!("timeout = \"2s\"\n{extra}"))
 }
 
 #[tokio::test]

@@ -151,6 +151,25 @@ timeout = "2s"
     )
 }
 
+/// `top` (tables before the source), then one tampa source whose only route
+/// goes to `upstream` (a URL) with `route` (more route keys).
+pub fn one_route_config(top: &str, upstream: &str, route: &str) -> String {
+    format!(
+        r#"{top}
+
+[sources.tampa]
+path = "/webhooks/tampa"
+provider = "tampa"
+secrets = ["{SECRET}"]
+
+[[sources.tampa.routes]]
+events = ["*"]
+upstream = "{upstream}"
+{route}
+"#
+    )
+}
+
 // === HTTP client ===
 
 pub struct Reply {
