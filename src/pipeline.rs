@@ -219,17 +219,47 @@ async fn process(
         return enqueue(app, source, state, route_index, q, &mut delivery, claim, peer_info, record).await;
     }
 
-    // forward, then commit on 2xx or release: in a task of its own, so a
-    // sender that hangs up mid-forward does not cut the request to the app
-    // (bounded by the route's timeout) and the claim still says what happened:
-    // the sender's retry is then a duplicate if the app took it.
+    // forward, then commit on 2xx or release. A sender that hangs up
+    // mid-forward drops this future; the forward then goes on in a task of its
+    // own (bounded by the route's timeout) so the request to the app is not
+    // cut and the claim still says what happened: the sender's retry is a
+    // duplicate if the app took it.
     let settle = settle(app.clone(), loaded.clone(), index, route_index, delivery, claim, peer_info);
-    let (result, elapsed) = match tokio::spawn(settle).await {
-        Ok(done) => done,
-        Err(_) => (Err(forward::ForwardError::Unreachable("the forward task failed".into())), Duration::ZERO),
-    };
+    let (result, elapsed) = FinishOnDrop(Some(Box::pin(settle))).await;
     record.upstream_ms = Some(elapsed.as_millis());
     result.map(|res| (res, "forwarded")).map_err(Rejection::from)
+}
+
+/// Polls its future in place (no task per request); if dropped before the
+/// future finished, hands the rest of it to a task of its own.
+struct FinishOnDrop<F: Future + Send + 'static>(Option<std::pin::Pin<Box<F>>>)
+where
+    F::Output: Send;
+
+impl<F: Future + Send + 'static> Future for FinishOnDrop<F>
+where
+    F::Output: Send,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let Some(fut) = self.0.as_mut() else { return std::task::Poll::Pending };
+        let out = std::task::ready!(fut.as_mut().poll(cx));
+        self.0 = None;
+        std::task::Poll::Ready(out)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for FinishOnDrop<F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        // No runtime (the process is ending): the claim guard inside releases the claim.
+        if let (Some(rest), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(rest);
+        }
+    }
 }
 
 /// Forwards `delivery` to its route, then commits the claim on 2xx or releases it.
