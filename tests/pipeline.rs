@@ -536,3 +536,26 @@ async fn a_sender_hanging_up_mid_forward_does_not_cause_a_second_delivery() {
     assert_eq!(up.hits(), 1, "the app saw the delivery once");
     gw.shutdown().await;
 }
+
+/// A body with a duplicated key is read as the app reads it (the last one wins):
+/// routing, the ID and the event type agree with what serde_json or JSON.parse see.
+#[tokio::test]
+async fn duplicated_json_keys_are_read_as_the_app_reads_them() {
+    let (gw, mut up) = setup("", "").await;
+    let ts = humantime::format_rfc3339_seconds(SystemTime::now());
+    let body = format!(
+        r#"{{"id":"dup-first","type":"other.kind","timestamp":"{ts}","id":"dup-last","type":"dev.tampa.event.created"}}"#
+    );
+    let headers: Vec<(String, String)> = gw
+        .sign("tampa", &body, None, None)
+        .into_iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("x-delivery-id") && !k.eq_ignore_ascii_case("x-event-type"))
+        .collect();
+    let r = send(&gw.url("/webhooks/tampa"), "POST", &headers, body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = up.next().await;
+    assert_eq!(got.uri, "/hooks/events", "routed by the last \"type\"");
+    assert_eq!(got.headers["x-hookgate-event-type"], "dev.tampa.event.created");
+    assert_eq!(got.headers["x-hookgate-delivery-id"], "dup-last");
+    gw.shutdown().await;
+}

@@ -86,10 +86,13 @@ impl<'de> Visitor<'de> for FindKey<'_> {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object")
     }
+    /// The *last* occurrence of a duplicated key wins, as in serde_json and
+    /// JavaScript's `JSON.parse`, so the gateway reads the same ID, event type
+    /// and timestamp from a body as the app behind it will.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut found = None;
         while let Some(key) = map.next_key_seed(Text)? {
-            if found.is_none() && key == self.0 {
+            if key == self.0 {
                 found = Some(map.next_value::<&RawValue>()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
@@ -145,6 +148,29 @@ mod tests {
         assert_eq!(pointer_text(body, "/data/list/9/x"), None);
         assert_eq!(pointer_text(b"a=1&b=2", "/a"), None);
         assert_eq!(pointer_text(b"{\"a\":1", "/a"), None);
+    }
+
+    #[test]
+    fn a_duplicated_key_reads_its_last_value_as_the_app_does() {
+        for (body, pointer) in [
+            (&br#"{"id":"first","type":"x","id":"second"}"#[..], "/id"),
+            (br#"{"data":{"id":"a"},"data":{"id":"b"}}"#, "/data/id"),
+            (br#"{"event":{"type":"t1","type":"t2"}}"#, "/event/type"),
+            (br#"{"timestamp":1,"timestamp":2}"#, "/timestamp"),
+        ] {
+            let app: serde_json::Value = serde_json::from_slice(body).unwrap();
+            let expected = match app.pointer(pointer).unwrap() {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            assert_eq!(
+                pointer_text(body, pointer).as_deref(),
+                Some(expected.as_str()),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(pointer_text(br#"{"id":"first","id":"second"}"#, "/id").as_deref(), Some("second"));
     }
 
     proptest! {
