@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 pub struct Item {
     pub at: SystemTime,
     pub source: Arc<str>,
-    pub id: Box<str>,
-    pub event_type: Box<str>,
+    pub id: String,
+    pub event_type: String,
     /// As in `hookgate_requests_total`.
     pub outcome: &'static str,
     /// What the sender was answered.

@@ -44,11 +44,15 @@ struct Record {
 
 impl Record {
     fn item(&self, source: &SourceState, outcome: &'static str, status: u16) -> Item {
+        Record { id: self.id.clone(), event_type: self.event_type.clone(), ..*self }.into_item(source, outcome, status)
+    }
+
+    fn into_item(self, source: &SourceState, outcome: &'static str, status: u16) -> Item {
         Item {
             at: std::time::SystemTime::now(),
             source: source.name.clone(),
-            id: self.id.as_str().into(),
-            event_type: self.event_type.as_str().into(),
+            id: self.id,
+            event_type: self.event_type,
             outcome,
             status,
             route: self.route,
@@ -87,9 +91,6 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr, ht
             }
         };
     state.metrics.outcome(outcome);
-    if !record.logged {
-        app.deliveries.push(record.item(state, outcome, response.status().as_u16()));
-    }
     tracing::info!(
         source = %source.name,
         client = %record.client.unwrap_or(peer.ip()),
@@ -100,6 +101,10 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr, ht
         upstream_ms = record.upstream_ms.map(|m| m as u64),
         "delivery"
     );
+    if !record.logged {
+        // Last, so the record's strings move into the log instead of being copied.
+        app.deliveries.push(record.into_item(state, outcome, response.status().as_u16()));
+    }
     response
 }
 
