@@ -28,6 +28,8 @@ pub enum StartError {
 /// Per-source state derived from the config.
 pub struct SourceState {
     pub limiter: Option<Limiter>,
+    /// `scope = "cluster"`: the shared limit (`limiter` stands in while Redis fails).
+    pub cluster_limiter: Option<guard::ClusterLimiter>,
     pub metrics: SourceMetrics,
     /// `X-Hookgate-Source` value, made once.
     pub name_header: HeaderValue,
@@ -90,11 +92,27 @@ impl Loaded {
             Some(p) if p.config.dedupe.store == config.dedupe.store => p.store.clone(),
             _ => Store::from_config(&config.dedupe)?,
         };
+        // One connection for every cluster-wide limit, to the dedupe Redis.
+        let rate_redis = match &config.dedupe.store {
+            crate::config::StoreConfig::Redis(r)
+                if config.sources.iter().any(|s| s.rate_limit.is_some_and(|l| l.cluster)) =>
+            {
+                let conn = crate::redis_conn::RedisConn::new(r).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                Some((Arc::new(conn), r.key_prefix.clone()))
+            }
+            _ => None,
+        };
         let sources = config
             .sources
             .iter()
             .map(|s| SourceState {
                 limiter: s.rate_limit.as_ref().map(guard::limiter),
+                cluster_limiter: match (&rate_redis, &s.rate_limit) {
+                    (Some((conn, prefix)), Some(rl)) if rl.cluster => {
+                        Some(guard::ClusterLimiter::new(conn.clone(), prefix, &s.name, rl))
+                    }
+                    _ => None,
+                },
                 metrics: metrics.for_source(&s.name, s.routes.len(), s.verifier.keys.len()),
                 name_header: HeaderValue::from_str(&s.name).unwrap_or(HeaderValue::from_static("invalid")),
                 name: s.name.as_str().into(),

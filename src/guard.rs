@@ -1,6 +1,7 @@
 //! Guards that run before the body is read: client address (allowlist, with
 //! `X-Forwarded-For` believed only from trusted proxies) and per-source rate
-//! limits (GCRA from `governor`).
+//! limits (GCRA from `governor`; with `scope = "cluster"`, the same GCRA in
+//! Redis, one script call per request, shared by every replica).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -22,6 +23,72 @@ pub fn limiter(rl: &RateLimit) -> Limiter {
 /// `Err(wait)` when over the rate: how long until one more request would pass.
 pub fn check_rate(limiter: &Limiter) -> Result<(), Duration> {
     limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+}
+
+/// GCRA over the Redis server's clock. KEYS[1]: the limiter. ARGV: emission
+/// interval and burst tolerance, microseconds. Returns 0 when allowed, else
+/// the microseconds until one more request would pass.
+const GCRA: &str = r"local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + tonumber(ARGV[1])
+local allow_at = new_tat - tonumber(ARGV[2])
+if allow_at > now then return allow_at - now end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.floor((new_tat - now) / 1000) + 1)
+return 0";
+
+/// One limit for every replica (`scope = "cluster"`), kept in the dedupe Redis.
+pub struct ClusterLimiter {
+    conn: std::sync::Arc<crate::redis_conn::RedisConn>,
+    script: crate::redis_conn::Script,
+    key: String,
+    interval_us: String,
+    tolerance_us: String,
+    /// Redis is failing (the local limiter stands in); logged once per burst.
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl ClusterLimiter {
+    pub fn new(conn: std::sync::Arc<crate::redis_conn::RedisConn>, prefix: &str, source: &str, rl: &RateLimit) -> Self {
+        let interval = 1_000_000 / u64::from(rl.per_second.get()).max(1);
+        ClusterLimiter {
+            conn,
+            script: crate::redis_conn::Script::new(GCRA),
+            key: format!("{prefix}rate:{source}"),
+            interval_us: interval.max(1).to_string(),
+            tolerance_us: (interval.max(1) * u64::from(rl.burst.get())).to_string(),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Like [`check_rate`], against the shared limit; while Redis does not
+    /// answer, `local` decides (with a warning when that starts).
+    pub async fn check(&self, local: &Limiter) -> Result<(), Duration> {
+        let args: [&[u8]; 2] = [self.interval_us.as_bytes(), self.tolerance_us.as_bytes()];
+        match self.conn.eval(&self.script, &[&self.key], &args).await {
+            Ok(Ok(redis::Value::Int(0))) => self.answered(Ok(())),
+            Ok(Ok(redis::Value::Int(wait))) => self.answered(Err(Duration::from_micros(wait.max(1) as u64))),
+            failed => {
+                if !self.failing.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        Ok(Ok(v)) => format!("unexpected reply {v:?}"),
+                        Err(_) => "no answer in time".into(),
+                    };
+                    tracing::warn!(key = %self.key, error = %why, "cluster rate limit unavailable; each replica limits on its own until Redis answers");
+                }
+                check_rate(local)
+            }
+        }
+    }
+
+    fn answered(&self, r: Result<(), Duration>) -> Result<(), Duration> {
+        if self.failing.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!(key = %self.key, "cluster rate limit answers again");
+        }
+        r
+    }
 }
 
 fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {

@@ -147,7 +147,11 @@ async fn process(
 
     // rate, before the body is read
     if let Some(limiter) = &state.limiter {
-        guard::check_rate(limiter).map_err(|retry_after| Rejection::RateLimited { retry_after })?;
+        let checked = match &state.cluster_limiter {
+            Some(shared) => shared.check(limiter).await,
+            None => guard::check_rate(limiter),
+        };
+        checked.map_err(|retry_after| Rejection::RateLimited { retry_after })?;
     }
 
     // size: refuse a declared oversize body at once, then read at most the limit

@@ -295,3 +295,62 @@ async fn redis_cluster_dedupes_across_slots() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// `rate_limit.scope = "cluster"`: two replicas on one Redis share one limit;
+/// with Redis gone, each falls back to its own limiter (429, not 503).
+#[tokio::test]
+async fn cluster_wide_rate_limit_is_shared_by_replicas() {
+    let mut redis = RedisServer::start();
+    let up = spawn_upstream(ok_upstream()).await;
+    let top = format!("[dedupe]\nstore = \"redis\"\n[dedupe.redis]\nurl = \"{}\"\ntimeout = \"300ms\"\n", redis.url());
+    let limit = "rate_limit = { per_second = 2, burst = 4, scope = \"cluster\" }";
+    let text = tampa_config(up.addr, limit, &top);
+    let a = spawn_gateway(&text).await;
+    let b = spawn_gateway(&text).await;
+    let started = std::time::Instant::now();
+    let mut passed = 0;
+    let mut limited = [0, 0];
+    for i in 0..16 {
+        let (gw, which) = if i % 2 == 0 { (&a, 0) } else { (&b, 1) };
+        let r = gw.deliver("tampa", &tampa_body(&format!("rl-{i}"), "x"), Some(&format!("rl-{i}")), None).await;
+        match r.status.as_u16() {
+            200 => passed += 1,
+            429 => {
+                assert!(r.headers.contains_key("retry-after"));
+                limited[which] += 1;
+            }
+            other => panic!("unexpected {other}: {}", r.text()),
+        }
+    }
+    let allowed = 4 + (started.elapsed().as_secs_f64() * 2.0).ceil() as usize;
+    assert!(
+        passed <= allowed,
+        "{passed} passed, the shared limit allows {allowed} (each replica alone would pass 4 more)"
+    );
+    assert!(limited[0] > 0 && limited[1] > 0, "both replicas enforce it: {limited:?}");
+
+    // Redis gone: the local limiter stands in (burst 4 per replica). The
+    // deliveries it lets through then meet the dedupe store, also in Redis: 503.
+    redis.kill();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let r =
+            a.deliver("tampa", &tampa_body(&format!("rl-down-{i}"), "x"), Some(&format!("rl-down-{i}")), None).await;
+        statuses.push(r.status.as_u16());
+    }
+    assert!(statuses.contains(&429), "still limited without Redis: {statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 429 || *s == 503), "{statuses:?}");
+    assert!(statuses.iter().filter(|s| **s == 503).count() >= 3, "the local burst let some through: {statuses:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[test]
+fn cluster_scope_needs_the_redis_dedupe_store() {
+    let text = "[sources.a]\npath = \"/a\"\nprovider = \"github\"\nsecrets = [\"s\"]\nrate_limit = { per_second = 1, scope = \"cluster\" }\n";
+    let errs = hookgate::config::load_str(text, &|_| None).unwrap_err().to_string();
+    assert!(errs.contains("sources.a.rate_limit.scope: \"cluster\" keeps the limit in the dedupe Redis"), "{errs}");
+    let bad = text.replace("\"cluster\"", "\"galaxy\"");
+    let errs = hookgate::config::load_str(&bad, &|_| None).unwrap_err().to_string();
+    assert!(errs.contains("sources.a.rate_limit.scope: invalid value \"galaxy\""), "{errs}");
+}

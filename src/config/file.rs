@@ -102,6 +102,7 @@ pub struct SourceFile {
 pub struct RateLimitFile {
     pub per_second: Option<u64>,
     pub burst: Option<u64>,
+    pub scope: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

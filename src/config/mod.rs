@@ -172,6 +172,8 @@ pub enum Unrouted {
 pub struct RateLimit {
     pub per_second: NonZeroU32,
     pub burst: NonZeroU32,
+    /// `scope = "cluster"`: one limit for all replicas, kept in `[dedupe.redis]`.
+    pub cluster: bool,
 }
 
 /// One sender.

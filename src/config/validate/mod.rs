@@ -169,7 +169,8 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             for (name, value) in table {
                 let path = format!("sources.{name}");
                 let sf: SourceFile = errs.table(&path, Some(value));
-                if let Some(src) = source(&mut errs, &path, &name, sf, queue.is_some()) {
+                let redis_dedupe = matches!(dedupe.store, StoreConfig::Redis(_));
+                if let Some(src) = source(&mut errs, &path, &name, sf, queue.is_some(), redis_dedupe) {
                     if let Some(other) = paths.insert(src.path.clone(), name.clone()) {
                         errs.push(
                             &format!("{path}.path"),
@@ -401,7 +402,14 @@ fn check_redis_url(errs: &mut Errors, path: &str, url: &str) {
     }
 }
 
-fn source(errs: &mut Errors, path: &str, name: &str, f: SourceFile, queue_table: bool) -> Option<Source> {
+fn source(
+    errs: &mut Errors,
+    path: &str,
+    name: &str,
+    f: SourceFile,
+    queue_table: bool,
+    redis_dedupe: bool,
+) -> Option<Source> {
     errs.unknown(path, &f.unknown);
     let before = errs.0.len();
 
@@ -466,8 +474,16 @@ fn source(errs: &mut Errors, path: &str, name: &str, f: SourceFile, queue_table:
         if rl.per_second.is_none() {
             errs.push(&format!("{p}.per_second"), "missing");
         }
+        let cluster =
+            errs.choice(&format!("{p}.scope"), rl.scope.as_deref(), false, &[("local", false), ("cluster", true)]);
+        if cluster && !redis_dedupe {
+            errs.push(
+                &format!("{p}.scope"),
+                "\"cluster\" keeps the limit in the dedupe Redis: set [dedupe] store = \"redis\"",
+            );
+        }
         let per_second = per_second?;
-        Some(RateLimit { per_second, burst: burst.unwrap_or(per_second) })
+        Some(RateLimit { per_second, burst: burst.unwrap_or(per_second), cluster })
     });
 
     let unrouted = errs.choice(
