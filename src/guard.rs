@@ -184,7 +184,11 @@ mod tests {
 
     #[test]
     fn burst_then_wait() {
-        let l = limiter(&RateLimit { per_second: NonZeroU32::new(1).unwrap(), burst: NonZeroU32::new(3).unwrap() });
+        let l = limiter(&RateLimit {
+            per_second: NonZeroU32::new(1).unwrap(),
+            burst: NonZeroU32::new(3).unwrap(),
+            cluster: false,
+        });
         for _ in 0..3 {
             assert!(check_rate(&l).is_ok());
         }
