@@ -147,6 +147,12 @@ async fn redis_down_answers_503_and_workers_resume_when_it_returns() {
     assert!(r.headers.contains_key("retry-after"));
     let ready = send(&format!("http://{}/readyz", gw.admin), "GET", &[], "").await;
     assert_eq!(ready.status, 503);
+    let depth = send(&format!("http://{}/queue", gw.admin), "GET", &[], "").await;
+    assert_eq!(
+        (depth.status.as_u16(), depth.error_code().as_str()),
+        (503, "queue_unavailable"),
+        "not \"nothing queued\""
+    );
     redis.restart();
     // The claim was released, so the sender's retry is accepted once Redis is back.
     assert!(eventually(Duration::from_secs(10), async || deliver(&gw, "during").await.status == 202).await);

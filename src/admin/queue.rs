@@ -13,10 +13,10 @@ use crate::error::json_response;
 use crate::metrics::QueueDepth;
 use crate::queue::{DeadItem, QueueError, RouteKey, unix_ms};
 
-/// Every queue route of the config in force, with its depth (routes whose
-/// store does not answer are left out).
-pub async fn depths(app: &App) -> Vec<(String, usize, String, QueueDepth)> {
-    let Some(queue) = &app.queue else { return Vec::new() };
+/// Every queue route of the config in force, with its depth; an error when the
+/// store does not answer (so `/queue` says 503 rather than "nothing queued").
+pub async fn depths(app: &App) -> Result<Vec<(String, usize, String, QueueDepth)>, QueueError> {
+    let Some(queue) = &app.queue else { return Ok(Vec::new()) };
     let loaded = app.current();
     let now = unix_ms(SystemTime::now());
     let mut out = Vec::new();
@@ -26,7 +26,7 @@ pub async fn depths(app: &App) -> Vec<(String, usize, String, QueueDepth)> {
                 continue;
             }
             let key = RouteKey::new(&source.name, i);
-            let Ok((counts, in_flight)) = queue.depth(&key).await else { continue };
+            let (counts, in_flight) = queue.depth(&key).await?;
             let oldest = match counts.pending {
                 0 => None,
                 _ => queue.store.oldest_pending_ms(&key).await,
@@ -41,18 +41,22 @@ pub async fn depths(app: &App) -> Vec<(String, usize, String, QueueDepth)> {
             out.push((source.name.clone(), i, route.upstream.to_string(), depth));
         }
     }
-    out
+    Ok(out)
 }
 
+/// Sets the depth gauges before a scrape (left as they were while the store does not answer).
 pub async fn refresh_gauges(app: &App) {
-    for (source, route, _, depth) in depths(app).await {
+    for (source, route, _, depth) in depths(app).await.unwrap_or_default() {
         app.metrics.set_queue_depth(&source, route, &depth);
     }
 }
 
 pub async fn overview(app: &App) -> Response<ResBody> {
-    let routes: Vec<Value> = depths(app)
-        .await
+    let depths = match depths(app).await {
+        Ok(d) => d,
+        Err(e) => return unavailable(&e),
+    };
+    let routes: Vec<Value> = depths
         .into_iter()
         .map(|(source, route, upstream, d)| {
             json!({
