@@ -23,6 +23,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Per-source state derived from the config.
@@ -58,6 +60,9 @@ pub struct App {
     pub queue: Option<Queue>,
     /// The recent requests (`GET /deliveries`).
     pub deliveries: DeliveryLog,
+    /// `[server.tls.acme]`: the listener's TLS config, its certificate managed
+    /// by the ACME task (start-up only).
+    pub acme: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Whether the dedupe store is failing, so a burst of failures logs one line
@@ -132,6 +137,7 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let queue = config.queue.as_ref().map(Queue::start).transpose()?;
         let deliveries = DeliveryLog::new(config.log.deliveries);
+        let acme = config.server.acme.as_ref().map(crate::tls::acme_server_config).transpose()?;
         let loaded = Loaded::build(config, &metrics, None)?;
         Ok(Arc::new(App {
             loaded: RwLock::new(Arc::new(loaded)),
@@ -140,6 +146,7 @@ impl App {
             store_health: StoreHealth::default(),
             queue,
             deliveries,
+            acme,
         }))
     }
 
@@ -159,6 +166,9 @@ impl App {
             tracing::warn!(
                 "server.listen, server.admin_listen and server.max_connections apply at start-up only; restart to change them"
             );
+        }
+        if current.config.server.acme != config.server.acme {
+            tracing::warn!("[server.tls.acme] applies at start-up only; restart to change it");
         }
         if current.config.queue != config.queue {
             tracing::warn!("[queue] applies at start-up only; restart to change it (the running queue is kept)");

@@ -51,7 +51,10 @@ impl Limits {
 pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let limits = Limits::from_app(&app);
     let tls_app = app.clone();
-    let tls = move || tls_app.current().config.server.tls.as_ref().map(|t| t.config.clone());
+    let tls = move || match &tls_app.acme {
+        Some(acme) => Some(acme.clone()),
+        None => tls_app.current().config.server.tls.as_ref().map(|t| t.config.clone()),
+    };
     serve_with(listener, limits, shutdown, tls, move |req, peer, https| {
         let app = app.clone();
         async move { pipeline::handle(&app, req, peer, https).await }
@@ -158,6 +161,11 @@ pub async fn serve_with<H, F, T>(
                             return;
                         }
                     };
+                    if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                        // A TLS-ALPN-01 validation: the handshake was the whole exchange.
+                        tracing::debug!(%peer, "ACME TLS-ALPN-01 validation handshake");
+                        return;
+                    }
                     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");

@@ -32,6 +32,67 @@ pub enum TlsError {
     NoSystemRoots,
 }
 
+/// `[server.tls.acme]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    pub domains: Vec<String>,
+    /// `mailto:` URLs.
+    pub contact: Vec<String>,
+    pub directory: String,
+    /// Trust this CA (instead of the system's roots) for the directory itself.
+    pub directory_ca: Option<PathBuf>,
+    /// Account and certificates, reused across restarts.
+    pub cache: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The ALPN protocol of TLS-ALPN-01 validation handshakes (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Starts ACME for `settings` (a task orders, caches and renews certificates)
+/// and returns the listener's config, whose certificate comes from it. Until
+/// the first certificate is there, handshakes fail (no certificate to offer).
+pub fn acme_server_config(settings: &AcmeSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    use futures_util::StreamExt as _;
+    let client = match &settings.directory_ca {
+        Some(ca) => client_config(roots(ca)?)?,
+        None => upstream_client(None)?,
+    };
+    // The ACME client speaks HTTP/1.1 to the directory; no ALPN needed.
+    let mut client = (*client).clone();
+    client.alpn_protocols.clear();
+    let mut state = rustls_acme::AcmeConfig::new_with_client_config(&settings.domains, Arc::new(client))
+        .contact(&settings.contact)
+        .directory(&settings.directory)
+        .cache(rustls_acme::caches::DirCache::new(settings.cache.clone()))
+        .state();
+    let resolver = state.resolver();
+    tokio::spawn(async move {
+        while let Some(event) = state.next().await {
+            match event {
+                Ok(ok) => tracing::info!(event = ?ok, "ACME"),
+                Err(e) => tracing::warn!(error = %e, "ACME"),
+            }
+        }
+    });
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsError::Pair(e.to_string()))?;
+    let builder = match &settings.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                    .build()
+                    .map_err(|e| TlsError::Ca(ca.clone(), e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// `[server.tls]` files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {

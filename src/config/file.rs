@@ -41,13 +41,25 @@ pub struct ServerFile {
     pub unknown: Unknown,
 }
 
+/// `[server.tls.acme]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct AcmeFile {
+    pub domains: Option<Vec<String>>,
+    pub contact: Option<Secrets>,
+    pub directory: Option<String>,
+    pub directory_ca: Option<String>,
+    pub cache: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
 /// `[server.tls]`.
 #[derive(Debug, Default, Deserialize)]
 pub struct TlsFile {
     pub cert: Option<String>,
     pub key: Option<String>,
     pub client_ca: Option<String>,
-    pub acme: Option<toml::Value>,
+    pub acme: Option<AcmeFile>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

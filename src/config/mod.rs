@@ -98,8 +98,10 @@ pub struct ServerConfig {
     /// `Authorization: Bearer` for every admin request but `/healthz` and
     /// `/readyz`; without it the section 5/6 endpoints are loopback-only.
     pub admin_token: Option<Secret>,
-    /// `[server.tls]`: with it, `listen` speaks HTTPS only.
+    /// `[server.tls]` with files: `listen` speaks HTTPS only.
     pub tls: Option<ServerTls>,
+    /// `[server.tls.acme]`: HTTPS with certificates from an ACME CA (start-up only).
+    pub acme: Option<crate::tls::AcmeSettings>,
 }
 
 /// The listener's TLS: the files and the config loaded from them.

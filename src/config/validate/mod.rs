@@ -212,6 +212,10 @@ fn server(errs: &mut Errors, f: ServerFile) -> ServerConfig {
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         None => 10_000,
     };
+    let (tls, acme) = match f.tls {
+        Some(t) => server_tls(errs, t),
+        None => (None, None),
+    };
     ServerConfig {
         listen,
         admin_listen,
@@ -221,30 +225,53 @@ fn server(errs: &mut Errors, f: ServerFile) -> ServerConfig {
         trusted_proxies: errs.cidrs("server.trusted_proxies", f.trusted_proxies.as_deref().unwrap_or_default()),
         max_connections,
         admin_token: f.admin_token.as_deref().filter(|t| !t.is_empty()).map(Secret::new),
-        tls: f.tls.and_then(|t| server_tls(errs, t)),
+        tls,
+        acme,
     }
 }
 
-fn server_tls(errs: &mut Errors, f: TlsFile) -> Option<ServerTls> {
+fn server_tls(errs: &mut Errors, f: TlsFile) -> (Option<ServerTls>, Option<crate::tls::AcmeSettings>) {
     errs.unknown("server.tls", &f.unknown);
-    if f.acme.is_some() {
-        errs.push(
-            "server.tls.acme",
-            "ACME certificates are not available in this version; set cert and key (e.g. from certbot)",
-        );
-        return None;
+    let client_ca = f.client_ca.filter(|c| !c.is_empty()).map(std::path::PathBuf::from);
+    if let Some(a) = f.acme {
+        errs.unknown("server.tls.acme", &a.unknown);
+        if f.cert.is_some() || f.key.is_some() {
+            errs.push("server.tls", "set either cert and key, or [server.tls.acme], not both");
+        }
+        let domains = a.domains.unwrap_or_default();
+        if domains.is_empty() || domains.iter().any(|d| d.is_empty() || d.contains(['/', ':', ' '])) {
+            errs.push(
+                "server.tls.acme.domains",
+                "list the DNS names to get a certificate for, e.g. [\"hooks.example.com\"]",
+            );
+        }
+        let directory = a.directory.unwrap_or_else(|| "https://acme-v02.api.letsencrypt.org/directory".into());
+        if !directory.starts_with("https://") {
+            errs.push("server.tls.acme.directory", "must be an https:// URL");
+        }
+        let contact = a.contact.map(super::file::Secrets::into_vec).unwrap_or_default();
+        for (i, c) in contact.iter().enumerate() {
+            if !c.starts_with("mailto:") {
+                errs.push(&format!("server.tls.acme.contact[{i}]"), "use mailto:ADDRESS");
+            }
+        }
+        let settings = crate::tls::AcmeSettings {
+            domains,
+            contact,
+            directory,
+            directory_ca: a.directory_ca.filter(|c| !c.is_empty()).map(Into::into),
+            cache: a.cache.unwrap_or_else(|| "./hookgate-data/acme".into()).into(),
+            client_ca,
+        };
+        return (None, Some(settings));
     }
     let (Some(cert), Some(key)) = (f.cert, f.key) else {
-        errs.push("server.tls", "set cert and key (PEM files)");
-        return None;
+        errs.push("server.tls", "set cert and key (PEM files), or a [server.tls.acme] table");
+        return (None, None);
     };
-    let files = crate::tls::TlsFiles {
-        cert: cert.into(),
-        key: key.into(),
-        client_ca: f.client_ca.filter(|c| !c.is_empty()).map(Into::into),
-    };
+    let files = crate::tls::TlsFiles { cert: cert.into(), key: key.into(), client_ca };
     match crate::tls::server_config(&files) {
-        Ok(config) => Some(ServerTls { files, config }),
+        Ok(config) => (Some(ServerTls { files, config }), None),
         Err(e) => {
             let path = match &e {
                 crate::tls::TlsError::Key(..) => "server.tls.key",
@@ -253,7 +280,7 @@ fn server_tls(errs: &mut Errors, f: TlsFile) -> Option<ServerTls> {
                 _ => "server.tls.cert",
             };
             errs.push(path, e);
-            None
+            (None, None)
         }
     }
 }
