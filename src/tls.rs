@@ -75,20 +75,7 @@ pub fn acme_server_config(settings: &AcmeSettings) -> Result<Arc<ServerConfig>, 
             }
         }
     });
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(VERSIONS)
-        .map_err(|e| TlsError::Pair(e.to_string()))?;
-    let builder = match &settings.client_ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
-                    .build()
-                    .map_err(|e| TlsError::Ca(ca.clone(), e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let mut config = builder.with_cert_resolver(resolver);
+    let mut config = server_builder(settings.client_ca.as_deref())?.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     Ok(Arc::new(config))
 }
@@ -127,6 +114,25 @@ fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(store)
 }
 
+/// TLS 1.2/1.3 with ring, and client certificates from `client_ca` when set.
+fn server_builder(
+    client_ca: Option<&Path>,
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsError::Pair(e.to_string()))?;
+    Ok(match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                    .build()
+                    .map_err(|e| TlsError::Ca(ca.to_owned(), e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    })
+}
+
 /// The listener's config from `files`.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certs(&files.cert)?;
@@ -136,20 +142,9 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         .key_provider
         .load_private_key(key.clone_key())
         .map_err(|e| TlsError::Key(files.key.clone(), e.to_string()))?;
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(VERSIONS)
+    let mut config = server_builder(files.client_ca.as_deref())?
+        .with_single_cert(chain, key)
         .map_err(|e| TlsError::Pair(e.to_string()))?;
-    let builder = match &files.client_ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
-                    .build()
-                    .map_err(|e| TlsError::Ca(ca.clone(), e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| TlsError::Pair(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
