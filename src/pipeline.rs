@@ -209,9 +209,7 @@ async fn process(
 
     // route
     let Some((route_index, route)) = route::select(&source.routes, delivery.event_type()) else {
-        if let Some(c) = claim {
-            let _ = c.release().await;
-        }
+        finish_claim(app, claim, false, dedupe.on_store_error).await;
         return match source.unrouted {
             Unrouted::Ack => {
                 Ok((json_response(StatusCode::ACCEPTED, &json!({ "ok": true, "routed": false })), "unrouted"))
@@ -225,7 +223,8 @@ async fn process(
 
     // queue: store durably, then acknowledge (the worker forwards later)
     if let Some(q) = route.queue() {
-        return enqueue(app, source, state, route_index, q, &mut delivery, claim, peer_info, record).await;
+        let policy = dedupe.on_store_error;
+        return enqueue(app, source, state, route_index, q, &mut delivery, claim, peer_info, policy, record).await;
     }
 
     // forward, then commit on 2xx or release. A sender that hangs up
@@ -286,16 +285,8 @@ async fn settle(
     let result = forward::forward(&mut delivery, route, peer, &state.name_header).await;
     let elapsed = sent.elapsed();
     state.metrics.upstream(route_index, elapsed.as_secs_f64());
-    if let Some(c) = claim {
-        let finished = match &result {
-            Ok(res) if res.status().is_success() => c.commit().await,
-            _ => c.release().await,
-        };
-        if let Err(e) = finished {
-            app.metrics.store_errors.inc();
-            app.store_health.failed(&e, loaded.config.dedupe.on_store_error);
-        }
-    }
+    let delivered = matches!(&result, Ok(res) if res.status().is_success());
+    finish_claim(&app, claim, delivered, loaded.config.dedupe.on_store_error).await;
     (result, elapsed)
 }
 
@@ -312,14 +303,13 @@ async fn enqueue(
     delivery: &mut Delivery<Verified>,
     claim: Option<Claim>,
     peer: Peer,
+    policy: OnStoreError,
     record: &mut Record,
 ) -> Result<(Response<ResBody>, &'static str), Rejection> {
     let unavailable = Rejection::QueueUnavailable { retry_after: QUEUE_RETRY };
     let Some(queue) = &app.queue else {
         // [queue] was added by a reload; it takes a restart.
-        if let Some(c) = claim {
-            let _ = c.release().await;
-        }
+        finish_claim(app, claim, false, policy).await;
         return Err(unavailable);
     };
     let headers = forward::upstream_headers(
@@ -348,20 +338,13 @@ async fn enqueue(
     let entry = NewEntry { meta, headers, body: delivery.body.clone() };
     match queue.enqueue(RouteKey::new(&source.name, route_index), entry).await {
         Ok(_) => {
-            if let Some(c) = claim
-                && let Err(e) = c.commit().await
-            {
-                app.metrics.store_errors.inc();
-                app.store_health.failed(&e, loaded_policy(app));
-            }
+            finish_claim(app, claim, true, policy).await;
             let body = json!({ "ok": true, "queued": true, "id": delivery.id() });
             Ok((json_response(q.ack_status, &body), "queued"))
         }
         Err(e) => {
             tracing::warn!(source = %source.name, error = %e, "cannot store a queued delivery");
-            if let Some(c) = claim {
-                let _ = c.release().await;
-            }
+            finish_claim(app, claim, false, policy).await;
             if let Some(seq) = log_seq {
                 app.deliveries.update(seq, |i| {
                     i.outcome = unavailable.code();
@@ -375,6 +358,13 @@ async fn enqueue(
     }
 }
 
-fn loaded_policy(app: &App) -> OnStoreError {
-    app.current().config.dedupe.on_store_error
+/// Marks the claim delivered (`delivered`) or releases it; a store failure is
+/// counted and reported once per burst, never turned into the sender's answer.
+async fn finish_claim(app: &App, claim: Option<Claim>, delivered: bool, policy: OnStoreError) {
+    let Some(c) = claim else { return };
+    let finished = if delivered { c.commit().await } else { c.release().await };
+    if let Err(e) = finished {
+        app.metrics.store_errors.inc();
+        app.store_health.failed(&e, policy);
+    }
 }
