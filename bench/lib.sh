@@ -43,30 +43,41 @@ CONF
 
 # nginx and haproxy as plain reverse proxies in front of $UP (2 workers/threads
 # each, keep-alive to the upstream). Sets NGX, HAP (ports), NGX_PID, HAP_PID.
+# With a directory argument they terminate TLS (h2 + http/1.1) with its
+# chain.pem/leaf.key (haproxy: haproxy.pem, chain and key in one file).
 start_proxies() {
+  local certs=${1:-} ngx_listen="" ngx_tls="" hap_tls="" px="$WORK/px"
+  if [ -n "$certs" ]; then
+    px="$WORK/px-tls"
+    ngx_listen=" ssl http2"
+    ngx_tls="ssl_certificate $certs/chain.pem; ssl_certificate_key $certs/leaf.key; ssl_protocols TLSv1.2 TLSv1.3;"
+    hap_tls=" ssl crt $certs/haproxy.pem alpn h2,http/1.1"
+  fi
   NGX=$(free_port); HAP=$(free_port)
-  mkdir -p "$WORK/px"
-  cat > "$WORK/px/nginx.conf" <<CONF
+  mkdir -p "$px"
+  cat > "$px/nginx.conf" <<CONF
 worker_processes 2;
-pid $WORK/px/nginx.pid;
-error_log $WORK/px/error.log warn;
+pid $px/nginx.pid;
+error_log $px/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
   client_body_buffer_size 64k;
   upstream app { server 127.0.0.1:$UP; keepalive 128; }
   server {
-    listen 127.0.0.1:$NGX;
+    listen 127.0.0.1:$NGX$ngx_listen;
+    $ngx_tls
     keepalive_requests 1000000;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
 CONF
-  nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" -g 'daemon off;' & PIDS+=($!); NGX_PID=$!
-  cat > "$WORK/haproxy.cfg" <<CONF
+  nginx -p "$px" -c "$px/nginx.conf" -g 'daemon off;' & PIDS+=($!); NGX_PID=$!
+  cat > "$px/haproxy.cfg" <<CONF
 global
   nbthread 2
   maxconn 4096
+  ssl-default-bind-options ssl-min-ver TLSv1.2
 defaults
   mode http
   timeout connect 5s
@@ -75,12 +86,12 @@ defaults
   option http-keep-alive
   http-reuse always
 frontend fe
-  bind 127.0.0.1:$HAP
+  bind 127.0.0.1:$HAP$hap_tls
   default_backend app
 backend app
   server s1 127.0.0.1:$UP
 CONF
-  haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!); HAP_PID=$!
+  haproxy -f "$px/haproxy.cfg" -db & PIDS+=($!); HAP_PID=$!
   wait_port "$NGX"; wait_port "$HAP"
 }
 

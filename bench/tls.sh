@@ -40,47 +40,8 @@ C="$WORK/certs"; mkdir -p "$C"
   cat chain.pem leaf.key > haproxy.pem
 )
 
-NGX=$(free_port); HAP=$(free_port); HGT=$(free_port); HGTCP=$(free_port); HGUNIX=$(free_port)
-mkdir -p "$WORK/tlspx"
-cat > "$WORK/tlspx/nginx.conf" <<CONF
-worker_processes 2;
-pid $WORK/tlspx/nginx.pid;
-error_log $WORK/tlspx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_buffer_size 64k;
-  upstream app { server 127.0.0.1:$UP; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NGX ssl http2;
-    ssl_certificate $C/chain.pem;
-    ssl_certificate_key $C/leaf.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    keepalive_requests 1000000;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-CONF
-nginx -p "$WORK/tlspx" -c "$WORK/tlspx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
-cat > "$WORK/haproxy-tls.cfg" <<CONF
-global
-  nbthread 2
-  maxconn 4096
-  ssl-default-bind-options ssl-min-ver TLSv1.2
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$HAP ssl crt $C/haproxy.pem alpn h2,http/1.1
-  default_backend app
-backend app
-  server s1 127.0.0.1:$UP
-CONF
-haproxy -f "$WORK/haproxy-tls.cfg" -db & PIDS+=($!)
+start_proxies "$C"
+HGT=$(free_port); HGTCP=$(free_port); HGUNIX=$(free_port)
 
 # An upstream on a Unix socket too (same nginx `return 200`).
 mkdir -p "$WORK/ups"
