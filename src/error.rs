@@ -22,6 +22,10 @@ pub enum Rejection {
     UnknownPath,
     #[error("webhooks must be sent with POST")]
     MethodNotAllowed,
+    #[error("the verification handshake was refused: wrong mode or verify token")]
+    HandshakeRefused,
+    #[error("the verification handshake has no challenge to answer")]
+    BadHandshake,
     #[error("this client address may not send to this source")]
     Forbidden,
     #[error("too many deliveries for this source; retry later")]
@@ -51,7 +55,8 @@ impl Rejection {
         match self {
             Rejection::UnknownPath | Rejection::Unrouted => StatusCode::NOT_FOUND,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Rejection::Forbidden => StatusCode::FORBIDDEN,
+            Rejection::Forbidden | Rejection::HandshakeRefused => StatusCode::FORBIDDEN,
+            Rejection::BadHandshake => StatusCode::BAD_REQUEST,
             Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Rejection::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -76,6 +81,8 @@ impl Rejection {
             Rejection::UnknownPath => "not_found",
             Rejection::MethodNotAllowed => "method_not_allowed",
             Rejection::Forbidden => "forbidden",
+            Rejection::HandshakeRefused => "handshake_refused",
+            Rejection::BadHandshake => "bad_handshake",
             Rejection::RateLimited { .. } => "rate_limited",
             Rejection::PayloadTooLarge => "payload_too_large",
             Rejection::RequestTimeout => "request_timeout",
@@ -122,6 +129,7 @@ impl Rejection {
             res.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         if self == Rejection::MethodNotAllowed {
+            // Sources with a GET handshake answer GET too; their 405s are for other methods.
             res.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
         }
         if self == Rejection::RequestTimeout {
@@ -156,6 +164,8 @@ mod tests {
             (Rejection::UnknownPath, 404, "not_found", false),
             (Rejection::MethodNotAllowed, 405, "method_not_allowed", false),
             (Rejection::Forbidden, 403, "forbidden", false),
+            (Rejection::HandshakeRefused, 403, "handshake_refused", false),
+            (Rejection::BadHandshake, 400, "bad_handshake", false),
             (Rejection::RateLimited { retry_after: d(1) }, 429, "rate_limited", true),
             (Rejection::PayloadTooLarge, 413, "payload_too_large", false),
             (Rejection::RequestTimeout, 408, "request_timeout", false),

@@ -1,4 +1,4 @@
-//! The `hookgate` binary: `run` (default), `check`, `sign` (SPEC §1).
+//! The `hookgate` binary: `run` (default), `check`, `sign`, `presets` (README "Command line").
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -56,9 +56,20 @@ enum Command {
         /// Print one curl command that posts to URL instead of header lines
         #[arg(long, value_name = "URL")]
         curl: Option<String>,
+        /// Ed25519 / ECDSA presets, for testing: the private key (64 hex digits) of the source's public key
+        #[arg(long, value_name = "HEX")]
+        private_key: Option<String>,
         /// Body file, or - for standard input
         #[arg(default_value = "-")]
         body: String,
+    },
+    /// List the provider presets, or print one as a [sources.x.verify] block
+    Presets {
+        /// A preset's name
+        name: Option<String>,
+        /// Print the list as the README's Markdown table
+        #[arg(long)]
+        markdown: bool,
     },
 }
 
@@ -72,16 +83,50 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config),
         Command::Check => check(&cli.config),
-        Command::Sign { source, event_type, id, timestamp, curl, body } => sign(
+        Command::Sign { source, event_type, id, timestamp, curl, private_key, body } => sign(
             &cli.config,
             &source,
-            event_type.as_deref(),
-            id.as_deref(),
-            timestamp.as_deref(),
+            SignArgs {
+                event_type: event_type.as_deref(),
+                id: id.as_deref(),
+                timestamp: timestamp.as_deref(),
+                private_key: private_key.as_deref(),
+            },
             curl.as_deref(),
             &body,
         ),
+        Command::Presets { name, markdown } => presets(name.as_deref(), markdown),
     }
+}
+
+fn presets(name: Option<&str>, markdown: bool) -> ExitCode {
+    use hookgate::config::presets;
+    match name {
+        None if markdown => print!("{}", presets::markdown_table()),
+        None => {
+            let width = presets::all().iter().map(|p| p.name.len()).max().unwrap_or(0);
+            for p in presets::all() {
+                println!("{:width$}  {}", p.name, p.description);
+            }
+        }
+        Some(name) => match presets::get(name) {
+            Some(p) => print!("{}", p.to_toml()),
+            None => {
+                let names: Vec<_> = presets::all().iter().map(|p| p.name.as_str()).collect();
+                eprintln!("no preset named {name:?}; presets: {}", names.join(", "));
+                return ExitCode::from(1);
+            }
+        },
+    }
+    ExitCode::SUCCESS
+}
+
+/// What `sign` takes besides the source and the body.
+struct SignArgs<'a> {
+    event_type: Option<&'a str>,
+    id: Option<&'a str>,
+    timestamp: Option<&'a str>,
+    private_key: Option<&'a str>,
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
@@ -119,15 +164,7 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-fn sign(
-    path: &Path,
-    source: &str,
-    event_type: Option<&str>,
-    id: Option<&str>,
-    timestamp: Option<&str>,
-    curl: Option<&str>,
-    body_arg: &str,
-) -> ExitCode {
+fn sign(path: &Path, source: &str, args: SignArgs<'_>, curl: Option<&str>, body_arg: &str) -> ExitCode {
     let cfg = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -147,8 +184,15 @@ fn sign(
         eprintln!("cannot read body {body_arg}: {e}");
         return ExitCode::from(1);
     }
-    let signed = match src.verifier.sign(SignRequest { body: &body, id, event_type, timestamp, now: SystemTime::now() })
-    {
+    let req = SignRequest {
+        body: &body,
+        id: args.id,
+        event_type: args.event_type,
+        timestamp: args.timestamp,
+        now: SystemTime::now(),
+        private_key: args.private_key,
+    };
+    let signed = match src.verifier.sign(req) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cannot sign for {source}: {e}");
@@ -163,13 +207,17 @@ fn sign(
             for (name, value) in &signed.headers {
                 println!("{name}: {value}");
             }
+            if let Some(b) = &signed.body {
+                println!("\n{}", String::from_utf8_lossy(b));
+            }
         }
         Some(url) => {
             let mut cmd = format!("curl -sS -i -X POST {}", shell_quote(url));
             for (name, value) in &signed.headers {
                 cmd.push_str(&format!(" -H {}", shell_quote(&format!("{name}: {value}"))));
             }
-            cmd.push_str(&format!(" --data-binary {}", shell_quote(&String::from_utf8_lossy(&body))));
+            let body = signed.body.as_deref().unwrap_or(&body);
+            cmd.push_str(&format!(" --data-binary {}", shell_quote(&String::from_utf8_lossy(body))));
             println!("{cmd}");
         }
     }

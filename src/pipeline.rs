@@ -133,8 +133,9 @@ async fn process(
     let server = &loaded.config.server;
     let (source, state) = (&loaded.config.sources[index], &loaded.sources[index]);
 
-    // method
-    if req.method() != Method::POST {
+    // method: POST, or GET for a provider's GET handshake (answered after the guards)
+    let handshake = req.method() == Method::GET && source.verifier.spec.challenge.answers_get();
+    if req.method() != Method::POST && !handshake {
         return Err(Rejection::MethodNotAllowed);
     }
 
@@ -152,6 +153,12 @@ async fn process(
             None => guard::check_rate(limiter),
         };
         checked.map_err(|retry_after| Rejection::RateLimited { retry_after })?;
+    }
+
+    // GET handshake (Meta's hub.challenge, Dropbox's challenge): no body, no signature
+    if handshake {
+        let answer = challenge::answer_get(req.uri(), &source.verifier)?;
+        return Ok((challenge::into_response(answer), "challenge"));
     }
 
     // size: refuse a declared oversize body at once, then read at most the limit

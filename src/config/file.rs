@@ -45,7 +45,7 @@ pub struct ServerFile {
 #[derive(Debug, Default, Deserialize)]
 pub struct AcmeFile {
     pub domains: Option<Vec<String>>,
-    pub contact: Option<Secrets>,
+    pub contact: Option<OneOrMany>,
     pub directory: Option<String>,
     pub directory_ca: Option<String>,
     pub cache: Option<String>,
@@ -98,7 +98,7 @@ pub struct LogFile {
 pub struct SourceFile {
     pub path: Option<String>,
     pub provider: Option<String>,
-    pub secrets: Option<Secrets>,
+    pub secrets: Option<OneOrMany>,
     pub tolerance: Option<String>,
     pub allow_ips: Option<Vec<String>>,
     pub rate_limit: Option<RateLimitFile>,
@@ -106,6 +106,8 @@ pub struct SourceFile {
     pub verify: Option<VerifyFile>,
     pub routes: Option<Vec<toml::Value>>,
     pub sign_upstream: Option<String>,
+    pub public_url: Option<String>,
+    pub verify_token: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -120,22 +122,44 @@ pub struct RateLimitFile {
 }
 
 /// `[sources.NAME.verify]`: every field overrides the preset's value when set.
+/// The same table, one per provider, is the preset data (`presets.toml`).
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct VerifyFile {
     pub scheme: Option<String>,
-    pub signature_header: Option<String>,
+    /// A header name, `json:/pointer`, or a list of them (first present wins).
+    pub signature_header: Option<OneOrMany>,
     pub algorithm: Option<String>,
     pub encoding: Option<String>,
     pub signature_prefix: Option<String>,
     pub signature_format: Option<String>,
+    pub param_separator: Option<String>,
+    pub signature_param: Option<String>,
     pub secret_format: Option<String>,
     pub signed_payload: Option<String>,
-    pub timestamp: Option<String>,
+    /// Locators (one, or a list where the first found wins).
+    pub timestamp: Option<OneOrMany>,
     pub timestamp_format: Option<String>,
-    pub id: Option<String>,
-    pub event_type: Option<String>,
+    pub id: Option<OneOrMany>,
+    pub event_type: Option<OneOrMany>,
+    pub challenge: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
+}
+
+/// One provider in `presets.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresetFile {
+    /// One line for `hookgate presets`.
+    pub description: String,
+    /// What the provider calls the value that goes in `secrets`.
+    pub secret: String,
+    /// Default `tolerance` when the scheme has a timestamp.
+    pub tolerance: Option<String>,
+    /// Where the vectors or SDK that prove this preset come from.
+    pub proof: String,
+    #[serde(default)]
+    pub verify: toml::Table,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,18 +202,18 @@ pub struct QueueFile {
 
 /// `secrets = ["a", "b"]`, or a single `secrets = "a"`. Untagged, so a type
 /// error never echoes the value (it may be a secret).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum Secrets {
+pub enum OneOrMany {
     Many(Vec<String>),
     One(String),
 }
 
-impl Secrets {
+impl OneOrMany {
     pub fn into_vec(self) -> Vec<String> {
         match self {
-            Secrets::Many(v) => v,
-            Secrets::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+            OneOrMany::One(s) => vec![s],
         }
     }
 }

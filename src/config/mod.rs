@@ -3,6 +3,8 @@
 //! - [`file`]: serde structs mirroring the TOML, every field optional and
 //!   unknown keys captured so they can all be reported.
 //! - [`env`]: `${VAR}` / `${VAR:-default}` expansion over the parsed tree.
+//! - [`presets`]: the provider table (`presets.toml`), built by the same
+//!   validation as a user's `[sources.x.verify]`.
 //! - [`validate`]: one fallible pass producing the runtime [`Config`] below
 //!   (parsed addresses, `Duration`s, compiled verifiers and routes) or *every*
 //!   error found, each with its key path.
@@ -11,6 +13,7 @@
 
 pub mod env;
 pub mod file;
+pub mod presets;
 pub mod validate;
 
 use std::net::SocketAddr;

@@ -15,19 +15,7 @@ use serde_json::value::RawValue;
 /// The text at `pointer` (RFC 6901) in `body`: a string's contents or a number's digits.
 /// `None` if the body is not JSON, the path is absent, or the value is another type.
 pub fn pointer_text<'a>(body: &'a [u8], pointer: &str) -> Option<Cow<'a, str>> {
-    let mut raw = std::str::from_utf8(body).ok()?.trim();
-    if !pointer.is_empty() {
-        // Each level is one pass over that level's text; the top level is not
-        // validated separately first.
-        for token in pointer.strip_prefix('/')?.split('/') {
-            let token: Cow<'_, str> = if token.contains('~') {
-                Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
-            } else {
-                Cow::Borrowed(token)
-            };
-            raw = child(raw, &token)?.get();
-        }
-    }
+    let raw = pointer_raw(body, pointer)?;
     match raw.as_bytes().first()? {
         b'"' => {
             let mut de = serde_json::Deserializer::from_str(raw);
@@ -43,6 +31,25 @@ pub fn pointer_text<'a>(body: &'a [u8], pointer: &str) -> Option<Cow<'a, str>> {
         }
         _ => None,
     }
+}
+
+/// The JSON text at `pointer` exactly as it stands in `body` (any type, not
+/// validated beyond the levels walked); `None` if the path is absent.
+pub fn pointer_raw<'a>(body: &'a [u8], pointer: &str) -> Option<&'a str> {
+    let mut raw = std::str::from_utf8(body).ok()?.trim();
+    if !pointer.is_empty() {
+        // Each level is one pass over that level's text; the top level is not
+        // validated separately first.
+        for token in pointer.strip_prefix('/')?.split('/') {
+            let token: Cow<'_, str> = if token.contains('~') {
+                Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
+            } else {
+                Cow::Borrowed(token)
+            };
+            raw = child(raw, &token)?.get();
+        }
+    }
+    Some(raw)
 }
 
 fn child<'a>(raw: &'a str, token: &str) -> Option<&'a RawValue> {
@@ -148,6 +155,10 @@ mod tests {
         assert_eq!(pointer_text(body, "/data/list/9/x"), None);
         assert_eq!(pointer_text(b"a=1&b=2", "/a"), None);
         assert_eq!(pointer_text(b"{\"a\":1", "/a"), None);
+        assert_eq!(pointer_raw(body, "/data/list/0"), Some(r#"{"x":"0"}"#));
+        assert_eq!(pointer_raw(body, "/esc"), Some(r#""a\"b""#));
+        assert_eq!(pointer_raw(body, "/obj"), Some("{}"));
+        assert_eq!(pointer_raw(body, "/missing"), None);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!
 //! Each HMAC key is stored as a ready-keyed MAC state; a request clones the
 //! state (a few hundred bytes on the stack) instead of re-hashing the key.
+//! Public keys (`ed25519`, `ecdsa-p256`) are parsed into curve points once,
+//! so a bad key is a `check` error and a request only runs the verification.
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -28,6 +30,10 @@ pub enum SecretFormat {
 pub enum KeyError {
     #[error("secret is not base64 after the whsec_ prefix")]
     NotBase64,
+    #[error("not an Ed25519 public key: expected 64 hex digits (32 bytes) of a valid curve point")]
+    Ed25519,
+    #[error("not an ECDSA P-256 public key: expected base64 DER (SubjectPublicKeyInfo), as the provider shows it")]
+    EcdsaP256,
 }
 
 /// One configured secret, ready to use.
@@ -38,6 +44,10 @@ pub enum Key {
     Sha512(Hmac<sha2::Sha512>),
     /// `scheme = "token"`: the secret itself, compared in constant time.
     Token(Box<[u8]>),
+    /// `scheme = "ed25519"`: the provider's public key (Discord).
+    Ed25519(ed25519_dalek::VerifyingKey),
+    /// `scheme = "ecdsa-p256"`: the provider's public key, SHA-256 digests (SendGrid).
+    EcdsaP256(p256::ecdsa::VerifyingKey),
 }
 
 impl std::fmt::Debug for Key {
@@ -98,7 +108,50 @@ impl Key {
             Key::Sha1(m) => run(m, feed),
             Key::Sha256(m) => run(m, feed),
             Key::Sha512(m) => run(m, feed),
-            Key::Token(_) => MacOutput { buf: [0; 64], len: 0 },
+            Key::Token(_) | Key::Ed25519(_) | Key::EcdsaP256(_) => MacOutput { buf: [0; 64], len: 0 },
+        }
+    }
+
+    /// An Ed25519 public key from 64 hex digits.
+    pub fn ed25519(text: &str) -> Result<Self, KeyError> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut bytes).map_err(|_| KeyError::Ed25519)?;
+        ed25519_dalek::VerifyingKey::from_bytes(&bytes).map(Key::Ed25519).map_err(|_| KeyError::Ed25519)
+    }
+
+    /// An ECDSA P-256 public key from base64 DER (SubjectPublicKeyInfo), or a PEM block of it.
+    pub fn ecdsa_p256(text: &str) -> Result<Self, KeyError> {
+        use p256::pkcs8::DecodePublicKey as _;
+        let b64: String = text
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| KeyError::EcdsaP256)?;
+        p256::ecdsa::VerifyingKey::from_public_key_der(&der).map(Key::EcdsaP256).map_err(|_| KeyError::EcdsaP256)
+    }
+
+    /// Public-key schemes: whether `sig` signs `msg`. Ed25519 signatures are the
+    /// 64 raw bytes; ECDSA signatures are DER, or the 64 bytes of `r || s`.
+    pub fn verifies(&self, msg: &[u8], sig: &[u8]) -> bool {
+        use ed25519_dalek::Verifier as _;
+        match self {
+            Key::Ed25519(k) => {
+                ed25519_dalek::Signature::from_slice(sig).is_ok_and(|s| k.verify_strict(msg, &s).is_ok())
+            }
+            Key::EcdsaP256(k) => {
+                let parsed = if sig.len() == 64 {
+                    p256::ecdsa::Signature::from_slice(sig)
+                } else {
+                    p256::ecdsa::Signature::from_der(sig)
+                };
+                // Signers need not normalise s: accept high-s forms as the providers' own verifiers do.
+                parsed.is_ok_and(|s| {
+                    let s = s.normalize_s().unwrap_or(s);
+                    k.verify(msg, &s).is_ok()
+                })
+            }
+            _ => false,
         }
     }
 
@@ -142,5 +195,38 @@ mod tests {
         assert!(!k.token_matches(b"s3cres"));
         assert!(!k.token_matches(b"s3cret2"));
         assert!(format!("{k:?}").contains("redacted"));
+    }
+
+    /// RFC 8032 section 7.1, test 2 (one-byte message).
+    #[test]
+    fn ed25519_rfc8032_test_2() {
+        let k = Key::ed25519("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c").unwrap();
+        let sig = hex::decode(
+            "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+        )
+        .unwrap();
+        assert!(k.verifies(&[0x72], &sig));
+        assert!(!k.verifies(&[0x73], &sig));
+        assert!(!k.verifies(&[0x72], &sig[..63]));
+        assert_eq!(Key::ed25519("zz").unwrap_err(), KeyError::Ed25519);
+        assert_eq!(Key::ed25519(&"00".repeat(31)).unwrap_err(), KeyError::Ed25519);
+    }
+
+    #[test]
+    fn ecdsa_keys_parse_from_base64_der_or_pem_only() {
+        use p256::ecdsa::signature::Signer as _;
+        use p256::pkcs8::EncodePublicKey as _;
+        let sk = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let der = sk.verifying_key().to_public_key_der().unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_bytes());
+        let k = Key::ecdsa_p256(&b64).unwrap();
+        let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n{}\n-----END PUBLIC KEY-----\n", &b64[..64], &b64[64..]);
+        assert!(matches!(Key::ecdsa_p256(&pem), Ok(Key::EcdsaP256(_))));
+        let sig: p256::ecdsa::Signature = sk.sign(b"msg");
+        assert!(k.verifies(b"msg", sig.to_der().as_bytes()));
+        assert!(k.verifies(b"msg", &sig.to_bytes()));
+        assert!(!k.verifies(b"msh", sig.to_der().as_bytes()));
+        assert_eq!(Key::ecdsa_p256("bm90IGEga2V5").unwrap_err(), KeyError::EcdsaP256);
+        assert_eq!(Key::ecdsa_p256("!!").unwrap_err(), KeyError::EcdsaP256);
     }
 }

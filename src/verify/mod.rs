@@ -6,12 +6,11 @@
 //! forward stages accept. The clock is an argument, never read here.
 //!
 //! Order of checks, matching SPEC §3: signature header present → header values
-//! decodable (400) → MAC over the signed payload matches some secret (401) →
-//! timestamp present and within tolerance (401).
+//! decodable (400) → MAC (or public-key signature) over the signed payload
+//! matches some secret (401) → timestamp present and within tolerance (401).
 
 pub mod json;
 pub mod keys;
-pub mod presets;
 pub mod sign;
 pub mod template;
 pub mod timestamp;
@@ -28,11 +27,24 @@ pub use keys::{Algorithm, Key, SecretFormat};
 pub use template::{Locator, Template};
 pub use timestamp::TimestampFormat;
 
-/// `hmac` (signature over a payload) or `token` (a shared secret sent as is).
+/// How a delivery proves where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// An HMAC over the signed payload with a shared secret.
     Hmac,
+    /// A shared secret sent as is.
     Token,
+    /// An Ed25519 signature; the secret is the provider's public key (hex).
+    Ed25519,
+    /// An ECDSA P-256 / SHA-256 signature; the secret is the provider's public key (base64 DER).
+    EcdsaP256,
+}
+
+impl Scheme {
+    /// Public-key schemes: only the provider holds the signing key.
+    pub fn is_asymmetric(self) -> bool {
+        matches!(self, Scheme::Ed25519 | Scheme::EcdsaP256)
+    }
 }
 
 /// How signatures are written in their header.
@@ -49,31 +61,85 @@ pub enum SignatureFormat {
     Single,
     /// Standard Webhooks: space-separated `v1,<sig>` entries; other versions ignored.
     V1List,
-    /// Stripe: comma-separated `t=<unix>,v1=<sig>[,v1=..][,v0=..]`.
-    Stripe,
+    /// `NAME=value` parameters split by [`Spec::param_separator`]; every
+    /// [`Spec::signature_param`] is a candidate, others are ignored or read as
+    /// `signature:NAME` locators. Stripe: `t=<unix>,v1=<sig>[,v1=..][,v0=..]`;
+    /// Paddle: `ts=<unix>;h1=<sig>`; PagerDuty: `v1=<sig>,v1=<sig>`.
+    Params,
 }
 
-/// Provider handshakes and test pings the gateway answers itself (after verification).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Provider handshakes and test pings the gateway answers itself: POST ones
+/// after verification, GET ones (Meta, Dropbox) in place of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
     None,
     /// Event type equal to this answers `{"ok":true}`.
-    Ping(&'static str),
+    Ping(String),
     SlackUrlVerification,
     TribeTest,
     ZoomUrlValidation,
+    /// Discord Interactions: `{"type":1}` (PING) answers `{"type":1}`.
+    DiscordPing,
+    /// Discord Webhook Events: `{"type":0}` (PING) answers 204.
+    DiscordEventsPing,
+    /// Twitch EventSub `webhook_callback_verification`: the body's `challenge` as text.
+    TwitchVerification,
+    /// GET `hub.mode=subscribe&hub.verify_token=T&hub.challenge=C` (Facebook, Instagram, WhatsApp).
+    MetaSubscribe,
+    /// GET `?challenge=C` echoed as text.
+    DropboxChallenge,
+}
+
+impl Challenge {
+    /// The names `challenge` takes in a config file (`ping:EVENT` besides these).
+    pub const NAMES: &'static [(&'static str, Challenge)] = &[
+        ("none", Challenge::None),
+        ("slack", Challenge::SlackUrlVerification),
+        ("tribe", Challenge::TribeTest),
+        ("zoom", Challenge::ZoomUrlValidation),
+        ("discord", Challenge::DiscordPing),
+        ("discord-events", Challenge::DiscordEventsPing),
+        ("twitch", Challenge::TwitchVerification),
+        ("meta", Challenge::MetaSubscribe),
+        ("dropbox", Challenge::DropboxChallenge),
+    ];
+
+    pub fn parse(text: &str) -> Option<Challenge> {
+        if let Some(event) = text.strip_prefix("ping:") {
+            return (!event.is_empty()).then(|| Challenge::Ping(event.to_owned()));
+        }
+        Self::NAMES.iter().find(|(n, _)| *n == text).map(|(_, c)| c.clone())
+    }
+
+    /// The config text of this challenge.
+    pub fn name(&self) -> String {
+        match self {
+            Challenge::Ping(event) => format!("ping:{event}"),
+            other => Self::NAMES.iter().find(|(_, c)| c == other).map_or("none", |(n, _)| n).to_owned(),
+        }
+    }
+
+    /// Whether the source answers a GET handshake (other GETs stay 405).
+    pub fn answers_get(&self) -> bool {
+        matches!(self, Challenge::MetaSubscribe | Challenge::DropboxChallenge)
+    }
 }
 
 /// Everything a preset decides; `verify` overrides replace single fields.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
     pub scheme: Scheme,
-    /// First header present wins (both header eras, e.g. `svix-*` before `webhook-*`).
-    pub signature_headers: Vec<HeaderName>,
+    /// Where the signature is: headers (first present wins, for both header eras,
+    /// e.g. `svix-*` before `webhook-*`), or a JSON field of the body (Mailgun).
+    pub signature: Vec<Locator>,
     pub algorithm: Algorithm,
     pub encoding: Encoding,
     pub signature_prefix: String,
     pub signature_format: SignatureFormat,
+    /// [`SignatureFormat::Params`]: what separates the parameters.
+    pub param_separator: char,
+    /// [`SignatureFormat::Params`]: the parameter that carries a signature.
+    pub signature_param: String,
     pub secret_format: SecretFormat,
     pub payload: Template,
     /// Empty: the scheme has no timestamp.
@@ -87,12 +153,40 @@ pub struct Spec {
     pub challenge: Challenge,
 }
 
+impl Default for Spec {
+    /// The `generic` preset: what every field is until a preset or `verify` sets it.
+    fn default() -> Self {
+        Spec {
+            scheme: Scheme::Hmac,
+            signature: Vec::new(),
+            algorithm: Algorithm::Sha256,
+            encoding: Encoding::Hex,
+            signature_prefix: String::new(),
+            signature_format: SignatureFormat::Single,
+            param_separator: ',',
+            signature_param: "v1".to_owned(),
+            secret_format: SecretFormat::Raw,
+            payload: Template { segments: vec![template::Segment::Body] },
+            timestamp: Vec::new(),
+            timestamp_format: TimestampFormat::Unix,
+            tolerance: Duration::from_secs(300),
+            id: Vec::new(),
+            event_type: Vec::new(),
+            challenge: Challenge::None,
+        }
+    }
+}
+
 /// A compiled verifier: the spec plus decoded, pre-keyed secrets.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     pub spec: Spec,
     /// In configured order; the index that matched is reported for rotation metrics.
     pub keys: Vec<Key>,
+    /// The source's `public_url` (`{url}` in signed payloads); empty when unset.
+    pub public_url: String,
+    /// The source's `verify_token` (Meta's GET handshake); empty when unset.
+    pub verify_token: String,
 }
 
 /// Why a delivery was not accepted as authentic and fresh.
@@ -141,7 +235,7 @@ impl Delivery<Unverified> {
 
     /// Checks signature and freshness against `now`.
     pub fn verify(self, verifier: &Verifier, now: SystemTime) -> Result<Delivery<Verified>, VerifyError> {
-        let state = verifier.check(&self.head.headers, &self.body, now)?;
+        let state = verifier.check(&self.head, &self.body, now)?;
         Ok(Delivery { head: self.head, body: self.body, state })
     }
 }
@@ -169,8 +263,8 @@ impl Delivery<Verified> {
 
 /// Up to this many signatures per header are considered; more are ignored.
 const MAX_CANDIDATES: usize = 8;
-/// Longest digest (SHA-512).
-const MAX_SIG: usize = 64;
+/// Longest signature: a DER-encoded ECDSA P-256 signature (digests are at most 64).
+const MAX_SIG: usize = 72;
 
 #[derive(Clone, Copy)]
 struct Candidate {
@@ -181,10 +275,8 @@ struct Candidate {
 struct Candidates<'a> {
     items: [Candidate; MAX_CANDIDATES],
     len: usize,
-    /// Token scheme: the raw header value.
-    raw: &'a [u8],
-    /// Stripe: the `t=` parameter.
-    stripe_t: Option<&'a str>,
+    /// [`SignatureFormat::Params`]: the header text, for `signature:NAME` locators.
+    params: Option<&'a str>,
 }
 
 /// The raw body; JSON fields are looked up with [`json::pointer_text`].
@@ -234,14 +326,23 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> 
     headers.get(name).and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
 }
 
+/// The value of parameter `name` in a `params`-style signature header.
+fn param<'a>(params: Option<&'a str>, separator: char, name: &str) -> Option<&'a str> {
+    params?.split(separator).find_map(|item| {
+        let (k, v) = item.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
 /// The text of the first locator that finds one.
 fn locate<'a>(
     locators: &[Locator],
     headers: &'a HeaderMap,
     body: &'a Body<'a>,
-    stripe_t: Option<&'a str>,
+    params: Option<&'a str>,
+    separator: char,
 ) -> Option<Cow<'a, str>> {
-    locate_with(locators, headers, body, stripe_t).map(|(_, t)| t)
+    locate_with(locators, headers, body, params, separator).map(|(_, t)| t)
 }
 
 /// Like [`locate`], also saying which locator found the text.
@@ -249,16 +350,41 @@ fn locate_with<'a, 'l>(
     locators: &'l [Locator],
     headers: &'a HeaderMap,
     body: &'a Body<'a>,
-    stripe_t: Option<&'a str>,
+    params: Option<&'a str>,
+    separator: char,
 ) -> Option<(&'l Locator, Cow<'a, str>)> {
     locators.iter().find_map(|loc| {
         let text = match loc {
             Locator::Header(name) => header_str(headers, name).map(Cow::Borrowed),
-            Locator::SignatureParam => stripe_t.map(Cow::Borrowed),
+            Locator::SignatureParam(name) => param(params, separator, name).map(Cow::Borrowed),
             Locator::Json(ptr) => json::pointer_text(body.bytes, ptr),
+            Locator::Digest(parts) => Some(Cow::Owned(digest(parts, headers, body, params, separator))),
         }?;
         Some((loc, text))
     })
+}
+
+/// `digest:` IDs: SHA-256 over each located value's exact bytes (a JSON value
+/// as it stands in the body, quotes included), each after its length as 8
+/// big-endian bytes; an absent value is 8 bytes of 0xff, so absent and empty differ.
+fn digest(parts: &[Locator], headers: &HeaderMap, body: &Body<'_>, params: Option<&str>, separator: char) -> String {
+    let mut h = Sha256::new();
+    for part in parts {
+        let bytes = match part {
+            Locator::Header(name) => headers.get(name).map(|v| v.as_bytes()),
+            Locator::Json(ptr) => json::pointer_raw(body.bytes, ptr).map(str::as_bytes),
+            Locator::SignatureParam(name) => param(params, separator, name).map(str::as_bytes),
+            Locator::Digest(_) => None, // not accepted by the parser
+        };
+        match bytes {
+            Some(b) => {
+                h.update((b.len() as u64).to_be_bytes());
+                h.update(b);
+            }
+            None => h.update([0xff; 8]),
+        }
+    }
+    hex::encode(h.finalize())
 }
 
 /// Lowercase hex SHA-256 of the body: the delivery ID when the sender gives none.
@@ -267,28 +393,38 @@ pub fn body_hash(body: &[u8]) -> String {
 }
 
 impl Verifier {
-    fn candidates<'h>(&self, headers: &'h HeaderMap) -> Result<Candidates<'h>, VerifyError> {
+    /// The signature's raw text: the first configured header present, or the JSON field.
+    fn signature_value<'a>(&self, headers: &'a HeaderMap, body: &'a [u8]) -> Result<Cow<'a, [u8]>, VerifyError> {
+        self.spec
+            .signature
+            .iter()
+            .find_map(|loc| match loc {
+                Locator::Header(h) => headers.get(h).map(|v| Cow::Borrowed(v.as_bytes())),
+                Locator::Json(ptr) => json::pointer_text(body, ptr).map(|t| match t {
+                    Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
+                    Cow::Owned(t) => Cow::Owned(t.into_bytes()),
+                }),
+                _ => None,
+            })
+            .ok_or(VerifyError::MissingSignature)
+    }
+
+    fn candidates<'r>(&self, raw: &'r [u8]) -> Result<Candidates<'r>, VerifyError> {
         let spec = &self.spec;
-        let raw =
-            spec.signature_headers.iter().find_map(|h| headers.get(h)).ok_or(VerifyError::MissingSignature)?.as_bytes();
-        let mut c = Candidates {
-            items: [Candidate { buf: [0; MAX_SIG], len: 0 }; MAX_CANDIDATES],
-            len: 0,
-            raw,
-            stripe_t: None,
-        };
+        let mut c =
+            Candidates { items: [Candidate { buf: [0; MAX_SIG], len: 0 }; MAX_CANDIDATES], len: 0, params: None };
         if spec.scheme == Scheme::Token {
             return Ok(c);
         }
         let text = std::str::from_utf8(raw).map_err(|_| VerifyError::MalformedSignature)?;
-        let push = |sig: &str, c: &mut Candidates<'h>| -> Result<(), VerifyError> {
+        let push = |sig: &str, c: &mut Candidates<'r>| -> Result<(), VerifyError> {
             if c.len == MAX_CANDIDATES {
                 return Ok(());
             }
             let slot = &mut c.items[c.len];
             match spec.encoding.decode(sig, &mut slot.buf) {
                 Err(()) => Err(VerifyError::MalformedSignature),
-                Ok(None) => Ok(()), // decodable but longer than any digest: cannot match
+                Ok(None) => Ok(()), // decodable but longer than any signature: cannot match
                 Ok(Some(n)) => {
                     slot.len = n;
                     c.len += 1;
@@ -310,13 +446,12 @@ impl Verifier {
                     }
                 }
             }
-            SignatureFormat::Stripe => {
-                for item in text.split(',') {
+            SignatureFormat::Params => {
+                c.params = Some(text);
+                for item in text.split(spec.param_separator) {
                     let (k, v) = item.trim().split_once('=').ok_or(VerifyError::MalformedSignature)?;
-                    match k {
-                        "t" => c.stripe_t = Some(v),
-                        "v1" => push(v, &mut c)?,
-                        _ => {}
+                    if k == spec.signature_param {
+                        push(v, &mut c)?;
                     }
                 }
             }
@@ -325,13 +460,16 @@ impl Verifier {
     }
 
     /// Runs every check; see the module docs for the order.
-    fn check(&self, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Result<Verified, VerifyError> {
+    fn check(&self, head: &http::request::Parts, body: &[u8], now: SystemTime) -> Result<Verified, VerifyError> {
         let spec = &self.spec;
-        let cands = self.candidates(headers)?;
+        let headers = &head.headers;
+        let raw = self.signature_value(headers, body)?;
+        let cands = self.candidates(&raw)?;
+        let (params, sep) = (cands.params, spec.param_separator);
         let body = Body { bytes: body };
 
         // Timestamps sent in headers are parsed before the signature is checked (400 first).
-        let ts = locate_with(&spec.timestamp, headers, &body, cands.stripe_t);
+        let ts = locate_with(&spec.timestamp, headers, &body, params, sep);
         let ts_ms = ts.as_ref().and_then(|(_, t)| spec.timestamp_format.to_unix_ms(t));
         if let (Some((loc, _)), None) = (&ts, ts_ms)
             && !matches!(loc, Locator::Json(_))
@@ -339,19 +477,28 @@ impl Verifier {
             return Err(VerifyError::MalformedTimestamp);
         }
         let ts_text = ts.map(|(_, t)| t);
-        let id = locate(&spec.id, headers, &body, cands.stripe_t);
+        let id = locate(&spec.id, headers, &body, params, sep);
 
+        let input = template::Input {
+            body: body.bytes,
+            timestamp: ts_text.as_deref().unwrap_or("").as_bytes(),
+            id: id.as_deref().unwrap_or("").as_bytes(),
+            public_url: &self.public_url,
+            query: head.uri.query(),
+        };
+        let sigs = &cands.items[..cands.len];
         let secret_index = match spec.scheme {
-            Scheme::Token => self.keys.iter().position(|k| k.token_matches(cands.raw)),
-            Scheme::Hmac => {
-                let ts = ts_text.as_deref().unwrap_or("").as_bytes();
-                let id_bytes = id.as_deref().unwrap_or("").as_bytes();
-                let sigs = &cands.items[..cands.len];
-                self.keys.iter().position(|k| {
-                    let mac = k.mac(|feed| spec.payload.feed(body.bytes, ts, id_bytes, feed));
-                    // Every candidate is compared, in constant time, to avoid early exits.
-                    sigs.iter().fold(false, |hit, s| hit | keys::ct_eq(&s.buf[..s.len], mac.as_slice()))
-                })
+            Scheme::Token => self.keys.iter().position(|k| k.token_matches(&raw)),
+            Scheme::Hmac => self.keys.iter().position(|k| {
+                let mac = k.mac(|feed| spec.payload.feed(&input, feed));
+                // Every candidate is compared, in constant time, to avoid early exits.
+                sigs.iter().fold(false, |hit, s| hit | keys::ct_eq(&s.buf[..s.len], mac.as_slice()))
+            }),
+            Scheme::Ed25519 | Scheme::EcdsaP256 => {
+                // Public-key verification needs the message whole (one copy, these schemes only).
+                let mut msg = Vec::with_capacity(body.bytes.len() + 64);
+                spec.payload.feed(&input, |part| msg.extend_from_slice(part));
+                self.keys.iter().position(|k| sigs.iter().any(|s| k.verifies(&msg, &s.buf[..s.len])))
             }
         }
         .ok_or(VerifyError::InvalidSignature)?;
@@ -371,8 +518,7 @@ impl Verifier {
             Some(id) if !id.is_empty() => id.into_owned(),
             _ => body_hash(body.bytes),
         };
-        let event_type =
-            locate(&spec.event_type, headers, &body, cands.stripe_t).map(Cow::into_owned).unwrap_or_default();
+        let event_type = locate(&spec.event_type, headers, &body, params, sep).map(Cow::into_owned).unwrap_or_default();
         Ok(Verified { secret_index, id, event_type, json: None })
     }
 }

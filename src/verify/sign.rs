@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use super::{Key, Locator, Scheme, SignatureFormat, Verifier, body_hash};
+use super::{Key, Locator, Scheme, SignatureFormat, Verifier, body_hash, template};
 
 /// What to sign.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +17,9 @@ pub struct SignRequest<'a> {
     /// Exact timestamp text for header-borne timestamps; `now` rendered when `None`.
     pub timestamp: Option<&'a str>,
     pub now: SystemTime,
+    /// Public-key schemes, for testing: the private key (64 hex digits: the
+    /// Ed25519 seed or the P-256 scalar) matching the configured public key.
+    pub private_key: Option<&'a str>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,6 +30,14 @@ pub enum SignError {
     NoSignatureHeader,
     #[error("token secrets must be valid header text")]
     TokenNotText,
+    #[error(
+        "only the provider can sign: the source's secret is its public key; to test, pass the matching private key (--private-key HEX)"
+    )]
+    ProviderSigns,
+    #[error("the private key is not 64 hex digits, or does not match the source's public key")]
+    WrongPrivateKey,
+    #[error("the signature goes into the body at {0}, but the body is not a JSON object there")]
+    NoPlaceInBody(String),
 }
 
 /// A header line to send, plus notes for the human (printed as comments).
@@ -34,6 +45,8 @@ pub enum SignError {
 pub struct Signed {
     pub headers: Vec<(String, String)>,
     pub notes: Vec<String>,
+    /// The body to send when the signature is carried inside it (Mailgun).
+    pub body: Option<Vec<u8>>,
 }
 
 /// The text at `ptr` in a JSON body, as the verifier reads it.
@@ -56,10 +69,12 @@ impl Verifier {
     pub fn sign(&self, req: SignRequest<'_>) -> Result<Signed, SignError> {
         let spec = &self.spec;
         let key = self.keys.first().ok_or(SignError::NoSecret)?;
-        let sig_header = spec.signature_headers.first().ok_or(SignError::NoSignatureHeader)?;
+        let sig_at = spec.signature.first().ok_or(SignError::NoSignatureHeader)?;
         let mut out = Signed::default();
         if serde_json::from_slice::<serde::de::IgnoredAny>(req.body).is_ok() {
             out.headers.push(("content-type".into(), "application/json".into()));
+        } else if spec.payload.segments.contains(&template::Segment::Form) {
+            out.headers.push(("content-type".into(), "application/x-www-form-urlencoded".into()));
         }
 
         let mut ts = String::new();
@@ -68,7 +83,7 @@ impl Verifier {
                 ts = req.timestamp.map_or_else(|| spec.timestamp_format.render(req.now), str::to_owned);
                 out.headers.push((name.to_string(), ts.clone()));
             }
-            Some(Locator::SignatureParam) => {
+            Some(Locator::SignatureParam(_)) => {
                 ts = req.timestamp.map_or_else(|| spec.timestamp_format.render(req.now), str::to_owned);
             }
             Some(Locator::Json(ptr)) => {
@@ -77,7 +92,7 @@ impl Verifier {
                     "the timestamp is read from the body at {ptr}; it must be within the tolerance when sent"
                 ));
             }
-            None => {}
+            Some(Locator::Digest(_)) | None => {}
         }
 
         // A body that carries its own ID (e.g. tampa's json:/id fallback) needs no header.
@@ -100,19 +115,94 @@ impl Verifier {
             out.headers.push((name.to_string(), et.to_owned()));
         }
 
+        let input = template::Input {
+            body: req.body,
+            timestamp: ts.as_bytes(),
+            id: id.as_bytes(),
+            public_url: &self.public_url,
+            query: None,
+        };
         let value = match (spec.scheme, key) {
             (Scheme::Token, Key::Token(t)) => std::str::from_utf8(t).map_err(|_| SignError::TokenNotText)?.to_owned(),
+            (Scheme::Ed25519 | Scheme::EcdsaP256, _) => {
+                let private = req.private_key.ok_or(SignError::ProviderSigns)?;
+                let mut msg = Vec::new();
+                spec.payload.feed(&input, |p| msg.extend_from_slice(p));
+                self.layout(&spec.encoding.encode(&sign_with_private(key, private, &msg)?), &ts)
+            }
             _ => {
-                let mac = key.mac(|feed| spec.payload.feed(req.body, ts.as_bytes(), id.as_bytes(), feed));
-                let sig = spec.encoding.encode(mac.as_slice());
-                match spec.signature_format {
-                    SignatureFormat::Single => format!("{}{sig}", spec.signature_prefix),
-                    SignatureFormat::V1List => format!("v1,{sig}"),
-                    SignatureFormat::Stripe => format!("t={ts},v1={sig}"),
-                }
+                let mac = key.mac(|feed| spec.payload.feed(&input, feed));
+                self.layout(&spec.encoding.encode(mac.as_slice()), &ts)
             }
         };
-        out.headers.push((sig_header.to_string(), value));
+        match sig_at {
+            Locator::Json(ptr) => {
+                out.body = Some(put_in_body(req.body, ptr, value)?);
+                out.notes.push(format!("the signature is written into the body at {ptr}"));
+            }
+            other => {
+                let name = match other {
+                    Locator::Header(name) => name.to_string(),
+                    _ => return Err(SignError::NoSignatureHeader),
+                };
+                out.headers.push((name, value));
+            }
+        }
+        if self.spec.payload.uses_url() {
+            out.notes.push(format!("signed for the URL {} (public_url)", self.public_url));
+        }
         Ok(out)
     }
+
+    /// The signature header's text around an encoded signature.
+    fn layout(&self, sig: &str, ts: &str) -> String {
+        let spec = &self.spec;
+        match spec.signature_format {
+            SignatureFormat::Single => format!("{}{sig}", spec.signature_prefix),
+            SignatureFormat::V1List => format!("v1,{sig}"),
+            SignatureFormat::Params => {
+                let (sep, param) = (spec.param_separator, &spec.signature_param);
+                match spec.timestamp.first() {
+                    Some(Locator::SignatureParam(t)) => format!("{t}={ts}{sep}{param}={sig}"),
+                    _ => format!("{param}={sig}"),
+                }
+            }
+        }
+    }
+}
+
+/// Signs `msg` with a private key that must match the configured public `key`.
+fn sign_with_private(key: &Key, private_hex: &str, msg: &[u8]) -> Result<Vec<u8>, SignError> {
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(private_hex.trim(), &mut seed).map_err(|_| SignError::WrongPrivateKey)?;
+    match key {
+        Key::Ed25519(public) => {
+            use ed25519_dalek::Signer as _;
+            let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+            if sk.verifying_key() != *public {
+                return Err(SignError::WrongPrivateKey);
+            }
+            Ok(sk.sign(msg).to_bytes().to_vec())
+        }
+        Key::EcdsaP256(public) => {
+            use p256::ecdsa::signature::Signer as _;
+            let sk = p256::ecdsa::SigningKey::from_slice(&seed).map_err(|_| SignError::WrongPrivateKey)?;
+            if sk.verifying_key() != public {
+                return Err(SignError::WrongPrivateKey);
+            }
+            let sig: p256::ecdsa::Signature = sk.sign(msg);
+            Ok(sig.to_der().as_bytes().to_vec())
+        }
+        _ => Err(SignError::ProviderSigns),
+    }
+}
+
+/// The body with `value` set at `ptr` (the parent must be an object).
+fn put_in_body(body: &[u8], ptr: &str, value: String) -> Result<Vec<u8>, SignError> {
+    let no_place = || SignError::NoPlaceInBody(ptr.to_owned());
+    let mut doc: serde_json::Value = serde_json::from_slice(body).map_err(|_| no_place())?;
+    let (parent, last) = ptr.rsplit_once('/').ok_or_else(no_place)?;
+    let obj = doc.pointer_mut(parent).and_then(serde_json::Value::as_object_mut).ok_or_else(no_place)?;
+    obj.insert(last.replace("~1", "/").replace("~0", "~"), serde_json::Value::String(value));
+    serde_json::to_vec(&doc).map_err(|_| no_place())
 }

@@ -1,5 +1,5 @@
 //! Signed-payload templates (`"{timestamp}.{body}"`) and field locators
-//! (`header:NAME`, `json:/pointer`).
+//! (`header:NAME`, `json:/pointer`, `signature:t`, `digest:...`).
 //!
 //! Templates are compiled once at config load; at request time the MAC is fed
 //! segment by segment, so the body is never copied into a joined buffer.
@@ -14,6 +14,23 @@ pub enum Segment {
     Body,
     Timestamp,
     Id,
+    /// The source's `public_url`, then `?` and the request's query if it has one.
+    Url,
+    /// A form-encoded body's fields, sorted by name then value (duplicates once),
+    /// each as name then value, decoded (Twilio's scheme).
+    Form,
+    /// The text at a JSON pointer into the body, `""` if absent (Mailgun's token).
+    Json(String),
+}
+
+/// What a template's placeholders stand for in one request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Input<'a> {
+    pub body: &'a [u8],
+    pub timestamp: &'a [u8],
+    pub id: &'a [u8],
+    pub public_url: &'a str,
+    pub query: Option<&'a str>,
 }
 
 /// Compiled `signed_payload`.
@@ -24,11 +41,13 @@ pub struct Template {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TemplateError {
-    #[error("unknown placeholder {{{0}}} (use {{body}}, {{timestamp}} or {{id}})")]
+    #[error(
+        "unknown placeholder {{{0}}} (use {{body}}, {{timestamp}}, {{id}}, {{url}}, {{form}} or {{json:/pointer}})"
+    )]
     UnknownPlaceholder(String),
     #[error("unclosed '{{'")]
     Unclosed,
-    #[error("the template must contain {{body}}")]
+    #[error("the template must cover the body: {{body}}, {{form}} or a {{json:/pointer}} field of it")]
     NoBody,
 }
 
@@ -65,7 +84,12 @@ impl Template {
                         "body" => Segment::Body,
                         "timestamp" => Segment::Timestamp,
                         "id" => Segment::Id,
-                        _ => return Err(TemplateError::UnknownPlaceholder(name)),
+                        "url" => Segment::Url,
+                        "form" => Segment::Form,
+                        _ => match name.strip_prefix("json:") {
+                            Some(ptr) if ptr.is_empty() || ptr.starts_with('/') => Segment::Json(ptr.to_owned()),
+                            _ => return Err(TemplateError::UnknownPlaceholder(name)),
+                        },
                     };
                     if !lit.is_empty() {
                         segments.push(Segment::Literal(Bytes::from(std::mem::take(&mut lit))));
@@ -78,20 +102,46 @@ impl Template {
         if !lit.is_empty() {
             segments.push(Segment::Literal(Bytes::from(lit)));
         }
-        if !segments.contains(&Segment::Body) {
+        if !segments.iter().any(|s| matches!(s, Segment::Body | Segment::Form | Segment::Json(_))) {
             return Err(TemplateError::NoBody);
         }
         Ok(Template { segments })
     }
 
+    /// Whether `{url}` is used (the source must then set `public_url`).
+    pub fn uses_url(&self) -> bool {
+        self.segments.contains(&Segment::Url)
+    }
+
     /// Feeds the payload to `sink` piece by piece.
-    pub fn feed(&self, body: &[u8], timestamp: &[u8], id: &[u8], mut sink: impl FnMut(&[u8])) {
+    pub fn feed(&self, input: &Input<'_>, mut sink: impl FnMut(&[u8])) {
         for seg in &self.segments {
             match seg {
                 Segment::Literal(b) => sink(b),
-                Segment::Body => sink(body),
-                Segment::Timestamp => sink(timestamp),
-                Segment::Id => sink(id),
+                Segment::Body => sink(input.body),
+                Segment::Timestamp => sink(input.timestamp),
+                Segment::Id => sink(input.id),
+                Segment::Url => {
+                    sink(input.public_url.as_bytes());
+                    if let Some(q) = input.query {
+                        sink(b"?");
+                        sink(q.as_bytes());
+                    }
+                }
+                Segment::Form => {
+                    let mut fields: Vec<_> = form_urlencoded::parse(input.body).collect();
+                    fields.sort_unstable();
+                    fields.dedup();
+                    for (name, value) in &fields {
+                        sink(name.as_bytes());
+                        sink(value.as_bytes());
+                    }
+                }
+                Segment::Json(ptr) => {
+                    if let Some(text) = super::json::pointer_text(input.body, ptr) {
+                        sink(text.as_bytes());
+                    }
+                }
             }
         }
     }
@@ -103,14 +153,19 @@ pub enum Locator {
     Header(HeaderName),
     /// RFC 6901 pointer into the JSON body.
     Json(String),
-    /// The `t=` parameter of a Stripe-style signature header.
-    SignatureParam,
+    /// A `NAME=` parameter of a `params`-style signature header (Stripe's `t`, Paddle's `ts`).
+    SignatureParam(String),
+    /// `digest:LOC,LOC,...` (IDs only): the lowercase hex SHA-256 of the located
+    /// values, each length-prefixed; for senders whose delivery ID changes per attempt.
+    Digest(Vec<Locator>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LocatorError {
-    #[error("expected \"header:NAME\", \"json:/pointer\" or \"signature:t\", got {0:?}")]
+    #[error("expected \"header:NAME\", \"json:/pointer\", \"signature:NAME\" or \"digest:LOC,LOC\", got {0:?}")]
     Syntax(String),
+    #[error("a digest lists header:, json: or signature: locators, got {0:?}")]
+    Digest(String),
     #[error("invalid header name {0:?}")]
     HeaderName(String),
     #[error("a JSON pointer must be empty or start with '/', got {0:?}")]
@@ -123,8 +178,20 @@ impl Locator {
             HeaderName::from_bytes(name.trim().as_bytes())
                 .map(Locator::Header)
                 .map_err(|_| LocatorError::HeaderName(name.to_owned()))
-        } else if text == "signature:t" {
-            Ok(Locator::SignatureParam)
+        } else if let Some(name) = text.strip_prefix("signature:")
+            && !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            Ok(Locator::SignatureParam(name.to_owned()))
+        } else if let Some(list) = text.strip_prefix("digest:") {
+            let parts = list
+                .split(',')
+                .map(|p| match Locator::parse(p.trim()) {
+                    Ok(Locator::Digest(_)) | Err(_) => Err(LocatorError::Digest(p.trim().to_owned())),
+                    Ok(l) => Ok(l),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Locator::Digest(parts))
         } else if let Some(ptr) = text.strip_prefix("json:") {
             if ptr.is_empty() || ptr.starts_with('/') {
                 Ok(Locator::Json(ptr.to_owned()))
@@ -162,8 +229,16 @@ mod tests {
             ]
         );
         let mut out = Vec::new();
-        t.feed(b"B", b"T", b"I", |p| out.extend_from_slice(p));
+        let input = Input { body: b"B", timestamp: b"T", id: b"I", ..Input::default() };
+        t.feed(&input, |p| out.extend_from_slice(p));
         assert_eq!(out, b"v0:T:B");
+        let mut out = Vec::new();
+        let t = Template::parse("POST{url}{json:/a}{form}").unwrap();
+        let input = Input { body: b"b=2&a=x%20y&b=1&b=1", public_url: "https://h/p", query: Some("q=1"), ..input };
+        t.feed(&input, |p| out.extend_from_slice(p));
+        assert_eq!(out, b"POSThttps://h/p?q=1ax yb1b2", "form fields sorted, decoded, duplicates once");
+        assert!(t.uses_url());
+        assert_eq!(Template::parse("{timestamp}{json:/signature/token}").unwrap().segments.len(), 2);
         assert_eq!(Template::parse("{{x}}{body}").unwrap().segments[0], Segment::Literal(Bytes::from_static(b"{x}")));
         assert_eq!(Template::parse("{nope}{body}"), Err(TemplateError::UnknownPlaceholder("nope".into())));
         assert_eq!(Template::parse("{body"), Err(TemplateError::Unclosed));
@@ -174,7 +249,15 @@ mod tests {
     fn parses_locators() {
         assert_eq!(Locator::parse("header:X-Id").unwrap(), Locator::header("x-id"));
         assert_eq!(Locator::parse("json:/a/b").unwrap(), Locator::json("/a/b"));
-        assert_eq!(Locator::parse("signature:t").unwrap(), Locator::SignatureParam);
+        assert_eq!(Locator::parse("signature:t").unwrap(), Locator::SignatureParam("t".into()));
+        assert_eq!(Locator::parse("signature:ts").unwrap(), Locator::SignatureParam("ts".into()));
+        assert_eq!(
+            Locator::parse("digest:json:/type, header:x-a").unwrap(),
+            Locator::Digest(vec![Locator::json("/type"), Locator::header("x-a")])
+        );
+        assert!(matches!(Locator::parse("digest:json:/a,digest:json:/b"), Err(LocatorError::Digest(_))));
+        assert!(matches!(Locator::parse("digest:nope"), Err(LocatorError::Digest(_))));
+        assert!(matches!(Locator::parse("signature:"), Err(LocatorError::Syntax(_))));
         assert!(matches!(Locator::parse("json:a"), Err(LocatorError::Pointer(_))));
         assert!(matches!(Locator::parse("query:a"), Err(LocatorError::Syntax(_))));
         assert!(matches!(Locator::parse("header:bad name"), Err(LocatorError::HeaderName(_))));

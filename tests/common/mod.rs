@@ -113,7 +113,10 @@ pub fn sign_with(
     now: SystemTime,
 ) -> Vec<(String, String)> {
     let src = cfg.sources.iter().find(|s| s.name == source).unwrap();
-    src.verifier.sign(SignRequest { body: body.as_bytes(), id, event_type, timestamp: None, now }).unwrap().headers
+    src.verifier
+        .sign(SignRequest { body: body.as_bytes(), id, event_type, timestamp: None, now, private_key: None })
+        .unwrap()
+        .headers
 }
 
 /// A tampa body with a fresh timestamp.

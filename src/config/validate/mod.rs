@@ -13,6 +13,7 @@ use super::file::{
     DedupeFile, FileConfig, LogFile, QueueFile, RedisFile, RouteFile, ServerFile, SourceFile, TlsFile, Unknown,
     VerifyFile,
 };
+use super::presets;
 use super::{
     Config, DedupeConfig, LogConfig, LogFormat, OnStoreError, QueueConfig, QueueStoreConfig, RateLimit, RedisConfig,
     RedisTarget, Secret, ServerConfig, ServerTls, Source, StoreConfig, Unrouted,
@@ -21,8 +22,8 @@ use crate::queue::{QueueRoute, RetryPolicy};
 use crate::resign::Resigner;
 use crate::route::{Mode, Pattern, Route};
 use crate::verify::{
-    Algorithm, Encoding, Key, Locator, Scheme, SecretFormat, SignatureFormat, Spec, Template, TimestampFormat,
-    Verifier, keys, presets,
+    Algorithm, Challenge, Encoding, Key, Locator, Scheme, SecretFormat, SignatureFormat, Spec, Template,
+    TimestampFormat, Verifier, keys,
 };
 
 /// Upper bound of `dedupe.max_entries` (about 8 GB of remembered IDs).
@@ -51,10 +52,10 @@ impl std::fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Collects errors while validating, so one pass reports all of them.
-struct Errors(Vec<String>);
+pub(super) struct Errors(pub(super) Vec<String>);
 
 impl Errors {
-    fn push(&mut self, path: &str, msg: impl std::fmt::Display) {
+    pub(super) fn push(&mut self, path: &str, msg: impl std::fmt::Display) {
         self.0.push(format!("{path}: {msg}"));
     }
 
@@ -79,7 +80,7 @@ impl Errors {
         }
     }
 
-    fn duration(&mut self, path: &str, text: Option<&str>, default: Duration) -> Duration {
+    pub(super) fn duration(&mut self, path: &str, text: Option<&str>, default: Duration) -> Duration {
         match text {
             None => default,
             Some(t) => match humantime::parse_duration(t) {
@@ -249,7 +250,7 @@ fn server_tls(errs: &mut Errors, f: TlsFile) -> (Option<ServerTls>, Option<crate
         if !directory.starts_with("https://") {
             errs.push("server.tls.acme.directory", "must be an https:// URL");
         }
-        let contact = a.contact.map(super::file::Secrets::into_vec).unwrap_or_default();
+        let contact = a.contact.map(super::file::OneOrMany::into_vec).unwrap_or_default();
         for (i, c) in contact.iter().enumerate() {
             if !c.starts_with("mailto:") {
                 errs.push(&format!("server.tls.acme.contact[{i}]"), "use mailto:ADDRESS");
@@ -453,18 +454,19 @@ fn source(
     };
 
     let provider = f.provider.as_deref().unwrap_or("");
-    let mut spec = match presets::preset(provider) {
-        Some(s) => s,
+    let mut spec = match presets::get(provider) {
+        Some(p) => p.spec.clone(),
         None => {
+            let names: Vec<&str> = presets::all().iter().map(|p| p.name.as_str()).collect();
             errs.push(
                 &format!("{path}.provider"),
                 format!(
-                    "{}; expected one of {}",
+                    "{}; expected one of {} (`hookgate presets` describes each)",
                     if provider.is_empty() { "missing".to_owned() } else { format!("unknown provider {provider:?}") },
-                    presets::NAMES.join(", ")
+                    names.join(", ")
                 ),
             );
-            presets::preset("generic")?
+            Spec::default()
         }
     };
     if let Some(v) = f.verify {
@@ -473,15 +475,43 @@ fn source(
     if let Some(t) = f.tolerance.as_deref() {
         spec.tolerance = errs.duration(&format!("{path}.tolerance"), Some(t), spec.tolerance);
     }
-    if spec.signature_headers.is_empty() {
+    if spec.signature.is_empty() {
         errs.push(&format!("{path}.verify.signature_header"), format!("required for provider {provider:?}"));
+    }
+    let public_url = match f.public_url {
+        Some(url) => {
+            if !public_url_ok(&url) {
+                errs.push(
+                    &format!("{path}.public_url"),
+                    format!("{url:?} is not an absolute http(s) URL without a query, e.g. \"https://hooks.example.com{src_path}\""),
+                );
+            }
+            url
+        }
+        None if spec.payload.uses_url() => {
+            errs.push(
+                &format!("{path}.public_url"),
+                format!(
+                    "required: this provider signs the URL it was told, e.g. \"https://hooks.example.com{src_path}\""
+                ),
+            );
+            String::new()
+        }
+        None => String::new(),
+    };
+    let verify_token = f.verify_token.unwrap_or_default();
+    if spec.challenge == Challenge::MetaSubscribe && verify_token.is_empty() {
+        errs.push(
+            &format!("{path}.verify_token"),
+            "required: the Verify Token you enter in the provider's dashboard (answers its GET handshake)",
+        );
     }
 
     let keys = secrets(
         errs,
         &format!("{path}.secrets"),
         &spec,
-        f.secrets.map(super::file::Secrets::into_vec).unwrap_or_default(),
+        f.secrets.map(super::file::OneOrMany::into_vec).unwrap_or_default(),
     );
     let allow_ips = errs.cidrs(&format!("{path}.allow_ips"), f.allow_ips.as_deref().unwrap_or_default());
 
@@ -533,7 +563,7 @@ fn source(
     (errs.0.len() == before).then(|| Source {
         name: name.to_owned(),
         path: src_path,
-        verifier: Verifier { spec, keys },
+        verifier: Verifier { spec, keys, public_url, verify_token },
         allow_ips,
         rate_limit,
         unrouted,
@@ -541,16 +571,27 @@ fn source(
     })
 }
 
+/// `public_url`: what the provider was told, so an absolute http(s) URL; the
+/// request's own query is appended when signing, so it carries none itself.
+fn public_url_ok(url: &str) -> bool {
+    url.parse::<http::Uri>().is_ok_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() && u.query().is_none()
+    })
+}
+
 fn secrets(errs: &mut Errors, path: &str, spec: &Spec, list: Vec<String>) -> Vec<Key> {
     let mut keys = Vec::new();
     for (i, s) in list.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
-        match spec.scheme {
-            Scheme::Token => keys.push(Key::Token(s.as_bytes().to_vec().into_boxed_slice())),
-            Scheme::Hmac => match keys::secret_bytes(s, spec.secret_format) {
-                Ok(bytes) => keys.push(Key::hmac(spec.algorithm, &bytes)),
-                // The message never includes the secret itself.
-                Err(e) => errs.push(&format!("{path}[{i}]"), e),
-            },
+        let key = match spec.scheme {
+            Scheme::Token => Ok(Key::Token(s.as_bytes().to_vec().into_boxed_slice())),
+            Scheme::Hmac => keys::secret_bytes(s, spec.secret_format).map(|bytes| Key::hmac(spec.algorithm, &bytes)),
+            Scheme::Ed25519 => Key::ed25519(s),
+            Scheme::EcdsaP256 => Key::ecdsa_p256(s),
+        };
+        match key {
+            Ok(k) => keys.push(k),
+            // The message never includes the secret itself.
+            Err(e) => errs.push(&format!("{path}[{i}]"), e),
         }
     }
     if list.iter().all(String::is_empty) {
@@ -671,20 +712,35 @@ fn route(
     route.map(|r| Route { mode, resign, ..r })
 }
 
-fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile) {
+/// Applies a `verify` table (a user's overrides, or a preset's fields) to `spec`.
+pub(super) fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile) {
     errs.unknown(path, &v.unknown);
     let p = |k: &str| format!("{path}.{k}");
     spec.scheme = errs.choice(
         &p("scheme"),
         v.scheme.as_deref(),
         spec.scheme,
-        &[("hmac", Scheme::Hmac), ("token", Scheme::Token)],
+        &[
+            ("hmac", Scheme::Hmac),
+            ("token", Scheme::Token),
+            ("ed25519", Scheme::Ed25519),
+            ("ecdsa-p256", Scheme::EcdsaP256),
+        ],
     );
-    if let Some(h) = v.signature_header.as_deref() {
-        match HeaderName::from_bytes(h.trim().as_bytes()) {
-            Ok(name) => spec.signature_headers = vec![name],
-            Err(_) => errs.push(&p("signature_header"), format!("invalid header name {h:?}")),
+    if let Some(list) = v.signature_header {
+        let mut found = Vec::new();
+        for h in list.into_vec() {
+            let loc = if h.contains(':') {
+                Locator::parse(&h).ok().filter(|l| matches!(l, Locator::Header(_) | Locator::Json(_)))
+            } else {
+                HeaderName::from_bytes(h.trim().as_bytes()).ok().map(Locator::Header)
+            };
+            match loc {
+                Some(l) => found.push(l),
+                None => errs.push(&p("signature_header"), format!("invalid header name {h:?} (or json:/pointer)")),
+            }
         }
+        spec.signature = found;
     }
     spec.algorithm = errs.choice(
         &p("algorithm"),
@@ -701,6 +757,10 @@ fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile
     if let Some(prefix) = v.signature_prefix {
         spec.signature_prefix = prefix;
     }
+    if v.signature_format.as_deref() == Some("stripe") {
+        // Stripe's layout: `t=<unix>,v1=<sig>`.
+        (spec.param_separator, spec.signature_param) = (',', "v1".to_owned());
+    }
     spec.signature_format = errs.choice(
         &p("signature_format"),
         v.signature_format.as_deref(),
@@ -708,9 +768,24 @@ fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile
         &[
             ("single", SignatureFormat::Single),
             ("v1-list", SignatureFormat::V1List),
-            ("stripe", SignatureFormat::Stripe),
+            ("params", SignatureFormat::Params),
+            ("stripe", SignatureFormat::Params),
         ],
     );
+    if let Some(sep) = v.param_separator.as_deref() {
+        let mut chars = sep.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if c != '=' => spec.param_separator = c,
+            _ => errs.push(&p("param_separator"), format!("must be one character other than '=', got {sep:?}")),
+        }
+    }
+    if let Some(name) = v.signature_param {
+        if name.is_empty() || name.contains('=') {
+            errs.push(&p("signature_param"), "must be a parameter name, e.g. \"v1\"");
+        } else {
+            spec.signature_param = name;
+        }
+    }
     spec.secret_format = errs.choice(
         &p("secret_format"),
         v.secret_format.as_deref(),
@@ -723,27 +798,40 @@ fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile
             Err(e) => errs.push(&p("signed_payload"), e),
         }
     }
-    let locator = |errs: &mut Errors, key: &str, text: Option<&str>, slot: &mut Vec<Locator>| {
-        if let Some(t) = text {
-            if t.is_empty() {
-                slot.clear();
-            } else {
-                match Locator::parse(t) {
-                    Ok(l) => *slot = vec![l],
-                    Err(e) => errs.push(&p(key), e),
-                }
+    // A locator, or a list where the first found wins; "" or [] clears the field.
+    let locators = |errs: &mut Errors, key: &str, list: Option<super::file::OneOrMany>, slot: &mut Vec<Locator>| {
+        let Some(list) = list else { return };
+        let mut found = Vec::new();
+        for t in list.into_vec().iter().filter(|t| !t.is_empty()) {
+            match Locator::parse(t) {
+                Ok(Locator::Digest(_)) if key != "id" => errs.push(&p(key), "digest: is for IDs only"),
+                Ok(l) => found.push(l),
+                Err(e) => errs.push(&p(key), e),
             }
         }
+        *slot = found;
     };
-    locator(errs, "timestamp", v.timestamp.as_deref(), &mut spec.timestamp);
-    locator(errs, "id", v.id.as_deref(), &mut spec.id);
-    locator(errs, "event_type", v.event_type.as_deref(), &mut spec.event_type);
+    locators(errs, "timestamp", v.timestamp, &mut spec.timestamp);
+    locators(errs, "id", v.id, &mut spec.id);
+    locators(errs, "event_type", v.event_type, &mut spec.event_type);
     spec.timestamp_format = errs.choice(
         &p("timestamp_format"),
         v.timestamp_format.as_deref(),
         spec.timestamp_format,
         &[("unix", TimestampFormat::Unix), ("unix_ms", TimestampFormat::UnixMs), ("rfc3339", TimestampFormat::Rfc3339)],
     );
+    if let Some(c) = v.challenge.as_deref() {
+        match Challenge::parse(c) {
+            Some(c) => spec.challenge = c,
+            None => {
+                let names: Vec<&str> = Challenge::NAMES.iter().map(|(n, _)| *n).collect();
+                errs.push(
+                    &p("challenge"),
+                    format!("unknown challenge {c:?}; expected ping:EVENT, {}", names.join(", ")),
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
