@@ -139,3 +139,145 @@ async fn rotation_accepts_either_secret_and_metrics_show_which() {
     assert!(m.contains("hookgate_secret_matches_total{source=\"gh\",index=\"1\"} 1"), "{m}");
     gw.shutdown().await;
 }
+
+/// Private key (Ed25519 seed) of the Discord test application.
+const DISCORD_SEED: [u8; 32] = [5; 32];
+
+fn signed(gw: &Gateway, source: &str, body: &str, headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    let src = gw.config.sources.iter().find(|s| s.name == source).unwrap();
+    let private = hex::encode(DISCORD_SEED);
+    let mut out = src
+        .verifier
+        .sign(hookgate::verify::sign::SignRequest {
+            body: body.as_bytes(),
+            id: None,
+            event_type: None,
+            timestamp: None,
+            now: std::time::SystemTime::now(),
+            private_key: Some(&private),
+        })
+        .unwrap()
+        .headers;
+    out.extend(h(headers));
+    out
+}
+
+#[tokio::test]
+async fn round_two_challenges_are_answered_and_events_forwarded() {
+    let mut up = spawn_upstream(ok_upstream()).await;
+    let a = up.addr;
+    let discord_key = hex::encode(ed25519_dalek::SigningKey::from_bytes(&DISCORD_SEED).verifying_key().as_bytes());
+    let cfg = [
+        source("discord", "discord", &discord_key, a, ""),
+        source("discord_events", "discord-events", &discord_key, a, ""),
+        source("twitch", "twitch", "twitch-secret", a, ""),
+    ]
+    .concat();
+    let gw = spawn_gateway(&cfg).await;
+
+    // Discord Interactions PING -> {"type":1}; an unsigned PING -> 401 (Discord checks this).
+    let ping = r#"{"id":"i_1","application_id":"1","type":1,"version":1}"#;
+    let r = send(&gw.url("/discord"), "POST", &signed(&gw, "discord", ping, &[]), ping).await;
+    assert_eq!((r.status.as_u16(), r.json()), (200, json!({"type": 1})));
+    let r = send(
+        &gw.url("/discord"),
+        "POST",
+        &h(&[("X-Signature-Ed25519", &"00".repeat(64)), ("X-Signature-Timestamp", "1")]),
+        ping,
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    // Webhook Events PING (type 0) -> 204 and no body.
+    let ping0 = r#"{"version":1,"application_id":"1","type":0}"#;
+    let r = send(&gw.url("/discord_events"), "POST", &signed(&gw, "discord_events", ping0, &[]), ping0).await;
+    assert_eq!(r.status, 204);
+    assert!(r.body.is_empty());
+    // Twitch webhook_callback_verification -> the challenge as text.
+    let body = r#"{"challenge":"pogchamp-kappa-360noscope-vohiyo","subscription":{"type":"channel.follow"}}"#;
+    let headers = gw.sign("twitch", body, Some("msg-1"), None);
+    let mut headers_v = headers.clone();
+    headers_v.extend(h(&[("Twitch-Eventsub-Message-Type", "webhook_callback_verification")]));
+    let r = send(&gw.url("/twitch"), "POST", &headers_v, body).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "pogchamp-kappa-360noscope-vohiyo"));
+    assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(up.hits(), 0, "challenges are never forwarded");
+
+    // Ordinary events are forwarded.
+    let cmd = r#"{"id":"i_2","type":2,"data":{"name":"hi"}}"#;
+    let r = send(&gw.url("/discord"), "POST", &signed(&gw, "discord", cmd, &[]), cmd).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.next().await.body, cmd.as_bytes());
+    let note = r#"{"subscription":{"type":"channel.follow"},"event":{"user_id":"1"}}"#;
+    let mut headers_n = gw.sign("twitch", note, Some("msg-2"), None);
+    headers_n.extend(h(&[
+        ("Twitch-Eventsub-Message-Type", "notification"),
+        ("Twitch-Eventsub-Subscription-Type", "channel.follow"),
+    ]));
+    let r = send(&gw.url("/twitch"), "POST", &headers_n, note).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.next().await.headers["x-hookgate-event-type"], "channel.follow");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn get_handshakes_for_meta_and_dropbox_only() {
+    let mut up = spawn_upstream(ok_upstream()).await;
+    let a = up.addr;
+    let cfg = [
+        source("meta", "meta", "app-secret", a, "verify_token = \"my-verify-token\""),
+        source("dropbox", "dropbox", "dbx-secret", a, ""),
+        source("github", "github", "gh", a, ""),
+    ]
+    .concat();
+    let gw = spawn_gateway(&cfg).await;
+    let get = async |path: &str| send(&gw.url(path), "GET", &[], "").await;
+
+    let r = get("/meta?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=my-verify-token").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "1158201444"));
+    assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let r = get("/meta?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=wrong").await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (403, "handshake_refused"));
+    let r = get("/meta?hub.mode=unsubscribe&hub.challenge=1&hub.verify_token=my-verify-token").await;
+    assert_eq!(r.status, 403);
+    let r = get("/meta?hub.mode=subscribe&hub.verify_token=my-verify-token").await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (400, "bad_handshake"));
+
+    let r = get("/dropbox?challenge=abc%3Cscript%3E").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "abc<script>"));
+    assert_eq!(r.headers["x-content-type-options"], "nosniff");
+    assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(get("/dropbox").await.status, 400);
+
+    // Other sources keep GET 405, and other methods stay 405 on handshake sources.
+    assert_eq!(get("/github").await.status, 405);
+    assert_eq!(send(&gw.url("/meta"), "PUT", &[], "").await.status, 405);
+    assert_eq!(up.hits(), 0);
+
+    // Meta's and Dropbox's signed POSTs are forwarded.
+    for src in ["meta", "dropbox"] {
+        let body = r#"{"object":"page","entry":[]}"#;
+        let r = gw.deliver(src, body, None, None).await;
+        assert_eq!(r.status, 200, "{src}: {}", r.text());
+        assert_eq!(up.next().await.body, body.as_bytes());
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn url_signing_presets_need_public_url_and_meta_needs_verify_token() {
+    let a = "127.0.0.1:9".parse().unwrap();
+    for (provider, key) in
+        [("twilio", "public_url"), ("hubspot", "public_url"), ("square", "public_url"), ("meta", "verify_token")]
+    {
+        let err = hookgate::config::load_str(&source("s", provider, "x", a, ""), &|_| None).unwrap_err();
+        assert!(err.0.iter().any(|e| e.starts_with(&format!("sources.s.{key}: required"))), "{provider}: {err}");
+    }
+    let err = hookgate::config::load_str(&source("s", "square", "x", a, "public_url = \"/relative\""), &|_| None)
+        .unwrap_err();
+    assert!(err.0[0].starts_with("sources.s.public_url: \"/relative\" is not an absolute"), "{err}");
+    let err = hookgate::config::load_str(&source("s", "discord", "not-a-key", a, ""), &|_| None).unwrap_err();
+    assert!(err.0[0].starts_with("sources.s.secrets[0]: not an Ed25519 public key"), "{err}");
+    assert!(!err.0[0].contains("not-a-key"), "the message never echoes the secret");
+    let err = hookgate::config::load_str(&source("s", "sendgrid", "bm9wZQ==", a, ""), &|_| None).unwrap_err();
+    assert!(err.0[0].starts_with("sources.s.secrets[0]: not an ECDSA P-256 public key"), "{err}");
+}
