@@ -25,6 +25,21 @@ fn body(now: SystemTime) -> String {
     )
 }
 
+/// The private key of the public-key presets' bench key pair.
+const SEED: [u8; 32] = [11; 32];
+
+fn ed25519_public() -> String {
+    hex::encode(ed25519_dalek::SigningKey::from_bytes(&SEED).verifying_key().as_bytes())
+}
+
+fn p256_public() -> String {
+    use base64::Engine as _;
+    use p256::pkcs8::EncodePublicKey as _;
+    let key = p256::ecdsa::SigningKey::from_slice(&SEED).expect("scalar");
+    let der = key.verifying_key().to_public_key_der().expect("der");
+    base64::engine::general_purpose::STANDARD.encode(der.as_bytes())
+}
+
 fn verification(c: &mut Criterion) {
     let now = SystemTime::now();
     let body = body(now);
@@ -39,7 +54,10 @@ fn verification(c: &mut Criterion) {
         ("tribe", verifier("tribe", "s", "")),
         ("zoom", verifier("zoom", "s", "")),
         ("tyk", verifier("tyk", "s", "[sources.s.verify]\nsignature_header = \"X-Tyk\"")),
+        ("discord (ed25519)", verifier("discord", &ed25519_public(), "")),
+        ("sendgrid (ecdsa-p256)", verifier("sendgrid", &p256_public(), "")),
     ];
+    let private = hex::encode(SEED);
     let mut group = c.benchmark_group("verify");
     for (name, v) in &presets {
         let signed = v
@@ -49,6 +67,7 @@ fn verification(c: &mut Criterion) {
                 event_type: Some("order.created"),
                 timestamp: None,
                 now,
+                private_key: Some(&private),
             })
             .expect("sign");
         let mut req = http::Request::builder().method("POST").uri("/s");
