@@ -167,6 +167,49 @@ fn check_lists_every_error_and_exits_one() {
 }
 
 #[test]
+fn presets_lists_thirty_and_prints_one_as_a_verify_block() {
+    let (code, out, _) = run_cli(&["presets"], None, &[]);
+    assert_eq!(code, 0);
+    assert!(out.lines().count() >= 30, "{out}");
+    assert!(out.lines().any(|l| l.starts_with("discord ") && l.contains("Ed25519")), "{out}");
+    let (code, out, _) = run_cli(&["presets", "paddle"], None, &[]);
+    assert_eq!(code, 0);
+    for want in ["[sources.paddle.verify]", "signature_header = \"Paddle-Signature\"", "param_separator = \";\""] {
+        assert!(out.contains(want), "missing {want} in {out}");
+    }
+    let (code, _, err) = run_cli(&["presets", "nope"], None, &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no preset named \"nope\"") && err.contains("github"), "{err}");
+    let (code, out, _) = run_cli(&["presets", "--markdown"], None, &[]);
+    assert_eq!(code, 0);
+    assert!(include_str!("../README.md").contains(&out), "README's provider table is not `presets --markdown`");
+}
+
+#[test]
+fn sign_explains_public_key_presets_and_signs_with_a_test_private_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = [3u8; 32];
+    let public = hex::encode(ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().as_bytes());
+    let cfg = dir.path().join("d.toml");
+    std::fs::write(&cfg, format!("[sources.d]\npath = \"/d\"\nprovider = \"discord\"\nsecrets = [\"{public}\"]\n"))
+        .unwrap();
+    let body = dir.path().join("b.json");
+    std::fs::write(&body, r#"{"type":1}"#).unwrap();
+    let (cfg, body) = (cfg.to_str().unwrap(), body.to_str().unwrap());
+    let (code, _, err) = run_cli(&["sign", "-c", cfg, "--source", "d", body], None, &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("only the provider can sign"), "{err}");
+    let (code, _, err) =
+        run_cli(&["sign", "-c", cfg, "--source", "d", "--private-key", &"11".repeat(32), body], None, &[]);
+    assert_eq!(code, 1, "a key that does not match the public key is refused");
+    assert!(err.contains("does not match"), "{err}");
+    let (code, out, err) =
+        run_cli(&["sign", "-c", cfg, "--source", "d", "--private-key", &hex::encode(seed), body], None, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.to_lowercase().contains("x-signature-ed25519: "), "{out}");
+}
+
+#[test]
 fn config_path_defaults_to_env_then_hookgate_toml() {
     let dir = tempfile::tempdir().unwrap();
     let good = "[sources.a]\npath = \"/a\"\nprovider = \"github\"\nsecrets = [\"s\"]\n";
