@@ -1,37 +1,154 @@
-//! The in-process dedupe store: one insertion-ordered hash map behind a mutex.
+//! The in-process dedupe store: a slab of fixed-size entries on an intrusive
+//! doubly linked list (the eviction order), indexed by a hash table of slab
+//! positions, behind one mutex. No allocation per entry.
 //!
-//! - Keys are the first 16 bytes of SHA-256(`source` NUL `id`): fixed size, no
-//!   per-entry heap string, and collision-free in practice.
+//! - Keys are the first 12 bytes (96 bits) of SHA-256(`source` NUL `id`): a
+//!   new ID is mistaken for one of `n` remembered IDs with probability about
+//!   `n / 2^96` — with a million remembered, ~1.3e-23 per delivery, ~1.3e-8
+//!   over 10^15 deliveries.
 //! - Order is "remembered longest ago first": a claim or a commit moves the
 //!   entry to the back, and when `max_entries` is exceeded the front entry is
 //!   evicted — strictly, not approximately.
 //! - Expiry is lazy: an expired entry counts as absent when looked up, and
 //!   expired entries at the front are dropped on every insert.
+//! - A claim's token is its expiry time: the next claim of the same ID can only
+//!   be made after that time, so its expiry (its token) is later — unique per ID
+//!   without a field of its own. That keeps an entry at 28 bytes; with the index
+//!   (a `u32` and a control byte per bucket, about two buckets per entry) a
+//!   million IDs take ~38 MB (`examples/store_footprint.rs`).
 //! - Time comes from `tokio::time::Instant`, so tests use `tokio::time::pause`.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hashlink::LinkedHashMap;
-use hashlink::linked_hash_map::RawEntryMut;
+use hashbrown::HashTable;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::{DedupeStore, Seen, StoreError};
 
-/// Token 0 marks a delivered entry; claims get 1, 2, 3, …
-const DELIVERED: u64 = 0;
+/// No slab position (list ends, empty free list).
+const NIL: u32 = u32::MAX;
+/// Set in [`Node::state`] once the ID is delivered (a claim otherwise).
+const DELIVERED: u64 = 1 << 63;
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    token: u64,
-    /// Milliseconds after `MemoryStore::epoch`.
-    expires_ms: u64,
+/// The 96-bit key of one `(source, id)`.
+pub type Key = [u32; 3];
+
+/// One remembered ID: 28 bytes, 4-byte aligned.
+#[derive(Clone, Copy)]
+struct Node {
+    key: Key,
+    /// Expiry in milliseconds after `MemoryStore::epoch`, split in two `u32`s
+    /// so the node stays 4-byte aligned; bit 63 is [`DELIVERED`].
+    state: [u32; 2],
+    /// Toward the front (older); for a free node, unused.
+    prev: u32,
+    /// Toward the back (newer); for a free node, the next free node.
+    next: u32,
+}
+
+impl Node {
+    fn state(&self) -> u64 {
+        (u64::from(self.state[0]) << 32) | u64::from(self.state[1])
+    }
+    fn set_state(&mut self, v: u64) {
+        self.state = [(v >> 32) as u32, v as u32];
+    }
+    fn expires_ms(&self) -> u64 {
+        self.state() & !DELIVERED
+    }
+    fn delivered(&self) -> bool {
+        self.state() & DELIVERED != 0
+    }
+}
+
+fn hash(key: &Key) -> u64 {
+    // The key is already a cryptographic hash: its bits are the hash.
+    (u64::from(key[0]) << 32) | u64::from(key[1])
 }
 
 struct Inner {
-    map: LinkedHashMap<u128, Entry>,
-    next_token: u64,
+    nodes: Vec<Node>,
+    index: HashTable<u32>,
+    /// Oldest and newest remembered entries.
+    head: u32,
+    tail: u32,
+    free: u32,
+    len: usize,
+}
+
+impl Inner {
+    fn find(&self, key: &Key) -> Option<u32> {
+        let nodes = &self.nodes;
+        self.index.find(hash(key), |&i| nodes[i as usize].key == *key).copied()
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let Node { prev, next, .. } = self.nodes[i as usize];
+        match prev {
+            NIL => self.head = next,
+            p => self.nodes[p as usize].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.nodes[n as usize].prev = prev,
+        }
+    }
+
+    fn push_back(&mut self, i: u32) {
+        let tail = self.tail;
+        let node = &mut self.nodes[i as usize];
+        node.prev = tail;
+        node.next = NIL;
+        match tail {
+            NIL => self.head = i,
+            t => self.nodes[t as usize].next = i,
+        }
+        self.tail = i;
+    }
+
+    /// Moves an entry to the back (the newest) with a new state.
+    fn renew(&mut self, i: u32, state: u64) {
+        self.nodes[i as usize].set_state(state);
+        if self.tail != i {
+            self.unlink(i);
+            self.push_back(i);
+        }
+    }
+
+    /// Remembers a new key at the back.
+    fn insert(&mut self, key: Key, state: u64) {
+        let node = Node { key, state: [0; 2], prev: NIL, next: NIL };
+        let i = match self.free {
+            NIL => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+            f => {
+                self.free = self.nodes[f as usize].next;
+                self.nodes[f as usize] = node;
+                f
+            }
+        };
+        self.nodes[i as usize].set_state(state);
+        self.push_back(i);
+        let nodes = &self.nodes;
+        self.index.insert_unique(hash(&key), i, |&j| hash(&nodes[j as usize].key));
+        self.len += 1;
+    }
+
+    /// Forgets the entry at slab position `i`.
+    fn remove(&mut self, i: u32) {
+        let key = self.nodes[i as usize].key;
+        if let Ok(entry) = self.index.find_entry(hash(&key), |&j| j == i) {
+            entry.remove();
+        }
+        self.unlink(i);
+        self.nodes[i as usize].next = self.free;
+        self.free = i;
+        self.len -= 1;
+    }
 }
 
 pub struct MemoryStore {
@@ -42,48 +159,51 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     pub fn new(max_entries: usize) -> Self {
+        let max_entries = max_entries.clamp(1, NIL as usize - 1);
         MemoryStore {
-            // Sized for the bound up front: growing the table while it fills
-            // rehashes every entry under the lock, which stalled every request
-            // for up to ~80 ms at 1M entries (`examples/store_footprint.rs`).
-            // Costs ~2 bytes per entry of touched memory (the control bytes)
-            // until the slots are used; the rest is untouched address space.
-            inner: Mutex::new(Inner { map: LinkedHashMap::with_capacity(max_entries.max(1)), next_token: 1 }),
-            max_entries: max_entries.max(1),
+            // Sized for the bound up front: growing the index while it fills
+            // rehashes every entry under the lock (a stall of every request of
+            // up to ~80 ms at 1M entries, `examples/store_footprint.rs`). The
+            // slab reserves address space only; pages are touched as it fills.
+            inner: Mutex::new(Inner {
+                nodes: Vec::with_capacity(max_entries + 1),
+                index: HashTable::with_capacity(max_entries + 1),
+                head: NIL,
+                tail: NIL,
+                free: NIL,
+                len: 0,
+            }),
+            max_entries,
             epoch: Instant::now(),
         }
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).min(DELIVERED - 1)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the map inconsistent
-        // (each operation is a single map call), so poisoning is ignored.
+        // A panic while holding the lock cannot leave the store half-changed
+        // (no operation can panic between its first and last write), so
+        // poisoning is ignored.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Number of remembered entries (claims and delivered), expired ones included.
     pub fn len(&self) -> usize {
-        self.lock().map.len()
+        self.lock().len
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Remembers `entry` at the back (the newest), replacing any older one.
-    fn insert(&self, inner: &mut Inner, key: u128, entry: Entry, now: u64) {
-        inner.map.insert(key, entry);
-        self.evict(inner, now);
-    }
-
-    /// Drops entries from the front while the map is over its bound or they expired.
+    /// Drops entries from the front while the store is over its bound or they expired.
     fn evict(&self, inner: &mut Inner, now: u64) {
-        while let Some((_, front)) = inner.map.front() {
-            if inner.map.len() > self.max_entries || front.expires_ms <= now {
-                inner.map.pop_front();
+        while inner.head != NIL {
+            let front = inner.nodes[inner.head as usize];
+            if inner.len > self.max_entries || front.expires_ms() <= now {
+                inner.remove(inner.head);
             } else {
                 break;
             }
@@ -91,10 +211,13 @@ impl MemoryStore {
     }
 
     /// Synchronous release, for the claim guard's `Drop`.
-    pub fn release_now(&self, key: &u128, token: &u64) {
+    pub fn release_now(&self, key: &Key, token: &u64) {
         let mut inner = self.lock();
-        if inner.map.get(key).is_some_and(|e| e.token == *token) {
-            inner.map.remove(key);
+        if let Some(i) = inner.find(key) {
+            let node = inner.nodes[i as usize];
+            if !node.delivered() && node.expires_ms() == *token {
+                inner.remove(i);
+            }
         }
     }
 }
@@ -103,61 +226,75 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// An expiry `ttl` after `now`, kept below the [`DELIVERED`] bit.
+fn expiry(now: u64, ttl: Duration) -> u64 {
+    now.saturating_add(ms(ttl).max(1)).min(DELIVERED - 1)
+}
+
 impl DedupeStore for MemoryStore {
-    type Key = u128;
+    type Key = Key;
     type Token = u64;
 
-    fn key(&self, source: &str, id: &str) -> u128 {
+    fn key(&self, source: &str, id: &str) -> Key {
         let mut h = Sha256::new();
         h.update(source.as_bytes());
         h.update([0u8]);
         h.update(id.as_bytes());
-        let digest = h.finalize();
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&digest[..16]);
-        u128::from_le_bytes(b)
+        let d = h.finalize();
+        let word = |i: usize| u32::from_le_bytes([d[i], d[i + 1], d[i + 2], d[i + 3]]);
+        [word(0), word(4), word(8)]
     }
 
-    async fn claim(&self, key: &u128, claim_ttl: Duration) -> Result<Result<u64, Seen>, StoreError> {
-        let now = self.now_ms();
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        let token = inner.next_token;
-        let claim = Entry { token, expires_ms: now.saturating_add(ms(claim_ttl)) };
-        // One hash probe: look up and claim in place.
-        match inner.map.raw_entry_mut().from_key(key) {
-            RawEntryMut::Occupied(o) if o.get().expires_ms > now => {
-                return Ok(Err(if o.get().token == DELIVERED { Seen::Delivered } else { Seen::InFlight }));
-            }
-            RawEntryMut::Occupied(mut o) => {
-                o.to_back();
-                o.replace_value(claim);
-            }
-            RawEntryMut::Vacant(v) => {
-                v.insert(*key, claim);
-            }
-        }
-        inner.next_token += 1;
-        self.evict(inner, now);
-        Ok(Ok(token))
+    async fn claim(&self, key: &Key, claim_ttl: Duration) -> Result<Result<u64, Seen>, StoreError> {
+        Ok(self.claim_at(key, claim_ttl, self.now_ms()))
     }
 
-    async fn commit(&self, key: &u128, _token: &u64, ttl: Duration) -> Result<(), StoreError> {
+    async fn commit(&self, key: &Key, _token: &u64, ttl: Duration) -> Result<(), StoreError> {
         // The upstream took it: the ID is delivered, whoever holds the claim now
         // (see the `dedupe` module docs). The token only matters to release.
-        let now = self.now_ms();
-        let mut inner = self.lock();
-        self.insert(&mut inner, *key, Entry { token: DELIVERED, expires_ms: now.saturating_add(ms(ttl)) }, now);
+        self.commit_at(key, ttl, self.now_ms());
         Ok(())
     }
 
-    async fn release(&self, key: &u128, token: &u64) -> Result<(), StoreError> {
+    async fn release(&self, key: &Key, token: &u64) -> Result<(), StoreError> {
         self.release_now(key, token);
         Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+// === impl MemoryStore: the operations at a given time ===
+
+impl MemoryStore {
+    fn claim_at(&self, key: &Key, claim_ttl: Duration, now: u64) -> Result<u64, Seen> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let token = expiry(now, claim_ttl);
+        match inner.find(key) {
+            Some(i) => {
+                let node = inner.nodes[i as usize];
+                if node.expires_ms() > now {
+                    return Err(if node.delivered() { Seen::Delivered } else { Seen::InFlight });
+                }
+                inner.renew(i, token);
+            }
+            None => inner.insert(*key, token),
+        }
+        self.evict(inner, now);
+        Ok(token)
+    }
+
+    fn commit_at(&self, key: &Key, ttl: Duration, now: u64) {
+        let mut inner = self.lock();
+        let state = expiry(now, ttl) | DELIVERED;
+        match inner.find(key) {
+            Some(i) => inner.renew(i, state),
+            None => inner.insert(*key, state),
+        }
+        self.evict(&mut inner, now);
     }
 }
 
@@ -220,20 +357,99 @@ mod tests {
     }
 
     /// Filling the store to its bound, and past it, never grows (rehashes) the
-    /// table, which would stall every request behind the lock.
+    /// index or the slab, which would stall every request behind the lock.
     #[tokio::test(start_paused = true)]
     async fn the_table_is_sized_for_the_bound_and_never_grows() {
         let s = MemoryStore::new(50_000);
-        let capacity = s.lock().map.capacity();
-        assert!(capacity >= 50_000, "{capacity}");
+        let (index, slab) = {
+            let inner = s.lock();
+            (inner.index.capacity(), inner.nodes.capacity())
+        };
+        assert!(index >= 50_000 && slab >= 50_000, "{index} {slab}");
         for i in 0..60_000u32 {
             let t = claim(&s, &i.to_string()).await.unwrap();
             s.commit(&s.key("src", &i.to_string()), &t, DAY).await.unwrap();
         }
         assert_eq!(s.len(), 50_000);
-        // (Capacity counts free slots, so removals' tombstones lower it; a
-        // growth would at least double it.)
-        assert!(s.lock().map.capacity() <= capacity);
+        let inner = s.lock();
+        // (Index capacity counts free buckets, so removals' tombstones lower it;
+        // a growth would at least double it.)
+        assert!(inner.index.capacity() <= index && inner.nodes.capacity() == slab);
+        assert!(inner.nodes.len() <= 50_001, "evicted nodes are reused: {}", inner.nodes.len());
+        assert_eq!(std::mem::size_of::<Node>(), 28);
+    }
+
+    /// The linked order and the index agree with a plain model (a list of
+    /// (id, delivered, expires) in eviction order) after any sequence of
+    /// claims, commits, releases, expiries and evictions.
+    #[test]
+    fn matches_a_simple_model_under_random_operations() {
+        use proptest::prelude::*;
+        let mut runner =
+            proptest::test_runner::TestRunner::new(proptest::test_runner::Config { cases: 256, ..Default::default() });
+        let ops = prop::collection::vec((0u8..4, 0u8..12, 0u64..12), 1..300);
+        runner
+            .run(&ops, |ops| {
+                let s = MemoryStore::new(5);
+                let key = |id: u8| s.key("m", &id.to_string());
+                let mut model: Vec<(u8, bool, u64)> = Vec::new();
+                let mut tokens = std::collections::HashMap::new();
+                let mut now = 0u64;
+                for (op, id, wait) in ops {
+                    now += wait;
+                    let changed = match op {
+                        0 | 1 => {
+                            let got = s.claim_at(&key(id), Duration::from_millis(10), now);
+                            let want = match model.iter().find(|e| e.0 == id && e.2 > now) {
+                                Some(e) if e.1 => Err(Seen::Delivered),
+                                Some(_) => Err(Seen::InFlight),
+                                None => {
+                                    model.retain(|e| e.0 != id);
+                                    model.push((id, false, now + 10));
+                                    Ok(now + 10)
+                                }
+                            };
+                            prop_assert_eq!(got, want);
+                            if let Ok(t) = got {
+                                tokens.insert(id, t);
+                            }
+                            got.is_ok()
+                        }
+                        2 => {
+                            s.commit_at(&key(id), Duration::from_millis(30), now);
+                            model.retain(|e| e.0 != id);
+                            model.push((id, true, now + 30));
+                            true
+                        }
+                        _ => {
+                            let t = tokens.get(&id).copied().unwrap_or(0);
+                            s.release_now(&key(id), &t);
+                            model.retain(|e| !(e.0 == id && !e.1 && e.2 == t));
+                            false
+                        }
+                    };
+                    if changed {
+                        while model.first().is_some_and(|f| model.len() > 5 || f.2 <= now) {
+                            model.remove(0);
+                        }
+                    }
+                    let inner = s.lock();
+                    let mut order = Vec::new();
+                    let mut i = inner.head;
+                    while i != NIL {
+                        let n = inner.nodes[i as usize];
+                        prop_assert_eq!(inner.find(&n.key), Some(i));
+                        order.push((n.key, n.delivered(), n.expires_ms()));
+                        i = n.next;
+                    }
+                    let want: Vec<_> = model.iter().map(|e| (key(e.0), e.1, e.2)).collect();
+                    prop_assert_eq!(order, want);
+                    prop_assert_eq!(inner.len, model.len());
+                    prop_assert_eq!(inner.index.len(), model.len());
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[tokio::test(start_paused = true)]
