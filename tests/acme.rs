@@ -1,7 +1,8 @@
 //! SPEC §7 `[server.tls.acme]` end to end against Debian's `pebble` (the ACME
 //! test CA), started here on loopback ports: the gateway gets a certificate
 //! over TLS-ALPN-01 on its own listen port, serves it, and after a restart
-//! serves it again from its cache while the CA is gone.
+//! serves it again from its cache while the CA is gone; with pebble issuing
+//! short-lived certificates, it renews before expiry and serves the new one.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
@@ -33,18 +34,22 @@ impl Drop for Pebble {
 
 /// Pebble with its HTTPS certificate from a CA made here, validating
 /// TLS-ALPN-01 on `tls_port` of `localhost`.
-fn start_pebble(dir: &Path, tls_port: u16) -> Pebble {
+fn start_pebble(dir: &Path, tls_port: u16, validity_secs: Option<u64>) -> Pebble {
     let ca = Ca::new("pebble front CA");
     let leaf = ca.issue(&["localhost", "127.0.0.1"], "pebble");
     let (cert, key) = (write(dir, "pebble.pem", &leaf.cert), write(dir, "pebble.key", &leaf.key));
     let (port, management) = (free_port(), free_port());
-    let config = serde_json::json!({"pebble": {
+    let mut config = serde_json::json!({"pebble": {
         "listenAddress": format!("127.0.0.1:{port}"),
         "managementListenAddress": format!("127.0.0.1:{management}"),
         "certificate": cert, "privateKey": key,
         "httpPort": free_port(), "tlsPort": tls_port,
         "ocspResponderURL": "", "externalAccountBindingRequired": false
     }});
+    if let Some(secs) = validity_secs {
+        // Pebble's own knob (seconds); rustls-acme renews at 2/3 of the validity.
+        config["pebble"]["certificateValidityPeriod"] = secs.into();
+    }
     let file = write(dir, "pebble.json", &config.to_string());
     let child = Command::new("pebble")
         .arg("-config")
@@ -127,7 +132,7 @@ async fn certificates_from_pebble_over_tls_alpn_01_and_from_the_cache_after_a_re
     let cache = dir.path().join("acme-cache");
     let up = spawn_upstream(ok_upstream()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let pebble = start_pebble(dir.path(), listener.local_addr().unwrap().port());
+    let pebble = start_pebble(dir.path(), listener.local_addr().unwrap().port(), None);
     let front_ca = write(dir.path(), "front-ca.pem", &pebble.ca_pem);
     let root = pebble_root(&pebble).await;
     let text = acme_config(up.addr, &pebble.directory, &front_ca, &cache);
@@ -161,6 +166,49 @@ async fn certificates_from_pebble_over_tls_alpn_01_and_from_the_cache_after_a_re
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served, "the cached certificate is reused without the CA");
+    let _ = stop.send(true);
+    gw.shutdown().await;
+}
+
+/// The certificate the gateway serves now, if a handshake succeeds.
+async fn served_cert(gw: &Gateway, root: &str) -> Option<Vec<u8>> {
+    let req = http::Request::get("/healthz").header("host", "localhost").body(Full::new(Bytes::new())).unwrap();
+    request(gw.addr, client_config(root, &[b"http/1.1"], None), "localhost", req).await.ok().map(|x| x.peer_cert)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_certificate_is_renewed_before_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("acme-cache");
+    let up = spawn_upstream(ok_upstream()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pebble = start_pebble(dir.path(), listener.local_addr().unwrap().port(), Some(15));
+    let front_ca = write(dir.path(), "front-ca.pem", &pebble.ca_pem);
+    let root = pebble_root(&pebble).await;
+    let text = acme_config(up.addr, &pebble.directory, &front_ca, &cache);
+    let (gw, stop) = serve_on(listener, &text).await;
+
+    let started = std::time::Instant::now();
+    let mut first = None;
+    while first.is_none() && started.elapsed() < Duration::from_secs(30) {
+        first = served_cert(&gw, &root).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = first.expect("a first certificate was issued");
+    let issued = std::time::Instant::now();
+    // Valid for 15 s: the renewal is due after ~10 s; every handshake until then
+    // and after it succeeds (no gap while the order runs).
+    let mut renewed = None;
+    while renewed.is_none() && issued.elapsed() < Duration::from_secs(60) {
+        let cert = served_cert(&gw, &root).await.expect("handshakes keep succeeding during the renewal");
+        if cert != first {
+            renewed = Some(issued.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = renewed.expect("the certificate was renewed");
+    assert!(after < Duration::from_secs(15), "renewed before the first one expired (after {after:?})");
+    assert_eq!(deliver_https(&gw, &root, "renewed-1").await, Ok(200));
     let _ = stop.send(true);
     gw.shutdown().await;
 }
