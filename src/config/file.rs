@@ -158,6 +158,8 @@ pub struct PresetFile {
     pub tolerance: Option<String>,
     /// Where the vectors or SDK that prove this preset come from.
     pub proof: String,
+    /// Another preset whose `verify` fields (and tolerance) this one starts from.
+    pub like: Option<String>,
     #[serde(default)]
     pub verify: toml::Table,
 }

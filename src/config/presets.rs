@@ -44,16 +44,37 @@ pub fn get(name: &str) -> Option<&'static Preset> {
 pub fn parse(text: &str) -> Result<Vec<Preset>, Vec<String>> {
     let table: toml::Table = toml::from_str(text).map_err(|e| vec![format!("presets: {e}")])?;
     let mut errs = Errors(Vec::new());
-    let mut out = Vec::new();
+    let mut files = std::collections::BTreeMap::new();
     for (name, value) in table {
-        let path = format!("presets.{name}");
-        let file: PresetFile = match value.try_into() {
-            Ok(f) => f,
-            Err(e) => {
-                errs.push(&path, e);
-                continue;
+        match value.try_into::<PresetFile>() {
+            Ok(f) => {
+                files.insert(name, f);
             }
-        };
+            Err(e) => errs.push(&format!("presets.{name}"), e),
+        }
+    }
+    // `like = "other"`: start from the other preset's fields (one level, no chains).
+    let bases: std::collections::BTreeMap<String, (toml::Table, Option<String>)> = files
+        .iter()
+        .filter(|(_, f)| f.like.is_none())
+        .map(|(n, f)| (n.clone(), (f.verify.clone(), f.tolerance.clone())))
+        .collect();
+    let mut out = Vec::new();
+    for (name, mut file) in files {
+        let path = format!("presets.{name}");
+        if let Some(like) = file.like.take() {
+            match bases.get(&like) {
+                Some((verify, tolerance)) => {
+                    let mut merged = verify.clone();
+                    merged.extend(std::mem::take(&mut file.verify));
+                    file.verify = merged;
+                    file.tolerance = file.tolerance.or_else(|| tolerance.clone());
+                }
+                _ => {
+                    errs.push(&format!("{path}.like"), format!("{like:?} is not a preset without a `like` of its own"))
+                }
+            }
+        }
         let mut spec = Spec::default();
         match toml::Value::Table(file.verify.clone()).try_into::<VerifyFile>() {
             Ok(v) => apply_overrides(&mut errs, &format!("{path}.verify"), &mut spec, v),
@@ -145,6 +166,26 @@ mod tests {
         assert!(errs.iter().any(|e| e.starts_with("presets.x.verify.nope: unknown key")), "{errs:?}");
         let errs = parse("[x]\ndescription = \"d\"\nsecret = \"s\"\n").unwrap_err();
         assert!(errs[0].contains("proof"), "{errs:?}");
+        let entry = |name: &str, like: &str| {
+            format!(
+                "[{name}]\ndescription = \"d\"\nsecret = \"s\"\nproof = \"p\"\nlike = \"{like}\"\n[{name}.verify]\nid = \"header:x-id\"\n"
+            )
+        };
+        let errs = parse(&[entry("a", "b"), entry("b", "c")].concat()).unwrap_err();
+        assert!(errs.iter().any(|e| e.starts_with("presets.a.like: \"b\" is not a preset without")), "{errs:?}");
+    }
+
+    #[test]
+    fn like_starts_from_the_other_preset_and_overrides_field_by_field() {
+        let (svix, clerk) = (get("svix").unwrap(), get("clerk").unwrap());
+        assert_eq!(clerk.spec, svix.spec);
+        let text = "[a]\ndescription = \"d\"\nsecret = \"s\"\nproof = \"p\"\ntolerance = \"1m\"\n[a.verify]\nsignature_header = \"X-A\"\nid = \"header:x-id\"\n\
+                    [b]\ndescription = \"d\"\nsecret = \"s\"\nproof = \"p\"\nlike = \"a\"\n[b.verify]\nid = \"json:/id\"\n";
+        let presets = parse(text).unwrap();
+        let b = presets.iter().find(|p| p.name == "b").unwrap();
+        assert_eq!(b.spec.signature, vec![crate::verify::Locator::header("x-a")]);
+        assert_eq!(b.spec.id, vec![crate::verify::Locator::json("/id")]);
+        assert_eq!(b.spec.tolerance, std::time::Duration::from_secs(60));
     }
 
     /// `hookgate presets NAME` prints a block that, with provider = "generic",
