@@ -111,14 +111,6 @@ impl Challenge {
         Self::NAMES.iter().find(|(n, _)| *n == text).map(|(_, c)| c.clone())
     }
 
-    /// The config text of this challenge.
-    pub fn name(&self) -> String {
-        match self {
-            Challenge::Ping(event) => format!("ping:{event}"),
-            other => Self::NAMES.iter().find(|(_, c)| c == other).map_or("none", |(n, _)| n).to_owned(),
-        }
-    }
-
     /// Whether the source answers a GET handshake (other GETs stay 405).
     pub fn answers_get(&self) -> bool {
         matches!(self, Challenge::MetaSubscribe | Challenge::DropboxChallenge)
