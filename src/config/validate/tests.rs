@@ -240,3 +240,73 @@ mod never_panics {
         }
     }
 }
+
+/// The round-2 verify fields: each bad value is an error at its key path, and
+/// good ones land in the spec.
+#[test]
+fn round_two_verify_fields_are_validated_with_their_paths() {
+    let bad = r#"
+[sources.s]
+path = "/s"
+provider = "generic"
+secrets = ["x"]
+[sources.s.verify]
+scheme = "rsa"
+signature_header = ["X-Sig", "json:nope", "bad header"]
+signature_format = "params"
+param_separator = ";;"
+signature_param = "a=b"
+signed_payload = "{timestamp}{header:x}"
+timestamp = "digest:json:/a"
+id = ["digest:json:/a,digest:json:/b"]
+challenge = "knock"
+"#;
+    let errs = load_str(bad, &env).unwrap_err().0;
+    for want in [
+        "sources.s.verify.scheme: invalid value \"rsa\"",
+        "sources.s.verify.signature_header: invalid header name \"json:nope\"",
+        "sources.s.verify.signature_header: invalid header name \"bad header\"",
+        "sources.s.verify.param_separator: must be one character",
+        "sources.s.verify.signature_param: must be a parameter name",
+        "sources.s.verify.signed_payload: unknown placeholder {header:x}",
+        "sources.s.verify.timestamp: digest: is for IDs only",
+        "sources.s.verify.id: a digest lists",
+        "sources.s.verify.challenge: unknown challenge \"knock\"",
+    ] {
+        assert!(errs.iter().any(|e| e.starts_with(want)), "missing {want:?} in {errs:#?}");
+    }
+    let errs =
+        load_str(&bad.replace("signed_payload = \"{timestamp}{header:x}\"", "signed_payload = \"{timestamp}\""), &env)
+            .unwrap_err()
+            .0;
+    assert!(
+        errs.iter().any(|e| e.starts_with("sources.s.verify.signed_payload: the template must cover the body")),
+        "{errs:#?}"
+    );
+
+    let good = r#"
+[sources.s]
+path = "/s"
+provider = "generic"
+secrets = ["x"]
+[sources.s.verify]
+signature_header = ["X-Sig", "json:/sig"]
+signature_format = "params"
+param_separator = ";"
+signature_param = "h1"
+timestamp = ["signature:ts", "header:X-Ts"]
+id = "digest:json:/type,header:x-a"
+event_type = []
+challenge = "ping:hello"
+"#;
+    let spec = &load_str(good, &env).unwrap().sources[0].verifier.spec;
+    assert_eq!(spec.signature, vec![Locator::header("x-sig"), Locator::json("/sig")]);
+    assert_eq!(
+        (spec.signature_format, spec.param_separator, spec.signature_param.as_str()),
+        (SignatureFormat::Params, ';', "h1")
+    );
+    assert_eq!(spec.timestamp, vec![Locator::SignatureParam("ts".into()), Locator::header("x-ts")]);
+    assert!(matches!(&spec.id[..], [Locator::Digest(parts)] if parts.len() == 2));
+    assert!(spec.event_type.is_empty());
+    assert_eq!(spec.challenge, Challenge::Ping("hello".into()));
+}
