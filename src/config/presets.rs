@@ -14,6 +14,25 @@ use crate::verify::{Scheme, Spec};
 
 const TABLE: &str = include_str!("presets.toml");
 
+/// `[sources.x.verify]` keys in the order the README's table lists them.
+const VERIFY_KEYS: &[&str] = &[
+    "scheme",
+    "signature_header",
+    "algorithm",
+    "encoding",
+    "signature_prefix",
+    "signature_format",
+    "param_separator",
+    "signature_param",
+    "secret_format",
+    "signed_payload",
+    "timestamp",
+    "timestamp_format",
+    "id",
+    "event_type",
+    "challenge",
+];
+
 /// One provider.
 #[derive(Debug)]
 pub struct Preset {
@@ -119,7 +138,12 @@ impl Preset {
         }
         if !self.verify.is_empty() {
             let _ = writeln!(out, "\n[sources.{name}.verify]");
-            out.push_str(&toml::to_string(&self.verify).unwrap_or_default());
+            // In the order of the README's field table, not the map's.
+            let known = VERIFY_KEYS.iter().filter_map(|k| self.verify.get_key_value(*k));
+            let rest = self.verify.iter().filter(|(k, _)| !VERIFY_KEYS.contains(&k.as_str()));
+            for (key, value) in known.chain(rest) {
+                let _ = writeln!(out, "{key} = {value}");
+            }
         }
         out
     }
