@@ -56,11 +56,22 @@ fn child<'a>(raw: &'a str, token: &str) -> Option<&'a RawValue> {
     let mut de = serde_json::Deserializer::from_str(raw);
     let found = match raw.as_bytes().first()? {
         b'{' => de.deserialize_map(FindKey(token)).ok()?,
-        b'[' => de.deserialize_seq(FindIndex(token.parse().ok()?)).ok()?,
+        b'[' => de.deserialize_seq(FindIndex(array_index(token)?)).ok()?,
         _ => None,
     };
     de.end().ok()?;
     found
+}
+
+/// An RFC 6901 array index: `0` or digits without a leading zero (no sign,
+/// no `00`), as serde_json's own pointer reads it (found by the json_pointer
+/// fuzz target: `"00"` and `"+0"` were read as index 0).
+fn array_index(token: &str) -> Option<usize> {
+    let digits = token.bytes().all(|b| b.is_ascii_digit());
+    if token.is_empty() || !digits || (token.len() > 1 && token.starts_with('0')) {
+        return None;
+    }
+    token.parse().ok()
 }
 
 /// A string, borrowed from the input when it has no escapes.
@@ -159,6 +170,11 @@ mod tests {
         assert_eq!(pointer_raw(body, "/esc"), Some(r#""a\"b""#));
         assert_eq!(pointer_raw(body, "/obj"), Some("{}"));
         assert_eq!(pointer_raw(body, "/missing"), None);
+        // Array indices as RFC 6901 (and serde_json) read them.
+        assert_eq!(pointer_text(body, "/data/list/01/x"), None);
+        assert_eq!(pointer_text(body, "/data/list/+1/x"), None);
+        assert_eq!(pointer_text(body, "/data/list/-/x"), None);
+        assert_eq!(pointer_text(body, "/data/list/0/x").as_deref(), Some("0"));
     }
 
     #[test]
