@@ -126,17 +126,34 @@ async fn deliver_https(gw: &Gateway, root: &str, id: &str) -> Result<u16, String
     Ok(x.status)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificates_from_pebble_over_tls_alpn_01_and_from_the_cache_after_a_restart() {
+/// A gateway on an ACME config, pebble (certificates valid `validity_secs`, or
+/// its default) validating on the gateway's port, an upstream, and pebble's root.
+struct Setup {
+    dir: tempfile::TempDir,
+    up: Upstream,
+    pebble: Pebble,
+    root: String,
+    text: String,
+    gw: Gateway,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn setup(validity_secs: Option<u64>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("acme-cache");
     let up = spawn_upstream(ok_upstream()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let pebble = start_pebble(dir.path(), listener.local_addr().unwrap().port(), None);
+    let pebble = start_pebble(dir.path(), listener.local_addr().unwrap().port(), validity_secs);
     let front_ca = write(dir.path(), "front-ca.pem", &pebble.ca_pem);
     let root = pebble_root(&pebble).await;
     let text = acme_config(up.addr, &pebble.directory, &front_ca, &cache);
     let (gw, stop) = serve_on(listener, &text).await;
+    Setup { dir, up, pebble, root, text, gw, stop }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_pebble_over_tls_alpn_01_and_from_the_cache_after_a_restart() {
+    let Setup { dir: _dir, up, pebble, root, text, gw, stop } = setup(None).await;
 
     // Handshakes fail until the certificate is there, then succeed with pebble's chain.
     let mut issued = false;
@@ -178,15 +195,7 @@ async fn served_cert(gw: &Gateway, root: &str) -> Option<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_lived_certificate_is_renewed_before_it_expires() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("acme-cache");
-    let up = spawn_upstream(ok_upstream()).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let pebble = start_pebble(dir.path(), listener.local_addr().unwrap().port(), Some(15));
-    let front_ca = write(dir.path(), "front-ca.pem", &pebble.ca_pem);
-    let root = pebble_root(&pebble).await;
-    let text = acme_config(up.addr, &pebble.directory, &front_ca, &cache);
-    let (gw, stop) = serve_on(listener, &text).await;
+    let Setup { dir: _dir, up: _up, pebble: _pebble, root, text: _, gw, stop } = setup(Some(15)).await;
 
     let started = std::time::Instant::now();
     let mut first = None;
