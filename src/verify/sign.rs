@@ -140,13 +140,9 @@ impl Verifier {
                 out.body = Some(put_in_body(req.body, ptr, value)?);
                 out.notes.push(format!("the signature is written into the body at {ptr}"));
             }
-            other => {
-                let name = match other {
-                    Locator::Header(name) => name.to_string(),
-                    _ => return Err(SignError::NoSignatureHeader),
-                };
-                out.headers.push((name, value));
-            }
+            Locator::Header(name) => out.headers.push((name.to_string(), value)),
+            // Validation only puts headers and JSON fields here.
+            _ => return Err(SignError::NoSignatureHeader),
         }
         if self.spec.payload.uses_url() {
             out.notes.push(format!("signed for the URL {} (public_url)", self.public_url));
