@@ -1,0 +1,137 @@
+//! The floor for hookgate's sync path: a reverse proxy built from the same
+//! parts (hyper 1.x server and client, one single-threaded tokio runtime per
+//! core with its own `SO_REUSEPORT` listener, a per-thread pool of upstream
+//! connections, mimalloc) that does nothing but read the body and forward it.
+//! `bench/floor.sh` runs it next to nginx, haproxy and hookgate, so the part of
+//! hookgate's cost that is hyper + tokio and the part that is hookgate's own
+//! work are measured apart.
+//!
+//!   cargo run --release --example bare_proxy -- 127.0.0.1:8080 127.0.0.1:9000
+//!
+//! `BARE_AUTO=1` serves through hyper-util's auto (HTTP/1 + h2) builder with a
+//! header read timeout, as hookgate does; unset, plain `http1::Builder`
+//! (with `BARE_TIMER=1`: and the same header read timeout).
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+type Sender = SendRequest<Full<Bytes>>;
+
+thread_local! {
+    static IDLE: RefCell<Vec<Sender>> = const { RefCell::new(Vec::new()) };
+}
+
+async fn sender(upstream: SocketAddr) -> Result<Sender, String> {
+    if let Some(s) = IDLE.with(|i| i.borrow_mut().pop()) {
+        return Ok(s);
+    }
+    let stream = tokio::net::TcpStream::connect(upstream).await.map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (s, conn) = hyper::client::conn::http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(s)
+}
+
+async fn proxy(
+    req: Request<Incoming>,
+    upstream: SocketAddr,
+    host: HeaderValue,
+) -> Result<Response<Full<Bytes>>, String> {
+    let (mut head, body) = req.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    head.headers.insert(http::header::HOST, host);
+    head.headers.remove(http::header::CONTENT_LENGTH);
+    let mut out = Request::from_parts(head, Full::new(body));
+    *out.uri_mut() = http::Uri::from_static("/hooks");
+    let mut s = sender(upstream).await?;
+    s.ready().await.map_err(|e| e.to_string())?;
+    let res = s.send_request(out).await.map_err(|e| e.to_string())?;
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    IDLE.with(|i| i.borrow_mut().push(s));
+    Ok(Response::from_parts(parts, Full::new(body)))
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
+        eprintln!("usage: bare_proxy LISTEN_ADDR UPSTREAM_ADDR");
+        std::process::exit(2);
+    };
+    let listen: SocketAddr = listen.parse().expect("listen address");
+    let upstream: SocketAddr = upstream.parse().expect("upstream address");
+    let auto = std::env::var_os("BARE_AUTO").is_some();
+    let timer = std::env::var_os("BARE_TIMER").is_some();
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(serve(listen, upstream, auto, timer));
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+async fn serve(listen: SocketAddr, upstream: SocketAddr, auto: bool, timer: bool) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseport(true).expect("reuseport");
+    socket.bind(listen).expect("bind");
+    let listener = socket.listen(4096).expect("listen");
+    let host = HeaderValue::from_str(&upstream.to_string()).expect("host");
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30))
+        .writev(false)
+        .keep_alive(true);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let host = host.clone();
+        let service = service_fn(move |req| {
+            let host = host.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(match proxy(req, upstream, host).await {
+                    Ok(res) => res,
+                    Err(_) => Response::builder().status(502).body(Full::new(Bytes::new())).unwrap_or_default(),
+                })
+            }
+        });
+        if auto {
+            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        } else {
+            let mut h1 = hyper::server::conn::http1::Builder::new();
+            h1.writev(false).keep_alive(true);
+            if timer {
+                h1.timer(TokioTimer::new()).header_read_timeout(std::time::Duration::from_secs(30));
+            }
+            let conn = h1.serve_connection(TokioIo::new(stream), service);
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    }
+}
