@@ -319,26 +319,42 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    // Queue mode's delivery loops run on this thread's runtime.
-    let queue_runner =
-        app.queue.clone().map(|q| tokio::spawn(hookgate::queue::worker::run(app.clone(), q, stop_rx.clone())));
+    // One runtime per worker thread, made here so the queue's attempts can be
+    // handed to them too.
+    let mut runtimes = Vec::new();
+    for _ in 0..listeners.len() {
+        match current_thread_runtime() {
+            Ok(rt) => runtimes.push(rt),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a worker runtime");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    // Queue mode's delivery loops run on this thread's runtime, their attempts
+    // on the worker runtimes; those stay up until the loops are done.
+    let (queue_done_tx, queue_done) = watch::channel(app.queue.is_none());
+    let handles = runtimes.iter().map(|rt| rt.handle().clone()).collect();
+    let queue_runner = app.queue.clone().map(|q| {
+        let run = hookgate::queue::worker::run(app.clone(), q, stop_rx.clone(), handles);
+        tokio::spawn(async move {
+            run.await;
+            let _ = queue_done_tx.send(true);
+        })
+    });
 
     let mut workers = Vec::new();
-    for (i, std_listener) in listeners.into_iter().enumerate() {
-        let (app, rx) = (app.clone(), stop_rx.clone());
+    for (i, (std_listener, rt)) in listeners.into_iter().zip(runtimes).enumerate() {
+        let (app, rx, queue_done) = (app.clone(), stop_rx.clone(), queue_done.clone());
         let spawned = std::thread::Builder::new().name(format!("hookgate-worker-{i}")).spawn(move || {
-            let rt = match current_thread_runtime() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start a worker runtime");
-                    return;
-                }
-            };
             rt.block_on(async move {
                 match tokio::net::TcpListener::from_std(std_listener) {
                     Ok(l) => hookgate::server::serve(app, l, stopped(rx)).await,
                     Err(e) => tracing::error!(error = %e, "cannot register the listener"),
                 }
+                // Queue attempts in flight on this runtime finish (or are
+                // given up by their worker) before it is dropped.
+                let _ = stopped(queue_done).await;
             });
         });
         match spawned {

@@ -56,9 +56,11 @@ enum Op {
         limit: usize,
         skip: HashSet<u64>,
         now_ms: u64,
-        reply: oneshot::Sender<Result<Taken, QueueError>>,
+        reply: oneshot::Sender<Result<RawTaken, QueueError>>,
     },
-    Finish(TakenEntry, Transition, oneshot::Sender<Result<(), QueueError>>),
+    /// An attempt's outcome: the entry's seq, its schedule key and route (the
+    /// entry itself stays with the caller, which decoded it and drops it).
+    Finish(Finished, Transition, oneshot::Sender<Result<(), QueueError>>),
     DeadList {
         source: Option<String>,
         limit: usize,
@@ -76,6 +78,21 @@ enum Op {
         reply: oneshot::Sender<Result<usize, QueueError>>,
     },
     Oldest(RouteKey, oneshot::Sender<Option<u64>>),
+}
+
+/// What a take found, as stored: the store thread only reads; the caller
+/// decodes the entries ([`DiskQueue::take`]), so a drain's decoding runs
+/// beside the store thread instead of on it.
+struct RawTaken {
+    entries: Vec<(u64, Slot, State, fjall::Slice)>,
+    next_due_ms: Option<u64>,
+}
+
+/// [`Op::Finish`]'s part of a [`TakenEntry`].
+struct Finished {
+    seq: u64,
+    slot: Slot,
+    route: RouteKey,
 }
 
 /// The handle the rest of the gateway uses. Cheap to clone.
@@ -185,7 +202,7 @@ impl Db {
         skip: &HashSet<u64>,
         now_ms: u64,
         tally: Tally,
-    ) -> Result<Taken, QueueError> {
+    ) -> Result<RawTaken, QueueError> {
         let mut out = Vec::new();
         let mut next_due_ms = None;
         // A full scan now and then catches whatever a cursor could have passed.
@@ -232,14 +249,11 @@ impl Db {
             if cursor.is_some() && out.len() < limit && seen < tally.fresh {
                 self.cursors.remove(&(false, route.clone()));
                 let mut skip = skip.clone();
-                skip.extend(out.iter().map(|e| match e.handle {
-                    Handle::Disk { seq, .. } => seq,
-                    Handle::Redis { .. } => 0,
-                }));
+                skip.extend(out.iter().map(|e| e.0));
                 self.scan_fresh(route, route.as_bytes().to_vec(), &end, limit, &skip, &mut out)?;
             }
         }
-        Ok(Taken { entries: out, next_due_ms })
+        Ok(RawTaken { entries: out, next_due_ms })
     }
 
     /// Never-attempted entries from `from`, into `out` up to `limit`; how many
@@ -251,7 +265,7 @@ impl Db {
         end: &[u8],
         limit: usize,
         skip: &HashSet<u64>,
-        out: &mut Vec<TakenEntry>,
+        out: &mut Vec<(u64, Slot, State, fjall::Slice)>,
     ) -> Result<u64, QueueError> {
         let mut seen = 0;
         let mut first_live = None;
@@ -277,7 +291,8 @@ impl Db {
         Ok(seen)
     }
 
-    fn load(&self, seq: u64, slot: Slot, state: State) -> Result<Option<TakenEntry>, QueueError> {
+    /// The stored entry `seq` names, as bytes; a schedule key naming no entry is dropped.
+    fn load(&self, seq: u64, slot: Slot, state: State) -> Result<Option<(u64, Slot, State, fjall::Slice)>, QueueError> {
         let Some(bytes) = self.entries.get(be(seq)).map_err(io)? else {
             tracing::warn!(seq, "queue schedule names a missing entry; dropping the schedule key");
             let (space, key) = match &slot {
@@ -287,13 +302,7 @@ impl Db {
             space.remove(key).map_err(io)?;
             return Ok(None);
         };
-        match NewEntry::decode(&bytes) {
-            Ok(entry) => Ok(Some(TakenEntry { handle: Handle::Disk { seq, slot }, state, entry })),
-            Err(e) => {
-                tracing::error!(seq, error = %e, "damaged queue entry; leaving it stored");
-                Ok(None)
-            }
-        }
+        Ok(Some((seq, slot, state, bytes)))
     }
 }
 
@@ -329,11 +338,35 @@ impl DiskQueue {
         skip: HashSet<u64>,
         now_ms: u64,
     ) -> Result<Taken, QueueError> {
-        self.ask(|reply| Op::Take { route, limit, skip, now_ms, reply }).await?
+        let raw = self.ask(|reply| Op::Take { route: route.clone(), limit, skip, now_ms, reply }).await??;
+        let mut entries = Vec::with_capacity(raw.entries.len());
+        for (seq, slot, state, bytes) in raw.entries {
+            match NewEntry::decode(&bytes) {
+                Ok(entry) => entries.push(TakenEntry { handle: Handle::Disk { seq, slot }, state, entry }),
+                Err(e) => {
+                    // Not handed out: no longer counted as taken; it stays stored.
+                    tracing::error!(seq, error = %e, "damaged queue entry; leaving it stored");
+                    let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(c) = tallies.get_mut(&route) {
+                        match slot {
+                            Slot::Fresh(_) => c.taken_fresh = c.taken_fresh.saturating_sub(1),
+                            Slot::Retry(_) => c.taken_retry = c.taken_retry.saturating_sub(1),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Taken { entries, next_due_ms: raw.next_due_ms })
     }
 
     pub async fn finish(&self, taken: TakenEntry, t: Transition) -> Result<(), QueueError> {
-        self.ask(|r| Op::Finish(taken, t, r)).await?
+        let Handle::Disk { seq, slot } = taken.handle else {
+            return Err(QueueError::BadInput("not a disk queue entry"));
+        };
+        let route = RouteKey::new(&taken.entry.meta.source, taken.entry.meta.route);
+        // The entry (headers, body) is dropped here, not on the store thread.
+        drop(taken.entry);
+        self.ask(|r| Op::Finish(Finished { seq, slot, route }, t, r)).await?
     }
 
     pub async fn dead_list(
@@ -468,12 +501,7 @@ impl StoreThread {
         let mut batch = db.db.batch();
         let mut done = Vec::with_capacity(ops.len());
         for op in ops {
-            let Op::Finish(taken, t, reply) = op else { continue };
-            let Handle::Disk { seq, slot } = taken.handle else {
-                let _ = reply.send(Err(QueueError::BadInput("not a disk queue entry")));
-                continue;
-            };
-            let route = RouteKey::new(&taken.entry.meta.source, taken.entry.meta.route);
+            let Op::Finish(Finished { seq, slot, route }, t, reply) = op else { continue };
             match &slot {
                 Slot::Fresh(k) => batch.remove(&db.fresh, k.clone()),
                 Slot::Retry(k) => batch.remove(&db.retry, k.clone()),
@@ -574,11 +602,7 @@ impl StoreThread {
                     .ok_or_else(unavailable)
                     .and_then(|db| db.take(&route, limit, &skip, now_ms, tally));
                 if let Ok(t) = &r {
-                    let retries = t
-                        .entries
-                        .iter()
-                        .filter(|e| matches!(e.handle, Handle::Disk { slot: Slot::Retry(_), .. }))
-                        .count();
+                    let retries = t.entries.iter().filter(|e| matches!(e.1, Slot::Retry(_))).count();
                     let fresh = (t.entries.len() - retries) as u64;
                     self.tally(&route, |c| {
                         c.taken_fresh += fresh;
@@ -609,7 +633,19 @@ impl StoreThread {
                 let _ = reply.send(r);
             }
             Op::Oldest(route, reply) => {
-                let first = self.db.as_ref().and_then(|db| db.fresh.prefix(route.as_bytes()).next());
+                // From the route's scan cursor when there is one: keys before it
+                // are deleted ones (tombstones until compaction) that a drain
+                // leaves behind, and walking them on every `GET /queue` made
+                // polling it during a drain cost the store thread more than
+                // the drain (a revived dead letter behind the cursor shows
+                // once the cursor is reset, as for takes).
+                let first = self.db.as_ref().and_then(|db| {
+                    let mut end = route.as_bytes().to_vec();
+                    end.extend_from_slice(&[0xff; 17]);
+                    let start =
+                        db.cursors.get(&(false, route.clone())).cloned().unwrap_or_else(|| route.as_bytes().to_vec());
+                    db.fresh.range(start..end).next()
+                });
                 let at = first.and_then(|g| g.key().ok()).and_then(|k| {
                     let (_, rest) = RouteKey::split(&k)?;
                     schedule_parts(rest).map(|(at, _)| at)

@@ -34,7 +34,12 @@ const MAX_ERROR_WAIT: Duration = Duration::from_secs(5);
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
 /// Runs every queue route's worker until `stop` turns true, then drains.
-pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>) {
+/// Attempts run on `runtimes` in turn (the webhook worker threads, each with
+/// its own upstream connection pool), so a backlog drains on every core while
+/// taking and bookkeeping stay on this task; with no runtimes given they run
+/// on the caller's.
+pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>, runtimes: Vec<tokio::runtime::Handle>) {
+    let runtimes: Arc<[tokio::runtime::Handle]> = runtimes.into();
     let mut workers: JoinSet<()> = JoinSet::new();
     let mut running: HashSet<RouteKey> = HashSet::new();
     let mut last_sweep: Option<Instant> = None;
@@ -47,7 +52,7 @@ pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>) {
             for (i, route) in source.routes.iter().enumerate() {
                 let key = RouteKey::new(&source.name, i);
                 if route.queue().is_some() && running.insert(key.clone()) {
-                    workers.spawn(route_worker(app.clone(), queue.clone(), key, stop.clone()));
+                    workers.spawn(route_worker(app.clone(), queue.clone(), key, stop.clone(), runtimes.clone()));
                 }
             }
         }
@@ -77,7 +82,14 @@ fn lookup(app: &App, key: &RouteKey) -> Option<(Arc<crate::app::Loaded>, usize)>
     Some((loaded, index))
 }
 
-async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watch::Receiver<bool>) {
+async fn route_worker(
+    app: Arc<App>,
+    queue: Queue,
+    key: RouteKey,
+    mut stop: watch::Receiver<bool>,
+    runtimes: Arc<[tokio::runtime::Handle]>,
+) {
+    let mut next_runtime = 0usize;
     let waker = queue.waker(&key);
     let metrics = app.metrics.queue_route(key.source(), key.route());
     let mut attempts: JoinSet<String> = JoinSet::new();
@@ -94,7 +106,12 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
             let route = &source.routes[key.route()];
             let concurrency = route.queue().map_or(1, |q| q.concurrency as usize);
             let free = concurrency.saturating_sub(attempts.len());
-            if free > 0 {
+            // Take in batches: every take is a range scan of the store (on
+            // disk, a merge over the LSM tree's memtables and tables), which
+            // costs about as much for one entry as for dozens. So once some
+            // attempts are in flight, wait until a quarter of the slots are
+            // free (drain: 3x fewer scans per delivery at concurrency 64).
+            if free > 0 && (attempts.is_empty() || free >= (concurrency / 4).max(1)) {
                 let now = unix_ms(SystemTime::now());
                 let skip = in_flight.clone();
                 match queue.store.take(key.clone(), free, skip, now).await {
@@ -113,7 +130,11 @@ async fn route_worker(app: Arc<App>, queue: Queue, key: RouteKey, mut stop: watc
                                 source_index: index,
                                 route_index: key.route(),
                             };
-                            attempts.spawn(job.run(entry));
+                            match runtimes.get(next_runtime % runtimes.len().max(1)) {
+                                Some(rt) => attempts.spawn_on(job.run(entry), rt),
+                                None => attempts.spawn(job.run(entry)),
+                            };
+                            next_runtime = next_runtime.wrapping_add(1);
                         }
                     }
                     Err(e) => {

@@ -63,7 +63,7 @@ pub async fn spawn_app(app: Arc<App>, cfg: Config) -> Gateway {
         tokio::spawn(hookgate::server::serve_admin(app.clone(), admin, stopped(rx.clone()))),
     ];
     if let Some(q) = app.queue.clone() {
-        tasks.push(tokio::spawn(hookgate::queue::worker::run(app.clone(), q, rx)));
+        tasks.push(tokio::spawn(hookgate::queue::worker::run(app.clone(), q, rx, Vec::new())));
     }
     Gateway { addr, admin: admin_addr, app, config: cfg, stop, tasks }
 }
