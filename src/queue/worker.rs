@@ -111,7 +111,9 @@ async fn route_worker(
             // costs about as much for one entry as for dozens. So once some
             // attempts are in flight, wait until a quarter of the slots are
             // free (drain: 3x fewer scans per delivery at concurrency 64).
-            if free > 0 && (attempts.is_empty() || free >= (concurrency / 4).max(1)) {
+            let will_take = free > 0 && (attempts.is_empty() || free >= (concurrency / 4).max(1));
+            waker.want(will_take);
+            if will_take {
                 let now = unix_ms(SystemTime::now());
                 let skip = in_flight.clone();
                 match queue.store.take(key.clone(), free, skip, now).await {
@@ -135,6 +137,10 @@ async fn route_worker(
                                 None => attempts.spawn(job.run(entry)),
                             };
                             next_runtime = next_runtime.wrapping_add(1);
+                        }
+                        // Full now: enqueues need not wake it until a slot frees.
+                        if concurrency.saturating_sub(attempts.len()) < (concurrency / 4).max(1) {
+                            waker.want(false);
                         }
                     }
                     Err(e) => {
