@@ -50,7 +50,7 @@ type Tallies = Arc<Mutex<HashMap<RouteKey, Tally>>>;
 
 /// One request to the store thread.
 enum Op {
-    Enqueue(RouteKey, NewEntry, oneshot::Sender<Result<u64, QueueError>>),
+    Enqueue(RouteKey, NewEntry, Reply<Result<u64, QueueError>>),
     Take {
         route: RouteKey,
         limit: usize,
@@ -60,7 +60,7 @@ enum Op {
     },
     /// An attempt's outcome: the entry's seq, its schedule key and route (the
     /// entry itself stays with the caller, which decoded it and drops it).
-    Finish(Finished, Transition, oneshot::Sender<Result<(), QueueError>>),
+    Finish(Finished, Transition, Reply<Result<(), QueueError>>),
     DeadList {
         source: Option<String>,
         limit: usize,
@@ -86,6 +86,108 @@ enum Op {
 struct RawTaken {
     entries: Vec<(u64, Slot, State, fjall::Slice)>,
     next_due_ms: Option<u64>,
+}
+
+/// A per-delivery request's answer channel, and the hub of the caller's runtime.
+///
+/// Answering a task on another runtime wakes that runtime (tokio writes its
+/// `eventfd` for every such wake), so answering each enqueue of a batch on its
+/// own cost one syscall per acknowledgement on the store thread. The answers
+/// of a batch go instead as one message per runtime to a small task there
+/// ([`hub`]), which hands them out locally: one wake per runtime per batch.
+struct Reply<T> {
+    tx: oneshot::Sender<T>,
+    hub: Option<HubTx>,
+}
+
+type HubTx = mpsc::UnboundedSender<Vec<Answer>>;
+
+enum Answer {
+    Enqueued(oneshot::Sender<Result<u64, QueueError>>, Result<u64, QueueError>),
+    Finished(oneshot::Sender<Result<(), QueueError>>, Result<(), QueueError>),
+}
+
+impl Answer {
+    fn deliver(self) {
+        match self {
+            Answer::Enqueued(tx, r) => drop(tx.send(r)),
+            Answer::Finished(tx, r) => drop(tx.send(r)),
+        }
+    }
+}
+
+impl From<(oneshot::Sender<Result<u64, QueueError>>, Result<u64, QueueError>)> for Answer {
+    fn from((tx, r): (oneshot::Sender<Result<u64, QueueError>>, Result<u64, QueueError>)) -> Self {
+        Answer::Enqueued(tx, r)
+    }
+}
+
+impl From<(oneshot::Sender<Result<(), QueueError>>, Result<(), QueueError>)> for Answer {
+    fn from((tx, r): (oneshot::Sender<Result<(), QueueError>>, Result<(), QueueError>)) -> Self {
+        Answer::Finished(tx, r)
+    }
+}
+
+impl<T> Reply<T>
+where
+    Answer: From<(oneshot::Sender<T>, T)>,
+{
+    fn new(tx: oneshot::Sender<T>) -> Self {
+        Reply { tx, hub: hub() }
+    }
+
+    /// Answers at once (errors before anything was written).
+    fn now(self, v: T) {
+        let _ = self.tx.send(v);
+    }
+
+    /// Answers with the rest of the batch ([`Answers::flush`]).
+    fn later(self, v: T, answers: &mut Answers) {
+        answers.push(self.hub, Answer::from((self.tx, v)));
+    }
+}
+
+/// The calling thread's hub: a task on its runtime delivering answers sent
+/// to it; made on first use, again after that runtime ended. `None` outside
+/// a runtime (answers then go directly).
+fn hub() -> Option<HubTx> {
+    thread_local!(static HUB: std::cell::RefCell<Option<HubTx>> = const { std::cell::RefCell::new(None) });
+    HUB.with_borrow_mut(|hub| {
+        if hub.as_ref().is_none_or(|h| h.is_closed()) {
+            let rt = tokio::runtime::Handle::try_current().ok()?;
+            let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Answer>>();
+            rt.spawn(async move {
+                while let Some(batch) = rx.recv().await {
+                    batch.into_iter().for_each(Answer::deliver);
+                }
+            });
+            *hub = Some(tx);
+        }
+        hub.clone()
+    })
+}
+
+/// A batch's answers, grouped by hub until [`Answers::flush`].
+#[derive(Default)]
+struct Answers(Vec<(HubTx, Vec<Answer>)>);
+
+impl Answers {
+    fn push(&mut self, hub: Option<HubTx>, a: Answer) {
+        let Some(hub) = hub else { return a.deliver() };
+        match self.0.iter_mut().find(|(h, _)| h.same_channel(&hub)) {
+            Some((_, list)) => list.push(a),
+            None => self.0.push((hub, vec![a])),
+        }
+    }
+
+    fn flush(self) {
+        for (hub, list) in self.0 {
+            // That runtime is gone: answer directly (nobody may be waiting).
+            if let Err(unsent) = hub.send(list) {
+                unsent.0.into_iter().for_each(Answer::deliver);
+            }
+        }
+    }
 }
 
 /// [`Op::Finish`]'s part of a [`TakenEntry`].
@@ -328,7 +430,7 @@ impl DiskQueue {
 
     /// Stores `entry`; its sequence number.
     pub async fn enqueue(&self, route: RouteKey, entry: NewEntry) -> Result<u64, QueueError> {
-        self.ask(|r| Op::Enqueue(route, entry, r)).await?
+        self.ask(|r| Op::Enqueue(route, entry, Reply::new(r))).await?
     }
 
     pub async fn take(
@@ -366,7 +468,7 @@ impl DiskQueue {
         let route = RouteKey::new(&taken.entry.meta.source, taken.entry.meta.route);
         // The entry (headers, body) is dropped here, not on the store thread.
         drop(taken.entry);
-        self.ask(|r| Op::Finish(Finished { seq, slot, route }, t, r)).await?
+        self.ask(|r| Op::Finish(Finished { seq, slot, route }, t, Reply::new(r))).await?
     }
 
     pub async fn dead_list(
@@ -478,22 +580,24 @@ impl StoreThread {
         // at-least-once allows), the rest one by one.
         let (enqueues, rest): (Vec<Op>, Vec<Op>) = ops.drain(..).partition(|o| matches!(o, Op::Enqueue(..)));
         let (finishes, others): (Vec<Op>, Vec<Op>) = rest.into_iter().partition(|o| matches!(o, Op::Finish(..)));
+        let mut answers = Answers::default();
         if !enqueues.is_empty() {
-            self.enqueue_batch(enqueues);
+            self.enqueue_batch(enqueues, &mut answers);
         }
         if !finishes.is_empty() {
-            self.finish_batch(finishes);
+            self.finish_batch(finishes, &mut answers);
         }
+        answers.flush();
         for op in others {
             self.other(op);
         }
     }
 
-    fn finish_batch(&mut self, ops: Vec<Op>) {
+    fn finish_batch(&mut self, ops: Vec<Op>, answers: &mut Answers) {
         let Some(db) = self.db.as_ref() else {
             for op in ops {
                 if let Op::Finish(_, _, reply) = op {
-                    let _ = reply.send(Err(QueueError::Unavailable("queue store is not open".into())));
+                    reply.now(Err(QueueError::Unavailable("queue store is not open".into())));
                 }
             }
             return;
@@ -539,23 +643,23 @@ impl StoreThread {
                             Transition::Dead { .. } => c.dead += 1,
                         }
                     });
-                    let _ = reply.send(Ok(()));
+                    reply.later(Ok(()), answers);
                 }
             }
             Err(e) => {
                 for (_, _, _, reply) in done {
-                    let _ = reply.send(Err(e.clone()));
+                    reply.later(Err(e.clone()), answers);
                 }
                 self.failed(&e);
             }
         }
     }
 
-    fn enqueue_batch(&mut self, ops: Vec<Op>) {
+    fn enqueue_batch(&mut self, ops: Vec<Op>, answers: &mut Answers) {
         let Some(db) = self.db.as_mut() else {
             for op in ops {
                 if let Op::Enqueue(_, _, reply) = op {
-                    let _ = reply.send(Err(QueueError::Unavailable("queue store is not open".into())));
+                    reply.now(Err(QueueError::Unavailable("queue store is not open".into())));
                 }
             }
             return;
@@ -578,12 +682,12 @@ impl StoreThread {
             Ok(()) => {
                 for (route, seq, reply) in done {
                     self.tally(&route, |t| t.fresh += 1);
-                    let _ = reply.send(Ok(seq));
+                    reply.later(Ok(seq), answers);
                 }
             }
             Err(e) => {
                 for (_, _, reply) in done {
-                    let _ = reply.send(Err(e.clone()));
+                    reply.later(Err(e.clone()), answers);
                 }
                 self.failed(&e);
             }
@@ -788,6 +892,39 @@ mod tests {
 
     fn ids(t: &Taken) -> Vec<String> {
         t.entries.iter().map(|e| e.entry.meta.id.clone()).collect()
+    }
+
+    /// Answers reach callers through their runtime's hub, one message per
+    /// runtime per batch; a thread whose runtime ended gets a new hub with the
+    /// next runtime, and answers for a hub that is gone are sent directly.
+    #[test]
+    fn answers_go_through_a_hub_per_runtime_and_survive_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = DiskQueue::start(dir.path().to_owned(), true).unwrap();
+        let route = RouteKey::new("s", 0);
+        let rt = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let first = rt();
+        let seqs = first.block_on(async {
+            let many = (0..20).map(|i| q.enqueue(route.clone(), entry(&format!("a{i}"), 1)));
+            futures_util::future::join_all(many).await
+        });
+        assert!(seqs.iter().all(Result::is_ok), "{seqs:?}");
+        let stale = hub().expect("a hub outlives its runtime only as a closed channel");
+        drop(first);
+        assert!(stale.is_closed(), "the hub's task ended with its runtime");
+        assert!(hub().is_none(), "outside a runtime there is no hub");
+
+        let second = rt();
+        let seq = second.block_on(q.enqueue(route.clone(), entry("b", 2))).unwrap();
+        assert!(seq > 20);
+        // An answer for the dead hub is delivered directly.
+        let (tx, rx) = oneshot::channel();
+        let mut answers = Answers::default();
+        Reply { tx, hub: Some(stale) }.later(Ok::<u64, QueueError>(7), &mut answers);
+        answers.flush();
+        assert_eq!(second.block_on(rx).unwrap().unwrap(), 7);
+        let taken = second.block_on(q.take(route, 100, HashSet::new(), 10)).unwrap();
+        assert_eq!(taken.entries.len(), 21, "every acknowledged enqueue was stored");
     }
 
     /// A dead letter revived behind the scan cursor is still found.
