@@ -73,8 +73,10 @@ fn main() {
         eprintln!("usage: bare_proxy LISTEN_ADDR UPSTREAM_ADDR");
         std::process::exit(2);
     };
-    let listen: SocketAddr = listen.parse().expect("listen address");
-    let upstream: SocketAddr = upstream.parse().expect("upstream address");
+    let (Ok(listen), Ok(upstream)) = (listen.parse::<SocketAddr>(), upstream.parse::<SocketAddr>()) else {
+        eprintln!("bare_proxy: LISTEN_ADDR and UPSTREAM_ADDR are IP:PORT");
+        std::process::exit(2);
+    };
     let auto = std::env::var_os("BARE_AUTO").is_some();
     let timer = std::env::var_os("BARE_TIMER").is_some();
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
