@@ -10,7 +10,6 @@
 //!   `X-Forwarded-Host` are set;
 //! - the incoming query string is appended to the upstream URL.
 
-use std::io::Write as _;
 use std::net::IpAddr;
 
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST};
@@ -107,16 +106,8 @@ fn peer_header(peer: IpAddr) -> HeaderValue {
     LAST.with_borrow_mut(|last| match last {
         Some((ip, v)) if *ip == peer => v.clone(),
         _ => {
-            let mut buf = [0u8; 48];
-            let mut w = &mut buf[..];
-            // An IP address always fits and is always valid header text.
-            let v = match write!(w, "{peer}") {
-                Ok(()) => {
-                    let n = 48 - w.len();
-                    HeaderValue::from_bytes(&buf[..n]).unwrap_or(HeaderValue::from_static(""))
-                }
-                Err(_) => HeaderValue::from_static(""),
-            };
+            // An address's text is always a valid header value.
+            let v = HeaderValue::try_from(peer.to_string()).unwrap_or(HeaderValue::from_static(""));
             *last = Some((peer, v.clone()));
             v
         }
@@ -362,5 +353,10 @@ mod tests {
         assert_eq!(v, "203.0.113.1, 198.51.100.2, 10.0.0.3, 192.0.2.7");
         let longest: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().unwrap();
         assert_eq!(forwarded_for(HeaderMap::new().get_all(&XFF), longest).unwrap(), longest.to_string().as_str());
+        // The thread's last peer is reused only for that same peer.
+        for ip in ["192.0.2.1", "192.0.2.1", "198.51.100.9", "192.0.2.1"] {
+            let v = forwarded_for(HeaderMap::new().get_all(&XFF), ip.parse().unwrap()).unwrap();
+            assert_eq!(v, ip);
+        }
     }
 }

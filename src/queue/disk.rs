@@ -241,6 +241,13 @@ fn schedule_key(route: &RouteKey, at_ms: u64, seq: u64) -> Vec<u8> {
     k
 }
 
+/// Past every schedule key of `route` (`route ‖ at_ms ‖ seq`).
+fn route_end(route: &RouteKey) -> Vec<u8> {
+    let mut end = route.as_bytes().to_vec();
+    end.extend_from_slice(&[0xff; 17]);
+    end
+}
+
 /// `(at_ms, seq)` from the part of a schedule key after the route.
 fn schedule_parts(rest: &[u8]) -> Option<(u64, u64)> {
     (rest.len() == 16).then(|| (read_u64(&rest[..8]), read_u64(&rest[8..])))
@@ -314,10 +321,8 @@ impl Db {
             self.cursors.remove(&(false, route.clone()));
             self.cursor_reset.insert(route.clone(), std::time::Instant::now());
         }
-        let mut end = route.as_bytes().to_vec();
-        end.extend_from_slice(&[0xff; 17]);
-
-        let start = self.cursors.get(&(true, route.clone())).cloned().unwrap_or_else(|| route.as_bytes().to_vec());
+        let end = route_end(route);
+        let start = self.scan_start(true, route);
         let mut first_live = None;
         for g in self.retry.range(start..end.clone()) {
             let (k, v) = g.into_inner().map_err(io)?;
@@ -391,6 +396,12 @@ impl Db {
             self.cursors.insert((false, route.clone()), k);
         }
         Ok(seen)
+    }
+
+    /// Where a scan of `route`'s `retry` (true) or `fresh` keys starts: its
+    /// cursor, else the route's first key.
+    fn scan_start(&self, retry: bool, route: &RouteKey) -> Vec<u8> {
+        self.cursors.get(&(retry, route.clone())).cloned().unwrap_or_else(|| route.as_bytes().to_vec())
     }
 
     /// The stored entry `seq` names, as bytes; a schedule key naming no entry is dropped.
@@ -743,13 +754,10 @@ impl StoreThread {
                 // polling it during a drain cost the store thread more than
                 // the drain (a revived dead letter behind the cursor shows
                 // once the cursor is reset, as for takes).
-                let first = self.db.as_ref().and_then(|db| {
-                    let mut end = route.as_bytes().to_vec();
-                    end.extend_from_slice(&[0xff; 17]);
-                    let start =
-                        db.cursors.get(&(false, route.clone())).cloned().unwrap_or_else(|| route.as_bytes().to_vec());
-                    db.fresh.range(start..end).next()
-                });
+                let first = self
+                    .db
+                    .as_ref()
+                    .and_then(|db| db.fresh.range(db.scan_start(false, &route)..route_end(&route)).next());
                 let at = first.and_then(|g| g.key().ok()).and_then(|k| {
                     let (_, rest) = RouteKey::split(&k)?;
                     schedule_parts(rest).map(|(at, _)| at)
@@ -925,6 +933,29 @@ mod tests {
         assert_eq!(second.block_on(rx).unwrap().unwrap(), 7);
         let taken = second.block_on(q.take(route, 100, HashSet::new(), 10)).unwrap();
         assert_eq!(taken.entries.len(), 21, "every acknowledged enqueue was stored");
+    }
+
+    /// The oldest pending entry's arrival, also once a take has moved the
+    /// scan cursor and entries before it were finished (their tombstones are skipped).
+    #[tokio::test]
+    async fn oldest_pending_follows_the_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = DiskQueue::start(dir.path().to_owned(), false).unwrap();
+        let route = RouteKey::new("s", 0);
+        assert_eq!(q.oldest_fresh_ms(route.clone()).await, None);
+        for (id, at) in [("a", 10), ("b", 20), ("c", 30)] {
+            q.enqueue(route.clone(), entry(id, at)).await.unwrap();
+        }
+        assert_eq!(q.oldest_fresh_ms(route.clone()).await, Some(10));
+        let taken = q.take(route.clone(), 2, HashSet::new(), 100).await.unwrap();
+        assert_eq!(ids(&taken), ["a", "b"]);
+        assert_eq!(q.oldest_fresh_ms(route.clone()).await, Some(10), "taken, not yet finished: still pending");
+        for t in taken.entries {
+            q.finish(t, Transition::Done).await.unwrap();
+        }
+        assert_eq!(q.oldest_fresh_ms(route.clone()).await, Some(30));
+        q.enqueue(route.clone(), entry("d", 40)).await.unwrap();
+        assert_eq!(q.oldest_fresh_ms(route.clone()).await, Some(30));
     }
 
     /// A dead letter revived behind the scan cursor is still found.

@@ -111,7 +111,8 @@ async fn route_worker(
             // costs about as much for one entry as for dozens. So once some
             // attempts are in flight, wait until a quarter of the slots are
             // free (drain: 3x fewer scans per delivery at concurrency 64).
-            let will_take = free > 0 && (attempts.is_empty() || free >= (concurrency / 4).max(1));
+            let batch = (concurrency / 4).max(1);
+            let will_take = free > 0 && (attempts.is_empty() || free >= batch);
             waker.want(will_take);
             if will_take {
                 let now = unix_ms(SystemTime::now());
@@ -139,7 +140,7 @@ async fn route_worker(
                             next_runtime = next_runtime.wrapping_add(1);
                         }
                         // Full now: enqueues need not wake it until a slot frees.
-                        if concurrency.saturating_sub(attempts.len()) < (concurrency / 4).max(1) {
+                        if concurrency.saturating_sub(attempts.len()) < batch {
                             waker.want(false);
                         }
                     }
