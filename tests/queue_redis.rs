@@ -244,3 +244,77 @@ async fn works_on_a_three_master_cluster() {
     );
     gw.shutdown().await;
 }
+
+/// A script call's count in the server's statistics (`EVALSHA` plus `EVAL`).
+fn script_calls(redis: &RedisServer) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    ["cmdstat_evalsha:calls=", "cmdstat_eval:calls="]
+        .iter()
+        .filter_map(|p| stats.lines().find_map(|l| l.strip_prefix(p)))
+        .map(|rest| rest.split(',').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+fn stored_entry(i: usize) -> hookgate::queue::NewEntry {
+    hookgate::queue::NewEntry {
+        meta: hookgate::queue::Meta {
+            source: "tampa".into(),
+            route: 0,
+            id: format!("batch-{i}"),
+            event_type: "dev.tampa.event.created".into(),
+            query: None,
+            received_ms: 1_700_000_000_000 + i as u64,
+            log: None,
+        },
+        headers: http::HeaderMap::new(),
+        body: bytes::Bytes::from(format!("{{\"n\":{i}}}")),
+    }
+}
+
+/// Taking is one script call (due retries, stale claims, new entries and the
+/// next due time together), and deliveries that finish together are recorded
+/// with one script call for all of them; each is still acknowledged and
+/// deleted from the stream.
+#[tokio::test]
+async fn takes_and_outcomes_finished_together_cost_one_script_call_each() {
+    use hookgate::config::{RedisConfig, RedisTarget};
+    use hookgate::queue::redis::RedisQueue;
+    use hookgate::queue::{RouteKey, Transition};
+    let redis = RedisServer::start();
+    let cfg = RedisConfig {
+        target: RedisTarget::Single(redis.url()),
+        key_prefix: "t:".into(),
+        timeout: Duration::from_secs(2),
+    };
+    let q = std::sync::Arc::new(RedisQueue::new(&cfg, Duration::from_secs(30)).unwrap());
+    let route = RouteKey::new("tampa", 0);
+    for i in 0..20 {
+        q.enqueue(&route, &stored_entry(i)).await.unwrap();
+    }
+    let before = script_calls(&redis);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let taken = q.take(&route, 50, &Default::default(), now).await.unwrap();
+    assert_eq!(taken.entries.len(), 20);
+    assert_eq!(taken.next_due_ms, None, "no retry is scheduled");
+    // EVALSHA, then EVAL on the server's first sight of the script.
+    assert!(script_calls(&redis) - before <= 2, "a take is one script call");
+    let mut ids: Vec<_> = taken.entries.iter().map(|e| e.entry.meta.id.clone()).collect();
+    ids.sort();
+    let mut want: Vec<_> = (0..20).map(|i| format!("batch-{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want);
+
+    let before = script_calls(&redis);
+    let mut finishing = tokio::task::JoinSet::new();
+    for t in taken.entries {
+        let q = q.clone();
+        finishing.spawn(async move { q.finish(&t, &Transition::Done).await });
+    }
+    while let Some(r) = finishing.join_next().await {
+        r.unwrap().unwrap();
+    }
+    assert!(script_calls(&redis) - before <= 2, "20 outcomes of one tick are one script call");
+    assert_eq!(redis.cli(&["XLEN", "t:{tampa:0}:s"]).trim(), "0", "each was deleted from the stream");
+    let pending = redis.cli(&["XPENDING", "t:{tampa:0}:s", "hookgate"]);
+    assert_eq!(pending.lines().next().map(str::trim), Some("0"), "each was acknowledged: {pending}");
+}

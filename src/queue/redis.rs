@@ -10,9 +10,11 @@
 //! - `…:h` — a hash holding the delayed and dead records.
 //!
 //! A record is [`pack`]ed: the delivery's queue ID, its [`State`] and the
-//! entry. Taking: due retries are moved back into the stream (one script),
-//! entries another replica took more than `visibility_timeout` ago are claimed
-//! (`XAUTOCLAIM`), then new ones are read. Recording an outcome is one script
+//! entry. Taking is one script, one round trip: due retries are moved back
+//! into the stream, entries another replica took more than
+//! `visibility_timeout` ago are claimed (`XAUTOCLAIM`, at most every quarter
+//! of the timeout), new ones are read (`XREADGROUP`), and the next retry's due
+//! time comes back with them. Recording an outcome is one script
 //! that first `XACK`s: if that finds nothing, another replica has claimed the
 //! entry meanwhile and owns its outcome, so nothing else is written.
 //! Acknowledged entries are deleted from the stream (`XDEL`), so it holds only
@@ -22,12 +24,13 @@
 //! server acknowledged the `XADD`; it survives what the server's persistence
 //! survives (AOF with `appendfsync always` or `everysec`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Value;
+use tokio::sync::oneshot;
 
 use super::entry::{Damaged, NewEntry, RouteKey, State, pack, unpack};
 use super::{Counts, DeadItem, DeadPage, Handle, QueueError, Taken, TakenEntry, Transition};
@@ -38,22 +41,57 @@ const GROUP: &str = "hookgate";
 /// Due retries moved back into the stream per take, at most.
 const PROMOTE_BATCH: usize = 256;
 
-/// KEYS: stream, delayed, hash. ARGV: now, max. Moves due retries into the stream.
-const PROMOTE: &str = r"local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+/// A take in one round trip. KEYS: stream, delayed, hash. ARGV: now, the
+/// most due retries to move, consumer, how many to hand out, min idle ms for
+/// claiming another replica's entries (0: do not claim this time).
+/// Moves due retries back into the stream, claims entries idle past the
+/// visibility timeout, reads new ones, and returns `{{stream id, record, ...},
+/// score of the next due retry or nil}`.
+const TAKE: &str = r"local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(ids) do
   local v = redis.call('HGET', KEYS[3], id)
   if v then redis.call('XADD', KEYS[1], '*', 'p', v) end
   redis.call('ZREM', KEYS[2], id)
   redis.call('HDEL', KEYS[3], id)
 end
-return #ids";
-
-/// KEYS: stream. ARGV: stream id. Done: acknowledged and deleted.
-const DONE: &str = r"if redis.call('XACK', KEYS[1], 'hookgate', ARGV[1]) == 1 then
-  redis.call('XDEL', KEYS[1], ARGV[1])
-  return 1
+local out = {}
+local want = tonumber(ARGV[4])
+local function add(entries)
+  for _, e in ipairs(entries) do
+    local f = e[2]
+    if f then
+      for i = 1, #f, 2 do
+        if f[i] == 'p' then
+          out[#out + 1] = e[1]
+          out[#out + 1] = f[i + 1]
+          want = want - 1
+          break
+        end
+      end
+    end
+  end
 end
-return 0";
+if want > 0 and tonumber(ARGV[5]) > 0 then
+  add(redis.call('XAUTOCLAIM', KEYS[1], 'hookgate', ARGV[3], ARGV[5], '0-0', 'COUNT', want)[2])
+end
+if want > 0 then
+  local r = redis.call('XREADGROUP', 'GROUP', 'hookgate', ARGV[3], 'COUNT', want, 'STREAMS', KEYS[1], '>')
+  if r then add(r[1][2]) end
+end
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+return {out, first[2] or false}";
+
+/// KEYS: stream. ARGV: stream ids. Done: each that the group still has
+/// pending is acknowledged and deleted (one that is not was finished by the
+/// replica that claimed it meanwhile).
+const DONE: &str = r"local n = 0
+for _, id in ipairs(ARGV) do
+  if redis.call('XACK', KEYS[1], 'hookgate', id) == 1 then
+    redis.call('XDEL', KEYS[1], id)
+    n = n + 1
+  end
+end
+return n";
 
 /// KEYS: stream, sorted set (delayed or dead), hash. ARGV: stream id, queue id, score, record.
 const PARK: &str = r"if redis.call('XACK', KEYS[1], 'hookgate', ARGV[1]) == 1 then
@@ -86,7 +124,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 return #ids";
 
 struct Scripts {
-    promote: Script,
+    take: Script,
     done: Script,
     park: Script,
     revive: Script,
@@ -102,10 +140,45 @@ pub struct RedisQueue {
     visibility: Duration,
     /// Streams whose consumer group this process has made sure of.
     groups: Mutex<HashSet<RouteKey>>,
+    /// Delivered entries waiting to be recorded together (see [`RedisQueue::done`]).
+    done_waiting: Mutex<Vec<DoneWaiting>>,
+    /// When each route last claimed stale entries (see [`RedisQueue::take`]).
+    claimed_at: Mutex<HashMap<RouteKey, Instant>>,
     scripts: Scripts,
     /// Makes queue IDs unique within this process.
     counter: AtomicU64,
     id_base: String,
+}
+
+/// A delivered entry waiting to be recorded: stream key, stream ID, who waits.
+type DoneWaiting = (String, String, oneshot::Sender<Result<(), QueueError>>);
+
+/// Held by the task that sends a batch of outcomes until it took the batch:
+/// if that task is cancelled first, what waits is failed (and attempted
+/// again later, at least once) instead of waiting for a sender that is gone.
+struct DoneLead<'a> {
+    waiting: &'a Mutex<Vec<DoneWaiting>>,
+    armed: bool,
+}
+
+impl DoneLead<'_> {
+    /// The batch: everything waiting now (a later arrival leads the next one).
+    fn take(mut self) -> Vec<DoneWaiting> {
+        self.armed = false;
+        std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Drop for DoneLead<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let left = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        for (_, _, tx) in left {
+            let _ = tx.send(Err(unavailable("the task recording this outcome was cancelled")));
+        }
+    }
 }
 
 struct Keys {
@@ -186,8 +259,10 @@ impl RedisQueue {
             consumer: format!("hg-{tag}"),
             visibility,
             groups: Mutex::default(),
+            claimed_at: Mutex::default(),
+            done_waiting: Mutex::default(),
             scripts: Scripts {
-                promote: Script::new(PROMOTE),
+                take: Script::new(TAKE),
                 done: Script::new(DONE),
                 park: Script::new(PARK),
                 revive: Script::new(REVIVE),
@@ -265,50 +340,47 @@ impl RedisQueue {
     ) -> Result<Taken, QueueError> {
         let k = self.keys(route);
         self.ensure_group(route, &k).await?;
+        // Claiming looks for entries idle past the visibility timeout, so
+        // looking every quarter of it is enough (they wait at most 25% longer)
+        // and spares the pending-list scan on nearly every take.
+        let claim = limit > 0 && self.claim_due(route);
         let now = now_ms.to_string();
-        let batch = PROMOTE_BATCH.to_string();
-        self.eval(&self.scripts.promote, &[&k.stream, &k.delayed, &k.hash], &[now.as_bytes(), batch.as_bytes()])
-            .await?;
-        let mut raw = Vec::new();
-        if limit > 0 {
-            // Entries a replica took and never finished (it died, or hung past the timeout).
-            let mut claim = redis::cmd("XAUTOCLAIM");
-            claim
-                .arg(&k.stream)
-                .arg(GROUP)
-                .arg(&self.consumer)
-                .arg(self.visibility.as_millis() as u64)
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(limit);
-            match self.query(&claim).await {
-                Ok(v) => raw.extend(items(&v).get(1).map(stream_entries).unwrap_or_default()),
-                Err(e) if e.to_string().contains("NOGROUP") => {
+        let promote = PROMOTE_BATCH.to_string();
+        let count = limit.to_string();
+        let idle = if claim { (self.visibility.as_millis() as u64).max(1) } else { 0 }.to_string();
+        let args: [&[u8]; 5] =
+            [now.as_bytes(), promote.as_bytes(), self.consumer.as_bytes(), count.as_bytes(), idle.as_bytes()];
+        let reply = match self.eval(&self.scripts.take, &[&k.stream, &k.delayed, &k.hash], &args).await {
+            Ok(v) => v,
+            Err(e) => {
+                if e.to_string().contains("NOGROUP") {
                     self.forget_group(route);
-                    return Err(e);
                 }
-                Err(e) => return Err(e),
+                return Err(e);
             }
+        };
+        if claim {
+            self.claimed_at.lock().unwrap_or_else(|p| p.into_inner()).insert(route.clone(), Instant::now());
         }
-        if raw.len() < limit {
-            let mut read = redis::cmd("XREADGROUP");
-            read.arg("GROUP")
-                .arg(GROUP)
-                .arg(&self.consumer)
-                .arg("COUNT")
-                .arg(limit - raw.len())
-                .arg("STREAMS")
-                .arg(&k.stream)
-                .arg(">");
-            let v = self.query(&read).await?;
-            for stream in items(&v) {
-                if let Some(entries) = items(stream).get(1) {
-                    raw.extend(stream_entries(entries));
-                }
-            }
-        }
-        let mut entries = Vec::with_capacity(raw.len());
-        for (stream_id, record) in raw {
+        // `{{stream id, record, ...}, next due score or nil}`, taken apart by
+        // value: the records move out of the reply instead of being copied.
+        let Value::Array(parts) = reply else {
+            return Err(unavailable("unexpected reply to a queue take"));
+        };
+        let mut parts = parts.into_iter();
+        let flat = match parts.next() {
+            Some(Value::Array(flat)) => flat,
+            _ => Vec::new(),
+        };
+        let next_due_ms = match parts.next() {
+            None | Some(Value::Nil) => None,
+            Some(v) => Some(int(&v)),
+        };
+        let mut entries = Vec::with_capacity(flat.len() / 2);
+        let mut flat = flat.into_iter();
+        while let (Some(stream_id), Some(record)) = (flat.next(), flat.next()) {
+            let (Value::BulkString(stream_id), Value::BulkString(record)) = (stream_id, record) else { continue };
+            let Ok(stream_id) = String::from_utf8(stream_id) else { continue };
             let (id, state, bytes) = match unpack(&record) {
                 Ok(parts) => parts,
                 Err(e) => {
@@ -322,10 +394,43 @@ impl RedisQueue {
             let entry = NewEntry::decode(bytes).map_err(damaged)?;
             entries.push(TakenEntry { handle: Handle::Redis { route: route.clone(), stream_id, id }, state, entry });
         }
-        let mut first = redis::cmd("ZRANGE");
-        first.arg(&k.delayed).arg(0).arg(0).arg("WITHSCORES");
-        let next_due_ms = items(&self.query(&first).await?).get(1).map(int);
         Ok(Taken { entries, next_due_ms })
+    }
+
+    /// Whether this take should also claim other replicas' stale entries.
+    fn claim_due(&self, route: &RouteKey) -> bool {
+        let at = self.claimed_at.lock().unwrap_or_else(|p| p.into_inner()).get(route).copied();
+        at.is_none_or(|t| t.elapsed() >= self.visibility / 4)
+    }
+
+    /// Records a delivered entry. The deliveries that finish in the same
+    /// scheduler tick (on any thread) go to Redis as one script call per
+    /// stream: the first of them waits one yield for the rest, then sends
+    /// them all. Per delivery that is one Lua call less in Redis (~7 us of its
+    /// one thread) and one round trip less here.
+    async fn done(&self, stream: String, stream_id: String) -> Result<(), QueueError> {
+        let (tx, rx) = oneshot::channel();
+        let lead = {
+            let mut waiting = self.done_waiting.lock().unwrap_or_else(|p| p.into_inner());
+            waiting.push((stream, stream_id, tx));
+            waiting.len() == 1
+        };
+        if lead {
+            let lead = DoneLead { waiting: &self.done_waiting, armed: true };
+            tokio::task::yield_now().await;
+            let mut batch = lead.take();
+            batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            while !batch.is_empty() {
+                let n = batch.iter().take_while(|d| d.0 == batch[0].0).count();
+                let group: Vec<_> = batch.drain(..n).collect();
+                let ids: Vec<&[u8]> = group.iter().map(|d| d.1.as_bytes()).collect();
+                let result = self.eval(&self.scripts.done, &[&group[0].0], &ids).await.map(drop);
+                for (_, _, tx) in group {
+                    let _ = tx.send(result.clone());
+                }
+            }
+        }
+        rx.await.unwrap_or_else(|_| Err(unavailable("the batch this outcome was in was cancelled")))
     }
 
     pub async fn finish(&self, taken: &TakenEntry, t: &Transition) -> Result<(), QueueError> {
@@ -335,8 +440,7 @@ impl RedisQueue {
         let k = self.keys(route);
         let (set, score, state) = match t {
             Transition::Done => {
-                self.eval(&self.scripts.done, &[&k.stream], &[stream_id.as_bytes()]).await?;
-                return Ok(());
+                return self.done(k.stream, stream_id.clone()).await;
             }
             Transition::Retry { due_ms, state } => (&k.delayed, *due_ms, state),
             Transition::Dead { state } => (&k.dead, state.dead_ms.unwrap_or(0), state),
