@@ -102,6 +102,21 @@ impl RedisConn {
         tokio::time::timeout(self.timeout, run).await.map_err(|_| Elapsed)
     }
 
+    /// Commands sent together, answered together, bounded by the timeout.
+    /// All keys must hash to one slot (hash tags) for Cluster.
+    pub async fn pipe(&self, pipe: &redis::Pipeline) -> Result<Result<Value, RedisError>, Elapsed> {
+        let run = async {
+            match &self.conn {
+                Conn::Single(m) => pipe.query_async::<Value>(&mut m[thread_slot() % m.len()].clone()).await,
+                Conn::Cluster(cc) => {
+                    let c = cc.conn.get_or_try_init(|| cc.client.get_async_connection()).await?;
+                    pipe.query_async::<Value>(&mut c.clone()).await
+                }
+            }
+        };
+        tokio::time::timeout(self.timeout, run).await.map_err(|_| Elapsed)
+    }
+
     /// `EVALSHA`, or `EVAL` when this node has not cached the script yet. All
     /// `keys` must hash to one slot (hash tags) for Cluster.
     pub async fn eval(

@@ -95,6 +95,12 @@ async fn route_worker(
     let mut attempts: JoinSet<String> = JoinSet::new();
     // Idents of the entries this worker has in flight (a take must not hand them out again).
     let mut in_flight: HashSet<String> = HashSet::new();
+    // Attempts still talking to the upstream: `concurrency` bounds these. An
+    // attempt frees its slot once the exchange is over, before its outcome is
+    // recorded (a store round trip that is not the app's load), and is
+    // reaped from `attempts` when that is done too.
+    let (freed_tx, mut freed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut upstream_busy = 0usize;
     let mut error_wait = Duration::from_millis(100);
     loop {
         if *stop.borrow() {
@@ -105,14 +111,17 @@ async fn route_worker(
             let source = &loaded.config.sources[index];
             let route = &source.routes[key.route()];
             let concurrency = route.queue().map_or(1, |q| q.concurrency as usize);
-            let free = concurrency.saturating_sub(attempts.len());
+            // Outcomes being recorded hold no slot, but at most `concurrency`
+            // of them wait (a slow store slows the takes down, not memory up).
+            let recording = attempts.len().saturating_sub(upstream_busy);
+            let free = concurrency.saturating_sub(upstream_busy).min(concurrency.saturating_sub(recording));
             // Take in batches: every take is a range scan of the store (on
             // disk, a merge over the LSM tree's memtables and tables), which
             // costs about as much for one entry as for dozens. So once some
             // attempts are in flight, wait until a quarter of the slots are
             // free (drain: 3x fewer scans per delivery at concurrency 64).
             let batch = (concurrency / 4).max(1);
-            let will_take = free > 0 && (attempts.is_empty() || free >= batch);
+            let will_take = free > 0 && (upstream_busy == 0 || free >= batch);
             waker.want(will_take);
             if will_take {
                 let now = unix_ms(SystemTime::now());
@@ -125,6 +134,8 @@ async fn route_worker(
                         }
                         for entry in taken.entries {
                             in_flight.insert(entry.ident());
+                            upstream_busy += 1;
+                            let slot = Slot(freed_tx.clone());
                             let job = Attempt {
                                 app: app.clone(),
                                 queue: queue.clone(),
@@ -134,13 +145,13 @@ async fn route_worker(
                                 route_index: key.route(),
                             };
                             match runtimes.get(next_runtime % runtimes.len().max(1)) {
-                                Some(rt) => attempts.spawn_on(job.run(entry), rt),
-                                None => attempts.spawn(job.run(entry)),
+                                Some(rt) => attempts.spawn_on(job.run(entry, slot), rt),
+                                None => attempts.spawn(job.run(entry, slot)),
                             };
                             next_runtime = next_runtime.wrapping_add(1);
                         }
                         // Full now: enqueues need not wake it until a slot frees.
-                        if concurrency.saturating_sub(attempts.len()) < batch {
+                        if concurrency.saturating_sub(upstream_busy) < batch {
                             waker.want(false);
                         }
                     }
@@ -154,6 +165,17 @@ async fn route_worker(
         }
         tokio::select! {
             _ = waker.notified() => {}
+            Some(()) = freed_rx.recv() => {
+                upstream_busy = upstream_busy.saturating_sub(1);
+                while freed_rx.try_recv().is_ok() {
+                    upstream_busy = upstream_busy.saturating_sub(1);
+                }
+                while let Some(done) = attempts.try_join_next() {
+                    if let Ok(seq) = done {
+                        in_flight.remove(&seq);
+                    }
+                }
+            }
             Some(done) = attempts.join_next(), if !attempts.is_empty() => {
                 if let Ok(seq) = done {
                     in_flight.remove(&seq);
@@ -184,6 +206,17 @@ async fn route_worker(
     }
 }
 
+/// An attempt's share of its route's `concurrency`: given back (a message to
+/// the route's worker) when the exchange with the upstream is over, or when
+/// the attempt ends any other way (dropped on shutdown, panicked).
+struct Slot(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
 /// Everything one attempt needs, taken from the config in force when it started.
 struct Attempt {
     app: Arc<App>,
@@ -200,7 +233,7 @@ impl Attempt {
         &self.loaded.config.sources[self.source_index].routes[self.route_index]
     }
 
-    async fn run(self, taken: TakenEntry) -> String {
+    async fn run(self, taken: TakenEntry, slot: Slot) -> String {
         let ident = taken.ident();
         let source = &self.loaded.sources[self.source_index];
         let route = self.route();
@@ -227,8 +260,10 @@ impl Attempt {
             }
             Err(e) => (None, None, Some(e.to_string())),
         };
-        // The answer's body is not needed; dropping it ends the exchange.
+        // The answer's body is not needed; dropping it ends the exchange, and
+        // with it the attempt's hold on a concurrency slot.
         drop(result);
+        drop(slot);
         let policy = route.queue().map(|q| q.retry).unwrap_or_default();
         let verdict = policy.verdict(n, status, retry_after, unit_random());
         let now = unix_ms(SystemTime::now());
