@@ -50,7 +50,9 @@ type Tallies = Arc<Mutex<HashMap<RouteKey, Tally>>>;
 
 /// One request to the store thread.
 enum Op {
-    Enqueue(RouteKey, NewEntry, Reply<Result<u64, QueueError>>),
+    /// The route, the entry's receive time (unix ms) and its encoding (done
+    /// by the caller, off the store thread's serial path).
+    Enqueue(RouteKey, u64, Vec<u8>, Reply<Result<u64, QueueError>>),
     Take {
         route: RouteKey,
         limit: usize,
@@ -441,7 +443,8 @@ impl DiskQueue {
 
     /// Stores `entry`; its sequence number.
     pub async fn enqueue(&self, route: RouteKey, entry: NewEntry) -> Result<u64, QueueError> {
-        self.ask(|r| Op::Enqueue(route, entry, Reply::new(r))).await?
+        let (received_ms, bytes) = (entry.meta.received_ms, entry.encode());
+        self.ask(|r| Op::Enqueue(route, received_ms, bytes, Reply::new(r))).await?
     }
 
     pub async fn take(
@@ -669,7 +672,7 @@ impl StoreThread {
     fn enqueue_batch(&mut self, ops: Vec<Op>, answers: &mut Answers) {
         let Some(db) = self.db.as_mut() else {
             for op in ops {
-                if let Op::Enqueue(_, _, reply) = op {
+                if let Op::Enqueue(_, _, _, reply) = op {
                     reply.now(Err(QueueError::Unavailable("queue store is not open".into())));
                 }
             }
@@ -678,11 +681,11 @@ impl StoreThread {
         let mut batch = db.db.batch();
         let mut done = Vec::with_capacity(ops.len());
         for op in ops {
-            let Op::Enqueue(route, entry, reply) = op else { continue };
+            let Op::Enqueue(route, received_ms, bytes, reply) = op else { continue };
             let seq = db.next_seq;
             db.next_seq += 1;
-            batch.insert(&db.entries, be(seq), entry.encode());
-            batch.insert(&db.fresh, schedule_key(&route, entry.meta.received_ms, seq), Vec::<u8>::new());
+            batch.insert(&db.entries, be(seq), bytes);
+            batch.insert(&db.fresh, schedule_key(&route, received_ms, seq), Vec::<u8>::new());
             done.push((route, seq, reply));
         }
         let mut result = batch.commit().map_err(io);
