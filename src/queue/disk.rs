@@ -755,8 +755,7 @@ impl StoreThread {
                 // are deleted ones (tombstones until compaction) that a drain
                 // leaves behind, and walking them on every `GET /queue` made
                 // polling it during a drain cost the store thread more than
-                // the drain (a revived dead letter behind the cursor shows
-                // once the cursor is reset, as for takes).
+                // the drain (a revived dead letter moves the cursor back to it).
                 let first = self
                     .db
                     .as_ref()
@@ -786,12 +785,25 @@ impl StoreThread {
                 }
             };
             batch.remove(&db.dead, be(seq));
-            batch.insert(&db.fresh, schedule_key(&route, received_ms, seq), Vec::<u8>::new());
-            moved.push(route);
+            let key = schedule_key(&route, received_ms, seq);
+            batch.insert(&db.fresh, key.clone(), Vec::<u8>::new());
+            moved.push((route, key));
         }
         batch.commit().map_err(io)?;
         let n = moved.len();
-        for route in moved {
+        if let Some(db) = self.db.as_mut() {
+            // A revived entry keeps its place by arrival, usually behind the
+            // route's scan cursor: move the cursor back to it, so the next
+            // take and the oldest-pending figure see it at once.
+            for (route, key) in &moved {
+                if let Some(cursor) = db.cursors.get_mut(&(false, route.clone()))
+                    && key < cursor
+                {
+                    cursor.clone_from(key);
+                }
+            }
+        }
+        for (route, _) in moved {
             self.tally(&route, |t| {
                 t.dead = t.dead.saturating_sub(1);
                 t.fresh += 1;
@@ -979,6 +991,11 @@ mod tests {
         assert_eq!(ids(&t), ["b"]);
         assert_eq!(q.counts(&route), (Counts { pending: 0, scheduled: 0, dead: 1 }, 1), "b is in flight");
         assert_eq!(q.dead_retry(Some(a), None).await.unwrap(), 1);
+        assert_eq!(
+            q.oldest_fresh_ms(route.clone()).await,
+            Some(1000),
+            "the revived entry is the oldest pending at once"
+        );
         // With b in flight, a (older than the cursor) must still be handed out.
         let t = q.take(route.clone(), 1, HashSet::from([b]), 5000).await.unwrap();
         assert_eq!(ids(&t), ["a"]);
