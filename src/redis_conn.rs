@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, RedisError, Value};
+use redis::{Cmd, Pipeline, RedisError, Value};
 use tokio::sync::OnceCell;
 
 use crate::config::{RedisConfig, RedisTarget};
@@ -24,6 +24,22 @@ pub struct Script {
 impl Script {
     pub fn new(body: &'static str) -> Self {
         Script { body, sha: redis::Script::new(body).get_hash().to_owned() }
+    }
+}
+
+/// What [`RedisConn`] sends: one command or a pipeline.
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    Cmd(&'a Cmd),
+    Pipe(&'a Pipeline),
+}
+
+impl Request<'_> {
+    async fn on(self, conn: &mut impl redis::aio::ConnectionLike) -> Result<Value, RedisError> {
+        match self {
+            Request::Cmd(c) => c.query_async::<Value>(conn).await,
+            Request::Pipe(p) => p.query_async::<Value>(conn).await,
+        }
     }
 }
 
@@ -90,27 +106,22 @@ impl RedisConn {
     /// One command, bounded by the timeout. `Ok(Err(_))` is an error reply or a
     /// connection failure, kept whole so callers can look at its kind.
     pub async fn query(&self, cmd: &Cmd) -> Result<Result<Value, RedisError>, Elapsed> {
-        let run = async {
-            match &self.conn {
-                Conn::Single(m) => cmd.query_async::<Value>(&mut m[thread_slot() % m.len()].clone()).await,
-                Conn::Cluster(cc) => {
-                    let c = cc.conn.get_or_try_init(|| cc.client.get_async_connection()).await?;
-                    cmd.query_async::<Value>(&mut c.clone()).await
-                }
-            }
-        };
-        tokio::time::timeout(self.timeout, run).await.map_err(|_| Elapsed)
+        self.send(Request::Cmd(cmd)).await
     }
 
     /// Commands sent together, answered together, bounded by the timeout.
     /// All keys must hash to one slot (hash tags) for Cluster.
-    pub async fn pipe(&self, pipe: &redis::Pipeline) -> Result<Result<Value, RedisError>, Elapsed> {
+    pub async fn pipe(&self, pipe: &Pipeline) -> Result<Result<Value, RedisError>, Elapsed> {
+        self.send(Request::Pipe(pipe)).await
+    }
+
+    async fn send(&self, req: Request<'_>) -> Result<Result<Value, RedisError>, Elapsed> {
         let run = async {
             match &self.conn {
-                Conn::Single(m) => pipe.query_async::<Value>(&mut m[thread_slot() % m.len()].clone()).await,
+                Conn::Single(m) => req.on(&mut m[thread_slot() % m.len()].clone()).await,
                 Conn::Cluster(cc) => {
                     let c = cc.conn.get_or_try_init(|| cc.client.get_async_connection()).await?;
-                    pipe.query_async::<Value>(&mut c.clone()).await
+                    req.on(&mut c.clone()).await
                 }
             }
         };
