@@ -1,0 +1,86 @@
+# Queue-mode bench helpers, shared by bench/queue.sh and bench/queue_ab.sh
+# (sourced after bench/lib.sh; $UP is the upstream's port, $RQ Redis's, and
+# THREADS, CONNS, DURATION the wrk load).
+
+# hookgate with one queue route; $1 = "always" | "none" (disk) | "redis", $2 = concurrency,
+# $3 = port, $4 = admin port, $5 = queue dir (disk) or key prefix (redis)
+qconfig() {
+  local store
+  if [ "$1" = redis ]; then
+    store="store = \"redis\"
+[queue.redis]
+url = \"redis://127.0.0.1:$RQ/0\"
+key_prefix = \"$(basename "$5"):\""
+  else
+    store="path = \"$5\"
+sync = \"$1\""
+  fi
+  cat <<CONF
+[server]
+listen = "127.0.0.1:$3"
+admin_listen = "127.0.0.1:$4"
+max_connections = 10000
+[log]
+deliveries = 10000
+[queue]
+$store
+[sources.tampa]
+path = "/webhooks/tampa"
+provider = "tampa"
+secrets = ["bench-secret"]
+tolerance = "1h"
+[[sources.tampa.routes]]
+events = ["*"]
+upstream = "http://127.0.0.1:$UP/hooks"
+delivery = "queue"
+concurrency = $2
+CONF
+}
+
+queue_state() { # admin port -> "pending scheduled in_flight dead"
+  # Parsed in bash, not with python: the drain is timed by polling this every
+  # 50 ms, and a python start per poll took a large share of the 2 cores.
+  local j f out=""
+  j=$(curl -s "http://127.0.0.1:$1/queue")
+  for f in pending scheduled in_flight dead; do
+    [[ $j =~ \"$f\":([0-9]+) ]] || { echo "no $f in /queue: $j" >&2; return 1; }
+    out+="${BASH_REMATCH[1]} "
+  done
+  echo "$out"
+}
+
+# One ingest, then its drain: hookgate binary $1, store $2 ("always" | "none"
+# | "redis"), a label $3 (unique per call). Sets INGEST_OUT (wrk's BENCH line)
+# and DRAIN_RATE (deliveries/s); prints both.
+ingest_then_drain() {
+  local bin=$1 sync=$2 tag=$3 P A Q HG code bad pending t0 t1 deadline p s f d
+  P=$(free_port); A=$(free_port); Q="$WORK/q-$tag"
+  qconfig "$sync" 0 "$P" "$A" "$Q" > "$WORK/hg-$tag.toml"
+  HOOKGATE_LOG=warn "$bin" -c "$WORK/hg-$tag.toml" & PIDS+=($!); HG=$!
+  wait_port "$P"
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$P/webhooks/tampa" \
+    -H "X-Webhook-Signature: $BENCH_SIG" -H "X-Delivery-ID: sanity-$tag" --data-binary @"$BENCH_BODY")
+  [ "$code" = 202 ] || { echo "queue route answered $code" >&2; exit 1; }
+  INGEST_OUT=$(load "$P" "$THREADS" "$CONNS" "$DURATION")
+  bad=$(sed -n 's/.*non2xx=\([0-9]*\).*/\1/p' <<<"$INGEST_OUT")
+  [ "$bad" = 0 ] || { echo "$bad ingest requests were not acked" >&2; exit 1; }
+  echo "  $(basename "$bin") ingest sync=$sync: $INGEST_OUT"
+  read -r pending _ _ _ <<<"$(queue_state "$A")"
+  # Drain: raise concurrency, reload, time until nothing is left.
+  sed -i 's/^concurrency = 0$/concurrency = 64/' "$WORK/hg-$tag.toml"
+  t0=$(date +%s.%N)
+  kill -HUP "$HG"
+  deadline=$((SECONDS + 300))
+  while :; do
+    read -r p s f d <<<"$(queue_state "$A")"
+    [ "$((p + s + f))" = 0 ] && break
+    [ "$SECONDS" -lt "$deadline" ] || { echo "drain did not finish in 300 s ($p $s $f left)" >&2; exit 1; }
+    sleep 0.05
+  done
+  t1=$(date +%s.%N)
+  [ "$d" = 0 ] || { echo "$d deliveries went dead while draining" >&2; exit 1; }
+  DRAIN_RATE=$(python3 -c "print(f'{$pending / ($t1 - $t0):.1f}')")
+  echo "  $(basename "$bin") drain sync=$sync: $pending deliveries in $(python3 -c "print(f'{$t1 - $t0:.2f}')") s = $DRAIN_RATE/s"
+  kill "$HG"; wait "$HG" 2>/dev/null || true
+  rm -rf "$Q"
+}
