@@ -28,18 +28,15 @@ THREADS=${THREADS:-2}
 BACKLOG=${BACKLOG:-0}
 
 . bench/lib.sh
+. bench/queue_lib.sh
 need nginx haproxy wrk curl redis-server
 
 # BIN=/path/to/hookgate measures another build (no cargo build then).
 if [ -z "${BIN:-}" ]; then cargo build --release --quiet; BIN=$PWD/target/release/hookgate; fi
 start_upstream
-RQ=$(free_port)
-mkdir -p "$WORK/redis"
-redis-server --port "$RQ" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec --dir "$WORK/redis" >/dev/null & PIDS+=($!)
-wait_port "$RQ"
+start_queue_redis
 start_proxies
 
-. bench/queue_lib.sh
 
 qconfig always 0 1 2 "$WORK/x" > "$WORK/sig.toml"
 sign_body "$BIN" "$WORK/sig.toml"

@@ -19,14 +19,11 @@ CONNS=${CONNS:-50}
 THREADS=${THREADS:-2}
 
 . bench/lib.sh
+. bench/queue_lib.sh
 need nginx wrk curl redis-server
 
 start_upstream
-RQ=$(free_port)
-mkdir -p "$WORK/redis"
-redis-server --port "$RQ" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec --dir "$WORK/redis" >/dev/null & PIDS+=($!)
-wait_port "$RQ"
-. bench/queue_lib.sh
+start_queue_redis
 qconfig always 0 1 2 "$WORK/x" > "$WORK/sig.toml"
 sign_body "$A_BIN" "$WORK/sig.toml"
 

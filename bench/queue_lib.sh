@@ -49,6 +49,15 @@ queue_state() { # admin port -> "pending scheduled in_flight dead"
   echo "$out"
 }
 
+# The Redis server of the Redis queue store runs (AOF, appendfsync everysec),
+# its port in RQ.
+start_queue_redis() {
+  RQ=$(free_port)
+  mkdir -p "$WORK/redis"
+  redis-server --port "$RQ" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec --dir "$WORK/redis" >/dev/null & PIDS+=($!)
+  wait_port "$RQ"
+}
+
 # One ingest, then its drain: hookgate binary $1, store $2 ("always" | "none"
 # | "redis"), a label $3 (unique per call). Sets INGEST_OUT (wrk's BENCH line)
 # and DRAIN_RATE (deliveries/s); prints both.
