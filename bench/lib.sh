@@ -103,6 +103,21 @@ start_redis() {
   wait_port "$RDS"
 }
 
+# The benches' source: tampa, one route to the upstream on $UP (more route
+# keys may follow it).
+bench_source() {
+  cat <<CONF
+[sources.tampa]
+path = "/webhooks/tampa"
+provider = "tampa"
+secrets = ["bench-secret"]
+tolerance = "1h"
+[[sources.tampa.routes]]
+events = ["*"]
+upstream = "http://127.0.0.1:$UP/hooks"
+CONF
+}
+
 # hookgate config: listen port, store ("memory" or "redis"; redis needs RDS).
 hg_config() {
   cat <<CONF
@@ -113,14 +128,7 @@ max_connections = 10000
 store = "$2"
 [dedupe.redis]
 url = "redis://127.0.0.1:${RDS:-6379}/0"
-[sources.tampa]
-path = "/webhooks/tampa"
-provider = "tampa"
-secrets = ["bench-secret"]
-tolerance = "1h"
-[[sources.tampa.routes]]
-events = ["*"]
-upstream = "http://127.0.0.1:$UP/hooks"
+$(bench_source)
 CONF
 }
 

@@ -24,14 +24,7 @@ max_connections = 10000
 deliveries = 10000
 [queue]
 $store
-[sources.tampa]
-path = "/webhooks/tampa"
-provider = "tampa"
-secrets = ["bench-secret"]
-tolerance = "1h"
-[[sources.tampa.routes]]
-events = ["*"]
-upstream = "http://127.0.0.1:$UP/hooks"
+$(bench_source)
 delivery = "queue"
 concurrency = $2
 CONF
