@@ -255,9 +255,32 @@ fn calls(redis: &RedisServer, commands: &[&str]) -> u64 {
         .sum()
 }
 
-/// Script calls: `EVALSHA`, and `EVAL` on the server's first sight of a script.
-fn script_calls(redis: &RedisServer) -> u64 {
-    calls(redis, &["evalsha", "eval"])
+/// The commands clients sent (not those scripts ran) while `f` ran, as the
+/// server's `MONITOR` shows them, between two `ECHO` markers.
+async fn client_commands<T>(redis: &RedisServer, f: impl std::future::Future<Output = T>) -> (T, Vec<String>) {
+    use std::io::BufRead;
+    let mut monitor = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &redis.port.to_string(), "MONITOR"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(monitor.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap().trim(), "OK", "MONITOR started");
+    redis.cli(&["ECHO", "mark-start"]);
+    let out = f.await;
+    redis.cli(&["ECHO", "mark-end"]);
+    let mut seen = Vec::new();
+    for line in lines.by_ref().map(Result::unwrap) {
+        if line.contains("\"mark-end\"") {
+            break;
+        }
+        seen.push(line);
+    }
+    monitor.kill().unwrap();
+    let _ = monitor.wait();
+    let start = seen.iter().position(|l| l.contains("\"mark-start\"")).unwrap();
+    let sent = seen[start + 1..].iter().filter(|l| !l.contains(" lua] ")).cloned().collect();
+    (out, sent)
 }
 
 fn stored_entry(i: usize) -> hookgate::queue::NewEntry {
@@ -296,14 +319,18 @@ async fn a_take_is_one_script_call_and_outcomes_finished_together_one_round_trip
     for i in 0..20 {
         q.enqueue(&route, &stored_entry(i)).await.unwrap();
     }
-    let before = script_calls(&redis);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    let taken = q.take(&route, 50, &Default::default(), now).await.unwrap();
-    assert_eq!(taken.entries.len(), 20);
-    assert_eq!(taken.next_due_ms, None, "no retry is scheduled");
-    // EVALSHA, then EVAL on the server's first sight of the script.
-    assert!(script_calls(&redis) - before <= 2, "a take is one script call");
-    let mut ids: Vec<_> = taken.entries.iter().map(|e| e.entry.meta.id.clone()).collect();
+    // The first take also makes the consumer group and loads the script.
+    let first = q.take(&route, 8, &Default::default(), now).await.unwrap();
+    assert_eq!(first.entries.len(), 8);
+    let (rest, sent) = client_commands(&redis, q.take(&route, 50, &Default::default(), now)).await;
+    let rest = rest.unwrap();
+    assert_eq!(rest.entries.len(), 12);
+    assert_eq!(rest.next_due_ms, None, "no retry is scheduled");
+    let verbs: Vec<_> = sent.iter().filter_map(|l| l.split('"').nth(1)).collect();
+    assert_eq!(verbs, ["EVALSHA"], "a take is one script call, nothing else: {sent:?}");
+    let taken: Vec<_> = first.entries.into_iter().chain(rest.entries).collect();
+    let mut ids: Vec<_> = taken.iter().map(|e| e.entry.meta.id.clone()).collect();
     ids.sort();
     let mut want: Vec<_> = (0..20).map(|i| format!("batch-{i}")).collect();
     want.sort();
@@ -311,7 +338,7 @@ async fn a_take_is_one_script_call_and_outcomes_finished_together_one_round_trip
 
     let before = calls(&redis, &["xack", "xdel", "evalsha", "eval"]);
     let mut finishing = tokio::task::JoinSet::new();
-    for t in taken.entries {
+    for t in taken {
         let q = q.clone();
         finishing.spawn(async move { q.finish(&t, &Transition::Done).await });
     }

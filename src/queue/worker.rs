@@ -170,24 +170,10 @@ async fn route_worker(
                 while freed_rx.try_recv().is_ok() {
                     upstream_busy = upstream_busy.saturating_sub(1);
                 }
-                while let Some(done) = attempts.try_join_next() {
-                    if let Ok(seq) = done {
-                        in_flight.remove(&seq);
-                    }
-                }
+                reap(&mut attempts, &mut in_flight, None);
             }
             Some(done) = attempts.join_next(), if !attempts.is_empty() => {
-                if let Ok(seq) = done {
-                    in_flight.remove(&seq);
-                }
-                while let Some(done) = attempts.try_join_next() {
-                    if let Ok(seq) = done {
-                        in_flight.remove(&seq);
-                    }
-                }
-                if attempts.is_empty() {
-                    in_flight.clear();
-                }
+                reap(&mut attempts, &mut in_flight, Some(done));
             }
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => {}
@@ -203,6 +189,23 @@ async fn route_worker(
             "shutdown grace expired with queue attempts in flight; they stay stored and are attempted after the next start"
         );
         attempts.abort_all();
+    }
+}
+
+/// Forgets the attempts that have ended (`first`, and any others done by
+/// now): their entries may be handed out by a take again.
+fn reap(
+    attempts: &mut JoinSet<String>,
+    in_flight: &mut HashSet<String>,
+    first: Option<Result<String, tokio::task::JoinError>>,
+) {
+    // A panicked or aborted attempt has no ident to give back; its entry
+    // stays in `in_flight` until the set empties.
+    for seq in first.into_iter().chain(std::iter::from_fn(|| attempts.try_join_next())).flatten() {
+        in_flight.remove(&seq);
+    }
+    if attempts.is_empty() {
+        in_flight.clear();
     }
 }
 
