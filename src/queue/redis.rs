@@ -262,13 +262,18 @@ impl RedisQueue {
     }
 
     fn keys(&self, route: &RouteKey) -> Keys {
-        let base = format!("{}{{{}:{}}}", self.prefix, route.source(), route.route());
         Keys {
-            stream: format!("{base}:s"),
-            delayed: format!("{base}:d"),
-            dead: format!("{base}:x"),
-            hash: format!("{base}:h"),
+            stream: self.key(route, 's'),
+            delayed: self.key(route, 'd'),
+            dead: self.key(route, 'x'),
+            hash: self.key(route, 'h'),
         }
+    }
+
+    /// One of `route`'s keys (see the module docs); a delivered outcome
+    /// builds only its stream's.
+    fn key(&self, route: &RouteKey, kind: char) -> String {
+        format!("{}{{{}:{}}}:{kind}", self.prefix, route.source(), route.route())
     }
 
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, QueueError> {
@@ -439,14 +444,14 @@ impl RedisQueue {
         let Handle::Redis { route, stream_id, id } = &taken.handle else {
             return Err(QueueError::BadInput("not a Redis queue entry"));
         };
-        let k = self.keys(route);
-        let (set, score, state) = match t {
-            Transition::Done => {
-                return self.done(k.stream, stream_id.clone()).await;
-            }
-            Transition::Retry { due_ms, state } => (&k.delayed, *due_ms, state),
-            Transition::Dead { state } => (&k.dead, state.dead_ms.unwrap_or(0), state),
+        let (dead, score, state) = match t {
+            // The common case builds only the one key it needs.
+            Transition::Done => return self.done(self.key(route, 's'), stream_id.clone()).await,
+            Transition::Retry { due_ms, state } => (false, *due_ms, state),
+            Transition::Dead { state } => (true, state.dead_ms.unwrap_or(0), state),
         };
+        let k = self.keys(route);
+        let set = if dead { &k.dead } else { &k.delayed };
         let record = pack(id, state, &taken.entry.encode());
         let score = score.to_string();
         let claimed = self
