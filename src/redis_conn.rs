@@ -25,6 +25,12 @@ impl Script {
     pub fn new(body: &'static str) -> Self {
         Script { body, sha: redis::Script::new(body).get_hash().to_owned() }
     }
+
+    /// For `EVALSHA` in a pipeline (a `NOSCRIPT` reply is then the caller's
+    /// to handle, e.g. with [`RedisConn::eval`]).
+    pub fn sha(&self) -> &str {
+        &self.sha
+    }
 }
 
 /// What [`RedisConn`] sends: one command or a pipeline.

@@ -304,7 +304,7 @@ fn stored_entry(i: usize) -> hookgate::queue::NewEntry {
 /// with one `XACK` and one `XDEL` for all of them; each is still acknowledged
 /// and deleted from the stream.
 #[tokio::test]
-async fn a_take_is_one_script_call_and_outcomes_finished_together_one_round_trip() {
+async fn a_take_is_one_pipeline_of_plain_reads_and_outcomes_finished_together_one_round_trip() {
     use hookgate::config::{RedisConfig, RedisTarget};
     use hookgate::queue::redis::RedisQueue;
     use hookgate::queue::{RouteKey, Transition};
@@ -320,7 +320,8 @@ async fn a_take_is_one_script_call_and_outcomes_finished_together_one_round_trip
         q.enqueue(&route, &stored_entry(i)).await.unwrap();
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    // The first take also makes the consumer group and loads the script.
+    // The first take also makes the consumer group and, as the server has
+    // not cached the retries' script yet, runs it with EVAL.
     let first = q.take(&route, 8, &Default::default(), now).await.unwrap();
     assert_eq!(first.entries.len(), 8);
     let (rest, sent) = client_commands(&redis, q.take(&route, 50, &Default::default(), now)).await;
@@ -328,7 +329,9 @@ async fn a_take_is_one_script_call_and_outcomes_finished_together_one_round_trip
     assert_eq!(rest.entries.len(), 12);
     assert_eq!(rest.next_due_ms, None, "no retry is scheduled");
     let verbs: Vec<_> = sent.iter().filter_map(|l| l.split('"').nth(1)).collect();
-    assert_eq!(verbs, ["EVALSHA"], "a take is one script call, nothing else: {sent:?}");
+    // Retries moved back by a script; the stream read by plain XREADGROUP,
+    // not from Lua (the filtered-out lines): nothing else.
+    assert_eq!(verbs, ["EVALSHA", "XREADGROUP", "ZRANGE"], "one pipeline of a take: {sent:?}");
     let taken: Vec<_> = first.entries.into_iter().chain(rest.entries).collect();
     let mut ids: Vec<_> = taken.iter().map(|e| e.entry.meta.id.clone()).collect();
     ids.sort();
@@ -353,4 +356,48 @@ async fn a_take_is_one_script_call_and_outcomes_finished_together_one_round_trip
     assert_eq!(redis.cli(&["XLEN", "t:{tampa:0}:s"]).trim(), "0", "each was deleted from the stream");
     let pending = redis.cli(&["XPENDING", "t:{tampa:0}:s", "hookgate"]);
     assert_eq!(pending.lines().next().map(str::trim), Some("0"), "each was acknowledged: {pending}");
+}
+
+#[tokio::test]
+async fn due_retries_come_back_even_when_the_server_lost_its_scripts() {
+    use hookgate::config::{RedisConfig, RedisTarget};
+    use hookgate::queue::redis::RedisQueue;
+    use hookgate::queue::{RouteKey, Transition};
+    let redis = RedisServer::start();
+    let cfg = RedisConfig {
+        target: RedisTarget::Single(redis.url()),
+        key_prefix: "t:".into(),
+        timeout: Duration::from_secs(2),
+    };
+    let q = RedisQueue::new(&cfg, Duration::from_secs(30)).unwrap();
+    let route = RouteKey::new("tampa", 0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    for i in 0..3 {
+        q.enqueue(&route, &stored_entry(i)).await.unwrap();
+    }
+    let taken = q.take(&route, 3, &Default::default(), now).await.unwrap();
+    assert_eq!(taken.entries.len(), 3);
+    let mut taken = taken.entries.into_iter();
+    let retry = taken.next().unwrap();
+    let state = hookgate::queue::State { attempts: 1, ..Default::default() };
+    q.finish(&retry, &Transition::Retry { due_ms: now + 1000, state }).await.unwrap();
+    for t in taken {
+        q.finish(&t, &Transition::Done).await.unwrap();
+    }
+    let later = now + 5000;
+    let idle = q.take(&route, 3, &Default::default(), now).await.unwrap();
+    assert!(idle.entries.is_empty(), "not due yet");
+    assert_eq!(idle.next_due_ms, Some(now + 1000), "the next retry's due time comes back");
+
+    // A restarted server has no scripts cached: the take's EVALSHA fails next
+    // to its read, the retries are moved with EVAL, and the worker is told to
+    // take again at once (they were moved after that read).
+    redis.cli(&["SCRIPT", "FLUSH"]);
+    let first = q.take(&route, 3, &Default::default(), later).await.unwrap();
+    assert!(first.entries.is_empty(), "moved after this take's read");
+    assert_eq!(first.next_due_ms, Some(later), "take again at once");
+    let second = q.take(&route, 3, &Default::default(), later).await.unwrap();
+    let ids: Vec<_> = second.entries.iter().map(|e| (e.entry.meta.id.clone(), e.state.attempts)).collect();
+    assert_eq!(ids, [(retry.entry.meta.id.clone(), 1)], "the due retry, with its attempt count");
+    assert_eq!(second.next_due_ms, None, "nothing else is scheduled");
 }
