@@ -457,7 +457,7 @@ impl DiskQueue {
         let raw = self.ask(|reply| Op::Take { route: route.clone(), limit, skip, now_ms, reply }).await??;
         let mut entries = Vec::with_capacity(raw.entries.len());
         for (seq, slot, state, bytes) in raw.entries {
-            match NewEntry::decode(&bytes) {
+            match NewEntry::decode(bytes::Bytes::copy_from_slice(&bytes)) {
                 Ok(entry) => entries.push(TakenEntry { handle: Handle::Disk { seq, slot }, state, entry }),
                 Err(e) => {
                     // Not handed out: no longer counted as taken; it stays stored.

@@ -390,17 +390,22 @@ impl RedisQueue {
         let entries = round.entries;
         let mut out = Vec::with_capacity(entries.len());
         for (stream_id, record) in entries {
-            let (id, state, bytes) = match unpack(&record) {
-                Ok(parts) => parts,
+            let record = bytes::Bytes::from(record);
+            let parts = unpack(&record).and_then(|(id, state, bytes)| {
+                if skip.contains(&id) {
+                    return Ok(None);
+                }
+                // The entry's header values and body are slices of the record.
+                Ok(Some((id, state, NewEntry::decode(record.slice_ref(bytes))?)))
+            });
+            let (id, state, entry) = match parts {
+                Ok(Some(parts)) => parts,
+                Ok(None) => continue,
                 Err(e) => {
                     tracing::error!(error = %e, stream_id, "damaged queue record; leaving it");
                     continue;
                 }
             };
-            if skip.contains(&id) {
-                continue;
-            }
-            let entry = NewEntry::decode(bytes).map_err(damaged)?;
             out.push(TakenEntry { handle: Handle::Redis { route: route.clone(), stream_id, id }, state, entry });
         }
         Ok(Taken { entries: out, next_due_ms })

@@ -144,9 +144,12 @@ async fn route_worker(
                                 source_index: index,
                                 route_index: key.route(),
                             };
+                            // Boxed: the attempt's future is large, and a task
+                            // moves what it is given several times on spawn.
+                            let run = Box::pin(job.run(entry, slot));
                             match runtimes.get(next_runtime % runtimes.len().max(1)) {
-                                Some(rt) => attempts.spawn_on(job.run(entry, slot), rt),
-                                None => attempts.spawn(job.run(entry, slot)),
+                                Some(rt) => attempts.spawn_on(run, rt),
+                                None => attempts.spawn(run),
                             };
                             next_runtime = next_runtime.wrapping_add(1);
                         }
