@@ -59,9 +59,11 @@ pub enum Handle {
         seq: u64,
         slot: Slot,
     },
-    /// The stream entry it was read from, and the delivery's queue ID.
+    /// The stream (its key, shared by the entries of one take) and the entry
+    /// it was read from, and the delivery's queue ID.
     Redis {
         route: RouteKey,
+        stream: Arc<str>,
         stream_id: String,
         id: String,
     },

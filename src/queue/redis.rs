@@ -27,8 +27,8 @@
 //! survives (AOF with `appendfsync always` or `everysec`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -115,7 +115,7 @@ pub struct RedisQueue {
 }
 
 /// A delivered entry waiting to be recorded: stream key, stream ID, who waits.
-type DoneWaiting = (String, String, oneshot::Sender<Result<(), QueueError>>);
+type DoneWaiting = (Arc<str>, String, oneshot::Sender<Result<(), QueueError>>);
 
 /// Held by the task that sends a batch of outcomes until it took the batch:
 /// if that task is cancelled first, what waits is failed (and attempted
@@ -388,6 +388,7 @@ impl RedisQueue {
         // loaded first) are read by the next take, at once.
         let next_due_ms = if round.moved_late { Some(now_ms) } else { round.next_due_ms };
         let entries = round.entries;
+        let stream: Arc<str> = k.stream.as_str().into();
         let mut out = Vec::with_capacity(entries.len());
         for (stream_id, record) in entries {
             let record = bytes::Bytes::from(record);
@@ -406,7 +407,8 @@ impl RedisQueue {
                     continue;
                 }
             };
-            out.push(TakenEntry { handle: Handle::Redis { route: route.clone(), stream_id, id }, state, entry });
+            let handle = Handle::Redis { route: route.clone(), stream: stream.clone(), stream_id, id };
+            out.push(TakenEntry { handle, state, entry });
         }
         Ok(Taken { entries: out, next_due_ms })
     }
@@ -526,7 +528,7 @@ impl RedisQueue {
     /// one `XDEL` per stream in one round trip: the first of them waits one
     /// yield for the rest, then sends them all. Before, each was a Lua call
     /// of its own (~7 us of Redis's one thread per delivery).
-    async fn done(&self, stream: String, stream_id: String) -> Result<(), QueueError> {
+    async fn done(&self, stream: Arc<str>, stream_id: String) -> Result<(), QueueError> {
         let (tx, rx) = oneshot::channel();
         let lead = {
             let mut waiting = self.done_waiting.lock().unwrap_or_else(|p| p.into_inner());
@@ -545,11 +547,11 @@ impl RedisQueue {
                 // (no script: deleting an ID that another replica claimed and
                 // finished meanwhile is a no-op, so nothing needs checking).
                 let mut pipe = redis::pipe();
-                let ack = pipe.cmd("XACK").arg(&group[0].0).arg(GROUP);
+                let ack = pipe.cmd("XACK").arg(&*group[0].0).arg(GROUP);
                 for d in &group {
                     ack.arg(&d.1);
                 }
-                let del = pipe.ignore().cmd("XDEL").arg(&group[0].0);
+                let del = pipe.ignore().cmd("XDEL").arg(&*group[0].0);
                 for d in &group {
                     del.arg(&d.1);
                 }
@@ -567,12 +569,12 @@ impl RedisQueue {
     }
 
     pub async fn finish(&self, taken: &TakenEntry, t: &Transition) -> Result<(), QueueError> {
-        let Handle::Redis { route, stream_id, id } = &taken.handle else {
+        let Handle::Redis { route, stream, stream_id, id } = &taken.handle else {
             return Err(QueueError::BadInput("not a Redis queue entry"));
         };
         let (dead, score, state) = match t {
-            // The common case builds only the one key it needs.
-            Transition::Done => return self.done(self.key(route, 's'), stream_id.clone()).await,
+            // The common case builds no key: its stream's came with the take.
+            Transition::Done => return self.done(stream.clone(), stream_id.clone()).await,
             Transition::Retry { due_ms, state } => (false, *due_ms, state),
             Transition::Dead { state } => (true, state.dead_ms.unwrap_or(0), state),
         };
