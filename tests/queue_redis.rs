@@ -294,13 +294,16 @@ fn stored_entry(i: usize) -> hookgate::queue::NewEntry {
             received_ms: 1_700_000_000_000 + i as u64,
             log: None,
         },
-        headers: http::HeaderMap::new(),
+        headers: http::HeaderMap::from_iter([(
+            http::HeaderName::from_static("x-n"),
+            http::HeaderValue::from_str(&i.to_string()).unwrap(),
+        )]),
         body: bytes::Bytes::from(format!("{{\"n\":{i}}}")),
     }
 }
 
-/// Taking is one script call (due retries, stale claims, new entries and the
-/// next due time together), and deliveries that finish together are recorded
+/// Taking is one pipeline (due retries moved by a script, new entries read
+/// with plain XREADGROUP, the next due time), and deliveries that finish together are recorded
 /// with one `XACK` and one `XDEL` for all of them; each is still acknowledged
 /// and deleted from the stream.
 #[tokio::test]
@@ -399,5 +402,9 @@ async fn due_retries_come_back_even_when_the_server_lost_its_scripts() {
     let second = q.take(&route, 3, &Default::default(), later).await.unwrap();
     let ids: Vec<_> = second.entries.iter().map(|e| (e.entry.meta.id.clone(), e.state.attempts)).collect();
     assert_eq!(ids, [(retry.entry.meta.id.clone(), 1)], "the due retry, with its attempt count");
+    // Stored again as it was taken: the same headers and body come back.
+    let back = &second.entries[0].entry;
+    assert_eq!((&back.headers, &back.body), (&retry.entry.headers, &retry.entry.body));
+    assert_eq!(back.headers["x-n"], "0");
     assert_eq!(second.next_due_ms, None, "nothing else is scheduled");
 }

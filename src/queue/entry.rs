@@ -121,7 +121,8 @@ impl NewEntry {
         let meta = Meta::decode(meta)?;
         let (head, body) = chunk(rest)?;
         let head_at = bytes.len() - rest.len() + 4;
-        let mut headers = HeaderMap::with_capacity(memchr::memchr_iter(b'\n', head).count());
+        // Room for what an attempt adds (X-Hookgate-Attempt, re-signing).
+        let mut headers = HeaderMap::with_capacity(memchr::memchr_iter(b'\n', head).count() + 4);
         let mut at = 0;
         while at < head.len() {
             let end = memchr::memchr(b'\n', &head[at..]).map_or(head.len(), |n| at + n);

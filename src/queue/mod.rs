@@ -60,12 +60,14 @@ pub enum Handle {
         slot: Slot,
     },
     /// The stream (its key, shared by the entries of one take) and the entry
-    /// it was read from, and the delivery's queue ID.
+    /// it was read from, the delivery's queue ID, and the entry as stored
+    /// (a retry or a dead letter stores it again as it is).
     Redis {
         route: RouteKey,
         stream: Arc<str>,
         stream_id: String,
         id: String,
+        stored: bytes::Bytes,
     },
 }
 

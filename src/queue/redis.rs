@@ -397,9 +397,10 @@ impl RedisQueue {
                     return Ok(None);
                 }
                 // The entry's header values and body are slices of the record.
-                Ok(Some((id, state, NewEntry::decode(record.slice_ref(bytes))?)))
+                let stored = record.slice_ref(bytes);
+                Ok(Some((id, state, NewEntry::decode(stored.clone())?, stored)))
             });
-            let (id, state, entry) = match parts {
+            let (id, state, entry, stored) = match parts {
                 Ok(Some(parts)) => parts,
                 Ok(None) => continue,
                 Err(e) => {
@@ -407,7 +408,7 @@ impl RedisQueue {
                     continue;
                 }
             };
-            let handle = Handle::Redis { route: route.clone(), stream: stream.clone(), stream_id, id };
+            let handle = Handle::Redis { route: route.clone(), stream: stream.clone(), stream_id, id, stored };
             out.push(TakenEntry { handle, state, entry });
         }
         Ok(Taken { entries: out, next_due_ms })
@@ -569,7 +570,7 @@ impl RedisQueue {
     }
 
     pub async fn finish(&self, taken: &TakenEntry, t: &Transition) -> Result<(), QueueError> {
-        let Handle::Redis { route, stream, stream_id, id } = &taken.handle else {
+        let Handle::Redis { route, stream, stream_id, id, stored } = &taken.handle else {
             return Err(QueueError::BadInput("not a Redis queue entry"));
         };
         let (dead, score, state) = match t {
@@ -580,7 +581,7 @@ impl RedisQueue {
         };
         let k = self.keys(route);
         let set = if dead { &k.dead } else { &k.delayed };
-        let record = pack(id, state, &taken.entry.encode());
+        let record = pack(id, state, stored);
         let score = score.to_string();
         let claimed = self
             .eval(

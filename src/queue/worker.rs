@@ -239,13 +239,15 @@ impl Attempt {
         &self.loaded.config.sources[self.source_index].routes[self.route_index]
     }
 
-    async fn run(self, taken: TakenEntry, slot: Slot) -> String {
+    async fn run(self, mut taken: TakenEntry, slot: Slot) -> String {
         let ident = taken.ident();
         let source = &self.loaded.sources[self.source_index];
         let route = self.route();
         let n = taken.state.attempts + 1;
+        // Moved, not copied: recording the outcome needs only the handle and
+        // the meta (a Redis retry stores the entry's bytes as they were taken).
+        let mut headers = std::mem::take(&mut taken.entry.headers);
         let meta = &taken.entry.meta;
-        let mut headers = taken.entry.headers.clone();
         headers.insert(X_ATTEMPT, HeaderValue::from(n));
         // The stored X-Hookgate-Source is the one from enqueue; keep it current.
         headers.insert(forward::X_SOURCE, source.name_header.clone());
