@@ -408,3 +408,31 @@ async fn due_retries_come_back_even_when_the_server_lost_its_scripts() {
     assert_eq!(back.headers["x-n"], "0");
     assert_eq!(second.next_due_ms, None, "nothing else is scheduled");
 }
+
+/// `hookgate_queue_oldest_pending_seconds` for the Redis store: the oldest
+/// entry no replica has read yet, from its stored meta.
+#[tokio::test]
+async fn the_oldest_pending_entry_is_the_first_not_yet_read() {
+    use hookgate::config::{RedisConfig, RedisTarget};
+    use hookgate::queue::RouteKey;
+    use hookgate::queue::redis::RedisQueue;
+    let redis = RedisServer::start();
+    let cfg = RedisConfig {
+        target: RedisTarget::Single(redis.url()),
+        key_prefix: "t:".into(),
+        timeout: Duration::from_secs(2),
+    };
+    let q = RedisQueue::new(&cfg, Duration::from_secs(30)).unwrap();
+    let route = RouteKey::new("tampa", 0);
+    assert_eq!(q.oldest_pending_ms(&route).await, None, "nothing stored");
+    for i in 0..3 {
+        q.enqueue(&route, &stored_entry(i)).await.unwrap();
+    }
+    assert_eq!(q.oldest_pending_ms(&route).await, Some(1_700_000_000_000), "the first stored");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let taken = q.take(&route, 2, &Default::default(), now).await.unwrap();
+    assert_eq!(taken.entries.len(), 2);
+    assert_eq!(q.oldest_pending_ms(&route).await, Some(1_700_000_000_002), "the first not handed out");
+    q.take(&route, 1, &Default::default(), now).await.unwrap();
+    assert_eq!(q.oldest_pending_ms(&route).await, None, "all handed out");
+}

@@ -233,24 +233,6 @@ fn entries_of(v: Value) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// `[[id, [field, value, ...]], ...]` → `(stream id, the "p" field)`.
-fn stream_entries(v: &Value) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for e in items(v) {
-        let parts = items(e);
-        let (Some(id), Some(fields)) = (parts.first().and_then(text), parts.get(1)) else { continue };
-        let fields = items(fields);
-        let payload = fields.chunks(2).find_map(|kv| match (kv.first(), kv.get(1)) {
-            (Some(k), Some(Value::BulkString(v))) if text(k).as_deref() == Some("p") => Some(v.clone()),
-            _ => None,
-        });
-        if let Some(p) = payload {
-            out.push((id, p));
-        }
-    }
-    out
-}
-
 /// The API's name for a dead letter: the route's key in hex, a dot, the queue ID.
 fn entry_name(route: &RouteKey, id: &str) -> String {
     format!("{}.{id}", hex::encode(route.as_bytes()))
@@ -628,7 +610,7 @@ impl RedisQueue {
         });
         let start = last.map_or_else(|| "-".to_owned(), |l| format!("({l}"));
         let v = self.query(redis::cmd("XRANGE").arg(&k.stream).arg(start).arg("+").arg("COUNT").arg(1)).await.ok()?;
-        let (_, record) = stream_entries(&v).into_iter().next()?;
+        let (_, record) = entries_of(v).into_iter().next()?;
         let (_, _, bytes) = unpack(&record).ok()?;
         NewEntry::decode_meta(bytes).ok().map(|m| m.received_ms)
     }
