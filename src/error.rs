@@ -140,7 +140,7 @@ impl Rejection {
 }
 
 /// A JSON answer made by the gateway (errors, challenges, acks).
-pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ResBody> {
+pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<ResBody> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut res = Response::new(Either::Left(Full::new(Bytes::from(bytes))));
     *res.status_mut() = status;
