@@ -288,13 +288,13 @@ impl Encoding {
         let text = text.trim();
         match self {
             Encoding::Hex => {
-                if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(());
-                }
                 let n = text.len() / 2;
                 if n > MAX_SIG {
-                    return Ok(None);
+                    // Longer than any digest: hex that cannot match, or not hex.
+                    let hex = text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit());
+                    return if hex { Ok(None) } else { Err(()) };
                 }
+                // Checks the length is even and every digit (one pass).
                 hex::decode_to_slice(text, &mut out[..n]).map_err(|_| ())?;
                 Ok(Some(n))
             }

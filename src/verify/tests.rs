@@ -427,6 +427,11 @@ fn a_short_prefix_mismatch_is_malformed_not_a_panic() {
     assert_eq!(delivery(&h, "x").verify(&v, at(NOW)).unwrap_err(), VerifyError::MalformedSignature);
     let h = vec![("X-Hub-Signature-256".to_owned(), format!("sha256={}", "ab".repeat(100)))];
     assert_eq!(delivery(&h, "x").verify(&v, at(NOW)).unwrap_err(), VerifyError::InvalidSignature);
+    // Odd length, a non-hex digit, and too long with a non-hex digit: not hex at all.
+    for sig in ["a".repeat(63), format!("{}g", "a".repeat(63)), format!("{}zz", "ab".repeat(100))] {
+        let h = vec![("X-Hub-Signature-256".to_owned(), format!("sha256={sig}"))];
+        assert_eq!(delivery(&h, "x").verify(&v, at(NOW)).unwrap_err(), VerifyError::MalformedSignature, "{sig}");
+    }
 }
 
 proptest! {
