@@ -283,6 +283,20 @@ async fn client_commands<T>(redis: &RedisServer, f: impl std::future::Future<Out
     (out, sent)
 }
 
+/// The Redis queue store alone, on `redis`, keys under `t:`.
+fn queue_on(redis: &RedisServer) -> hookgate::queue::redis::RedisQueue {
+    let cfg = hookgate::config::RedisConfig {
+        target: hookgate::config::RedisTarget::Single(redis.url()),
+        key_prefix: "t:".into(),
+        timeout: Duration::from_secs(2),
+    };
+    hookgate::queue::redis::RedisQueue::new(&cfg, Duration::from_secs(30)).unwrap()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
 fn stored_entry(i: usize) -> hookgate::queue::NewEntry {
     hookgate::queue::NewEntry {
         meta: hookgate::queue::Meta {
@@ -308,21 +322,14 @@ fn stored_entry(i: usize) -> hookgate::queue::NewEntry {
 /// and deleted from the stream.
 #[tokio::test]
 async fn a_take_is_one_pipeline_of_plain_reads_and_outcomes_finished_together_one_round_trip() {
-    use hookgate::config::{RedisConfig, RedisTarget};
-    use hookgate::queue::redis::RedisQueue;
     use hookgate::queue::{RouteKey, Transition};
     let redis = RedisServer::start();
-    let cfg = RedisConfig {
-        target: RedisTarget::Single(redis.url()),
-        key_prefix: "t:".into(),
-        timeout: Duration::from_secs(2),
-    };
-    let q = std::sync::Arc::new(RedisQueue::new(&cfg, Duration::from_secs(30)).unwrap());
+    let q = std::sync::Arc::new(queue_on(&redis));
     let route = RouteKey::new("tampa", 0);
     for i in 0..20 {
         q.enqueue(&route, &stored_entry(i)).await.unwrap();
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now = now_ms();
     // The first take also makes the consumer group and, as the server has
     // not cached the retries' script yet, runs it with EVAL.
     let first = q.take(&route, 8, &Default::default(), now).await.unwrap();
@@ -363,18 +370,11 @@ async fn a_take_is_one_pipeline_of_plain_reads_and_outcomes_finished_together_on
 
 #[tokio::test]
 async fn due_retries_come_back_even_when_the_server_lost_its_scripts() {
-    use hookgate::config::{RedisConfig, RedisTarget};
-    use hookgate::queue::redis::RedisQueue;
     use hookgate::queue::{RouteKey, Transition};
     let redis = RedisServer::start();
-    let cfg = RedisConfig {
-        target: RedisTarget::Single(redis.url()),
-        key_prefix: "t:".into(),
-        timeout: Duration::from_secs(2),
-    };
-    let q = RedisQueue::new(&cfg, Duration::from_secs(30)).unwrap();
+    let q = queue_on(&redis);
     let route = RouteKey::new("tampa", 0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now = now_ms();
     for i in 0..3 {
         q.enqueue(&route, &stored_entry(i)).await.unwrap();
     }
@@ -413,23 +413,16 @@ async fn due_retries_come_back_even_when_the_server_lost_its_scripts() {
 /// entry no replica has read yet, from its stored meta.
 #[tokio::test]
 async fn the_oldest_pending_entry_is_the_first_not_yet_read() {
-    use hookgate::config::{RedisConfig, RedisTarget};
     use hookgate::queue::RouteKey;
-    use hookgate::queue::redis::RedisQueue;
     let redis = RedisServer::start();
-    let cfg = RedisConfig {
-        target: RedisTarget::Single(redis.url()),
-        key_prefix: "t:".into(),
-        timeout: Duration::from_secs(2),
-    };
-    let q = RedisQueue::new(&cfg, Duration::from_secs(30)).unwrap();
+    let q = queue_on(&redis);
     let route = RouteKey::new("tampa", 0);
     assert_eq!(q.oldest_pending_ms(&route).await, None, "nothing stored");
     for i in 0..3 {
         q.enqueue(&route, &stored_entry(i)).await.unwrap();
     }
     assert_eq!(q.oldest_pending_ms(&route).await, Some(1_700_000_000_000), "the first stored");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now = now_ms();
     let taken = q.take(&route, 2, &Default::default(), now).await.unwrap();
     assert_eq!(taken.entries.len(), 2);
     assert_eq!(q.oldest_pending_ms(&route).await, Some(1_700_000_000_002), "the first not handed out");
