@@ -429,3 +429,66 @@ async fn the_oldest_pending_entry_is_the_first_not_yet_read() {
     q.take(&route, 1, &Default::default(), now).await.unwrap();
     assert_eq!(q.oldest_pending_ms(&route).await, None, "all handed out");
 }
+
+/// Cluster: the route's slot moves to another master (resharding) while its
+/// deliveries wait, with no enqueue after the move to teach the client where
+/// the slot went; the takes follow it and everything is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takes_follow_the_routes_slot_to_another_master() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();
+    let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let mut up = spawn_upstream(ok_upstream()).await;
+    let text = redis_queue_config(up.addr, &format!("cluster = [{}]", nodes.join(", ")), "concurrency = 2");
+    let gw = spawn_gateway(&text).await;
+    // One delivered first: the worker has its consumer group and the slot map.
+    assert_eq!(deliver(&gw, "before").await.status, 202);
+    up.next().await;
+    gw.app.reload(config(&text.replace("concurrency = 2", "concurrency = 0"))).unwrap();
+    for i in 0..4 {
+        assert_eq!(deliver(&gw, &format!("moved-{i}")).await.status, 202);
+    }
+    // Move every slot of the route's master, its slot among them, to another one.
+    let slot = cluster.nodes[0].cli(&["CLUSTER", "KEYSLOT", "{tampa:0}"]).trim().to_owned();
+    let owner = |slot: &str| {
+        let nodes = cluster.nodes[0].cli(&["CLUSTER", "NODES"]);
+        let slot: u32 = slot.parse().unwrap();
+        nodes
+            .lines()
+            .find(|l| {
+                l.split_whitespace().skip(8).any(|r| {
+                    let (a, b) = r.split_once('-').unwrap_or((r, r));
+                    matches!((a.parse::<u32>(), b.parse::<u32>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+                })
+            })
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0].to_owned(), f[1].split('@').next().unwrap().to_owned())
+            })
+            .unwrap()
+    };
+    let (from_id, from_addr) = owner(&slot);
+    let to = cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).find(|a| *a != from_addr).unwrap();
+    let to_id = cluster.nodes.iter().find(|n| format!("127.0.0.1:{}", n.port) == to).unwrap().cli(&["CLUSTER", "MYID"]);
+    let out = std::process::Command::new("redis-cli")
+        .args(["--cluster", "reshard", &from_addr, "--cluster-from", &from_id, "--cluster-to", to_id.trim()])
+        .args(["--cluster-slots", "16384", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "reshard: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(owner(&slot).1, to, "the route's slot moved");
+
+    gw.app.reload(config(&text)).unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    while ids.len() < 4 {
+        ids.insert(up.next().await.headers["x-hookgate-delivery-id"].to_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["moved-0", "moved-1", "moved-2", "moved-3"]);
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let s = route_state(&gw).await;
+            s["pending"] == 0 && s["in_flight"] == 0
+        })
+        .await
+    );
+    gw.shutdown().await;
+}
