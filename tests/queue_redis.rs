@@ -88,6 +88,12 @@ async fn stores_in_a_stream_then_delivers_and_dead_letters_can_be_retried() {
         ),
         ("r-2", "1")
     );
+    // Parked twice (retry, then dead) and revived: the stored headers and body
+    // are the ones it was enqueued with.
+    assert_eq!(again.headers["x-hookgate-event-type"], "dev.tampa.event.created");
+    assert_eq!(again.headers["content-type"], got.headers["content-type"]);
+    let body: serde_json::Value = serde_json::from_slice(&again.body).unwrap();
+    assert_eq!((body["id"].as_str(), body["type"].as_str()), (Some("r-2"), Some("dev.tampa.event.created")));
     assert!(eventually(Duration::from_secs(5), async || route_state(&gw).await["dead"] == 0).await);
     gw.shutdown().await;
 }

@@ -120,29 +120,27 @@ impl NewEntry {
         let (meta, rest) = chunk(&bytes)?;
         let meta = Meta::decode(meta)?;
         let (head, body) = chunk(rest)?;
-        let head_at = bytes.len() - rest.len() + 4;
         // Room for what an attempt adds (X-Hookgate-Attempt, re-signing).
         let mut headers = HeaderMap::with_capacity(memchr::memchr_iter(b'\n', head).count() + 4);
-        let mut at = 0;
-        while at < head.len() {
-            let end = memchr::memchr(b'\n', &head[at..]).map_or(head.len(), |n| at + n);
-            let line = &head[at..end];
+        let mut lines = head;
+        while !lines.is_empty() {
+            let (line, after) = match memchr::memchr(b'\n', lines) {
+                Some(n) => (&lines[..n], &lines[n + 1..]),
+                None => (lines, &lines[lines.len()..]),
+            };
+            lines = after;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if !line.is_empty() {
-                // A header name cannot hold ':', so the first one ends it.
-                let colon = memchr::memchr(b':', line).ok_or(Damaged("header line"))?;
-                if line.get(colon + 1) != Some(&b' ') {
-                    return Err(Damaged("header line"));
-                }
-                let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| Damaged("header name"))?;
-                let value_at = head_at + at + colon + 2;
-                let value = bytes.slice(value_at..head_at + at + line.len());
-                let value = HeaderValue::from_maybe_shared(value).map_err(|_| Damaged("header value"))?;
-                headers.append(name, value);
+            if line.is_empty() {
+                continue;
             }
-            at = end + 1;
+            // A header name cannot hold ':', so the first one ends it.
+            let colon = memchr::memchr(b':', line).ok_or(Damaged("header line"))?;
+            let value = line[colon + 1..].strip_prefix(b" ").ok_or(Damaged("header line"))?;
+            let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| Damaged("header name"))?;
+            let value = HeaderValue::from_maybe_shared(bytes.slice_ref(value)).map_err(|_| Damaged("header value"))?;
+            headers.append(name, value);
         }
-        let body = bytes.slice(bytes.len() - body.len()..);
+        let body = bytes.slice_ref(body);
         Ok(NewEntry { meta, headers, body })
     }
 
