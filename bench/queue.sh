@@ -16,6 +16,9 @@
 #   ROUNDS=1 DURATION=3 bash bench/queue.sh
 #   BACKLOG=1000000 bash bench/queue.sh       # also: RSS while a 1M backlog builds up
 #   ROUNDS=0 BACKLOG=1000000 bash bench/queue.sh   # only that
+#   STORES="always always-shm" bash bench/queue.sh # sync = "always" on disk and on a
+#                                             # tmpfs (/dev/shm): the same fdatasync calls,
+#                                             # a device that flushes for free
 #
 # Needs nginx, haproxy and wrk (Debian packages; installed when missing).
 set -euo pipefail
@@ -26,6 +29,7 @@ DURATION=${DURATION:-6}
 CONNS=${CONNS:-50}
 THREADS=${THREADS:-2}
 BACKLOG=${BACKLOG:-0}
+STORES=${STORES:-always none redis}
 
 . bench/lib.sh
 . bench/queue_lib.sh
@@ -51,7 +55,7 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "  $name forwarding: $out"
     RPS[$name]+="$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$out") "
   done
-  for sync in always none redis; do
+  for sync in $STORES; do
     ingest_then_drain "$BIN" "$sync" "$sync-$r"
     RPS[ingest-$sync]+="$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$INGEST_OUT") "
     RPS[drain-$sync]+="$DRAIN_RATE "
@@ -75,9 +79,10 @@ print("| target | deliveries/s (median) | vs best proxy (median of per-round rat
 print("|---|---:|---:|---:|")
 for k in ["nginx", "haproxy"]:
     print(f"| {k} forwarding | {med[k]:.0f} | {ratio(k)} | |")
-names = {"always": "disk, sync = always", "none": "disk, sync = none", "redis": "redis (AOF everysec)"}
+names = {"always": "disk, sync = always", "none": "disk, sync = none", "redis": "redis (AOF everysec)",
+         "always-shm": "tmpfs, sync = always"}
 for phase in ["ingest", "drain"]:
-    for store in ["always", "none", "redis"]:
+    for store in "$STORES".split():
         k = f"{phase}-{store}"
         print(f"| hookgate {phase}, {names[store]} | {med[k]:.0f} | {ratio(k)} | x{med[k] / 730:.0f} |")
 PY

@@ -2,7 +2,8 @@
 # (sourced after bench/lib.sh; $UP is the upstream's port, $RQ Redis's, and
 # THREADS, CONNS, DURATION the wrk load).
 
-# hookgate with one queue route; $1 = "always" | "none" (disk) | "redis", $2 = concurrency,
+# hookgate with one queue route; $1 = "always" | "none" (disk) | "redis" | "always-shm"
+# (sync = "always" on a tmpfs: every fdatasync is still made, the device costs nothing), $2 = concurrency,
 # $3 = port, $4 = admin port, $5 = queue dir (disk) or key prefix (redis)
 qconfig() {
   local store
@@ -13,7 +14,7 @@ url = \"redis://127.0.0.1:$RQ/0\"
 key_prefix = \"$(basename "$5"):\""
   else
     store="path = \"$5\"
-sync = \"$1\""
+sync = \"${1%-shm}\""
   fi
   cat <<CONF
 [server]
@@ -52,11 +53,12 @@ start_queue_redis() {
 }
 
 # One ingest, then its drain: hookgate binary $1, store $2 ("always" | "none"
-# | "redis"), a label $3 (unique per call). Sets INGEST_OUT (wrk's BENCH line)
+# | "redis" | "always-shm"), a label $3 (unique per call). Sets INGEST_OUT (wrk's BENCH line)
 # and DRAIN_RATE (deliveries/s); prints both.
 ingest_then_drain() {
   local bin=$1 sync=$2 tag=$3 P A Q HG code bad pending t0 t1 deadline p s f d
   P=$(free_port); A=$(free_port); Q="$WORK/q-$tag"
+  [[ $sync == *-shm ]] && Q="/dev/shm/hookgate-bench-$$-$tag"
   qconfig "$sync" 0 "$P" "$A" "$Q" > "$WORK/hg-$tag.toml"
   HOOKGATE_LOG=warn "$bin" -c "$WORK/hg-$tag.toml" & PIDS+=($!); HG=$!
   wait_port "$P"
