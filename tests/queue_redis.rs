@@ -215,6 +215,42 @@ async fn two_replicas_share_one_queue_and_deliver_each_entry_once() {
     b.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_route_has_a_worker_per_runtime_that_share_its_concurrency() {
+    // As `hookgate run` with two worker threads: one worker of the route on
+    // each runtime, with 2 and 1 of its 3 slots.
+    let redis = RedisServer::start();
+    let mut up = spawn_upstream(Behavior::Answer(200, "ok", Duration::from_millis(50))).await;
+    let gw = spawn_gateway_on_runtimes(&redis_queue_config(up.addr, &url(&redis), "concurrency = 3"), 2).await;
+    for i in 0..30 {
+        assert_eq!(deliver(&gw, &format!("rt-{i}")).await.status, 202);
+    }
+    let mut ids = Vec::new();
+    while ids.len() < 30 {
+        ids.push(up.next().await.headers["x-hookgate-delivery-id"].to_str().unwrap().to_owned());
+    }
+    assert!(eventually(Duration::from_secs(5), async || route_state(&gw).await["in_flight"] == 0).await);
+    assert!(up.drain().is_empty(), "no delivery twice");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 30);
+    assert_eq!(up.max_concurrent(), 3, "the workers' shares add up to `concurrency`, not more");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_fewer_slots_than_runtimes_the_route_stays_within_its_concurrency() {
+    let redis = RedisServer::start();
+    let up = spawn_upstream(Behavior::Answer(200, "ok", Duration::from_millis(30))).await;
+    let gw = spawn_gateway_on_runtimes(&redis_queue_config(up.addr, &url(&redis), "concurrency = 1"), 2).await;
+    for i in 0..6 {
+        assert_eq!(deliver(&gw, &format!("one-{i}")).await.status, 202);
+    }
+    assert!(eventually(Duration::from_secs(10), async || up.hits() == 6).await);
+    assert_eq!(up.max_concurrent(), 1, "the second worker has no slot and takes nothing");
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn works_on_a_three_master_cluster() {
     let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();

@@ -254,7 +254,7 @@ impl Store {
     }
 }
 
-/// Wakes a route's worker. An enqueue wakes it only while it wants more to
+/// Wakes one of a route's workers. An enqueue wakes it only while it wants more to
 /// take (`wanted`): a worker whose slots are full, or a paused route, is not
 /// woken once per delivery (a cross-thread wake-up of its runtime each, ~4 us
 /// of CPU per delivery while ingesting with `concurrency = 0`); it takes what
@@ -281,10 +281,24 @@ impl RouteWaker {
         self.notify.notify_one();
     }
 
-    fn wake_if_wanted(&self) {
-        if self.wanted.swap(false, std::sync::atomic::Ordering::SeqCst) {
+    /// Wakes the worker if it wanted more; says whether it did.
+    fn wake_if_wanted(&self) -> bool {
+        let wanted = self.wanted.swap(false, std::sync::atomic::Ordering::SeqCst);
+        if wanted {
             self.notify.notify_one();
         }
+        wanted
+    }
+}
+
+/// The notifiers of one route's workers, by worker index.
+#[derive(Debug, Default)]
+pub struct RouteWakers(Mutex<Vec<Arc<RouteWaker>>>);
+
+impl RouteWakers {
+    /// After an enqueue: wakes the first worker that wants more.
+    fn wake_one(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|w| w.wake_if_wanted());
     }
 }
 
@@ -292,8 +306,9 @@ impl RouteWaker {
 #[derive(Clone)]
 pub struct Queue {
     pub store: Store,
-    /// Wakes a route's worker when something became due (enqueue, dead-letter retry).
-    wake: Arc<Mutex<HashMap<RouteKey, Arc<RouteWaker>>>>,
+    /// Wakes a route's workers when something became due (enqueue, dead-letter
+    /// retry): one notifier per worker, in the order of their index.
+    wake: Arc<Mutex<HashMap<RouteKey, Arc<RouteWakers>>>>,
     /// The config it was started with (changing it needs a restart).
     pub config: QueueConfig,
 }
@@ -309,14 +324,25 @@ impl Queue {
         Ok(Queue { store, wake: Arc::default(), config: config.clone() })
     }
 
-    /// The notifier of `route`'s worker.
-    pub fn waker(&self, route: &RouteKey) -> Arc<RouteWaker> {
+    /// The notifier of `route`'s worker number `index`.
+    pub fn waker(&self, route: &RouteKey, index: usize) -> Arc<RouteWaker> {
+        let wakers = self.wakers(route);
+        let mut list = wakers.0.lock().unwrap_or_else(|p| p.into_inner());
+        if list.len() <= index {
+            list.resize_with(index + 1, Arc::default);
+        }
+        list[index].clone()
+    }
+
+    fn wakers(&self, route: &RouteKey) -> Arc<RouteWakers> {
         self.wake.lock().unwrap_or_else(|p| p.into_inner()).entry(route.clone()).or_default().clone()
     }
 
     pub fn wake_all(&self) {
-        for n in self.wake.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            n.wake();
+        for w in self.wake.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            for n in w.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                n.wake();
+            }
         }
     }
 
@@ -331,9 +357,9 @@ impl Queue {
 
     /// Stores `entry` durably; the sender may be acknowledged once this returns `Ok`.
     pub async fn enqueue(&self, route: RouteKey, entry: NewEntry) -> Result<(), QueueError> {
-        let waker = self.waker(&route);
+        let wakers = self.wakers(&route);
         self.store.enqueue(route, entry).await?;
-        waker.wake_if_wanted();
+        wakers.wake_one();
         Ok(())
     }
 }

@@ -50,6 +50,19 @@ pub async fn spawn_gateway(text: &str) -> Gateway {
 }
 
 pub async fn spawn_app(app: Arc<App>, cfg: Config) -> Gateway {
+    spawn_app_on(app, cfg, 0).await
+}
+
+/// As [`spawn_gateway`], with the queue's attempts (and, on Redis, its
+/// route workers) on `runtimes` single-threaded runtimes of their own threads,
+/// as `hookgate run` has one per worker thread.
+pub async fn spawn_gateway_on_runtimes(text: &str, runtimes: usize) -> Gateway {
+    let cfg = config(text);
+    let app = App::new(cfg.clone()).expect("store");
+    spawn_app_on(app, cfg, runtimes).await
+}
+
+async fn spawn_app_on(app: Arc<App>, cfg: Config, runtimes: usize) -> Gateway {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -63,7 +76,22 @@ pub async fn spawn_app(app: Arc<App>, cfg: Config) -> Gateway {
         tokio::spawn(hookgate::server::serve_admin(app.clone(), admin, stopped(rx.clone()))),
     ];
     if let Some(q) = app.queue.clone() {
-        tasks.push(tokio::spawn(hookgate::queue::worker::run(app.clone(), q, rx, Vec::new())));
+        // The runtimes run until the queue's loops are done (as in main).
+        let (done_tx, done) = watch::channel(false);
+        let handles = (0..runtimes)
+            .map(|_| {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let handle = rt.handle().clone();
+                let done = done.clone();
+                std::thread::spawn(move || rt.block_on(stopped(done)));
+                handle
+            })
+            .collect();
+        let run = hookgate::queue::worker::run(app.clone(), q, rx, handles);
+        tasks.push(tokio::spawn(async move {
+            run.await;
+            let _ = done_tx.send(true);
+        }));
     }
     Gateway { addr, admin: admin_addr, app, config: cfg, stop, tasks }
 }
