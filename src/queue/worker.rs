@@ -13,7 +13,7 @@
 //! On shutdown a worker takes nothing new; attempts in flight get
 //! `shutdown_grace` to finish, and whatever is left stays stored.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::policy::{Verdict, parse_retry_after, unit_random};
-use super::{Queue, RouteKey, State, TakenEntry, Transition, unix_ms};
+use super::{Queue, QueueError, RouteKey, State, TakenEntry, Transition, unix_ms};
 use crate::app::{App, Loaded};
 use crate::forward;
 use crate::metrics::QueueRouteMetrics;
@@ -164,12 +164,29 @@ async fn route_worker(
     // reaped from `attempts` when that is done too.
     let (freed_tx, mut freed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut upstream_busy = 0usize;
+    // Entries taken and not yet attempted: a batch is taken while the slots
+    // are still busy, so a slot that frees starts its next attempt at once
+    // instead of after a take's round trip to the store.
+    let mut ready: VecDeque<TakenEntry> = VecDeque::new();
+    let mut taking: Option<TakeFuture> = None;
+    // The last take found less than it asked for: the next waits for
+    // something to happen (an enqueue, a freed slot, a timer), not a loop.
+    let mut exhausted = false;
+    let mut due_ms: Option<u64> = None;
     let mut error_wait = Duration::from_millis(100);
+    let mut paused_until: Option<Instant> = None;
     loop {
         if *stop.borrow() {
             break;
         }
+        let now = unix_ms(SystemTime::now());
         let mut wait = queue.store.idle_check();
+        if let Some(due) = due_ms {
+            wait = wait.min(Duration::from_millis(due.saturating_sub(now)));
+        }
+        if let Some(until) = paused_until {
+            wait = wait.min(until.saturating_duration_since(Instant::now()));
+        }
         if let Some((loaded, index)) = lookup(&app, &key) {
             let source = &loaded.config.sources[index];
             let route = &source.routes[key.route()];
@@ -177,74 +194,95 @@ async fn route_worker(
             // Outcomes being recorded hold no slot, but at most `concurrency`
             // of them wait (a slow store slows the takes down, not memory up).
             let recording = attempts.len().saturating_sub(upstream_busy);
-            let free = concurrency.saturating_sub(upstream_busy).min(concurrency.saturating_sub(recording));
+            let mut free = concurrency.saturating_sub(upstream_busy).min(concurrency.saturating_sub(recording));
+            while free > 0
+                && let Some(entry) = ready.pop_front()
+            {
+                upstream_busy += 1;
+                free -= 1;
+                let job = Attempt {
+                    app: app.clone(),
+                    queue: queue.clone(),
+                    loaded: loaded.clone(),
+                    metrics: metrics.clone(),
+                    source_index: index,
+                    route_index: key.route(),
+                };
+                // Boxed: the attempt's future is large, and a task
+                // moves what it is given several times on spawn.
+                let run = Box::pin(job.run(entry, Slot(freed_tx.clone())));
+                match runtimes.as_ref().and_then(|r| r.get(next_runtime % r.len().max(1))) {
+                    Some(rt) => attempts.spawn_on(run, rt),
+                    None => attempts.spawn(run),
+                };
+                next_runtime = next_runtime.wrapping_add(1);
+            }
             // Take in batches: every take is a range scan of the store (on
             // disk, a merge over the LSM tree's memtables and tables), which
-            // costs about as much for one entry as for dozens. So once some
-            // attempts are in flight, wait until a quarter of the slots are
-            // free (drain: 3x fewer scans per delivery at concurrency 64).
+            // costs about as much for one entry as for dozens. So a worker
+            // takes at least a quarter of its slots' worth at a time (or
+            // anything, when it has nothing), and holds up to two such
+            // batches ready beyond its free slots.
             let batch = (concurrency / 4).max(1);
-            let will_take = free > 0 && (upstream_busy == 0 || free >= batch);
-            waker.want(will_take);
+            let room = if concurrency == 0 { 0 } else { (free + 2 * batch).saturating_sub(ready.len()) };
+            let idle = upstream_busy == 0 && ready.is_empty();
+            let wants = paused_until.is_none_or(|t| t <= Instant::now()) && (room >= batch || (idle && room > 0));
+            // Said before the take: an entry stored after its scan wakes the
+            // worker (also while the take is under way, or when it came back
+            // short), so it is not left for the idle check.
+            waker.want(wants);
+            let will_take = wants && taking.is_none() && !exhausted;
             if will_take {
-                let now = unix_ms(SystemTime::now());
                 let skip = in_flight.all.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                match queue.store.take(key.clone(), free, skip, now).await {
-                    Ok(taken) => {
-                        error_wait = Duration::from_millis(100);
-                        if let Some(due) = taken.next_due_ms {
-                            wait = wait.min(Duration::from_millis(due.saturating_sub(now)));
-                        }
-                        for entry in taken.entries {
-                            in_flight.insert(entry.ident());
-                            upstream_busy += 1;
-                            let slot = Slot(freed_tx.clone());
-                            let job = Attempt {
-                                app: app.clone(),
-                                queue: queue.clone(),
-                                loaded: loaded.clone(),
-                                metrics: metrics.clone(),
-                                source_index: index,
-                                route_index: key.route(),
-                            };
-                            // Boxed: the attempt's future is large, and a task
-                            // moves what it is given several times on spawn.
-                            let run = Box::pin(job.run(entry, slot));
-                            match runtimes.as_ref().and_then(|r| r.get(next_runtime % r.len().max(1))) {
-                                Some(rt) => attempts.spawn_on(run, rt),
-                                None => attempts.spawn(run),
-                            };
-                            next_runtime = next_runtime.wrapping_add(1);
-                        }
-                        // Full now: enqueues need not wake it until a slot frees.
-                        if concurrency.saturating_sub(upstream_busy) < batch {
-                            waker.want(false);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(source = key.source(), route = key.route(), error = %e, "queue take failed");
-                        wait = error_wait;
-                        error_wait = (error_wait * 2).min(MAX_ERROR_WAIT);
-                    }
-                }
+                let (q, k) = (queue.clone(), key.clone());
+                taking = Some(Box::pin(async move { (q.store.take(k, room, skip, now).await, room) }));
             }
         }
         tokio::select! {
-            _ = waker.notified() => {}
+            _ = waker.notified() => exhausted = false,
             Some(()) = freed_rx.recv() => {
                 upstream_busy = upstream_busy.saturating_sub(1);
                 while freed_rx.try_recv().is_ok() {
                     upstream_busy = upstream_busy.saturating_sub(1);
                 }
-                reap(&mut attempts, &mut in_flight, None);
+                exhausted = false;
+                reap(&mut attempts, &mut in_flight, None, ready.is_empty());
             }
             Some(done) = attempts.join_next(), if !attempts.is_empty() => {
-                reap(&mut attempts, &mut in_flight, Some(done));
+                reap(&mut attempts, &mut in_flight, Some(done), ready.is_empty());
             }
-            _ = tokio::time::sleep(wait) => {}
+            (result, asked) = async { taking.as_mut().expect("polled only while taking").await }, if taking.is_some() => {
+                taking = None;
+                match result {
+                    Ok(taken) => {
+                        error_wait = Duration::from_millis(100);
+                        paused_until = None;
+                        due_ms = taken.next_due_ms;
+                        exhausted = taken.entries.len() < asked;
+                        for entry in taken.entries {
+                            in_flight.insert(entry.ident());
+                            ready.push_back(entry);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = key.source(), route = key.route(), error = %e, "queue take failed");
+                        paused_until = Some(Instant::now() + error_wait);
+                        error_wait = (error_wait * 2).min(MAX_ERROR_WAIT);
+                    }
+                }
+            }
+            _ = tokio::time::sleep(wait) => {
+                exhausted = false;
+                if due_ms.is_some_and(|d| d <= unix_ms(SystemTime::now())) {
+                    due_ms = None;
+                }
+            }
             _ = stop.changed() => {}
         }
     }
+    // Taken and never attempted: stored as they were (Redis: read by a
+    // replica after `visibility_timeout`; disk: at the next start).
+    drop(ready);
     let grace = app.current().config.server.shutdown_grace;
     let drained = tokio::time::timeout(grace, async { while attempts.join_next().await.is_some() {} }).await;
     if drained.is_err() {
@@ -286,20 +324,26 @@ impl InFlight {
 
 /// Forgets the attempts that have ended (`first`, and any others done by
 /// now): their entries may be handed out by a take again.
+/// (`nothing_ready`: the worker holds no taken entry that is not attempted yet.)
 fn reap(
     attempts: &mut JoinSet<String>,
     in_flight: &mut InFlight,
     first: Option<Result<String, tokio::task::JoinError>>,
+    nothing_ready: bool,
 ) {
     // A panicked or aborted attempt has no ident to give back; its entry
-    // stays in flight until this worker's attempts are all done.
+    // stays in flight until this worker holds nothing.
     for seq in first.into_iter().chain(std::iter::from_fn(|| attempts.try_join_next())).flatten() {
         in_flight.remove(&seq);
     }
-    if attempts.is_empty() {
+    if attempts.is_empty() && nothing_ready {
         in_flight.clear();
     }
 }
+
+/// A take in progress: what it took, and how many it asked for.
+type TakeFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Result<super::Taken, QueueError>, usize)> + Send>>;
 
 /// An attempt's share of its route's `concurrency`: given back (a message to
 /// the route's worker) when the exchange with the upstream is over, or when
