@@ -191,10 +191,12 @@ async fn route_worker(
             let source = &loaded.config.sources[index];
             let route = &source.routes[key.route()];
             let concurrency = share.of(route.queue().map_or(1, |q| q.concurrency as usize));
-            // Outcomes being recorded hold no slot, but at most `concurrency`
-            // of them wait (a slow store slows the takes down, not memory up).
+            // Outcomes being recorded hold no slot, but at most twice
+            // `concurrency` of them wait (a slow store slows the takes down,
+            // not memory up). Once `concurrency` was the bound, and under a
+            // Redis drain it held attempts back: recording waits a round trip.
             let recording = attempts.len().saturating_sub(upstream_busy);
-            let mut free = concurrency.saturating_sub(upstream_busy).min(concurrency.saturating_sub(recording));
+            let mut free = concurrency.saturating_sub(upstream_busy).min((2 * concurrency).saturating_sub(recording));
             while free > 0
                 && let Some(entry) = ready.pop_front()
             {
