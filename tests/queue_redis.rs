@@ -251,6 +251,35 @@ async fn with_fewer_slots_than_runtimes_the_route_stays_within_its_concurrency()
     gw.shutdown().await;
 }
 
+#[tokio::test]
+async fn with_a_slow_app_nothing_is_taken_ahead() {
+    // Taking entries before a slot frees only pays while attempts are quick;
+    // with an app that takes 300 ms, each take is for a free slot, so no
+    // entry waits taken (and, on Redis, ages towards another replica's claim).
+    let redis = RedisServer::start();
+    let mut up = spawn_upstream(Behavior::Answer(200, "ok", Duration::from_millis(300))).await;
+    let gw = spawn_gateway(&redis_queue_config(up.addr, &url(&redis), "concurrency = 1")).await;
+    for i in 0..4 {
+        assert_eq!(deliver(&gw, &format!("slow-{i}")).await.status, 202);
+    }
+    let mut most = 0;
+    let mut ids = Vec::new();
+    while ids.len() < 4 {
+        tokio::select! {
+            r = up.next() => ids.push(r.headers["x-hookgate-delivery-id"].to_str().unwrap().to_owned()),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                most = most.max(route_state(&gw).await["in_flight"].as_u64().unwrap());
+            }
+        }
+    }
+    // One at the app, and at most one more taken while its outcome is written.
+    assert!(most <= 2, "{most} taken at once with concurrency = 1 and a slow app");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4);
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn works_on_a_three_master_cluster() {
     let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();

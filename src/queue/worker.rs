@@ -32,6 +32,8 @@ pub const X_ATTEMPT: HeaderName = HeaderName::from_static("x-hookgate-attempt");
 
 /// The longest a worker waits after its store failed before it tries again.
 const MAX_ERROR_WAIT: Duration = Duration::from_secs(5);
+/// Attempts quicker than this on average: the worker takes entries ahead.
+const QUICK_ATTEMPT: Duration = Duration::from_millis(50);
 /// How often new queue routes (after a reload) and expired dead letters are looked for.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
@@ -162,12 +164,20 @@ async fn route_worker(
     // attempt frees its slot once the exchange is over, before its outcome is
     // recorded (a store round trip that is not the app's load), and is
     // reaped from `attempts` when that is done too.
-    let (freed_tx, mut freed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (freed_tx, mut freed_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
     let mut upstream_busy = 0usize;
-    // Entries taken and not yet attempted: a batch is taken while the slots
-    // are still busy, so a slot that frees starts its next attempt at once
-    // instead of after a take's round trip to the store.
-    let mut ready: VecDeque<TakenEntry> = VecDeque::new();
+    // Entries taken and not yet attempted, with when they were taken: while
+    // attempts are quick, a batch is taken while the slots are still busy, so
+    // a slot that frees starts its next attempt at once instead of after a
+    // take's round trip to the store.
+    let mut ready: VecDeque<(Instant, TakenEntry)> = VecDeque::new();
+    // How long attempts take (a moving average of the last few); until
+    // some were timed, as if they were slow.
+    let mut attempt_time = QUICK_ATTEMPT;
+    // Redis: a taken entry is handed to another replica once it has been
+    // pending `visibility_timeout`; one held ready so long that its attempt
+    // might outlast that is left to be claimed again instead.
+    let visibility = matches!(queue.store, super::Store::Redis(_)).then_some(queue.config.visibility_timeout);
     let mut taking: Option<TakeFuture> = None;
     // The last take found less than it asked for: the next waits for
     // something to happen (an enqueue, a freed slot, a timer), not a loop.
@@ -197,9 +207,14 @@ async fn route_worker(
             // Redis drain it held attempts back: recording waits a round trip.
             let recording = attempts.len().saturating_sub(upstream_busy);
             let mut free = concurrency.saturating_sub(upstream_busy).min((2 * concurrency).saturating_sub(recording));
+            let hold_limit = visibility.map(|v| v.saturating_sub(route.timeout).max(v / 4));
             while free > 0
-                && let Some(entry) = ready.pop_front()
+                && let Some((taken_at, entry)) = ready.pop_front()
             {
+                if hold_limit.is_some_and(|limit| taken_at.elapsed() > limit) {
+                    in_flight.remove(&entry.ident());
+                    continue;
+                }
                 upstream_busy += 1;
                 free -= 1;
                 let job = Attempt {
@@ -212,7 +227,7 @@ async fn route_worker(
                 };
                 // Boxed: the attempt's future is large, and a task
                 // moves what it is given several times on spawn.
-                let run = Box::pin(job.run(entry, Slot(freed_tx.clone())));
+                let run = Box::pin(job.run(entry, Slot(freed_tx.clone(), Instant::now())));
                 match runtimes.as_ref().and_then(|r| r.get(next_runtime % r.len().max(1))) {
                     Some(rt) => attempts.spawn_on(run, rt),
                     None => attempts.spawn(run),
@@ -223,10 +238,13 @@ async fn route_worker(
             // disk, a merge over the LSM tree's memtables and tables), which
             // costs about as much for one entry as for dozens. So a worker
             // takes at least a quarter of its slots' worth at a time (or
-            // anything, when it has nothing), and holds up to two such
-            // batches ready beyond its free slots.
+            // anything, when it has nothing). While attempts are quick it
+            // holds up to two such batches ready beyond its free slots; with
+            // a slow app, taking ahead gains nothing and would only make the
+            // entries wait.
             let batch = (concurrency / 4).max(1);
-            let room = if concurrency == 0 { 0 } else { (free + 2 * batch).saturating_sub(ready.len()) };
+            let ahead = if attempt_time < QUICK_ATTEMPT { 2 * batch } else { 0 };
+            let room = if concurrency == 0 { 0 } else { (free + ahead).saturating_sub(ready.len()) };
             let idle = upstream_busy == 0 && ready.is_empty();
             let wants = paused_until.is_none_or(|t| t <= Instant::now()) && (room >= batch || (idle && room > 0));
             // Said before the take: an entry stored after its scan wakes the
@@ -242,9 +260,11 @@ async fn route_worker(
         }
         tokio::select! {
             _ = waker.notified() => exhausted = false,
-            Some(()) = freed_rx.recv() => {
+            Some(took) = freed_rx.recv() => {
+                attempt_time = (attempt_time * 7 + took) / 8;
                 upstream_busy = upstream_busy.saturating_sub(1);
-                while freed_rx.try_recv().is_ok() {
+                while let Ok(took) = freed_rx.try_recv() {
+                    attempt_time = (attempt_time * 7 + took) / 8;
                     upstream_busy = upstream_busy.saturating_sub(1);
                 }
                 exhausted = false;
@@ -261,9 +281,10 @@ async fn route_worker(
                         paused_until = None;
                         due_ms = taken.next_due_ms;
                         exhausted = taken.entries.len() < asked;
+                        let at = Instant::now();
                         for entry in taken.entries {
                             in_flight.insert(entry.ident());
-                            ready.push_back(entry);
+                            ready.push_back((at, entry));
                         }
                     }
                     Err(e) => {
@@ -348,13 +369,14 @@ type TakeFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = (Result<super::Taken, QueueError>, usize)> + Send>>;
 
 /// An attempt's share of its route's `concurrency`: given back (a message to
-/// the route's worker) when the exchange with the upstream is over, or when
-/// the attempt ends any other way (dropped on shutdown, panicked).
-struct Slot(tokio::sync::mpsc::UnboundedSender<()>);
+/// the route's worker, with how long the attempt held it) when the exchange
+/// with the upstream is over, or when the attempt ends any other way (dropped
+/// on shutdown, panicked).
+struct Slot(tokio::sync::mpsc::UnboundedSender<Duration>, Instant);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let _ = self.0.send(());
+        let _ = self.0.send(self.1.elapsed());
     }
 }
 
