@@ -335,7 +335,12 @@ impl Queue {
     }
 
     fn wakers(&self, route: &RouteKey) -> Arc<RouteWakers> {
-        self.wake.lock().unwrap_or_else(|p| p.into_inner()).entry(route.clone()).or_default().clone()
+        let mut wake = self.wake.lock().unwrap_or_else(|p| p.into_inner());
+        // Looked up before `entry`, which would copy the key on every enqueue.
+        match wake.get(route) {
+            Some(w) => w.clone(),
+            None => wake.entry(route.clone()).or_default().clone(),
+        }
     }
 
     pub fn wake_all(&self) {
@@ -384,7 +389,7 @@ pub fn unix_ms(t: std::time::SystemTime) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::RouteWaker;
+    use super::{RouteWaker, RouteWakers};
     use std::time::Duration;
 
     async fn woken(w: &RouteWaker) -> bool {
@@ -407,5 +412,20 @@ mod tests {
         w.want(false);
         w.wake();
         assert!(woken(&w).await, "reloads and dead-letter retries wake it regardless");
+    }
+
+    #[tokio::test]
+    async fn an_enqueue_wakes_the_first_of_a_routes_workers_that_wants_more() {
+        let ws = RouteWakers::default();
+        let list: Vec<std::sync::Arc<RouteWaker>> = (0..3).map(|_| Default::default()).collect();
+        ws.0.lock().unwrap().extend(list.iter().cloned());
+        list[1].want(true);
+        list[2].want(true);
+        ws.wake_one();
+        assert!(!woken(&list[0]).await, "a full worker is passed over");
+        assert!(woken(&list[1]).await);
+        assert!(!woken(&list[2]).await, "one enqueue wakes one worker");
+        ws.wake_one();
+        assert!(woken(&list[2]).await, "the next enqueue wakes the next that wants more");
     }
 }
