@@ -7,8 +7,10 @@
 //! A worker sleeps until something is due: an enqueue or a dead-letter retry
 //! wakes it, a finished attempt frees a slot, and otherwise it waits for the
 //! earliest scheduled retry (at most the store's idle check: 5 s on disk,
-//! 0.5 s on Redis, where other replicas enqueue without waking it). While the app is down it
-//! holds at most `concurrency` entries in memory, however deep the backlog.
+//! 0.5 s on Redis, where other replicas enqueue without waking it). However
+//! deep the backlog, a route holds at most `concurrency` entries at the app,
+//! half as many again taken ahead (only while attempts are quick), and twice
+//! as many whose outcome is being written.
 //!
 //! On shutdown a worker takes nothing new; attempts in flight get
 //! `shutdown_grace` to finish, and whatever is left stays stored.
