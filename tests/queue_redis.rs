@@ -280,6 +280,51 @@ async fn with_a_slow_app_nothing_is_taken_ahead() {
     gw.shutdown().await;
 }
 
+#[tokio::test]
+async fn an_entry_taken_ahead_and_held_too_long_is_left_to_a_claim_not_attempted_late() {
+    // visibility_timeout 1 s, route timeout 1 s: an entry held ready more than
+    // 250 ms (a quarter of the visibility timeout, as nothing is left of it
+    // once the route's timeout is taken off) is not attempted by the worker
+    // that holds it; it comes back through a claim once it has been pending 1 s.
+    let redis = RedisServer::start();
+    let mut up = spawn_upstream(ok_upstream()).await;
+    let gw = spawn_gateway(&redis_queue_config(up.addr, &url(&redis), "concurrency = 4")).await;
+    // Quick attempts first, so the worker takes ahead.
+    for i in 0..8 {
+        assert_eq!(deliver(&gw, &format!("quick-{i}")).await.status, 202);
+    }
+    for _ in 0..8 {
+        up.next().await;
+    }
+    // Now the app takes 600 ms: four at the app, the next two taken ahead and
+    // held past 250 ms before a slot frees.
+    up.set(Behavior::Answer(200, "ok", Duration::from_millis(600)));
+    let mut acked = std::collections::HashMap::new();
+    for i in 0..6 {
+        let id = format!("held-{i}");
+        assert_eq!(deliver(&gw, &id).await.status, 202);
+        acked.insert(id, std::time::Instant::now());
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        let r = up.next().await;
+        let id = r.headers["x-hookgate-delivery-id"].to_str().unwrap().to_owned();
+        assert_eq!(r.headers["x-hookgate-attempt"], "1", "{id}: held entries were never attempted");
+        seen.push((id.clone(), acked[&id].elapsed()));
+    }
+    for (id, after) in &seen[4..] {
+        // Attempted by its holder, it would have come at ~600 ms.
+        assert!(*after >= Duration::from_millis(900), "{id} attempted {after:?} after its ack: {seen:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(up.drain().is_empty(), "no delivery twice");
+    let mut ids: Vec<_> = seen.iter().map(|(id, _)| id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6);
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn works_on_a_three_master_cluster() {
     let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();
