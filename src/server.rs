@@ -56,8 +56,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         None => tls_app.current().config.server.tls.as_ref().map(|t| t.config.clone()),
     };
     serve_with(listener, limits, shutdown, tls, move |req, peer, https| {
-        let app = app.clone();
-        async move { pipeline::handle(&app, req, peer, https).await }
+        pipeline::handle(app.clone(), req, peer, https)
     })
     .await;
 }
@@ -130,8 +129,10 @@ pub async fn serve_with<H, F, T>(
         let https = tls();
         let is_tls = https.is_some();
         let service = service_fn(move |req| {
-            let fut = handler(req, peer, is_tls);
-            async move { Ok::<_, std::convert::Infallible>(fut.await) }
+            // A combinator, not `async move { Ok(fut.await) }`: that block
+            // would hold the handler's future twice over (~1 KB more to copy
+            // into hyper's dispatcher per request).
+            futures_util::FutureExt::map(handler(req, peer, is_tls), Ok::<_, std::convert::Infallible>)
         });
         match https {
             None => {

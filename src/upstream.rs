@@ -152,7 +152,10 @@ pub async fn send(
             },
         }
     }
-    let mut sender = connect(target).await?;
+    // Boxed: a new connection is the rare case, and its future (a TLS
+    // handshake's state included) would otherwise make every request's
+    // future kilobytes larger, and copied on each move.
+    let mut sender = Box::pin(connect(target)).await?;
     sender.ready().await.map_err(|e| e.to_string())?;
     let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
     Ok((res, Lease { target: target.clone(), sender }))

@@ -129,7 +129,7 @@ impl Store {
             }
             Store::Redis(s) => {
                 let key = s.key(source, id);
-                s.claim(&key, cfg.claim_ttl).await?.map(|token| Held::Redis(s.clone(), key, token))
+                Box::pin(s.claim(&key, cfg.claim_ttl)).await?.map(|token| Held::Redis(s.clone(), key, token))
             }
         };
         Ok(match held {
@@ -153,7 +153,7 @@ impl Claim {
     pub async fn commit(mut self) -> Result<(), StoreError> {
         match self.held.take() {
             Some(Held::Memory(s, k, t)) => s.commit(&k, &t, self.ttl).await,
-            Some(Held::Redis(s, k, t)) => s.commit(&k, &t, self.ttl).await,
+            Some(Held::Redis(s, k, t)) => Box::pin(s.commit(&k, &t, self.ttl)).await,
             None => Ok(()),
         }
     }
@@ -162,7 +162,7 @@ impl Claim {
     pub async fn release(mut self) -> Result<(), StoreError> {
         match self.held.take() {
             Some(Held::Memory(s, k, t)) => s.release(&k, &t).await,
-            Some(Held::Redis(s, k, t)) => s.release(&k, &t).await,
+            Some(Held::Redis(s, k, t)) => Box::pin(s.release(&k, &t)).await,
             None => Ok(()),
         }
     }
