@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::app::{App, Loaded, SourceState};
 use crate::config::{OnStoreError, Source, Unrouted};
 use crate::dedupe::{Claim, ClaimOutcome};
-use crate::delivery_log::Item;
+use crate::delivery_log::{Item, Text};
 use crate::error::{Rejection, json_response};
 use crate::forward::{self, Peer, X_DUPLICATE};
 use crate::queue::{Meta, NewEntry, QueueRoute, RouteKey, unix_ms};
@@ -34,8 +34,8 @@ const QUEUE_RETRY: Duration = Duration::from_secs(5);
 struct Record {
     /// The client address (the peer, or the trusted proxies' X-Forwarded-For hop).
     client: Option<std::net::IpAddr>,
-    event_type: String,
-    id: String,
+    event_type: Text,
+    id: Text,
     upstream_ms: Option<u128>,
     route: Option<u16>,
     /// The delivery log already has this request (queue routes record it before enqueueing).
@@ -50,7 +50,7 @@ impl Record {
     fn into_item(self, source: &SourceState, outcome: &'static str, status: u16) -> Item {
         Item {
             at: std::time::SystemTime::now(),
-            source: source.name.clone(),
+            source: Text::new(&source.name),
             id: self.id,
             event_type: self.event_type,
             outcome,
@@ -175,8 +175,8 @@ async fn process(
     state.metrics.secret(delivery.secret_index());
     // Kept for the log line and the delivery log only, so not copied when both are off.
     if tracing::enabled!(tracing::Level::INFO) || app.deliveries.enabled() {
-        record.event_type.push_str(delivery.event_type());
-        record.id.push_str(delivery.id());
+        record.event_type = Text::new(delivery.event_type());
+        record.id = Text::new(delivery.id());
     }
 
     // challenge
