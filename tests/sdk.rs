@@ -148,10 +148,14 @@ async fn deliveries_signed_by_hookgate_pass_the_providers_sdks() {
         // node with a dozen SDKs took longer than that on a slow CI machine;
         // it does not refuse a `ts` ahead of its clock, so its copy is signed
         // 30 s ahead (the signature check is what this test is about).
-        let ahead = if *provider == "paddle" { 30 } else { 0 };
-        let for_sdk = sign(SystemTime::now() + std::time::Duration::from_secs(ahead));
-        let headers: serde_json::Map<String, Value> =
-            for_sdk.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        let ahead = (*provider == "paddle").then(|| sign(SystemTime::now() + std::time::Duration::from_secs(30)));
+        let headers: serde_json::Map<String, Value> = ahead
+            .as_ref()
+            .unwrap_or(&signed)
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
         let url = format!("{PUBLIC_URL}/{provider}");
         sdk_cases.push(json!({ "provider": provider, "secret": secret, "body": body, "headers": headers, "url": url }));
         let mut tampered = body.clone();
