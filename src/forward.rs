@@ -4,7 +4,8 @@
 //! - the body is passed on byte for byte (a refcounted `Bytes`, never copied);
 //! - hop-by-hop headers (RFC 9110 §7.6.1) and every header the sender's
 //!   `Connection` names are dropped, as are `Host` and `Content-Length` (both
-//!   are set for the upstream request);
+//!   are set for the upstream request; a `Content-Length` that already is the
+//!   body's length is kept as it is);
 //! - any incoming `X-Hookgate-*` is dropped, then ours are added;
 //! - `X-Forwarded-For` gets the peer appended; `X-Forwarded-Proto` and
 //!   `X-Forwarded-Host` are set;
@@ -17,6 +18,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Body as _;
+use smallvec::SmallVec;
 
 use crate::ResBody;
 use crate::route::Route;
@@ -57,13 +59,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     strip(headers, false);
 }
 
-/// One pass over the names; the lists stay empty (no allocation) in the
-/// common case where nothing but `Host` and `Content-Length` goes.
+/// One pass over the names, without allocating in the common cases (no
+/// `Connection` header, or `Connection: keep-alive` as most apps answer).
 fn strip(headers: &mut HeaderMap, ours_too: bool) {
-    let mut gone: Vec<HeaderName> = Vec::new();
+    let mut gone: SmallVec<[HeaderName; 4]> = SmallVec::new();
     for v in headers.get_all(CONNECTION) {
         let Ok(v) = v.to_str() else { continue };
-        gone.extend(v.split(',').filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()));
+        gone.extend(
+            v.split(',')
+                .map(str::trim)
+                // `keep-alive` is hop-by-hop, found by the pass below if present
+                // (parsing it here would allocate: it is not a standard name).
+                .filter(|t| !t.eq_ignore_ascii_case("keep-alive"))
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
+        );
     }
     gone.extend(
         headers.keys().filter(|n| is_hop_by_hop(n) || (ours_too && n.as_str().starts_with("x-hookgate-"))).cloned(),
@@ -93,10 +102,6 @@ pub const X_VERIFIED: HeaderName = HeaderName::from_static("x-hookgate-verified"
 pub const X_DUPLICATE: HeaderName = HeaderName::from_static("x-hookgate-duplicate");
 
 /// Header text for a value taken from the sender; control characters make it unsendable.
-fn header_value(s: &str) -> Option<HeaderValue> {
-    HeaderValue::from_bytes(s.as_bytes()).ok()
-}
-
 /// `peer` as header text. The usual case is the peer of the previous request
 /// on this thread (a keep-alive connection, a sender's few addresses): then it
 /// is a refcount increment instead of formatting and allocating (~1.5k
@@ -126,35 +131,60 @@ fn forwarded_for(prior: http::header::GetAll<'_, HeaderValue>, peer: IpAddr) -> 
     HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok()
 }
 
+/// What hookgate adds to the upstream request: the values of
+/// `X-Hookgate-Delivery-Id` and `X-Hookgate-Event-Type`, and the body's length
+/// when the request goes out now (an incoming `Content-Length` equal to it is
+/// kept, sparing hyper a formatted copy; queued requests drop it).
+pub struct Ours {
+    pub id: Option<HeaderValue>,
+    pub event_type: Option<HeaderValue>,
+    pub body_len: Option<usize>,
+}
+
+impl Ours {
+    pub fn of(delivery: &Delivery<Verified>, body_len: Option<usize>) -> Ours {
+        Ours { id: delivery.id_value(), event_type: delivery.event_type_value(), body_len }
+    }
+}
+
+/// A single `Content-Length` of exactly `len` (digits only).
+fn length_is(headers: &HeaderMap, len: usize) -> bool {
+    let mut all = headers.get_all(CONTENT_LENGTH).iter();
+    match (all.next(), all.next()) {
+        (Some(v), None) => {
+            let b = v.as_bytes();
+            !b.is_empty()
+                && b.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(b).ok().and_then(|s| s.parse::<usize>().ok()) == Some(len)
+        }
+        _ => false,
+    }
+}
+
 /// The headers sent upstream for `incoming` (see the module docs).
-pub fn upstream_headers(
-    mut headers: HeaderMap,
-    uri: &Uri,
-    peer: Peer,
-    source: &HeaderValue,
-    id: &str,
-    event_type: &str,
-) -> HeaderMap {
+pub fn upstream_headers(mut headers: HeaderMap, uri: &Uri, peer: Peer, source: &HeaderValue, ours: Ours) -> HeaderMap {
     // Room for the headers added below, so the map does not grow on the way.
     headers.reserve(8);
     let host = headers.remove(HOST).or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     let proto = if peer.trusted { headers.remove(&XFP) } else { None };
-    headers.remove(CONTENT_LENGTH);
+    if !ours.body_len.is_some_and(|n| length_is(&headers, n)) {
+        headers.remove(CONTENT_LENGTH);
+    }
     strip(&mut headers, true);
     if let Some(v) = forwarded_for(headers.get_all(&XFF), peer.addr) {
         headers.insert(XFF, v);
     }
-    let ours = if peer.https { "https" } else { "http" };
-    headers.insert(XFP, proto.unwrap_or(HeaderValue::from_static(ours)));
+    let scheme = if peer.https { "https" } else { "http" };
+    headers.insert(XFP, proto.unwrap_or(HeaderValue::from_static(scheme)));
     match host {
         Some(h) => headers.insert(XFH, h),
         None => headers.remove(XFH),
     };
     headers.insert(X_SOURCE, source.clone());
-    if let Some(v) = header_value(id) {
+    if let Some(v) = ours.id {
         headers.insert(X_ID, v);
     }
-    if let Some(v) = header_value(event_type) {
+    if let Some(v) = ours.event_type {
         headers.insert(X_EVENT, v);
     }
     headers.insert(X_VERIFIED, HeaderValue::from_static("true"));
@@ -175,14 +205,9 @@ pub async fn forward(
     source: &HeaderValue,
 ) -> Result<Response<ResBody>, ForwardError> {
     let path = upstream_path(&route.path, &delivery.head.uri);
-    let mut headers = upstream_headers(
-        std::mem::take(&mut delivery.head.headers),
-        &delivery.head.uri,
-        peer,
-        source,
-        delivery.id(),
-        delivery.event_type(),
-    );
+    let ours = Ours::of(delivery, Some(delivery.body.len()));
+    let mut headers =
+        upstream_headers(std::mem::take(&mut delivery.head.headers), &delivery.head.uri, peer, source, ours);
     if let Some(r) = &route.resign {
         r.apply(&mut headers, delivery.id(), unix_now(), &delivery.body);
     }
@@ -269,11 +294,19 @@ mod tests {
         Peer { addr: "192.0.2.7".parse().unwrap(), trusted: false, https: false }
     }
 
+    fn ours(id: &'static str, event_type: &'static str, body_len: Option<usize>) -> Ours {
+        Ours {
+            id: Some(HeaderValue::from_static(id)),
+            event_type: Some(HeaderValue::from_static(event_type)),
+            body_len,
+        }
+    }
+
     #[test]
     fn header_rules() {
         let mut h = HeaderMap::new();
         h.insert(HOST, HeaderValue::from_static("hooks.example.com"));
-        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Custom-Hop"));
+        h.insert(CONNECTION, HeaderValue::from_static("Keep-Alive, X-Custom-Hop"));
         h.insert("x-custom-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("te", HeaderValue::from_static("trailers"));
@@ -288,7 +321,7 @@ mod tests {
         h.insert("x-webhook-signature", HeaderValue::from_static("sha256=ab"));
         h.insert("content-length", HeaderValue::from_static("3"));
         let uri: Uri = "/webhooks/tampa?a=1".parse().unwrap();
-        let out = upstream_headers(h, &uri, peer(), &HeaderValue::from_static("tampa"), "id-1", "a.b");
+        let out = upstream_headers(h, &uri, peer(), &HeaderValue::from_static("tampa"), ours("id-1", "a.b", None));
         for gone in [
             "connection",
             "x-custom-hop",
@@ -315,11 +348,48 @@ mod tests {
     }
 
     #[test]
+    fn a_content_length_is_kept_only_when_it_is_the_bodys_exact_length() {
+        let with = |values: &[&'static str], body_len| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(CONTENT_LENGTH, HeaderValue::from_static(v));
+            }
+            let out = upstream_headers(
+                h,
+                &"/w".parse().unwrap(),
+                peer(),
+                &HeaderValue::from_static("s"),
+                ours("i", "", body_len),
+            );
+            out.get_all(CONTENT_LENGTH).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>()
+        };
+        assert_eq!(with(&["3"], Some(3)), ["3"]);
+        assert_eq!(with(&["3"], None), Vec::<String>::new(), "a queued request is sent later: hyper sets it then");
+        for wrong in [&["4"][..], &["+3"], &[" 3"], &[""], &["3", "3"], &["0x3"]] {
+            assert_eq!(with(wrong, Some(3)), Vec::<String>::new(), "{wrong:?} is dropped (hyper sets the length)");
+        }
+    }
+
+    #[test]
+    fn connection_options_are_dropped_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.append(CONNECTION, HeaderValue::from_static("close"));
+        h.append(CONNECTION, HeaderValue::from_static("KEEP-ALIVE , x-a,,X-B"));
+        for n in ["close", "keep-alive", "x-a", "x-b", "x-c"] {
+            h.insert(n, HeaderValue::from_static("1"));
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|n| n.as_str()).collect();
+        assert_eq!(left, ["x-c"]);
+    }
+
+    #[test]
     fn a_trusted_proxy_keeps_its_forwarded_proto() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let trusted = Peer { addr: "10.0.0.1".parse().unwrap(), trusted: true, https: false };
-        let out = upstream_headers(h, &"/w".parse().unwrap(), trusted, &HeaderValue::from_static("s"), "i", "");
+        let out =
+            upstream_headers(h, &"/w".parse().unwrap(), trusted, &HeaderValue::from_static("s"), ours("i", "", None));
         assert_eq!(out["x-forwarded-proto"], "https");
         assert_eq!(out["x-forwarded-for"], "10.0.0.1");
         assert!(!out.contains_key("x-forwarded-host"), "no Host, no authority: nothing to forward");
@@ -330,7 +400,7 @@ mod tests {
         let tls = Peer { addr: "192.0.2.7".parse().unwrap(), trusted: false, https: true };
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        let out = upstream_headers(h, &"/w".parse().unwrap(), tls, &HeaderValue::from_static("s"), "i", "");
+        let out = upstream_headers(h, &"/w".parse().unwrap(), tls, &HeaderValue::from_static("s"), ours("i", "", None));
         assert_eq!(out["x-forwarded-proto"], "https", "an untrusted sender's value is replaced");
     }
 

@@ -329,13 +329,13 @@ async fn enqueue(
         finish_claim(app, claim, false, policy).await;
         return Err(unavailable);
     };
+    let ours = forward::Ours::of(delivery, None);
     let headers = forward::upstream_headers(
         std::mem::take(&mut delivery.head.headers),
         &delivery.head.uri,
         peer,
         &state.name_header,
-        delivery.id(),
-        delivery.event_type(),
+        ours,
     );
     let log_seq = app.deliveries.push(Item {
         attempts: Some(0),

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 
 pub use keys::{Algorithm, Key, SecretFormat};
@@ -209,6 +209,10 @@ pub struct Verified {
     secret_index: usize,
     id: String,
     event_type: String,
+    /// The request's header values that `id` and `event_type` are, if each
+    /// came from a header.
+    id_value: Option<HeaderValue>,
+    event_type_value: Option<HeaderValue>,
     json: Option<serde_json::Value>,
 }
 
@@ -238,6 +242,15 @@ impl Delivery<Verified> {
     }
     pub fn event_type(&self) -> &str {
         &self.state.event_type
+    }
+    /// The ID as a header value: the request's own when it came from a header
+    /// (a refcount, not a copy), `None` if it cannot be one.
+    pub fn id_value(&self) -> Option<HeaderValue> {
+        self.state.id_value.clone().or_else(|| HeaderValue::from_bytes(self.state.id.as_bytes()).ok())
+    }
+    /// The event type as a header value, like [`Self::id_value`].
+    pub fn event_type_value(&self) -> Option<HeaderValue> {
+        self.state.event_type_value.clone().or_else(|| HeaderValue::from_bytes(self.state.event_type.as_bytes()).ok())
     }
     pub fn secret_index(&self) -> usize {
         self.state.secret_index
@@ -314,10 +327,6 @@ impl Encoding {
     }
 }
 
-fn header_str<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
-    headers.get(name).and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-}
-
 /// The value of parameter `name` in a `params`-style signature header.
 fn param<'a>(params: Option<&'a str>, separator: char, name: &str) -> Option<&'a str> {
     params?.split(separator).find_map(|item| {
@@ -326,33 +335,33 @@ fn param<'a>(params: Option<&'a str>, separator: char, name: &str) -> Option<&'a
     })
 }
 
-/// The text of the first locator that finds one.
-fn locate<'a>(
-    locators: &[Locator],
-    headers: &'a HeaderMap,
-    body: &'a Body<'a>,
-    params: Option<&'a str>,
-    separator: char,
-) -> Option<Cow<'a, str>> {
-    locate_with(locators, headers, body, params, separator).map(|(_, t)| t)
+/// What a locator found: its text and, from a header, the header's value (shared
+/// with the request, so it can be passed on without a copy).
+struct Found<'a, 'l> {
+    locator: &'l Locator,
+    text: Cow<'a, str>,
+    value: Option<&'a HeaderValue>,
 }
 
-/// Like [`locate`], also saying which locator found the text.
-fn locate_with<'a, 'l>(
+/// The text of the first locator that finds one.
+fn locate<'a, 'l>(
     locators: &'l [Locator],
     headers: &'a HeaderMap,
     body: &'a Body<'a>,
     params: Option<&'a str>,
     separator: char,
-) -> Option<(&'l Locator, Cow<'a, str>)> {
-    locators.iter().find_map(|loc| {
-        let text = match loc {
-            Locator::Header(name) => header_str(headers, name).map(Cow::Borrowed),
-            Locator::SignatureParam(name) => param(params, separator, name).map(Cow::Borrowed),
-            Locator::Json(ptr) => json::pointer_text(body.bytes, ptr),
-            Locator::Digest(parts) => Some(Cow::Owned(digest(parts, headers, body, params, separator))),
-        }?;
-        Some((loc, text))
+) -> Option<Found<'a, 'l>> {
+    locators.iter().find_map(|locator| {
+        let (text, value) = match locator {
+            Locator::Header(name) => {
+                let v = headers.get(name)?;
+                (Cow::Borrowed(std::str::from_utf8(v.as_bytes()).ok()?), Some(v))
+            }
+            Locator::SignatureParam(name) => (Cow::Borrowed(param(params, separator, name)?), None),
+            Locator::Json(ptr) => (json::pointer_text(body.bytes, ptr)?, None),
+            Locator::Digest(parts) => (Cow::Owned(digest(parts, headers, body, params, separator)), None),
+        };
+        Some(Found { locator, text, value })
     })
 }
 
@@ -461,20 +470,20 @@ impl Verifier {
         let body = Body { bytes: body };
 
         // Timestamps sent in headers are parsed before the signature is checked (400 first).
-        let ts = locate_with(&spec.timestamp, headers, &body, params, sep);
-        let ts_ms = ts.as_ref().and_then(|(_, t)| spec.timestamp_format.to_unix_ms(t));
-        if let (Some((loc, _)), None) = (&ts, ts_ms)
-            && !matches!(loc, Locator::Json(_))
+        let ts = locate(&spec.timestamp, headers, &body, params, sep);
+        let ts_ms = ts.as_ref().and_then(|f| spec.timestamp_format.to_unix_ms(&f.text));
+        if let (Some(f), None) = (&ts, ts_ms)
+            && !matches!(f.locator, Locator::Json(_))
         {
             return Err(VerifyError::MalformedTimestamp);
         }
-        let ts_text = ts.map(|(_, t)| t);
+        let ts_text = ts.map(|f| f.text);
         let id = locate(&spec.id, headers, &body, params, sep);
 
         let input = template::Input {
             body: body.bytes,
             timestamp: ts_text.as_deref().unwrap_or("").as_bytes(),
-            id: id.as_deref().unwrap_or("").as_bytes(),
+            id: id.as_ref().map_or(&b""[..], |f| f.text.as_bytes()),
             public_url: &self.public_url,
             query: head.uri.query(),
         };
@@ -506,12 +515,15 @@ impl Verifier {
             }
         }
 
-        let id = match id {
-            Some(id) if !id.is_empty() => id.into_owned(),
-            _ => body_hash(body.bytes),
+        let (id, id_value) = match id {
+            Some(f) if !f.text.is_empty() => (f.text.into_owned(), f.value.cloned()),
+            _ => (body_hash(body.bytes), None),
         };
-        let event_type = locate(&spec.event_type, headers, &body, params, sep).map(Cow::into_owned).unwrap_or_default();
-        Ok(Verified { secret_index, id, event_type, json: None })
+        let (event_type, event_type_value) = match locate(&spec.event_type, headers, &body, params, sep) {
+            Some(f) => (f.text.into_owned(), f.value.cloned()),
+            None => (String::new(), None),
+        };
+        Ok(Verified { secret_index, id, event_type, id_value, event_type_value, json: None })
     }
 }
 

@@ -194,6 +194,34 @@ fn non_json_bodies_fall_back_to_body_hash_and_empty_type() {
     assert_eq!(d.event_type(), "");
 }
 
+/// The ID and event type as header values for `X-Hookgate-*`: the request's own
+/// values when headers gave them (the same bytes, shared), else made from the text.
+#[test]
+fn id_and_event_type_values_follow_where_they_were_found() {
+    let ver = verifier("tampa", &["s"], "");
+    let now = SystemTime::now();
+    let ts = time::OffsetDateTime::from(now).format(&time::format_description::well_known::Rfc3339).unwrap();
+    let body = format!(r#"{{"id":"from-json","type":"json.type","timestamp":"{ts}"}}"#);
+    let signed = |id: Option<&str>, event_type: Option<&str>| {
+        ver.sign(SignRequest { body: body.as_bytes(), id, event_type, timestamp: None, now, private_key: None })
+            .unwrap()
+    };
+    let s = signed(Some("hdr-id"), Some("hdr.type"));
+    let d = delivery(&s.headers, body.clone()).verify(&ver, now).unwrap();
+    assert_eq!((d.id(), d.event_type()), ("hdr-id", "hdr.type"));
+    let id = d.id_value().unwrap();
+    assert_eq!(id, "hdr-id");
+    let shared = d.head.headers.get("x-delivery-id").unwrap();
+    assert_eq!(id.as_bytes().as_ptr(), shared.as_bytes().as_ptr(), "the header's own bytes, not a copy");
+    assert_eq!(d.event_type_value().unwrap(), "hdr.type");
+
+    let mut headers = signed(None, None).headers;
+    headers.retain(|(k, _)| !k.eq_ignore_ascii_case("x-delivery-id") && !k.eq_ignore_ascii_case("x-event-type"));
+    let d = delivery(&headers, body.clone()).verify(&ver, now).unwrap();
+    assert_eq!(d.id_value().unwrap(), "from-json");
+    assert_eq!(d.event_type_value().unwrap(), "json.type");
+}
+
 /// Private keys of the two test key pairs of the public-key presets.
 const SEEDS: [[u8; 32]; 2] = [[7; 32], [9; 32]];
 
