@@ -101,7 +101,6 @@ pub const X_EVENT: HeaderName = HeaderName::from_static("x-hookgate-event-type")
 pub const X_VERIFIED: HeaderName = HeaderName::from_static("x-hookgate-verified");
 pub const X_DUPLICATE: HeaderName = HeaderName::from_static("x-hookgate-duplicate");
 
-/// Header text for a value taken from the sender; control characters make it unsendable.
 /// `peer` as header text. The usual case is the peer of the previous request
 /// on this thread (a keep-alive connection, a sender's few addresses): then it
 /// is a refcount increment instead of formatting and allocating (~1.5k
@@ -152,10 +151,8 @@ fn length_is(headers: &HeaderMap, len: usize) -> bool {
     let mut all = headers.get_all(CONTENT_LENGTH).iter();
     match (all.next(), all.next()) {
         (Some(v), None) => {
-            let b = v.as_bytes();
-            !b.is_empty()
-                && b.iter().all(u8::is_ascii_digit)
-                && std::str::from_utf8(b).ok().and_then(|s| s.parse::<usize>().ok()) == Some(len)
+            let digits = v.to_str().ok().filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+            digits.and_then(|s| s.parse::<usize>().ok()) == Some(len)
         }
         _ => false,
     }
