@@ -13,13 +13,14 @@
 //!   expired entries at the front are dropped on every insert.
 //! - A claim's token is its expiry time: the next claim of the same ID can only
 //!   be made after that time, so its expiry (its token) is later — unique per ID
-//!   without a field of its own. The token also names the slab position the
-//!   claim was made at, so the commit goes straight to the entry: probing the
-//!   index again cost two cache misses per delivery in a large store
-//!   (`perf annotate` of the commit). A free node's state is 0, so a position
-//!   since reused or freed is noticed and the index is probed after all. That keeps an entry at 28 bytes; with the index
+//!   without a field of its own. That keeps an entry at 28 bytes; with the index
 //!   (a `u32` and a control byte per bucket, about two buckets per entry) a
 //!   million IDs take ~38 MB (`examples/store_footprint.rs`).
+//! - The token also names the slab position the claim was made at, so the
+//!   commit goes straight to the entry: probing the index again cost two cache
+//!   misses per delivery in a large store (`perf annotate` of the commit). A
+//!   free node's state is 0, so a position since freed or reused by another
+//!   ID is noticed and the index is probed after all.
 //! - Time comes from `tokio::time::Instant`, so tests use `tokio::time::pause`.
 
 use std::sync::Mutex;
@@ -319,9 +320,7 @@ impl MemoryStore {
         let state = expiry(now, ttl) | DELIVERED;
         match inner.find_at(key, hint) {
             Some(i) => inner.renew(i, state),
-            None => {
-                inner.insert(*key, state);
-            }
+            None => _ = inner.insert(*key, state),
         }
         self.evict(&mut inner, now);
     }

@@ -246,11 +246,11 @@ impl Delivery<Verified> {
     /// The ID as a header value: the request's own when it came from a header
     /// (a refcount, not a copy), `None` if it cannot be one.
     pub fn id_value(&self) -> Option<HeaderValue> {
-        self.state.id_value.clone().or_else(|| HeaderValue::from_bytes(self.state.id.as_bytes()).ok())
+        shared_or_made(&self.state.id_value, &self.state.id)
     }
     /// The event type as a header value, like [`Self::id_value`].
     pub fn event_type_value(&self) -> Option<HeaderValue> {
-        self.state.event_type_value.clone().or_else(|| HeaderValue::from_bytes(self.state.event_type.as_bytes()).ok())
+        shared_or_made(&self.state.event_type_value, &self.state.event_type)
     }
     pub fn secret_index(&self) -> usize {
         self.state.secret_index
@@ -262,6 +262,11 @@ impl Delivery<Verified> {
         }
         self.state.json.as_ref()
     }
+}
+
+/// The request's own header value if there is one, else one made from `text`.
+fn shared_or_made(shared: &Option<HeaderValue>, text: &str) -> Option<HeaderValue> {
+    shared.clone().or_else(|| HeaderValue::from_bytes(text.as_bytes()).ok())
 }
 
 // === impl Verifier ===
