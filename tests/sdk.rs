@@ -15,14 +15,21 @@ use base64::Engine as _;
 use common::*;
 use hookgate::verify::sign::SignRequest;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 
 const SVIX_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const PUBLIC_URL: &str = "https://hooks.example.com/webhooks";
 /// Private keys (Ed25519 seed, P-256 scalar) of the public-key presets' test keys.
 const SEED: [u8; 32] = [42; 32];
 
-async fn node(request: Value) -> Value {
+/// `sdk.mjs` started and past its imports (loading a dozen SDKs took over
+/// 30 s on a slow CI machine): it has written `ready` and waits for its request.
+struct Node {
+    child: tokio::process::Child,
+    stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+}
+
+async fn start_node() -> Node {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
     assert!(dir.join("node_modules/svix").exists(), "run `npm ci` in tests/sdk (bash .ci/run does)");
     let mut child = tokio::process::Command::new("node")
@@ -30,15 +37,31 @@ async fn node(request: Value) -> Value {
         .current_dir(&dir)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
         .expect("node runs");
-    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).await.unwrap();
-    let out =
-        tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output()).await.unwrap().unwrap();
-    assert!(out.status.success(), "sdk.mjs failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(120), stdout.read_line(&mut line)).await.unwrap().unwrap();
+    assert_eq!(line, "ready\n", "sdk.mjs did not start (its stderr is above)");
+    Node { child, stdout }
+}
+
+impl Node {
+    async fn ask(mut self, request: Value) -> Value {
+        let mut stdin = self.child.stdin.take().unwrap();
+        stdin.write_all(request.to_string().as_bytes()).await.unwrap();
+        drop(stdin);
+        let mut out = Vec::new();
+        let read = async {
+            self.stdout.read_to_end(&mut out).await.unwrap();
+            self.child.wait().await.unwrap()
+        };
+        let status = tokio::time::timeout(std::time::Duration::from_secs(60), read).await.unwrap();
+        assert!(status.success(), "sdk.mjs failed (its stderr is above)");
+        serde_json::from_slice(&out).unwrap()
+    }
 }
 
 /// One source per provider at `/webhooks/PROVIDER`, all routed to `upstream`.
@@ -58,7 +81,7 @@ fn headers_of(v: &Value) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_signed_by_the_providers_sdks_pass_the_gateway() {
-    let cases = node(json!({ "op": "sign" })).await;
+    let cases = start_node().await.ask(json!({ "op": "sign" })).await;
     let cases = cases.as_array().unwrap();
     let mut up = spawn_upstream(ok_upstream()).await;
     let sources: Vec<(String, String)> = cases
@@ -92,6 +115,9 @@ async fn deliveries_signed_by_the_providers_sdks_pass_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_signed_by_hookgate_pass_the_providers_sdks() {
+    // Node first: Paddle's SDK refuses a `ts` more than 5 s in its past, so
+    // the signing (and Linear's `webhookTimestamp`) waits until the SDKs are loaded.
+    let sdks = start_node().await;
     let ed = hex::encode(ed25519_dalek::SigningKey::from_bytes(&SEED).verifying_key().as_bytes());
     let ec = {
         use p256::pkcs8::EncodePublicKey as _;
@@ -144,18 +170,8 @@ async fn deliveries_signed_by_hookgate_pass_the_providers_sdks() {
                 .unwrap_or_else(|e| panic!("{provider}: {e}"))
         };
         let signed = sign(SystemTime::now());
-        // Paddle's SDK refuses a `ts` more than 5 s in its past, and starting
-        // node with a dozen SDKs took longer than that on a slow CI machine;
-        // it does not refuse a `ts` ahead of its clock, so its copy is signed
-        // 30 s ahead (the signature check is what this test is about).
-        let ahead = (*provider == "paddle").then(|| sign(SystemTime::now() + std::time::Duration::from_secs(30)));
-        let headers: serde_json::Map<String, Value> = ahead
-            .as_ref()
-            .unwrap_or(&signed)
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
+        let headers: serde_json::Map<String, Value> =
+            signed.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
         let url = format!("{PUBLIC_URL}/{provider}");
         sdk_cases.push(json!({ "provider": provider, "secret": secret, "body": body, "headers": headers, "url": url }));
         let mut tampered = body.clone();
@@ -164,7 +180,7 @@ async fn deliveries_signed_by_hookgate_pass_the_providers_sdks() {
         signed_cases.push((provider, signed.headers, body));
     }
     // The SDKs first, straight after signing (see Paddle's above).
-    let verdicts = node(json!({ "op": "verify", "cases": sdk_cases })).await;
+    let verdicts = sdks.ask(json!({ "op": "verify", "cases": sdk_cases })).await;
     // And the gateway takes what it signed.
     for (provider, headers, body) in signed_cases {
         let r = send(&gw.url(&format!("/webhooks/{provider}")), "POST", &headers, body.clone()).await;

@@ -16,6 +16,8 @@ import { Paddle } from '@paddle/paddle-node-sdk';
 import hubspot from '@hubspot/api-client';
 import { WebhooksHelper } from 'square';
 
+// Imports are done: the test signs its cases only now (Paddle's SDK allows 5 s).
+process.stdout.write('ready\n');
 const input = JSON.parse(await new Promise((resolve) => {
   let data = '';
   process.stdin.on('data', (c) => (data += c));
