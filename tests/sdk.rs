@@ -157,19 +157,17 @@ async fn deliveries_signed_by_hookgate_pass_the_providers_sdks() {
     let (mut sdk_cases, mut signed_cases) = (Vec::new(), Vec::new());
     for (provider, secret, body) in &cases {
         let src = cfg.sources.iter().find(|s| s.name == *provider).unwrap();
-        let sign = |now: SystemTime| {
-            src.verifier
-                .sign(SignRequest {
-                    body: body.as_bytes(),
-                    id: None,
-                    event_type: Some("order.created"),
-                    timestamp: None,
-                    now,
-                    private_key: Some(&private),
-                })
-                .unwrap_or_else(|e| panic!("{provider}: {e}"))
-        };
-        let signed = sign(SystemTime::now());
+        let signed = src
+            .verifier
+            .sign(SignRequest {
+                body: body.as_bytes(),
+                id: None,
+                event_type: Some("order.created"),
+                timestamp: None,
+                now: SystemTime::now(),
+                private_key: Some(&private),
+            })
+            .unwrap_or_else(|e| panic!("{provider}: {e}"));
         let headers: serde_json::Map<String, Value> =
             signed.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
         let url = format!("{PUBLIC_URL}/{provider}");
@@ -179,7 +177,7 @@ async fn deliveries_signed_by_hookgate_pass_the_providers_sdks() {
         sdk_cases.push(json!({ "provider": provider, "tag": "-tampered", "secret": secret, "body": tampered, "headers": headers, "url": url }));
         signed_cases.push((provider, signed.headers, body));
     }
-    // The SDKs first, straight after signing (see Paddle's above).
+    // The SDKs first, straight after signing (Paddle's 5 s, above).
     let verdicts = sdks.ask(json!({ "op": "verify", "cases": sdk_cases })).await;
     // And the gateway takes what it signed.
     for (provider, headers, body) in signed_cases {
