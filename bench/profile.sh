@@ -73,7 +73,7 @@ perf | wakes)
   if [ "$MODE" = perf ]; then
     args=(-e cpu-clock -F 4000)
   else
-    args=(-e syscalls:sys_enter_write --call-graph dwarf,16384)
+    args=(-e syscalls:sys_enter_write --call-graph "dwarf,16384")
   fi
   perf record "${args[@]}" -p "$HG_PID" -o "$WORK/perf.data" 2>/dev/null & pr=$!
   sleep 0.5
