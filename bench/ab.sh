@@ -34,7 +34,7 @@ for r in $(seq 1 "$ROUNDS"); do
     sanity "$PORT"
     t0=$(ticks "$pid")
     out=$(load "$PORT" 2 50 "$DURATION")
-    n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
+    n=$(requests "$out")
     rps=$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$out")
     echo "round $r $(basename "$bin"): rps=$rps $(grep -o 'p99_us=[0-9]*' <<<"$out") cpu_us=$(( ($(ticks "$pid") - t0) * 1000000 / HZ / n ))"
     RPS[$bin]+="$rps "

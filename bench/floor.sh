@@ -40,7 +40,7 @@ one() { # name port pids...
   local name=$1 port=$2 b a out n
   shift 2
   b=$(split_ticks "$@"); out=$(load "$port" 2 50 "$DURATION"); a=$(split_ticks "$@")
-  n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
+  n=$(requests "$out")
   RPS[$name]+="$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$out") "
   echo "  $name: $(grep -o 'rps=[0-9.]*' <<<"$out") $(grep -o 'p99_us=[0-9]*' <<<"$out")" \
     "$(echo "$b $a $n" | awk -v hz="$HZ" '{printf "user_us=%.1f sys_us=%.1f", ($3-$1)*1e6/hz/$5, ($4-$2)*1e6/hz/$5}')"

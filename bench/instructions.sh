@@ -28,7 +28,7 @@ wait_port "$PORT"
 sanity "$PORT"
 out=$(timeout $((DURATION + 60)) wrk -t1 -c8 -d"${DURATION}s" -s bench/delivery.lua "http://127.0.0.1:$PORT/webhooks/tampa" | grep '^BENCH')
 kill -INT "$pid"; wait "$pid" 2>/dev/null || true
-n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
+n=$(requests "$out")
 bad=$(sed -n 's/.*non2xx=\([0-9]*\).*/\1/p' <<<"$out")
 [ "$bad" = 0 ] || { echo "$bad deliveries were not answered 200" >&2; exit 1; }
 ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$WORK/cg.out")

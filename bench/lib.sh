@@ -163,6 +163,9 @@ ticks() {
 busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 HZ=$(getconf CLK_TCK)
 
+# The request count of a BENCH line (load's output).
+requests() { sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$1"; }
+
 # One bounded wrk run against a target; prints its BENCH line.
 load() { # port threads conns seconds [scheme] [extra wrk arguments...]
   local port=$1 threads=$2 conns=$3 secs=$4 scheme=${5:-http}

@@ -33,8 +33,6 @@ HOOKGATE_LOG=warn "$BIN" -c "$WORK/hg.toml" & PIDS+=($!); HG_PID=$!
 wait_port "$PORT"
 sanity "$PORT"
 
-deliveries() { sed -n 's/.*requests=\([0-9]*\).*/\1/p' "$1"; }
-
 # Voluntary and involuntary switches of a process's threads and its children's.
 switches() {
   local v=0 i=0 p t
@@ -53,7 +51,7 @@ syscalls)
   sleep 1
   load "$PORT" 2 50 "$DURATION" > "$WORK/out.txt"
   kill -INT "$st"; wait "$st" 2>/dev/null || true
-  n=$(deliveries "$WORK/out.txt")
+  n=$(requests "$(<"$WORK/out.txt")")
   echo "$n deliveries under strace (slower than without); calls per delivery:"
   awk -v n="$n" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ {printf "  %-14s %.3f\n", $NF, $4 / n}' "$WORK/strace.txt" | sort -k2 -nr | sed 10q
   ;;
@@ -63,7 +61,7 @@ switches)
     read -r v0 i0 < <(switches "$pid"); t0=$(ticks "$pid")
     load "$port" 2 50 "$DURATION" > "$WORK/out.txt"
     read -r v1 i1 < <(switches "$pid"); t1=$(ticks "$pid")
-    n=$(deliveries "$WORK/out.txt")
+    n=$(requests "$(<"$WORK/out.txt")")
     awk -v n="$n" -v v=$((v1 - v0)) -v i=$((i1 - i0)) -v us=$(((t1 - t0) * 1000000 / HZ)) -v name=$name \
       -v rps="$(grep -o 'rps=[0-9.]*' "$WORK/out.txt")" \
       'BEGIN {printf "%-9s %s cpu_us=%.1f voluntary=%.3f involuntary=%.3f per request\n", name, rps, us / n, v / n, i / n}'
@@ -80,7 +78,7 @@ perf | wakes)
   load "$PORT" 2 50 "$DURATION" > "$WORK/out.txt" & lp=$!
   wait "$lp"
   kill -INT "$pr"; wait "$pr" 2>/dev/null || true
-  echo "$(deliveries "$WORK/out.txt") deliveries, $(grep -o 'rps=[0-9.]*' "$WORK/out.txt")"
+  echo "$(requests "$(<"$WORK/out.txt")") deliveries, $(grep -o 'rps=[0-9.]*' "$WORK/out.txt")"
   # (head closes the pipe early: no pipefail for these.)
   set +o pipefail
   if [ "$MODE" = perf ]; then
@@ -98,7 +96,7 @@ perf | wakes)
 esac
 
 if [ "$STORE" = redis ] && [ "$MODE" != switches ]; then
-  n=$(deliveries "$WORK/out.txt")
+  n=$(requests "$(<"$WORK/out.txt")")
   echo "redis-server CPU: $((($(ticks "$RDS_PID") - r0) * 1000000 / HZ / n)) us per delivery (of the same 2 cores)"
   redis-cli -p "$RDS" info commandstats | tr -d '\r' | awk -F'[:,=]' -v n="$n" \
     '/^cmdstat_/ {printf "redis %s: %.2f calls per delivery, %s us per call inside redis-server\n", substr($1, 9), $3 / n, $7}'

@@ -45,7 +45,7 @@ run_one() { # name port pid-of-the-target [pid of its Redis]
   local out t0 u0 r0 m0 n
   t0=$(ticks "$3"); u0=$(ticks "$UP_PID"); r0=$(ticks ${4:-}); m0=$(busy)
   out=$(load "$2" "$THREADS" "$CONNS" "$DURATION")
-  n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
+  n=$(requests "$out")
   out+=" cpu_us=$(( ($(ticks "$3") - t0) * 1000000 / HZ / n ))"
   out+=" redis_cpu_us=$(if [ -n "${4:-}" ]; then echo $(( ($(ticks "$4") - r0) * 1000000 / HZ / n )); else echo 0; fi)"
   out+=" upstream_cpu_us=$(( ($(ticks "$UP_PID") - u0) * 1000000 / HZ / n ))"
