@@ -4,6 +4,9 @@
 # P-256, made here with openssl) and proxying to the same nginx `return 200`
 # upstream, in the same run, alternating:
 #
+# examples/bare_proxy terminates TLS with hookgate's own listener config and
+# forwards without any of hookgate's work (the floor: hyper + rustls + tokio).
+#
 # - keep-alive deliveries/s (wrk over HTTPS, 50 connections kept open);
 # - new connections/s (`Connection: close`: one full TLS handshake per request);
 # - hookgate forwarding over plain HTTP to the upstream on loopback TCP and on a
@@ -24,7 +27,7 @@ THREADS=${THREADS:-2}
 . bench/lib.sh
 need nginx haproxy wrk openssl
 
-cargo build --release --quiet
+cargo build --release --quiet --bin hookgate --example bare_proxy
 BIN=$PWD/target/release/hookgate
 start_upstream
 
@@ -41,7 +44,7 @@ C="$WORK/certs"; mkdir -p "$C"
 )
 
 start_proxies "$C"
-HGT=$(free_port); HGTCP=$(free_port); HGUNIX=$(free_port)
+HGT=$(free_port); HGTCP=$(free_port); HGUNIX=$(free_port); BP=$(free_port)
 
 # An upstream on a Unix socket too (same nginx `return 200`).
 mkdir -p "$WORK/ups"
@@ -63,7 +66,8 @@ printf '[server.tls]\ncert = "%s"\nkey = "%s"\n' "$C/chain.pem" "$C/leaf.key" >>
 hg_config "$HGTCP" memory > "$WORK/hg-tcp.toml"
 hg_config "$HGUNIX" memory | sed "s|^upstream = .*|upstream = \"http://unix:$WORK/ups/app.sock:/hooks\"|" > "$WORK/hg-unix.toml"
 for f in tls tcp unix; do HOOKGATE_LOG=warn "$BIN" -c "$WORK/hg-$f.toml" & PIDS+=($!); done
-for p in $NGX $HAP $HGT $HGTCP $HGUNIX; do wait_port "$p"; done
+BARE_AUTO=1 BARE_TLS="$C/chain.pem:$C/leaf.key" "$PWD/target/release/examples/bare_proxy" "127.0.0.1:$BP" "127.0.0.1:$UP" & PIDS+=($!)
+for p in $NGX $HAP $HGT $HGTCP $HGUNIX $BP; do wait_port "$p"; done
 for i in $(seq 1 100); do [ -S "$WORK/ups/app.sock" ] && break; sleep 0.05; done
 sign_body "$BIN" "$WORK/hg-tcp.toml"
 for p in $HGTCP $HGUNIX; do sanity "$p"; done
@@ -82,7 +86,7 @@ run() { # name port scheme [wrk args]
 echo "machine: $(nproc) cores, $(uname -r); wrk -t$THREADS -c$CONNS -d${DURATION}s; $ROUNDS rounds"
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r"
-  for t in nginx:$NGX haproxy:$HAP hookgate:$HGT; do
+  for t in nginx:$NGX haproxy:$HAP bare-hyper:$BP hookgate:$HGT; do
     run "keepalive-${t%%:*}" "${t##*:}" https
     run "newconn-${t%%:*}" "${t##*:}" https -H "Connection: close"
   done
@@ -100,12 +104,13 @@ q = {k: statistics.median(v) / 1000 for k, v in p99.items()}
 print()
 print("| target | keep-alive deliveries/s | p99 ms | new connections/s | p99 ms |")
 print("|---|---:|---:|---:|---:|")
-for t in ["nginx", "haproxy", "hookgate"]:
+for t in ["nginx", "haproxy", "bare-hyper", "hookgate"]:
     print(f"| {t} | {m['keepalive-' + t]:.0f} | {q['keepalive-' + t]:.2f} | {m['newconn-' + t]:.0f} | {q['newconn-' + t]:.2f} |")
 best_k = max(m["keepalive-nginx"], m["keepalive-haproxy"])
 best_n = max(m["newconn-nginx"], m["newconn-haproxy"])
 print()
-print(f"hookgate / best proxy: keep-alive x{m['keepalive-hookgate'] / best_k:.2f}, new connections x{m['newconn-hookgate'] / best_n:.2f}")
+for t in ["bare-hyper", "hookgate"]:
+    print(f"{t} / best proxy: keep-alive x{m['keepalive-' + t] / best_k:.2f}, new connections x{m['newconn-' + t] / best_n:.2f}")
 print(f"hookgate to the upstream: loopback TCP {m['upstream-tcp']:.0f}/s, Unix socket {m['upstream-unix']:.0f}/s "
       f"(x{m['upstream-unix'] / m['upstream-tcp']:.2f}); p99 {q['upstream-tcp']:.2f} vs {q['upstream-unix']:.2f} ms")
 PY

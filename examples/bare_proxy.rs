@@ -10,7 +10,9 @@
 //!
 //! `BARE_AUTO=1` serves through hyper-util's auto (HTTP/1 + h2) builder with a
 //! header read timeout, as hookgate does; unset, plain `http1::Builder`
-//! (with `BARE_TIMER=1`: and the same header read timeout).
+//! (with `BARE_TIMER=1`: and the same header read timeout). `BARE_TLS=CERT:KEY`
+//! terminates TLS first with hookgate's own listener config (`tls::server_config`:
+//! rustls + ring, TLS 1.2/1.3, ALPN h2 + http/1.1), for `bench/tls.sh`'s floor.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -32,10 +34,7 @@ thread_local! {
     static IDLE: RefCell<Vec<Sender>> = const { RefCell::new(Vec::new()) };
 }
 
-async fn sender(upstream: SocketAddr) -> Result<Sender, String> {
-    if let Some(s) = IDLE.with(|i| i.borrow_mut().pop()) {
-        return Ok(s);
-    }
+async fn connect(upstream: SocketAddr) -> Result<Sender, String> {
     let stream = tokio::net::TcpStream::connect(upstream).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     let (s, conn) = hyper::client::conn::http1::Builder::new()
@@ -47,6 +46,27 @@ async fn sender(upstream: SocketAddr) -> Result<Sender, String> {
     Ok(s)
 }
 
+/// On an idle connection if one takes it (a request never written is tried on
+/// the next, as hookgate's pool does), else on a new one.
+async fn send(upstream: SocketAddr, mut req: Request<Full<Bytes>>) -> Result<(Response<Incoming>, Sender), String> {
+    while let Some(mut s) = IDLE.with(|i| i.borrow_mut().pop()) {
+        if s.ready().await.is_err() {
+            continue;
+        }
+        match s.try_send_request(req).await {
+            Ok(res) => return Ok((res, s)),
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => req = unsent,
+                None => return Err(e.into_error().to_string()),
+            },
+        }
+    }
+    let mut s = connect(upstream).await?;
+    s.ready().await.map_err(|e| e.to_string())?;
+    let res = s.send_request(req).await.map_err(|e| e.to_string())?;
+    Ok((res, s))
+}
+
 async fn proxy(
     req: Request<Incoming>,
     upstream: SocketAddr,
@@ -56,11 +76,11 @@ async fn proxy(
     let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
     head.headers.insert(http::header::HOST, host);
     head.headers.remove(http::header::CONTENT_LENGTH);
+    // Hop-by-hop: a sender's `Connection: close` is not the upstream's.
+    head.headers.remove(http::header::CONNECTION);
     let mut out = Request::from_parts(head, Full::new(body));
     *out.uri_mut() = http::Uri::from_static("/hooks");
-    let mut s = sender(upstream).await?;
-    s.ready().await.map_err(|e| e.to_string())?;
-    let res = s.send_request(out).await.map_err(|e| e.to_string())?;
+    let (res, s) = send(upstream, out).await?;
     let (parts, body) = res.into_parts();
     let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
     IDLE.with(|i| i.borrow_mut().push(s));
@@ -79,12 +99,27 @@ fn main() {
     };
     let auto = std::env::var_os("BARE_AUTO").is_some();
     let timer = std::env::var_os("BARE_TIMER").is_some();
+    let tls = std::env::var("BARE_TLS").ok().map(|v| {
+        let Some((cert, key)) = v.split_once(':') else {
+            eprintln!("bare_proxy: BARE_TLS is CERT_PATH:KEY_PATH");
+            std::process::exit(2);
+        };
+        let files = hookgate::tls::TlsFiles { cert: cert.into(), key: key.into(), client_ca: None };
+        match hookgate::tls::server_config(&files) {
+            Ok(c) => tokio_rustls::TlsAcceptor::from(c),
+            Err(e) => {
+                eprintln!("bare_proxy: {e}");
+                std::process::exit(2);
+            }
+        }
+    });
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let handles: Vec<_> = (0..threads)
         .map(|_| {
+            let tls = tls.clone();
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                rt.block_on(serve(listen, upstream, auto, timer));
+                rt.block_on(serve(listen, upstream, auto, timer, tls));
             })
         })
         .collect();
@@ -93,7 +128,13 @@ fn main() {
     }
 }
 
-async fn serve(listen: SocketAddr, upstream: SocketAddr, auto: bool, timer: bool) {
+async fn serve(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    auto: bool,
+    timer: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_reuseport(true).expect("reuseport");
     socket.bind(listen).expect("bind");
@@ -119,7 +160,13 @@ async fn serve(listen: SocketAddr, upstream: SocketAddr, auto: bool, timer: bool
                 })
             }
         });
-        if auto {
+        if let Some(acceptor) = &tls {
+            let (acceptor, builder) = (acceptor.clone(), builder.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else { return };
+                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            });
+        } else if auto {
             let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
             tokio::spawn(async move {
                 let _ = conn.await;
