@@ -224,9 +224,14 @@ fn sign(path: &Path, source: &str, args: SignArgs<'_>, curl: Option<&str>, body_
     ExitCode::SUCCESS
 }
 
+/// Without `HOOKGATE_LOG`: hookgate's own lines from `info` up, other crates'
+/// warnings and errors only (the queue's storage engine logs its compactions
+/// and flushes at `info`, which says nothing to an operator).
+const DEFAULT_LOG_FILTER: &str = "warn,hookgate=info";
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     // Colour only on a terminal: files, pipes, journald and `docker logs` get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);

@@ -492,21 +492,19 @@ async fn sigterm_lets_queue_attempts_in_flight_finish() {
     assert!(up.drain().is_empty(), "term-1 is not delivered again");
 }
 
-/// Text logs written to a pipe carry no ANSI colour codes.
-#[test]
-fn text_logs_to_a_pipe_have_no_escape_codes() {
+/// Everything `hookgate run` with text logs writes to stderr (a pipe) from
+/// start to a SIGTERM once it serves; `HOOKGATE_LOG` as given, or unset.
+fn text_log_lines(config_text: &str, log: Option<&str>) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hookgate.toml");
-    let text = "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"text\"\n[sources.a]\npath = \"/a\"\nprovider = \"github\"\nsecrets = [\"s\"]\n";
-    std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("HOOKGATE_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    std::fs::write(&config, config_text.replace("@DIR@", &dir.path().display().to_string())).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "-c"]).arg(&config).stderr(Stdio::piped()).stdout(Stdio::null());
+    match log {
+        Some(filter) => cmd.env("HOOKGATE_LOG", filter),
+        None => cmd.env_remove("HOOKGATE_LOG"),
+    };
+    let mut child = cmd.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -514,14 +512,44 @@ fn text_logs_to_a_pipe_have_no_escape_codes() {
             let _ = tx.send(line);
         }
     });
-    let line = loop {
-        let l = rx.recv_timeout(Duration::from_secs(10)).expect("a serving line");
-        if l.contains("hookgate serving") {
-            break l;
-        }
-    };
+    let mut lines = vec![];
+    while !lines.iter().any(|l: &String| l.contains("hookgate serving")) {
+        lines.push(rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("no serving line: {lines:#?}")));
+    }
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
+    assert!(ok);
+    // Until the process has closed stderr.
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+        lines.push(line);
+    }
     let _ = child.kill();
     let _ = child.wait();
+    lines
+}
+
+const TEXT_LOG_CONFIG: &str = "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"text\"\n[sources.a]\npath = \"/a\"\nprovider = \"github\"\nsecrets = [\"s\"]\n";
+
+/// Text logs written to a pipe carry no ANSI colour codes.
+#[test]
+fn text_logs_to_a_pipe_have_no_escape_codes() {
+    let lines = text_log_lines(TEXT_LOG_CONFIG, Some("info"));
+    let line = lines.iter().find(|l| l.contains("hookgate serving")).unwrap();
     assert!(line.contains("INFO"), "{line:?}");
-    assert!(!line.contains('\u{1b}'), "no escape codes in {line:?}");
+    assert!(lines.iter().all(|l| !l.contains('\u{1b}')), "no escape codes in {lines:#?}");
+}
+
+/// Without `HOOKGATE_LOG` hookgate logs its own `info` lines but not the
+/// storage engine's (a disk queue opened in a fresh directory: fjall logs
+/// "Creating database" and its flushes at `info`); `HOOKGATE_LOG=info` still
+/// shows every crate's.
+#[test]
+fn the_default_log_level_keeps_other_crates_info_lines_out() {
+    let text = format!(
+        "{TEXT_LOG_CONFIG}[[sources.a.routes]]\nevents = [\"*\"]\nupstream = \"http://127.0.0.1:9/\"\ndelivery = \"queue\"\n[queue]\npath = \"@DIR@/queue\"\n"
+    );
+    let default = text_log_lines(&text, None);
+    assert!(default.iter().any(|l| l.contains("INFO") && l.contains("hookgate serving")), "{default:#?}");
+    assert!(!default.iter().any(|l| l.contains("fjall") || l.contains("lsm_tree")), "{default:#?}");
+    let all = text_log_lines(&text, Some("info"));
+    assert!(all.iter().any(|l| l.contains("fjall")), "the engine's lines are there to hide: {all:#?}");
 }
