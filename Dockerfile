@@ -20,8 +20,7 @@ COPY --from=build --chown=nonroot:nonroot /out/var/lib/hookgate /var/lib/hookgat
 ENV HOOKGATE_CONFIG=/etc/hookgate/hookgate.toml \
     HOOKGATE_LISTEN=0.0.0.0:8080 \
     HOOKGATE_ADMIN_LISTEN=0.0.0.0:9090 \
-    HOOKGATE_QUEUE_PATH=/var/lib/hookgate/queue \
-    HOOKGATE_LOG=info
+    HOOKGATE_QUEUE_PATH=/var/lib/hookgate/queue
 VOLUME /var/lib/hookgate
 # 8080: webhooks; 9090: /healthz /readyz /metrics /deliveries /queue /ui
 EXPOSE 8080 9090
