@@ -153,171 +153,251 @@ async fn route_worker(
     key: RouteKey,
     share: Share,
     taken: Shared,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     runtimes: Option<Arc<[tokio::runtime::Handle]>>,
 ) {
-    let mut next_runtime = 0usize;
-    let waker = queue.waker(&key, share.index);
-    let metrics = app.metrics.queue_route(key.source(), key.route());
-    let mut attempts: JoinSet<String> = JoinSet::new();
-    // Idents of the entries this worker has in flight (also in `taken`).
-    let mut in_flight = InFlight { mine: HashSet::new(), all: taken };
-    // Attempts still talking to the upstream: `concurrency` bounds these. An
-    // attempt frees its slot once the exchange is over, before its outcome is
-    // recorded (a store round trip that is not the app's load), and is
-    // reaped from `attempts` when that is done too.
-    let (freed_tx, mut freed_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
-    let mut upstream_busy = 0usize;
-    // Entries taken and not yet attempted, with when they were taken: while
-    // attempts are quick, a batch is taken while the slots are still busy, so
-    // a slot that frees starts its next attempt at once instead of after a
-    // take's round trip to the store.
-    let mut ready: VecDeque<(Instant, TakenEntry)> = VecDeque::new();
-    // How long attempts take (a moving average of the last few); until
-    // some were timed, as if they were slow.
-    let mut attempt_time = QUICK_ATTEMPT;
-    // Redis: a taken entry is handed to another replica once it has been
-    // pending `visibility_timeout`; one held ready so long that its attempt
-    // might outlast that is left to be claimed again instead.
-    let visibility = matches!(queue.store, super::Store::Redis(_)).then_some(queue.config.visibility_timeout);
-    let mut taking: Option<TakeFuture> = None;
-    // The last take found less than it asked for: the next waits for
-    // something to happen (an enqueue, a freed slot, a timer), not a loop.
-    let mut exhausted = false;
-    let mut due_ms: Option<u64> = None;
-    let mut error_wait = Duration::from_millis(100);
-    let mut paused_until: Option<Instant> = None;
-    loop {
-        if *stop.borrow() {
-            break;
+    let (freed_tx, freed_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    RouteWorker {
+        waker: queue.waker(&key, share.index),
+        metrics: app.metrics.queue_route(key.source(), key.route()),
+        // Redis: a taken entry is handed to another replica once it has been
+        // pending `visibility_timeout`; one held ready so long that its attempt
+        // might outlast that is left to be claimed again instead.
+        visibility: matches!(queue.store, super::Store::Redis(_)).then_some(queue.config.visibility_timeout),
+        app,
+        queue,
+        key,
+        share,
+        runtimes,
+        next_runtime: 0,
+        attempts: JoinSet::new(),
+        in_flight: InFlight { mine: HashSet::new(), all: taken },
+        freed_tx,
+        freed_rx,
+        upstream_busy: 0,
+        ready: VecDeque::new(),
+        attempt_time: QUICK_ATTEMPT,
+        taking: None,
+        exhausted: false,
+        due_ms: None,
+        error_wait: Duration::from_millis(100),
+        paused_until: None,
+    }
+    .run(stop)
+    .await
+}
+
+/// A route worker's state between the events of its loop ([`RouteWorker::run`]).
+struct RouteWorker {
+    app: Arc<App>,
+    queue: Queue,
+    key: RouteKey,
+    share: Share,
+    /// Where attempts run, in turn (none: on the worker's own runtime).
+    runtimes: Option<Arc<[tokio::runtime::Handle]>>,
+    next_runtime: usize,
+    waker: Arc<super::RouteWaker>,
+    metrics: QueueRouteMetrics,
+    /// Attempts started and not yet reaped (their outcome may still be recorded).
+    attempts: JoinSet<String>,
+    /// Idents of the entries this worker has in flight (also in the route's shared set).
+    in_flight: InFlight,
+    /// Attempts still talking to the upstream: `concurrency` bounds these. An
+    /// attempt frees its slot once the exchange is over, before its outcome is
+    /// recorded (a store round trip that is not the app's load), and is
+    /// reaped from `attempts` when that is done too.
+    freed_tx: tokio::sync::mpsc::UnboundedSender<Duration>,
+    freed_rx: tokio::sync::mpsc::UnboundedReceiver<Duration>,
+    upstream_busy: usize,
+    /// Entries taken and not yet attempted, with when they were taken: while
+    /// attempts are quick, a batch is taken while the slots are still busy, so
+    /// a slot that frees starts its next attempt at once instead of after a
+    /// take's round trip to the store.
+    ready: VecDeque<(Instant, TakenEntry)>,
+    /// How long attempts take (a moving average of the last few); until
+    /// some were timed, as if they were slow.
+    attempt_time: Duration,
+    /// Redis: the store's `visibility_timeout` (see [`Self::start_ready`]).
+    visibility: Option<Duration>,
+    taking: Option<TakeFuture>,
+    /// The last take found less than it asked for: the next waits for
+    /// something to happen (an enqueue, a freed slot, a timer), not a loop.
+    exhausted: bool,
+    /// The store's earliest scheduled retry, as the last take reported it.
+    due_ms: Option<u64>,
+    /// After a failed take: how long until the next, doubling up to [`MAX_ERROR_WAIT`].
+    error_wait: Duration,
+    paused_until: Option<Instant>,
+}
+
+impl RouteWorker {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let now = unix_ms(SystemTime::now());
+            let wait = self.timer(now);
+            if let Some((loaded, index)) = lookup(&self.app, &self.key) {
+                let route = &loaded.config.sources[index].routes[self.key.route()];
+                let concurrency = self.share.of(route.queue().map_or(1, |q| q.concurrency as usize));
+                let free = self.start_ready(&loaded, index, concurrency);
+                self.plan_take(concurrency, free, now);
+            }
+            tokio::select! {
+                _ = self.waker.notified() => self.exhausted = false,
+                Some(took) = self.freed_rx.recv() => self.freed(took),
+                Some(done) = self.attempts.join_next(), if !self.attempts.is_empty() => {
+                    reap(&mut self.attempts, &mut self.in_flight, Some(done), self.ready.is_empty());
+                }
+                (result, asked) = async { self.taking.as_mut().expect("polled only while taking").await }, if self.taking.is_some() => {
+                    self.took(result, asked);
+                }
+                _ = tokio::time::sleep(wait) => {
+                    self.exhausted = false;
+                    if self.due_ms.is_some_and(|d| d <= unix_ms(SystemTime::now())) {
+                        self.due_ms = None;
+                    }
+                }
+                _ = stop.changed() => {}
+            }
         }
-        let now = unix_ms(SystemTime::now());
-        let mut wait = queue.store.idle_check();
-        if let Some(due) = due_ms {
+        self.shut_down().await;
+    }
+
+    /// How long the loop may sleep with nothing else happening: the store's
+    /// idle check, the next scheduled retry, the end of a pause after an error.
+    fn timer(&self, now: u64) -> Duration {
+        let mut wait = self.queue.store.idle_check();
+        if let Some(due) = self.due_ms {
             wait = wait.min(Duration::from_millis(due.saturating_sub(now)));
         }
-        if let Some(until) = paused_until {
+        if let Some(until) = self.paused_until {
             wait = wait.min(until.saturating_duration_since(Instant::now()));
         }
-        if let Some((loaded, index)) = lookup(&app, &key) {
-            let source = &loaded.config.sources[index];
-            let route = &source.routes[key.route()];
-            let concurrency = share.of(route.queue().map_or(1, |q| q.concurrency as usize));
-            // Outcomes being recorded hold no slot, but at most twice
-            // `concurrency` of them wait (a slow store slows the takes down,
-            // not memory up). Once `concurrency` was the bound, and under a
-            // Redis drain it held attempts back: recording waits a round trip.
-            let recording = attempts.len().saturating_sub(upstream_busy);
-            let mut free = concurrency.saturating_sub(upstream_busy).min((2 * concurrency).saturating_sub(recording));
-            let hold_limit = visibility.map(|v| v.saturating_sub(route.timeout).max(v / 4));
-            while free > 0
-                && let Some((taken_at, entry)) = ready.pop_front()
-            {
-                if hold_limit.is_some_and(|limit| taken_at.elapsed() > limit) {
-                    in_flight.remove(&entry.ident());
-                    continue;
-                }
-                upstream_busy += 1;
-                free -= 1;
-                let job = Attempt {
-                    app: app.clone(),
-                    queue: queue.clone(),
-                    loaded: loaded.clone(),
-                    metrics: metrics.clone(),
-                    source_index: index,
-                    route_index: key.route(),
-                };
-                // Boxed: the attempt's future is large, and a task
-                // moves what it is given several times on spawn.
-                let run = Box::pin(job.run(entry, Slot(freed_tx.clone(), Instant::now())));
-                match runtimes.as_ref().and_then(|r| r.get(next_runtime % r.len().max(1))) {
-                    Some(rt) => attempts.spawn_on(run, rt),
-                    None => attempts.spawn(run),
-                };
-                next_runtime = next_runtime.wrapping_add(1);
+        wait
+    }
+
+    /// Starts attempts of ready entries while slots are free; returns the
+    /// slots still free.
+    fn start_ready(&mut self, loaded: &Arc<Loaded>, index: usize, concurrency: usize) -> usize {
+        let route = &loaded.config.sources[index].routes[self.key.route()];
+        // Outcomes being recorded hold no slot, but at most twice
+        // `concurrency` of them wait (a slow store slows the takes down,
+        // not memory up). Once `concurrency` was the bound, and under a
+        // Redis drain it held attempts back: recording waits a round trip.
+        let recording = self.attempts.len().saturating_sub(self.upstream_busy);
+        let mut free = concurrency.saturating_sub(self.upstream_busy).min((2 * concurrency).saturating_sub(recording));
+        let hold_limit = self.visibility.map(|v| v.saturating_sub(route.timeout).max(v / 4));
+        while free > 0
+            && let Some((taken_at, entry)) = self.ready.pop_front()
+        {
+            if hold_limit.is_some_and(|limit| taken_at.elapsed() > limit) {
+                self.in_flight.remove(&entry.ident());
+                continue;
             }
-            // Take in batches: every take is a range scan of the store (on
-            // disk, a merge over the LSM tree's memtables and tables), which
-            // costs about as much for one entry as for dozens. So a worker
-            // takes at least a quarter of its slots' worth at a time (or
-            // anything, when it has nothing). While attempts are quick it
-            // holds up to two such batches ready beyond its free slots; with
-            // a slow app, taking ahead gains nothing and would only make the
-            // entries wait.
-            let batch = (concurrency / 4).max(1);
-            let ahead = if attempt_time < QUICK_ATTEMPT { 2 * batch } else { 0 };
-            let room = if concurrency == 0 { 0 } else { (free + ahead).saturating_sub(ready.len()) };
-            let idle = upstream_busy == 0 && ready.is_empty();
-            let wants = paused_until.is_none_or(|t| t <= Instant::now()) && (room >= batch || (idle && room > 0));
-            // Said before the take: an entry stored after its scan wakes the
-            // worker (also while the take is under way, or when it came back
-            // short), so it is not left for the idle check.
-            waker.want(wants);
-            let will_take = wants && taking.is_none() && !exhausted;
-            if will_take {
-                let skip = in_flight.all.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                let (q, k) = (queue.clone(), key.clone());
-                taking = Some(Box::pin(async move { (q.store.take(k, room, skip, now).await, room) }));
-            }
+            self.upstream_busy += 1;
+            free -= 1;
+            let job = Attempt {
+                app: self.app.clone(),
+                queue: self.queue.clone(),
+                loaded: loaded.clone(),
+                metrics: self.metrics.clone(),
+                source_index: index,
+                route_index: self.key.route(),
+            };
+            // Boxed: the attempt's future is large, and a task
+            // moves what it is given several times on spawn.
+            let run = Box::pin(job.run(entry, Slot(self.freed_tx.clone(), Instant::now())));
+            match self.runtimes.as_ref().and_then(|r| r.get(self.next_runtime % r.len().max(1))) {
+                Some(rt) => self.attempts.spawn_on(run, rt),
+                None => self.attempts.spawn(run),
+            };
+            self.next_runtime = self.next_runtime.wrapping_add(1);
         }
-        tokio::select! {
-            _ = waker.notified() => exhausted = false,
-            Some(took) = freed_rx.recv() => {
-                attempt_time = (attempt_time * 7 + took) / 8;
-                upstream_busy = upstream_busy.saturating_sub(1);
-                while let Ok(took) = freed_rx.try_recv() {
-                    attempt_time = (attempt_time * 7 + took) / 8;
-                    upstream_busy = upstream_busy.saturating_sub(1);
-                }
-                exhausted = false;
-                reap(&mut attempts, &mut in_flight, None, ready.is_empty());
-            }
-            Some(done) = attempts.join_next(), if !attempts.is_empty() => {
-                reap(&mut attempts, &mut in_flight, Some(done), ready.is_empty());
-            }
-            (result, asked) = async { taking.as_mut().expect("polled only while taking").await }, if taking.is_some() => {
-                taking = None;
-                match result {
-                    Ok(taken) => {
-                        error_wait = Duration::from_millis(100);
-                        paused_until = None;
-                        due_ms = taken.next_due_ms;
-                        exhausted = taken.entries.len() < asked;
-                        let at = Instant::now();
-                        for entry in taken.entries {
-                            in_flight.insert(entry.ident());
-                            ready.push_back((at, entry));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(source = key.source(), route = key.route(), error = %e, "queue take failed");
-                        paused_until = Some(Instant::now() + error_wait);
-                        error_wait = (error_wait * 2).min(MAX_ERROR_WAIT);
-                    }
-                }
-            }
-            _ = tokio::time::sleep(wait) => {
-                exhausted = false;
-                if due_ms.is_some_and(|d| d <= unix_ms(SystemTime::now())) {
-                    due_ms = None;
-                }
-            }
-            _ = stop.changed() => {}
+        free
+    }
+
+    /// Says whether the worker wants entries, and starts a take when it does
+    /// and none is under way.
+    fn plan_take(&mut self, concurrency: usize, free: usize, now: u64) {
+        // Take in batches: every take is a range scan of the store (on
+        // disk, a merge over the LSM tree's memtables and tables), which
+        // costs about as much for one entry as for dozens. So a worker
+        // takes at least a quarter of its slots' worth at a time (or
+        // anything, when it has nothing). While attempts are quick it
+        // holds up to two such batches ready beyond its free slots; with
+        // a slow app, taking ahead gains nothing and would only make the
+        // entries wait.
+        let batch = (concurrency / 4).max(1);
+        let ahead = if self.attempt_time < QUICK_ATTEMPT { 2 * batch } else { 0 };
+        let room = if concurrency == 0 { 0 } else { (free + ahead).saturating_sub(self.ready.len()) };
+        let idle = self.upstream_busy == 0 && self.ready.is_empty();
+        let wants = self.paused_until.is_none_or(|t| t <= Instant::now()) && (room >= batch || (idle && room > 0));
+        // Said before the take: an entry stored after its scan wakes the
+        // worker (also while the take is under way, or when it came back
+        // short), so it is not left for the idle check.
+        self.waker.want(wants);
+        if wants && self.taking.is_none() && !self.exhausted {
+            let skip = self.in_flight.all.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let (q, k) = (self.queue.clone(), self.key.clone());
+            self.taking = Some(Box::pin(async move { (q.store.take(k, room, skip, now).await, room) }));
         }
     }
-    // Taken and never attempted: stored as they were (Redis: read by a
-    // replica after `visibility_timeout`; disk: at the next start).
-    drop(ready);
-    let grace = app.current().config.server.shutdown_grace;
-    let drained = tokio::time::timeout(grace, async { while attempts.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!(
-            source = key.source(),
-            route = key.route(),
-            left = attempts.len(),
-            "shutdown grace expired with queue attempts in flight; they stay stored and are attempted after the next start"
-        );
-        attempts.abort_all();
+
+    /// Slots given back (`took`, and any others freed by now): their
+    /// attempts' times go into the moving average.
+    fn freed(&mut self, took: Duration) {
+        let mut next = Some(took);
+        while let Some(took) = next {
+            self.attempt_time = (self.attempt_time * 7 + took) / 8;
+            self.upstream_busy = self.upstream_busy.saturating_sub(1);
+            next = self.freed_rx.try_recv().ok();
+        }
+        self.exhausted = false;
+        reap(&mut self.attempts, &mut self.in_flight, None, self.ready.is_empty());
+    }
+
+    /// A take came back with `result`, having asked for `asked` entries.
+    fn took(&mut self, result: Result<super::Taken, QueueError>, asked: usize) {
+        self.taking = None;
+        match result {
+            Ok(taken) => {
+                self.error_wait = Duration::from_millis(100);
+                self.paused_until = None;
+                self.due_ms = taken.next_due_ms;
+                self.exhausted = taken.entries.len() < asked;
+                let at = Instant::now();
+                for entry in taken.entries {
+                    self.in_flight.insert(entry.ident());
+                    self.ready.push_back((at, entry));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(source = self.key.source(), route = self.key.route(), error = %e, "queue take failed");
+                self.paused_until = Some(Instant::now() + self.error_wait);
+                self.error_wait = (self.error_wait * 2).min(MAX_ERROR_WAIT);
+            }
+        }
+    }
+
+    /// Entries taken and never attempted stay stored as they were (Redis:
+    /// read by a replica after `visibility_timeout`; disk: at the next
+    /// start); attempts in flight get `shutdown_grace` to finish.
+    async fn shut_down(mut self) {
+        self.ready.clear();
+        let grace = self.app.current().config.server.shutdown_grace;
+        let attempts = &mut self.attempts;
+        let drained = tokio::time::timeout(grace, async { while attempts.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                source = self.key.source(),
+                route = self.key.route(),
+                left = self.attempts.len(),
+                "shutdown grace expired with queue attempts in flight; they stay stored and are attempted after the next start"
+            );
+            self.attempts.abort_all();
+        }
     }
 }
 
