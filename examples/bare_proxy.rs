@@ -12,7 +12,8 @@
 //! header read timeout, as hookgate does; unset, plain `http1::Builder`
 //! (with `BARE_TIMER=1`: and the same header read timeout). `BARE_TLS=CERT:KEY`
 //! terminates TLS first with hookgate's own listener config (`tls::server_config`:
-//! rustls + ring, TLS 1.2/1.3, ALPN h2 + http/1.1), for `bench/tls.sh`'s floor.
+//! rustls + ring, TLS 1.2/1.3, ALPN h2 + http/1.1) and then always serves
+//! through the auto builder, as hookgate's TLS listener does; for `bench/tls.sh`'s floor.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
