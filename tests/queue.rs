@@ -227,6 +227,31 @@ async fn attempts_used_up_is_dead_and_retry_all_and_delete_work() {
     gw.shutdown().await;
 }
 
+/// A retry due at once (no backoff) is attempted at once. The take that
+/// follows an attempt's freed slot can run after the attempt recorded the
+/// retry but before the worker reaped it: it skips the entry as in flight and
+/// comes back short, and the worker used to sleep until the store's idle
+/// check (5 s on disk) before looking again.
+#[tokio::test]
+async fn a_retry_due_at_once_is_not_left_for_the_idle_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = spawn_upstream(Behavior::Answer(500, "broken", Duration::ZERO)).await;
+    let gw = spawn_gateway(&queue_config(
+        up.addr,
+        dir.path(),
+        "retry = { attempts = 4, backoff = \"0ms\", max_backoff = \"0ms\" }\nconcurrency = 1",
+        "",
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(deliver(&gw, "now-1").await.status, 202);
+    assert!(eventually(Duration::from_secs(10), async || queue_route(&gw).await["dead"] == 1).await);
+    assert_eq!(up.hits(), 4);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "4 attempts without backoff took {took:?}");
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn retry_after_on_429_is_honoured() {
     let dir = tempfile::tempdir().unwrap();

@@ -180,6 +180,7 @@ async fn route_worker(
         taking: None,
         exhausted: false,
         due_ms: None,
+        retake: false,
         error_wait: Duration::from_millis(100),
         paused_until: None,
     }
@@ -199,7 +200,7 @@ struct RouteWorker {
     waker: Arc<super::RouteWaker>,
     metrics: QueueRouteMetrics,
     /// Attempts started and not yet reaped (their outcome may still be recorded).
-    attempts: JoinSet<String>,
+    attempts: JoinSet<Finished>,
     /// Idents of the entries this worker has in flight (also in the route's shared set).
     in_flight: InFlight,
     /// Attempts still talking to the upstream: `concurrency` bounds these. An
@@ -225,6 +226,10 @@ struct RouteWorker {
     exhausted: bool,
     /// The store's earliest scheduled retry, as the last take reported it.
     due_ms: Option<u64>,
+    /// An attempt that scheduled a retry was reaped while a take was under
+    /// way: that take may have skipped the retry as still in flight (see
+    /// [`Self::reap`]), so coming back short does not make it `exhausted`.
+    retake: bool,
     /// After a failed take: how long until the next, doubling up to [`MAX_ERROR_WAIT`].
     error_wait: Duration,
     paused_until: Option<Instant>,
@@ -248,7 +253,7 @@ impl RouteWorker {
                 _ = self.waker.notified() => self.exhausted = false,
                 Some(took) = self.freed_rx.recv() => self.freed(took),
                 Some(done) = self.attempts.join_next(), if !self.attempts.is_empty() => {
-                    reap(&mut self.attempts, &mut self.in_flight, Some(done), self.ready.is_empty());
+                    self.reap(Some(done));
                 }
                 (result, asked) = async { self.taking.as_mut().expect("polled only while taking").await }, if self.taking.is_some() => {
                     self.took(result, asked);
@@ -355,18 +360,43 @@ impl RouteWorker {
             next = self.freed_rx.try_recv().ok();
         }
         self.exhausted = false;
-        reap(&mut self.attempts, &mut self.in_flight, None, self.ready.is_empty());
+        self.reap(None);
+    }
+
+    /// Forgets the attempts that have ended (`first`, and any others done by
+    /// now): their entries may be handed out by a take again. After one that
+    /// scheduled a retry the worker takes again: the take that followed its
+    /// freed slot may have run after the retry was recorded but before this,
+    /// skipping a retry already due as in flight and coming back short
+    /// without its due time, and nothing else would wake the worker for it
+    /// before the store's idle check (5 s on disk).
+    fn reap(&mut self, first: Option<Result<Finished, tokio::task::JoinError>>) {
+        // A panicked or aborted attempt has no ident to give back; its entry
+        // stays in flight until this worker holds nothing.
+        let attempts = &mut self.attempts;
+        for done in first.into_iter().chain(std::iter::from_fn(|| attempts.try_join_next())).flatten() {
+            self.in_flight.remove(&done.ident);
+            if done.scheduled_retry {
+                self.exhausted = false;
+                self.retake |= self.taking.is_some();
+            }
+        }
+        if self.attempts.is_empty() && self.ready.is_empty() {
+            self.in_flight.clear();
+        }
     }
 
     /// A take came back with `result`, having asked for `asked` entries.
     fn took(&mut self, result: Result<super::Taken, QueueError>, asked: usize) {
         self.taking = None;
+        let retake = std::mem::take(&mut self.retake);
         match result {
             Ok(taken) => {
                 self.error_wait = Duration::from_millis(100);
                 self.paused_until = None;
                 self.due_ms = taken.next_due_ms;
-                self.exhausted = taken.entries.len() < asked;
+                // Short, unless a retry was reaped meanwhile (see `retake`).
+                self.exhausted = taken.entries.len() < asked && !retake;
                 let at = Instant::now();
                 for entry in taken.entries {
                     self.in_flight.insert(entry.ident());
@@ -427,23 +457,11 @@ impl InFlight {
     }
 }
 
-/// Forgets the attempts that have ended (`first`, and any others done by
-/// now): their entries may be handed out by a take again.
-/// (`nothing_ready`: the worker holds no taken entry that is not attempted yet.)
-fn reap(
-    attempts: &mut JoinSet<String>,
-    in_flight: &mut InFlight,
-    first: Option<Result<String, tokio::task::JoinError>>,
-    nothing_ready: bool,
-) {
-    // A panicked or aborted attempt has no ident to give back; its entry
-    // stays in flight until this worker holds nothing.
-    for seq in first.into_iter().chain(std::iter::from_fn(|| attempts.try_join_next())).flatten() {
-        in_flight.remove(&seq);
-    }
-    if attempts.is_empty() && nothing_ready {
-        in_flight.clear();
-    }
+/// What an attempt hands back once its outcome is recorded.
+struct Finished {
+    ident: String,
+    /// Its outcome was a retry (recorded in the store).
+    scheduled_retry: bool,
 }
 
 /// A take in progress: what it took, and how many it asked for.
@@ -478,7 +496,7 @@ impl Attempt {
         &self.loaded.config.sources[self.source_index].routes[self.route_index]
     }
 
-    async fn run(self, mut taken: TakenEntry, slot: Slot) -> String {
+    async fn run(self, mut taken: TakenEntry, slot: Slot) -> Finished {
         let ident = taken.ident();
         let source = &self.loaded.sources[self.source_index];
         let route = self.route();
@@ -553,11 +571,13 @@ impl Attempt {
                 tracing::debug!(source = %meta.source, delivery_id = %meta.id, attempt = n, "queued delivery delivered")
             }
         }
+        let scheduled_retry = matches!(transition, Transition::Retry { .. });
         if let Err(e) = self.queue.store.finish(taken, transition).await {
             // Left as it was: it is attempted again (at-least-once).
             tracing::error!(error = %e, "cannot record a queue attempt's outcome");
+            return Finished { ident, scheduled_retry: false };
         }
-        ident
+        Finished { ident, scheduled_retry }
     }
 }
 
