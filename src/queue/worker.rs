@@ -5,7 +5,8 @@
 //! `concurrency`; on disk, one.
 //!
 //! A worker sleeps until something is due: an enqueue or a dead-letter retry
-//! wakes it, a finished attempt frees a slot, and otherwise it waits for the
+//! wakes it, a finished attempt frees a slot (and, if it scheduled a retry,
+//! makes the worker take again), and otherwise it waits for the
 //! earliest scheduled retry (at most the store's idle check: 5 s on disk,
 //! 0.5 s on Redis, where other replicas enqueue without waking it). However
 //! deep the backlog, a route holds at most `concurrency` entries at the app,
@@ -32,6 +33,8 @@ use crate::route::Route;
 
 pub const X_ATTEMPT: HeaderName = HeaderName::from_static("x-hookgate-attempt");
 
+/// How long a worker waits after its store first failed before it tries again.
+const FIRST_ERROR_WAIT: Duration = Duration::from_millis(100);
 /// The longest a worker waits after its store failed before it tries again.
 const MAX_ERROR_WAIT: Duration = Duration::from_secs(5);
 /// Attempts quicker than this on average: the worker takes entries ahead.
@@ -181,7 +184,7 @@ async fn route_worker(
         exhausted: false,
         due_ms: None,
         retake: false,
-        error_wait: Duration::from_millis(100),
+        error_wait: FIRST_ERROR_WAIT,
         paused_until: None,
     }
     .run(stop)
@@ -230,7 +233,8 @@ struct RouteWorker {
     /// way: that take may have skipped the retry as still in flight (see
     /// [`Self::reap`]), so coming back short does not make it `exhausted`.
     retake: bool,
-    /// After a failed take: how long until the next, doubling up to [`MAX_ERROR_WAIT`].
+    /// After a failed take: how long until the next, doubling from
+    /// [`FIRST_ERROR_WAIT`] up to [`MAX_ERROR_WAIT`].
     error_wait: Duration,
     paused_until: Option<Instant>,
 }
@@ -392,7 +396,7 @@ impl RouteWorker {
         let retake = std::mem::take(&mut self.retake);
         match result {
             Ok(taken) => {
-                self.error_wait = Duration::from_millis(100);
+                self.error_wait = FIRST_ERROR_WAIT;
                 self.paused_until = None;
                 self.due_ms = taken.next_due_ms;
                 // Short, unless a retry was reaped meanwhile (see `retake`).
