@@ -126,7 +126,7 @@ fn memory_store(c: &mut Criterion) {
             n += 1;
             let id = n.to_string();
             rt.block_on(async {
-                match store.claim("src", &id, &cfg).await.expect("claim") {
+                match store.claim("src", &id, None, &cfg).await.expect("claim") {
                     ClaimOutcome::Claimed(claim) => claim.commit().await.expect("commit"),
                     other => panic!("{other:?}"),
                 }
@@ -134,7 +134,9 @@ fn memory_store(c: &mut Criterion) {
         })
     });
     c.bench_function("memory_store/duplicate", |b| {
-        b.iter(|| rt.block_on(async { matches!(store.claim("src", "1", &cfg).await, Ok(ClaimOutcome::Delivered)) }))
+        b.iter(|| {
+            rt.block_on(async { matches!(store.claim("src", "1", None, &cfg).await, Ok(ClaimOutcome::Delivered)) })
+        })
     });
 }
 

@@ -44,7 +44,7 @@ fn main() {
         for i in 0..total {
             let started = std::time::Instant::now();
             let id = format!("{i:08x}-1c2d-4e5f-8a9b-0c1d2e3f4a5b");
-            match store.claim("tampa", &id, &cfg).await.expect("claim") {
+            match store.claim("tampa", &id, None, &cfg).await.expect("claim") {
                 ClaimOutcome::Claimed(c) => c.commit().await.expect("commit"),
                 other => panic!("{other:?}"),
             }

@@ -25,6 +25,8 @@ pub enum Answer {
     Text(String),
     /// 204, no body.
     NoContent,
+    /// 200, empty body (Slack's `ssl_check`, HEAD probes).
+    Empty,
 }
 
 /// The answer, if `delivery` is its provider's challenge or ping.
@@ -33,6 +35,13 @@ pub fn answer_for(delivery: &mut Delivery<Verified>, verifier: &Verifier) -> Opt
         Challenge::None | Challenge::MetaSubscribe | Challenge::DropboxChallenge => None,
         Challenge::Ping(event) => (delivery.event_type() == event).then(|| Answer::Json(json!({ "ok": true }))),
         Challenge::SlackUrlVerification => {
+            // Slack checks the certificate with a signed form POST `ssl_check=1`;
+            // Bolt answers it 200 with an empty body and tells the app nothing.
+            if delivery.body.first() != Some(&b'{')
+                && form_urlencoded::parse(&delivery.body).any(|(k, v)| k == "ssl_check" && v == "1")
+            {
+                return Some(Answer::Empty);
+            }
             let v = delivery.json()?;
             (v.get("type")? == "url_verification")
                 .then(|| Answer::Json(json!({ "challenge": v.get("challenge").cloned().unwrap_or(Value::Null) })))
@@ -118,5 +127,6 @@ pub fn into_response(answer: Answer) -> http::Response<ResBody> {
             *res.status_mut() = StatusCode::NO_CONTENT;
             res
         }
+        Answer::Empty => http::Response::new(Either::Left(Full::new(Bytes::new()))),
     }
 }

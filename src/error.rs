@@ -62,9 +62,12 @@ impl Rejection {
             Rejection::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::BadBody => StatusCode::BAD_REQUEST,
             Rejection::Verify(e) => match e {
-                VerifyError::MalformedSignature | VerifyError::MalformedTimestamp => StatusCode::BAD_REQUEST,
+                VerifyError::MalformedSignature | VerifyError::MalformedTimestamp | VerifyError::FieldTooLong => {
+                    StatusCode::BAD_REQUEST
+                }
                 VerifyError::MissingSignature
                 | VerifyError::InvalidSignature
+                | VerifyError::UnsignedMismatch
                 | VerifyError::MissingTimestamp
                 | VerifyError::StaleTimestamp => StatusCode::UNAUTHORIZED,
             },
@@ -94,6 +97,8 @@ impl Rejection {
                 VerifyError::MalformedTimestamp => "malformed_timestamp",
                 VerifyError::MissingTimestamp => "missing_timestamp",
                 VerifyError::StaleTimestamp => "stale_timestamp",
+                VerifyError::UnsignedMismatch => "unsigned_mismatch",
+                VerifyError::FieldTooLong => "field_too_long",
             },
             Rejection::InFlight { .. } => "in_flight",
             Rejection::StoreUnavailable { .. } => "store_unavailable",
@@ -130,7 +135,7 @@ impl Rejection {
         }
         if self == Rejection::MethodNotAllowed {
             // Sources with a GET handshake answer GET too; their 405s are for other methods.
-            res.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+            res.headers_mut().insert(ALLOW, HeaderValue::from_static("POST, HEAD"));
         }
         if self == Rejection::RequestTimeout {
             res.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));

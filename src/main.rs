@@ -153,6 +153,22 @@ fn check(path: &Path) -> ExitCode {
                 cfg.sources.len(),
                 if cfg.sources.len() == 1 { "" } else { "s" }
             );
+            // What the signature does not cover (SPEC §10): worth knowing, not an error.
+            for src in &cfg.sources {
+                for (field, from) in src.verifier.plan.unsigned() {
+                    println!(
+                        "  note: sources.{}: {} is unsigned (read from {from}); anyone with a captured delivery can change it",
+                        src.name,
+                        field.name()
+                    );
+                }
+                if src.dedupe_body {
+                    println!(
+                        "  note: sources.{}: the body's SHA-256 is deduplicated too (dedupe_body), so a replayed body under a fresh ID is a duplicate",
+                        src.name
+                    );
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,

@@ -30,6 +30,8 @@ pub const OUTCOMES: &[&str] = &[
     "malformed_timestamp",
     "missing_timestamp",
     "stale_timestamp",
+    "unsigned_mismatch",
+    "field_too_long",
     "in_flight",
     "store_unavailable",
     "no_route",

@@ -134,9 +134,11 @@ async fn process(
     let server = &loaded.config.server;
     let (source, state) = (&loaded.config.sources[index], &loaded.sources[index]);
 
-    // method: POST, or GET for a provider's GET handshake (answered after the guards)
+    // method: POST, GET for a provider's GET handshake, HEAD for a URL probe
+    // (both answered after the guards)
     let handshake = req.method() == Method::GET && source.verifier.spec.challenge.answers_get();
-    if req.method() != Method::POST && !handshake {
+    let probe = req.method() == Method::HEAD;
+    if req.method() != Method::POST && !handshake && !probe {
         return Err(Rejection::MethodNotAllowed);
     }
 
@@ -157,6 +159,12 @@ async fn process(
             None => guard::check_rate(limiter),
         };
         checked.map_err(|retry_after| Rejection::RateLimited { retry_after })?;
+    }
+
+    // HEAD: senders' portals (Tyk's) test a webhook URL with HEAD and none of
+    // the configured headers; 200, no body, nothing forwarded (SPEC §13)
+    if probe {
+        return Ok((challenge::into_response(challenge::Answer::Empty), "challenge"));
     }
 
     // GET handshake (Meta's hub.challenge, Dropbox's challenge): no body, no signature
@@ -189,7 +197,11 @@ async fn process(
 
     // dedupe
     let dedupe = &loaded.config.dedupe;
-    let claim = match loaded.store.claim(&source.name, delivery.id(), dedupe).await {
+    // With an unsigned ID, the body's digest too (SPEC §10): a captured body
+    // under a fresh ID is a duplicate.
+    let digest = source.dedupe_body.then(|| crate::verify::body_hash(&delivery.body));
+    let digest = digest.as_deref().filter(|d| *d != delivery.id());
+    let claim = match loaded.store.claim(&source.name, delivery.id(), digest, dedupe).await {
         Ok(ClaimOutcome::Claimed(claim)) => {
             app.store_health.ok();
             Some(claim)

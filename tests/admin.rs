@@ -27,12 +27,11 @@ async fn delivery_log_records_every_request_newest_first_with_filters_and_paging
     let up = spawn_upstream(ok_upstream()).await;
     let gw = spawn_gateway(&tampa_config(up.addr, "", "")).await;
     for i in 0..5 {
-        let r =
-            gw.deliver("tampa", &tampa_body(&format!("e{i}"), "dev.tampa.event.x"), Some(&format!("d{i}")), None).await;
+        let r = gw.deliver("tampa", &tampa_body(&format!("d{i}"), "dev.tampa.event.x"), None, None).await;
         assert_eq!(r.status, 200);
     }
     // A duplicate and a bad signature are recorded too.
-    gw.deliver("tampa", &tampa_body("e0", "dev.tampa.event.x"), Some("d0"), None).await;
+    gw.deliver("tampa", &tampa_body("d0", "dev.tampa.event.x"), None, None).await;
     let bad = send(&gw.url("/webhooks/tampa"), "POST", &h(&[("X-Webhook-Signature", "sha256=00")]), "{}").await;
     assert_eq!(bad.status, 401);
 
@@ -80,7 +79,7 @@ async fn the_log_keeps_only_the_configured_number_and_zero_turns_it_off() {
     let up = spawn_upstream(ok_upstream()).await;
     let gw = spawn_gateway(&tampa_config(up.addr, "", "[log]\ndeliveries = 3")).await;
     for i in 0..5 {
-        gw.deliver("tampa", &tampa_body(&format!("e{i}"), "x"), Some(&format!("k{i}")), None).await;
+        gw.deliver("tampa", &tampa_body(&format!("k{i}"), "x"), None, None).await;
     }
     assert_eq!(ids(&gw.admin_json("/deliveries").await), ["k4", "k3", "k2"]);
     gw.shutdown().await;
@@ -96,12 +95,12 @@ async fn no_body_header_value_or_secret_is_ever_recorded() {
     let up = spawn_upstream(ok_upstream()).await;
     let gw = spawn_gateway(&tampa_config(up.addr, "", "")).await;
     let body = tampa_body("body-marker-7731", "x").replace("\"n\":1", "\"n\":\"payload-marker-4410\"");
-    let mut headers = gw.sign("tampa", &body, Some("rec-1"), None);
+    let mut headers = gw.sign("tampa", &body, None, None);
     let signature = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-webhook-signature")).unwrap().1.clone();
     headers.push(("X-Private".into(), "header-marker-9920".into()));
     assert_eq!(send(&gw.url("/webhooks/tampa"), "POST", &headers, body).await.status, 200);
     let text = get(&gw, "/deliveries", &[]).await.text();
-    assert!(text.contains("rec-1"), "{text}");
+    assert!(text.contains("body-marker-7731"), "{text}");
     for secret in ["payload-marker-4410", "header-marker-9920", SECRET, signature.as_str()] {
         assert!(!text.contains(secret), "{secret:?} leaked into {text}");
     }
@@ -211,8 +210,8 @@ upstream = "http://{up}/sync"
     let gw = spawn_gateway(&text).await;
 
     // Sync route: the sender's own webhook-* headers are replaced.
-    let body = tampa_body("e1", "sync.created");
-    let mut headers = gw.sign("tampa", &body, Some("sync-1"), None);
+    let body = tampa_body("sync-1", "sync.created");
+    let mut headers = gw.sign("tampa", &body, None, None);
     headers.extend(h(&[("webhook-id", "forged"), ("webhook-signature", "v1,forged")]));
     assert_eq!(send(&gw.url("/webhooks/tampa"), "POST", &headers, body.clone()).await.status, 200);
     let got = up.next().await;
@@ -229,16 +228,16 @@ upstream = "http://{up}/sync"
     );
 
     // Queue route: every attempt is signed.
-    let body = tampa_body("e2", "queued.created");
-    assert_eq!(gw.deliver("tampa", &body, Some("queued-1"), None).await.status, 202);
+    let body = tampa_body("queued-1", "queued.created");
+    assert_eq!(gw.deliver("tampa", &body, None, None).await.status, 202);
     let got = up.next().await;
     assert_eq!(got.uri, "/q");
     assert_eq!(got.headers["webhook-id"], "queued-1");
     verify_with_library(APP_SECRET, &got.body, &got.headers).expect("queued request verifies");
 
     // A route that turns it off.
-    let body = tampa_body("e3", "plain.created");
-    assert_eq!(gw.deliver("tampa", &body, Some("plain-1"), None).await.status, 200);
+    let body = tampa_body("plain-1", "plain.created");
+    assert_eq!(gw.deliver("tampa", &body, None, None).await.status, 200);
     let got = up.next().await;
     assert_eq!(got.uri, "/plain");
     assert!(!got.headers.contains_key("webhook-signature"));

@@ -19,8 +19,8 @@ async fn setup(extra_source: &str, extra_top: &str) -> (Gateway, Upstream) {
 #[tokio::test]
 async fn forwards_a_verified_delivery_with_body_and_headers() {
     let (gw, mut up) = setup("", "").await;
-    let body = tampa_body("evt_1", "dev.tampa.event.created");
-    let mut headers = gw.sign("tampa", &body, Some("del-1"), Some("dev.tampa.event.created"));
+    let body = tampa_body("del-1", "dev.tampa.event.created");
+    let mut headers = gw.sign("tampa", &body, None, None);
     headers.extend(h(&[
         ("X-Hookgate-Verified", "forged"),
         ("X-Hookgate-Source", "evil"),
@@ -219,10 +219,13 @@ async fn duplicates_are_acknowledged_not_forwarded() {
     assert_eq!(r.status, 200);
     assert_eq!(r.headers["x-hookgate-duplicate"], "true");
     assert_eq!(up.hits(), 1);
-    // The header ID wins over the body's; a new header ID is a new delivery.
-    let r = gw.deliver("tampa", &body, Some("other-id"), None).await;
-    assert!(!r.headers.contains_key("x-hookgate-duplicate"));
-    assert_eq!(up.hits(), 2);
+    // The ID is the signed body's: another ID in the unsigned header is refused (SPEC §10).
+    let mut forged = gw.sign("tampa", &body, None, None);
+    forged.retain(|(k, _)| !k.eq_ignore_ascii_case("x-delivery-id"));
+    forged.push(("X-Delivery-ID".into(), "other-id".into()));
+    let r = send(&gw.url("/webhooks/tampa"), "POST", &forged, body.clone()).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(up.hits(), 1);
     assert!(gw.metrics().await.contains("hookgate_dedupe_hits_total{source=\"tampa\"} 1"));
     gw.shutdown().await;
 }

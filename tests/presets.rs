@@ -281,3 +281,81 @@ async fn url_signing_presets_need_public_url_and_meta_needs_verify_token() {
     let err = hookgate::config::load_str(&source("s", "sendgrid", "bm9wZQ==", a, ""), &|_| None).unwrap_err();
     assert!(err.0[0].starts_with("sources.s.secrets[0]: not an ECDSA P-256 public key"), "{err}");
 }
+
+/// SPEC §13: Slack's signed `ssl_check=1` form POST is answered 200 with an
+/// empty body (as Bolt does) and not forwarded; unsigned, it is refused.
+#[tokio::test]
+async fn slack_ssl_check_is_answered_and_not_forwarded() {
+    let up = spawn_upstream(ok_upstream()).await;
+    let gw = spawn_gateway(&source("slack", "slack", "s", up.addr, "")).await;
+    let body = "ssl_check=1&token=legacy-verification-token";
+    let r = gw.deliver("slack", body, None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body.is_empty(), "{}", r.text());
+    let r = send(&gw.url("/slack"), "POST", &h(&[("X-Slack-Signature", "v0=00")]), body).await;
+    assert_eq!(r.status, 401);
+    // A slash command that merely mentions ssl_check is still forwarded.
+    assert_eq!(gw.deliver("slack", "command=%2Fx&text=ssl_check%3D1", None, None).await.text(), "upstream-ok");
+    assert_eq!(up.hits(), 1);
+    assert!(gw.metrics().await.contains("hookgate_requests_total{source=\"slack\",outcome=\"challenge\"} 1"));
+    gw.shutdown().await;
+}
+
+/// SPEC §13: HEAD on a source's path (Tyk's portal probe, no configured
+/// headers) answers 200 with no body, forwards nothing, counts as a challenge;
+/// other methods stay 405 and say which are allowed.
+#[tokio::test]
+async fn head_probes_are_answered_without_forwarding() {
+    let up = spawn_upstream(ok_upstream()).await;
+    let gw = spawn_gateway(&source(
+        "tyk",
+        "tyk",
+        "tok",
+        up.addr,
+        "[sources.tyk.verify]\nsignature_header = \"X-Tyk-Token\"",
+    ))
+    .await;
+    let r = send(&gw.url("/tyk"), "HEAD", &[], "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    let r = send(&gw.url("/tyk"), "PUT", &[], "").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.headers["allow"], "POST, HEAD");
+    assert_eq!(send(&gw.url("/nope"), "HEAD", &[], "").await.status, 404, "unknown paths stay 404");
+    assert_eq!(up.hits(), 0);
+    assert!(gw.metrics().await.contains("hookgate_requests_total{source=\"tyk\",outcome=\"challenge\"} 1"));
+    gw.shutdown().await;
+}
+
+/// SPEC §13: Shopify's "Events" deliveries name their headers without `X-`:
+/// the ID and topic are still read, so topic routes match.
+#[tokio::test]
+async fn shopify_event_headers_without_the_x_prefix_keep_id_and_topic() {
+    let mut up = spawn_upstream(ok_upstream()).await;
+    let cfg = format!(
+        "[sources.shop]\npath = \"/shop\"\nprovider = \"shopify\"\nsecrets = [\"s\"]\nunrouted = \"reject\"\n[[sources.shop.routes]]\nevents = [\"orders/*\"]\nupstream = \"http://{}/orders\"\n",
+        up.addr
+    );
+    let gw = spawn_gateway(&cfg).await;
+    let body = r#"{"id":820982911946154508}"#;
+    let mac = {
+        use hmac::Mac as _;
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s").unwrap();
+        m.update(body.as_bytes());
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, m.finalize().into_bytes())
+    };
+    let headers = h(&[
+        ("shopify-hmac-sha256", &mac),
+        ("shopify-topic", "orders/create"),
+        ("shopify-webhook-id", "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"),
+        ("shopify-event-id", "98880550-7158-44d4-b7cd-2c97c8a091b5"),
+        ("shopify-api-version", "2025-01"),
+    ]);
+    let r = send(&gw.url("/shop"), "POST", &headers, body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = up.next().await;
+    assert_eq!(got.uri, "/orders");
+    assert_eq!(got.headers["x-hookgate-event-type"], "orders/create");
+    assert_eq!(got.headers["x-hookgate-delivery-id"], "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043");
+    gw.shutdown().await;
+}

@@ -185,6 +185,36 @@ fn presets_lists_thirty_and_prints_one_as_a_verify_block() {
     assert!(include_str!("../README.md").contains(&out), "README's provider table is not `presets --markdown`");
 }
 
+/// SPEC §10: `presets NAME` and `check` say which fields the signature does not cover.
+#[test]
+fn presets_and_check_name_the_unsigned_fields() {
+    let (code, out, _) = run_cli(&["presets", "github"], None, &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("# unsigned: id (from header:x-github-delivery)"), "{out}");
+    assert!(out.contains("# unsigned: event_type (from header:x-github-event)"), "{out}");
+    assert!(out.contains("dedupe_body"), "{out}");
+    let (_, out, _) = run_cli(&["presets", "tampa"], None, &[]);
+    assert!(!out.contains("# unsigned:"), "{out}");
+    assert!(out.contains("# checked: id in header:x-delivery-id must equal the signed value"), "{out}");
+    assert!(out.contains("id = [\"json:/id\", \"header:X-Delivery-ID\"]"), "{out}");
+    let (_, out, _) = run_cli(&["presets", "stripe"], None, &[]);
+    assert!(!out.contains("unsigned") && !out.contains("dedupe_body"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("h.toml");
+    std::fs::write(
+        &file,
+        "[sources.gh]\npath = \"/gh\"\nprovider = \"github\"\nsecrets = [\"s\"]\n[sources.st]\npath = \"/st\"\nprovider = \"stripe\"\nsecrets = [\"s\"]\n",
+    )
+    .unwrap();
+    let (code, out, err) = run_cli(&["check", "-c", file.to_str().unwrap()], None, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sources.gh: id is unsigned (read from header:x-github-delivery)"), "{out}");
+    assert!(out.contains("sources.gh: event_type is unsigned"), "{out}");
+    assert!(out.contains("sources.gh: the body's SHA-256 is deduplicated too"), "{out}");
+    assert!(!out.contains("sources.st:"), "stripe signs everything it locates: {out}");
+}
+
 #[test]
 fn sign_explains_public_key_presets_and_signs_with_a_test_private_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -41,8 +41,8 @@ async fn acks_once_stored_then_delivers_with_the_sync_headers() {
     let dir = tempfile::tempdir().unwrap();
     let mut up = spawn_upstream(ok_upstream()).await;
     let gw = spawn_gateway(&queue_config(up.addr, dir.path(), "", "")).await;
-    let body = tampa_body("evt-1", "dev.tampa.event.created");
-    let mut headers = gw.sign("tampa", &body, Some("q-1"), None);
+    let body = tampa_body("q-1", "dev.tampa.event.created");
+    let mut headers = gw.sign("tampa", &body, None, None);
     headers.extend(h(&[("X-Hookgate-Attempt", "99"), ("X-Custom", "kept")]));
     let r = send(&gw.url("/webhooks/tampa?a=1"), "POST", &headers, body.clone()).await;
     assert_eq!(r.status, 202, "{}", r.text());

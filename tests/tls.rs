@@ -172,13 +172,13 @@ async fn https_upstream_with_a_private_ca_and_a_wrong_certificate_is_502() {
     let mut up = spawn_upstream_on(Listen::Tls(server_config(&leaf)), ok_upstream()).await;
     let upstream = format!("https://localhost:{}/secure", up.addr.port());
     let gw = spawn_gateway(&one_route(&upstream, &format!("ca = \"{}\"", ca_file.display()))).await;
-    let r = gw.deliver("tampa", &tampa_body("h1", "x"), Some("https-1"), None).await;
+    let r = gw.deliver("tampa", &tampa_body("https-1", "x"), None, None).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let got = up.next().await;
     assert_eq!(got.uri, "/secure");
     assert_eq!(got.headers["host"], format!("localhost:{}", up.addr.port()).as_str());
     // A second delivery reuses the pooled TLS connection.
-    assert_eq!(gw.deliver("tampa", &tampa_body("h2", "x"), Some("https-2"), None).await.status, 200);
+    assert_eq!(gw.deliver("tampa", &tampa_body("https-2", "x"), None, None).await.status, 200);
     assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "kept alive and pooled");
     gw.shutdown().await;
 
@@ -187,7 +187,7 @@ async fn https_upstream_with_a_private_ca_and_a_wrong_certificate_is_502() {
     let other_file = write(dir.path(), "other-ca.pem", &other.pem());
     let hits = up.hits();
     let gw = spawn_gateway(&one_route(&upstream, &format!("ca = \"{}\"", other_file.display()))).await;
-    let r = gw.deliver("tampa", &tampa_body("h3", "x"), Some("https-3"), None).await;
+    let r = gw.deliver("tampa", &tampa_body("https-3", "x"), None, None).await;
     assert_eq!((r.status.as_u16(), r.error_code().as_str()), (502, "upstream_unreachable"));
     assert_eq!(up.hits(), hits, "nothing reached the app");
     gw.shutdown().await;
@@ -195,7 +195,7 @@ async fn https_upstream_with_a_private_ca_and_a_wrong_certificate_is_502() {
     // The right CA but the wrong name (SNI and verification use the URL's host).
     let by_ip = format!("https://127.0.0.1:{}/secure", up.addr.port());
     let gw = spawn_gateway(&one_route(&by_ip, &format!("ca = \"{}\"", ca_file.display()))).await;
-    let r = gw.deliver("tampa", &tampa_body("h4", "x"), Some("https-4"), None).await;
+    let r = gw.deliver("tampa", &tampa_body("https-4", "x"), None, None).await;
     assert_eq!(r.status, 502, "the certificate does not name 127.0.0.1");
     assert_eq!(up.hits(), hits);
     gw.shutdown().await;
@@ -207,14 +207,14 @@ async fn unix_socket_upstream() {
     let sock = dir.path().join("app.sock");
     let mut up = spawn_upstream_on(Listen::Unix(sock.clone()), ok_upstream()).await;
     let gw = spawn_gateway(&one_route(&format!("http://unix:{}:/hooks/in", sock.display()), "")).await;
-    let r = gw.deliver("tampa", &tampa_body("u1", "x"), Some("unix-1"), None).await;
+    let r = gw.deliver("tampa", &tampa_body("unix-1", "x"), None, None).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "upstream-ok");
     let got = up.next().await;
     assert_eq!(got.uri, "/hooks/in");
     assert_eq!(got.headers["host"], "localhost");
     assert_eq!(got.headers["x-hookgate-delivery-id"], "unix-1");
-    assert_eq!(gw.deliver("tampa", &tampa_body("u2", "x"), Some("unix-2"), None).await.status, 200);
+    assert_eq!(gw.deliver("tampa", &tampa_body("unix-2", "x"), None, None).await.status, 200);
     assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "pooled like TCP");
     gw.shutdown().await;
 }

@@ -59,7 +59,8 @@ upstream = "http://{ok}/hooks"
     let gw = spawn_gateway(&text).await;
     let post = async |id: &str, event: &str, token: &str| {
         let headers = h(&[("X-Token", token), ("X-Id", id), ("X-Event", event)]);
-        send(&gw.url("/webhooks/ui"), "POST", &headers, "{}").await.status.as_u16()
+        // Distinct bodies: a token source also deduplicates by body (SPEC §10).
+        send(&gw.url("/webhooks/ui"), "POST", &headers, format!("{{\"n\":\"{id}\"}}")).await.status.as_u16()
     };
     assert_eq!(post("ui-sync-1", "user.created", "ui-secret").await, 200);
     assert_eq!(post("ui-sync-2", "user.created", "ui-secret").await, 200);

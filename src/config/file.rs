@@ -108,6 +108,7 @@ pub struct SourceFile {
     pub sign_upstream: Option<String>,
     pub public_url: Option<String>,
     pub verify_token: Option<String>,
+    pub dedupe_body: Option<bool>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -193,6 +193,9 @@ pub struct Source {
     pub allow_ips: Vec<IpNet>,
     pub rate_limit: Option<RateLimit>,
     pub unrouted: Unrouted,
+    /// Also claim the body's SHA-256 in the dedupe store, so a captured body
+    /// replayed under a fresh (unsigned) ID is a duplicate (SPEC §10).
+    pub dedupe_body: bool,
     /// First match wins.
     pub routes: Vec<Route>,
 }

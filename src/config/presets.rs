@@ -130,6 +130,7 @@ impl Preset {
         if self.spec.challenge == crate::verify::Challenge::MetaSubscribe {
             out.push_str("# needs verify_token: the Verify Token entered in the provider's dashboard\n");
         }
+        out.push_str(&unsigned_note(&crate::verify::signed::Plan::new(&self.spec)));
         let _ = writeln!(out, "# tested against: {}", self.proof);
         let _ = writeln!(out, "# The same as provider = {name:?}; add path and secrets.");
         let _ = writeln!(out, "[sources.{name}]\nprovider = \"generic\"");
@@ -157,6 +158,34 @@ impl Preset {
             Scheme::EcdsaP256 => "ecdsa-p256",
         }
     }
+}
+
+/// `# unsigned: ...` comment lines for the fields the signature does not cover
+/// (SPEC §10), empty when all are signed; shared by `presets NAME` and `check`.
+pub fn unsigned_note(plan: &crate::verify::signed::Plan) -> String {
+    use crate::verify::signed::Field;
+    let mut out = String::new();
+    for (field, from) in plan.unsigned() {
+        let _ = writeln!(out, "# unsigned: {} (from {from}): the signature does not cover it", field.name());
+    }
+    for (field, fp) in
+        [(Field::Id, &plan.id), (Field::EventType, &plan.event_type), (Field::Timestamp, &plan.timestamp)]
+    {
+        for loc in &fp.check {
+            let _ = writeln!(
+                out,
+                "# checked: {} in {} must equal the signed value when present (else 401 unsigned_mismatch)",
+                field.name(),
+                crate::verify::signed::describe(loc)
+            );
+        }
+    }
+    if plan.id_unsigned() {
+        out.push_str(
+            "# the body's SHA-256 is claimed too, so a captured body under a fresh ID is a duplicate (dedupe_body)\n",
+        );
+    }
+    out
 }
 
 /// The README's provider list (a test keeps the README equal to it).

@@ -533,10 +533,10 @@ mod tests {
             on_store_error: OnStoreError::Reject,
         };
         let store = super::super::Store::from_config(&cfg).unwrap();
-        let c = store.claim("src", "x", &cfg).await.unwrap();
+        let c = store.claim("src", "x", None, &cfg).await.unwrap();
         assert!(matches!(c, super::super::ClaimOutcome::Claimed(_)));
-        assert!(matches!(store.claim("src", "x", &cfg).await.unwrap(), super::super::ClaimOutcome::InFlight));
+        assert!(matches!(store.claim("src", "x", None, &cfg).await.unwrap(), super::super::ClaimOutcome::InFlight));
         drop(c);
-        assert!(matches!(store.claim("src", "x", &cfg).await.unwrap(), super::super::ClaimOutcome::Claimed(_)));
+        assert!(matches!(store.claim("src", "x", None, &cfg).await.unwrap(), super::super::ClaimOutcome::Claimed(_)));
     }
 }

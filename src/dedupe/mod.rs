@@ -89,9 +89,11 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// A held claim; see the module docs.
+/// A held claim; see the module docs. With `dedupe_body` (SPEC §10) it holds
+/// the body digest's claim too, and commits or releases both together.
 pub struct Claim {
     held: Option<Held>,
+    body: Option<Held>,
     ttl: Duration,
 }
 
@@ -110,6 +112,12 @@ impl std::fmt::Debug for Claim {
     }
 }
 
+/// The ID under which a body's digest is claimed: `body:<hex>` beside the
+/// source's delivery IDs (Redis: `{key_prefix}{source}:body:<hex>`).
+pub fn body_key_id(digest_hex: &str) -> String {
+    format!("body:{digest_hex}")
+}
+
 impl Store {
     /// Builds the backend `cfg` names. Redis connects lazily, so this does not
     /// fail when Redis is down: the first requests get `StoreError` instead.
@@ -120,9 +128,65 @@ impl Store {
         })
     }
 
-    /// Claims `(source, id)` for forwarding.
-    pub async fn claim(&self, source: &str, id: &str, cfg: &DedupeConfig) -> Result<ClaimOutcome, StoreError> {
-        let held = match self {
+    /// Claims `(source, id)` for forwarding and, when `body_digest` is given,
+    /// the body's digest beside it (both at once: one round trip on Redis's
+    /// multiplexed connection). Either one delivered makes the delivery a
+    /// duplicate; either one in flight makes it in flight; a half-made claim is
+    /// released.
+    pub async fn claim(
+        &self,
+        source: &str,
+        id: &str,
+        body_digest: Option<&str>,
+        cfg: &DedupeConfig,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let Some(digest) = body_digest else {
+            return Ok(match self.claim_one(source, id, cfg).await? {
+                Ok(held) => ClaimOutcome::Claimed(Claim { held: Some(held), body: None, ttl: cfg.ttl }),
+                Err(Seen::Delivered) => ClaimOutcome::Delivered,
+                Err(Seen::InFlight) => ClaimOutcome::InFlight,
+            });
+        };
+        // Boxed: two claims side by side would make every request's future larger.
+        Box::pin(self.claim_with_body(source, id, digest, cfg)).await
+    }
+
+    async fn claim_with_body(
+        &self,
+        source: &str,
+        id: &str,
+        digest: &str,
+        cfg: &DedupeConfig,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let body_id = body_key_id(digest);
+        let (by_id, by_body) =
+            futures_util::future::join(self.claim_one(source, id, cfg), self.claim_one(source, &body_id, cfg)).await;
+        // Whatever was claimed is released by this guard's drop unless it is returned.
+        let mut claim = Claim { held: None, body: None, ttl: cfg.ttl };
+        let mut seen = None;
+        let mut failed = None;
+        for (slot, outcome) in [(&mut claim.held, by_id), (&mut claim.body, by_body)] {
+            match outcome {
+                Ok(Ok(held)) => *slot = Some(held),
+                Ok(Err(s)) => seen = Some(if seen == Some(Seen::Delivered) { Seen::Delivered } else { s }),
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            claim.release().await.ok();
+            return Err(e);
+        }
+        Ok(match seen {
+            None => ClaimOutcome::Claimed(claim),
+            Some(s) => {
+                claim.release().await?;
+                if s == Seen::Delivered { ClaimOutcome::Delivered } else { ClaimOutcome::InFlight }
+            }
+        })
+    }
+
+    async fn claim_one(&self, source: &str, id: &str, cfg: &DedupeConfig) -> Result<Result<Held, Seen>, StoreError> {
+        Ok(match self {
             Store::Memory(s) => {
                 let key = s.key(source, id);
                 s.claim(&key, cfg.claim_ttl).await?.map(|token| Held::Memory(s.clone(), key, token))
@@ -133,11 +197,6 @@ impl Store {
                 // inline they would make the memory store's futures ~1.6 KB too.
                 Box::pin(s.claim(&key, cfg.claim_ttl)).await?.map(|token| Held::Redis(s.clone(), key, token))
             }
-        };
-        Ok(match held {
-            Ok(held) => ClaimOutcome::Claimed(Claim { held: Some(held), ttl: cfg.ttl }),
-            Err(Seen::Delivered) => ClaimOutcome::Delivered,
-            Err(Seen::InFlight) => ClaimOutcome::InFlight,
         })
     }
 
@@ -153,29 +212,58 @@ impl Store {
 impl Claim {
     /// Marks the delivery as done; the delivered `ttl` replaces the claim's.
     pub async fn commit(mut self) -> Result<(), StoreError> {
-        match self.held.take() {
-            Some(Held::Memory(s, k, t)) => s.commit(&k, &t, self.ttl).await,
-            Some(Held::Redis(s, k, t)) => Box::pin(s.commit(&k, &t, self.ttl)).await,
-            None => Ok(()),
+        let (held, ttl) = (self.held.take(), self.ttl);
+        match self.body.take() {
+            None => Held::commit(held, ttl).await,
+            // Boxed, like the claim of both: rare, and larger.
+            body => {
+                Box::pin(async move {
+                    let (a, b) = futures_util::future::join(Held::commit(held, ttl), Held::commit(body, ttl)).await;
+                    a.and(b)
+                })
+                .await
+            }
         }
     }
 
     /// Gives the ID back so a retry is forwarded again.
     pub async fn release(mut self) -> Result<(), StoreError> {
-        match self.held.take() {
+        let held = self.held.take();
+        match self.body.take() {
+            None => Held::release(held).await,
+            body => {
+                Box::pin(async move {
+                    let (a, b) = futures_util::future::join(Held::release(held), Held::release(body)).await;
+                    a.and(b)
+                })
+                .await
+            }
+        }
+    }
+}
+
+impl Held {
+    async fn commit(held: Option<Held>, ttl: Duration) -> Result<(), StoreError> {
+        match held {
+            Some(Held::Memory(s, k, t)) => s.commit(&k, &t, ttl).await,
+            Some(Held::Redis(s, k, t)) => Box::pin(s.commit(&k, &t, ttl)).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn release(held: Option<Held>) -> Result<(), StoreError> {
+        match held {
             Some(Held::Memory(s, k, t)) => s.release(&k, &t).await,
             Some(Held::Redis(s, k, t)) => Box::pin(s.release(&k, &t)).await,
             None => Ok(()),
         }
     }
-}
 
-impl Drop for Claim {
-    fn drop(&mut self) {
-        match self.held.take() {
-            None => {}
-            Some(Held::Memory(s, k, t)) => s.release_now(&k, &t),
-            Some(Held::Redis(s, k, t)) => {
+    /// Releases without awaiting (from a drop).
+    fn release_now(self) {
+        match self {
+            Held::Memory(s, k, t) => s.release_now(&k, &t),
+            Held::Redis(s, k, t) => {
                 // Cannot await in drop: release in the background. If the
                 // runtime is gone the claim simply expires after claim_ttl.
                 if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -184,6 +272,14 @@ impl Drop for Claim {
                     });
                 }
             }
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        for held in [self.held.take(), self.body.take()].into_iter().flatten() {
+            held.release_now();
         }
     }
 }

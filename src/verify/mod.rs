@@ -12,6 +12,7 @@
 pub mod json;
 pub mod keys;
 pub mod sign;
+pub mod signed;
 pub mod template;
 pub mod timestamp;
 
@@ -179,7 +180,14 @@ pub struct Verifier {
     pub public_url: String,
     /// The source's `verify_token` (Meta's GET handshake); empty when unset.
     pub verify_token: String,
+    /// The spec's locators as read: signed ones first, unsigned ones as
+    /// cross-checks ([`signed`]). Derived from `spec` by [`Verifier::new`].
+    pub plan: signed::Plan,
 }
+
+/// Longest delivery ID or event type accepted (SPEC §10): longer ones are
+/// refused before any store is touched.
+pub const MAX_FIELD_LEN: usize = 256;
 
 /// Why a delivery was not accepted as authentic and fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -196,6 +204,10 @@ pub enum VerifyError {
     MissingTimestamp,
     #[error("timestamp outside the tolerance window")]
     StaleTimestamp,
+    #[error("an unsigned header disagrees with the signed value it repeats")]
+    UnsignedMismatch,
+    #[error("the delivery ID or event type is longer than 256 bytes")]
+    FieldTooLong,
 }
 
 /// Typestate marker: nothing has been checked.
@@ -399,6 +411,12 @@ pub fn body_hash(body: &[u8]) -> String {
 }
 
 impl Verifier {
+    /// A verifier for `spec`, with its reading plan compiled.
+    pub fn new(spec: Spec, keys: Vec<Key>, public_url: String, verify_token: String) -> Self {
+        let plan = signed::Plan::new(&spec);
+        Verifier { spec, keys, public_url, verify_token, plan }
+    }
+
     /// The signature's raw text: the first configured header present, or the JSON field.
     fn signature_value<'a>(&self, headers: &'a HeaderMap, body: &'a [u8]) -> Result<Cow<'a, [u8]>, VerifyError> {
         self.spec
@@ -423,18 +441,22 @@ impl Verifier {
             return Ok(c);
         }
         let text = std::str::from_utf8(raw).map_err(|_| VerifyError::MalformedSignature)?;
-        let push = |sig: &str, c: &mut Candidates<'r>| -> Result<(), VerifyError> {
+        // Whether an entry was unreadable; in a list that is only fatal when no
+        // entry is readable (SPEC §13: the providers' libraries skip bad entries).
+        let mut bad = false;
+        // Adds a candidate; false if `sig` cannot be decoded.
+        let push = |sig: &str, c: &mut Candidates<'r>| -> bool {
             if c.len == MAX_CANDIDATES {
-                return Ok(());
+                return true;
             }
             let slot = &mut c.items[c.len];
             match spec.encoding.decode(sig, &mut slot.buf) {
-                Err(()) => Err(VerifyError::MalformedSignature),
-                Ok(None) => Ok(()), // decodable but longer than any signature: cannot match
+                Err(()) => false,
+                Ok(None) => true, // decodable but longer than any signature: cannot match
                 Ok(Some(n)) => {
                     slot.len = n;
                     c.len += 1;
-                    Ok(())
+                    true
                 }
             }
         };
@@ -442,25 +464,30 @@ impl Verifier {
             SignatureFormat::Single => {
                 let sig =
                     text.trim().strip_prefix(spec.signature_prefix.as_str()).ok_or(VerifyError::MalformedSignature)?;
-                push(sig, &mut c)?;
+                bad |= !push(sig, &mut c);
             }
             SignatureFormat::V1List => {
                 for entry in text.split_ascii_whitespace() {
-                    let (version, sig) = entry.split_once(',').ok_or(VerifyError::MalformedSignature)?;
-                    if version == "v1" {
-                        push(sig, &mut c)?;
+                    match entry.split_once(',') {
+                        Some(("v1", sig)) => bad |= !push(sig, &mut c),
+                        Some(_) => {} // other versions are ignored
+                        None => bad = true,
                     }
                 }
             }
             SignatureFormat::Params => {
                 c.params = Some(text);
                 for item in text.split(spec.param_separator) {
-                    let (k, v) = item.trim().split_once('=').ok_or(VerifyError::MalformedSignature)?;
-                    if k == spec.signature_param {
-                        push(v, &mut c)?;
+                    match item.trim().split_once('=') {
+                        Some((k, v)) if k == spec.signature_param => bad |= !push(v, &mut c),
+                        Some(_) => {}
+                        None => bad = true,
                     }
                 }
             }
+        }
+        if c.len == 0 && bad {
+            return Err(VerifyError::MalformedSignature);
         }
         Ok(c)
     }
@@ -475,7 +502,8 @@ impl Verifier {
         let body = Body { bytes: body };
 
         // Timestamps sent in headers are parsed before the signature is checked (400 first).
-        let ts = locate(&spec.timestamp, headers, &body, params, sep);
+        let plan = &self.plan;
+        let ts = locate(&plan.timestamp.read, headers, &body, params, sep);
         let ts_ms = ts.as_ref().and_then(|f| spec.timestamp_format.to_unix_ms(&f.text));
         if let (Some(f), None) = (&ts, ts_ms)
             && !matches!(f.locator, Locator::Json(_))
@@ -483,7 +511,7 @@ impl Verifier {
             return Err(VerifyError::MalformedTimestamp);
         }
         let ts_text = ts.map(|f| f.text);
-        let id = locate(&spec.id, headers, &body, params, sep);
+        let id = locate(&plan.id.read, headers, &body, params, sep);
 
         let input = template::Input {
             body: body.bytes,
@@ -524,10 +552,30 @@ impl Verifier {
             Some(f) if !f.text.is_empty() => (f.text.into_owned(), f.value.cloned()),
             _ => (body_hash(body.bytes), None),
         };
-        let (event_type, event_type_value) = match locate(&spec.event_type, headers, &body, params, sep) {
+        let (event_type, event_type_value) = match locate(&plan.event_type.read, headers, &body, params, sep) {
             Some(f) => (f.text.into_owned(), f.value.cloned()),
             None => (String::new(), None),
         };
+        if id.len() > MAX_FIELD_LEN || event_type.len() > MAX_FIELD_LEN {
+            return Err(VerifyError::FieldTooLong);
+        }
+        // Unsigned copies of signed values (SPEC §10): present and different is a forgery.
+        // Every copy of a repeated header counts: the app may read any of them.
+        let differs = |checks: &[Locator], value: &str| {
+            checks.iter().any(|loc| match loc {
+                Locator::Header(name) => {
+                    headers.get_all(name).iter().any(|v| !v.is_empty() && v.as_bytes() != value.as_bytes())
+                }
+                _ => locate(std::slice::from_ref(loc), headers, &body, params, sep)
+                    .is_some_and(|f| !f.text.is_empty() && f.text != value),
+            })
+        };
+        if differs(&plan.id.check, &id)
+            || differs(&plan.event_type.check, &event_type)
+            || differs(&plan.timestamp.check, ts_text.as_deref().unwrap_or(""))
+        {
+            return Err(VerifyError::UnsignedMismatch);
+        }
         Ok(Verified { secret_index, id, event_type, id_value, event_type_value, json: None })
     }
 }

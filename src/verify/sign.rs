@@ -114,6 +114,26 @@ impl Verifier {
         if let (Some(Locator::Header(name)), Some(et)) = (spec.event_type.first(), req.event_type) {
             out.headers.push((name.to_string(), et.to_owned()));
         }
+        // A sender that repeats signed body fields in headers (Tampa.dev): the
+        // copies carry the body's values, which is what they must agree with.
+        for (locators, value) in [
+            (&spec.id, Some(id.clone())),
+            (
+                &spec.event_type,
+                spec.event_type.iter().find_map(|l| match l {
+                    Locator::Json(ptr) => json_text(req.body, ptr),
+                    _ => None,
+                }),
+            ),
+        ] {
+            if let (Some(Locator::Json(_)), Some(value)) = (locators.first(), value) {
+                for l in locators {
+                    if let Locator::Header(name) = l {
+                        out.headers.push((name.to_string(), value.clone()));
+                    }
+                }
+            }
+        }
 
         let input = template::Input {
             body: req.body,

@@ -198,28 +198,170 @@ fn non_json_bodies_fall_back_to_body_hash_and_empty_type() {
 /// values when headers gave them (the same bytes, shared), else made from the text.
 #[test]
 fn id_and_event_type_values_follow_where_they_were_found() {
-    let ver = verifier("tampa", &["s"], "");
+    let ver = verifier("github", &["s"], "");
     let now = SystemTime::now();
-    let ts = time::OffsetDateTime::from(now).format(&time::format_description::well_known::Rfc3339).unwrap();
-    let body = format!(r#"{{"id":"from-json","type":"json.type","timestamp":"{ts}"}}"#);
-    let signed = |id: Option<&str>, event_type: Option<&str>| {
-        ver.sign(SignRequest { body: body.as_bytes(), id, event_type, timestamp: None, now, private_key: None })
-            .unwrap()
-    };
-    let s = signed(Some("hdr-id"), Some("hdr.type"));
-    let d = delivery(&s.headers, body.clone()).verify(&ver, now).unwrap();
+    let body = r#"{"id":"from-json","type":"json.type"}"#;
+    let s = ver
+        .sign(SignRequest {
+            body: body.as_bytes(),
+            id: Some("hdr-id"),
+            event_type: Some("hdr.type"),
+            timestamp: None,
+            now,
+            private_key: None,
+        })
+        .unwrap();
+    let d = delivery(&s.headers, body).verify(&ver, now).unwrap();
     assert_eq!((d.id(), d.event_type()), ("hdr-id", "hdr.type"));
     let id = d.id_value().unwrap();
     assert_eq!(id, "hdr-id");
-    let shared = d.head.headers.get("x-delivery-id").unwrap();
+    let shared = d.head.headers.get("x-github-delivery").unwrap();
     assert_eq!(id.as_bytes().as_ptr(), shared.as_bytes().as_ptr(), "the header's own bytes, not a copy");
     assert_eq!(d.event_type_value().unwrap(), "hdr.type");
 
-    let mut headers = signed(None, None).headers;
-    headers.retain(|(k, _)| !k.eq_ignore_ascii_case("x-delivery-id") && !k.eq_ignore_ascii_case("x-event-type"));
+    // tampa reads both from the signed body; its headers only have to agree.
+    let ver = verifier("tampa", &["s"], "");
+    let ts = time::OffsetDateTime::from(now).format(&time::format_description::well_known::Rfc3339).unwrap();
+    let body = format!(r#"{{"id":"from-json","type":"json.type","timestamp":"{ts}"}}"#);
+    let headers = ver
+        .sign(SignRequest {
+            body: body.as_bytes(),
+            id: None,
+            event_type: None,
+            timestamp: None,
+            now,
+            private_key: None,
+        })
+        .unwrap()
+        .headers;
     let d = delivery(&headers, body.clone()).verify(&ver, now).unwrap();
     assert_eq!(d.id_value().unwrap(), "from-json");
     assert_eq!(d.event_type_value().unwrap(), "json.type");
+}
+
+/// SPEC §10: tampa's X-Delivery-ID / X-Event-Type are not signed. The values
+/// are read from the signed body; a header that repeats them is fine, one that
+/// differs (a fresh ID to dodge dedupe, another type to reach another
+/// upstream) is `UnsignedMismatch`, and the header alone never decides.
+#[test]
+fn unsigned_headers_that_disagree_with_the_signed_body_are_refused() {
+    let ver = verifier("tampa", &["s"], "");
+    let now = SystemTime::now();
+    let ts = time::OffsetDateTime::from(now).format(&time::format_description::well_known::Rfc3339).unwrap();
+    let body = format!(r#"{{"id":"evt_1","type":"order.created","timestamp":"{ts}"}}"#);
+    let base = ver
+        .sign(SignRequest {
+            body: body.as_bytes(),
+            id: None,
+            event_type: None,
+            timestamp: None,
+            now,
+            private_key: None,
+        })
+        .unwrap()
+        .headers;
+    let with = |extra: &[(&str, &str)]| {
+        let mut h: Vec<_> =
+            base.iter().filter(|(k, _)| !extra.iter().any(|(e, _)| k.eq_ignore_ascii_case(e))).cloned().collect();
+        h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        delivery(&h, body.clone()).verify(&ver, now).map(|d| (d.id().to_owned(), d.event_type().to_owned()))
+    };
+    let ok = Ok(("evt_1".to_owned(), "order.created".to_owned()));
+    assert_eq!(with(&[]), ok);
+    assert_eq!(with(&[("X-Delivery-ID", "evt_1"), ("X-Event-Type", "order.created")]), ok, "the real sender's copies");
+    assert_eq!(with(&[("X-Delivery-ID", "fresh-id")]), Err(VerifyError::UnsignedMismatch));
+    assert_eq!(with(&[("X-Event-Type", "billing.invoice.paid")]), Err(VerifyError::UnsignedMismatch));
+    assert_eq!(with(&[("X-Delivery-ID", "")]), ok, "an empty header repeats nothing");
+    // A second copy of the header (the app may read the last one) is checked too.
+    assert_eq!(with(&[("X-Delivery-ID", "evt_1"), ("x-delivery-id", "fresh-id")]), Err(VerifyError::UnsignedMismatch));
+
+    // A body without the field: the header cannot supply it.
+    let body = format!(r#"{{"type":"order.created","timestamp":"{ts}"}}"#);
+    let mut h = ver
+        .sign(SignRequest {
+            body: body.as_bytes(),
+            id: None,
+            event_type: None,
+            timestamp: None,
+            now,
+            private_key: None,
+        })
+        .unwrap()
+        .headers;
+    h.push(("X-Delivery-ID".into(), "chosen".into()));
+    assert_eq!(delivery(&h, body).verify(&ver, now).err(), Some(VerifyError::UnsignedMismatch));
+}
+
+/// SPEC §10: which fields each kind of locator leaves unsigned, as `presets
+/// NAME` and `check` report them.
+#[test]
+fn fields_are_classified_signed_or_unsigned_from_the_template() {
+    let unsigned = |provider: &str, extra: &str| -> Vec<&'static str> {
+        let v = verifier(provider, &["whsec_dGVzdA=="], extra);
+        v.plan.unsigned().into_iter().map(|(f, _)| f.name()).collect()
+    };
+    assert!(unsigned("tampa", "").is_empty(), "json fields of a signed body");
+    assert!(unsigned("stripe", "").is_empty(), "signature:t feeds {{timestamp}}");
+    assert!(unsigned("svix", "").is_empty(), "svix-id feeds {{id}}");
+    assert_eq!(unsigned("github", ""), ["id", "event_type"]);
+    assert_eq!(unsigned("shopify", ""), ["id", "event_type"]);
+    assert_eq!(unsigned("slack", ""), Vec::<&str>::new());
+    assert_eq!(unsigned("twitch", ""), ["event_type"], "the subscription type header is outside the payload");
+    // A token proves nothing about the body.
+    assert_eq!(
+        unsigned("tyk", "[sources.s.verify]\nsignature_header = \"X-Token\"\nid = \"json:/id\""),
+        ["id", "event_type", "timestamp"]
+    );
+    // Mailgun signs a timestamp and a token, not the body.
+    assert_eq!(unsigned("mailgun", ""), ["event_type"]);
+    // digest: IDs of signed JSON parts are signed; one header part makes them unsigned.
+    assert!(
+        unsigned("generic", "[sources.s.verify]\nsignature_header = \"X-S\"\nid = \"digest:json:/a,json:/b\"")
+            .is_empty()
+    );
+    assert_eq!(
+        unsigned("generic", "[sources.s.verify]\nsignature_header = \"X-S\"\nid = \"digest:json:/a,header:x-b\""),
+        ["id"]
+    );
+
+    // dedupe_body's default: on exactly when the ID is located and unsigned.
+    let src = |provider: &str, extra: &str| {
+        let text =
+            format!("[sources.s]\npath = \"/s\"\nprovider = \"{provider}\"\nsecrets = [\"whsec_dGVzdA==\"]\n{extra}\n");
+        load_str(&text, &|_| None).unwrap().sources.remove(0)
+    };
+    assert!(src("github", "").dedupe_body);
+    assert!(src("gitlab", "").dedupe_body);
+    assert!(!src("github", "dedupe_body = false").dedupe_body);
+    assert!(!src("tampa", "").dedupe_body);
+    assert!(!src("stripe", "").dedupe_body);
+    assert!(!src("zoom", "").dedupe_body, "the ID is the body digest already");
+    assert!(src("tampa", "dedupe_body = true").dedupe_body);
+}
+
+/// SPEC §10: a located ID or event type over 256 bytes is refused (400) at
+/// verification, before any store is touched.
+#[test]
+fn ids_and_event_types_over_256_bytes_are_refused() {
+    let ver = verifier("github", &["s"], "");
+    let now = SystemTime::now();
+    let sign = |id: &str, et: &str| {
+        let s = ver
+            .sign(SignRequest {
+                body: b"{}",
+                id: Some(id),
+                event_type: Some(et),
+                timestamp: None,
+                now,
+                private_key: None,
+            })
+            .unwrap();
+        delivery(&s.headers, &b"{}"[..]).verify(&ver, now).map(|d| d.id().len())
+    };
+    assert_eq!(sign(&"i".repeat(256), "push"), Ok(256));
+    assert_eq!(sign(&"i".repeat(257), "push"), Err(VerifyError::FieldTooLong));
+    assert_eq!(sign("id", &"e".repeat(257)), Err(VerifyError::FieldTooLong));
+    assert_eq!(sign(&"i".repeat(30_000), "push"), Err(VerifyError::FieldTooLong));
 }
 
 /// Private keys of the two test key pairs of the public-key presets.
@@ -275,7 +417,7 @@ fn body_for(name: &str, now: SystemTime) -> String {
             r#"{{"signature":{{"timestamp":"{secs}","token":"tok_1"}},"event-data":{{"event":"order.created"}}}}"#
         ),
         _ => format!(
-            "{{\"id\":\"evt_1\",\"type\":\"order.created\",\"timestamp\":\"{ts}\",\"Timestamp\":\"{ts}\",\"Event\":\"order.created\",\"event\":\"order.created\",\"kind\":\"order.created\",\"object\":\"order.created\",\"topic\":\"order.created\",\"event_type\":\"order.created\",\"webhookTimestamp\":{ms},\"data\":{{\"id\":\"d1\",\"name\":\"order.created\"}}}}",
+            "{{\"id\":\"evt_1\",\"type\":\"order.created\",\"timestamp\":\"{ts}\",\"Timestamp\":\"{ts}\",\"Event\":\"order.created\",\"event\":\"order.created\",\"kind\":\"order.created\",\"object\":\"order.created\",\"topic\":\"order.created\",\"event_type\":\"order.created\",\"meta\":{{\"event_name\":\"order.created\"}},\"webhookTimestamp\":{ms},\"data\":{{\"id\":\"d1\",\"name\":\"order.created\"}}}}",
             ms = secs * 1000
         ),
     }
@@ -592,4 +734,40 @@ fn digest_ids_are_stable_across_resends_and_follow_the_located_values() {
         })
         .collect();
     assert_ne!(ids[0], ids[1]);
+}
+
+/// SPEC §13: an unreadable entry beside a valid one in a signature list does not
+/// fail the delivery (the standardwebhooks, Stripe and PagerDuty libraries skip
+/// it); a list with no readable entry is still malformed.
+#[test]
+fn signature_lists_skip_unreadable_entries_beside_a_valid_one() {
+    let now = SystemTime::now();
+    for (provider, header, junk, pattern) in [
+        ("standard-webhooks", "webhook-signature", "v1,!!!not-base64 junk", "{junk} {sig}"),
+        ("svix", "svix-signature", "v1,@@", "{sig} {junk}"),
+        ("stripe", "stripe-signature", "v1=zz-not-hex,junk", "{sig},{junk}"),
+        ("pagerduty", "x-pagerduty-signature", "v1=xyz", "{junk},{sig}"),
+    ] {
+        let ver = verifier(provider, &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], "");
+        let body = r#"{"id":"evt_1","type":"t","event":{"id":"e1","event_type":"t"}}"#;
+        let signed = ver
+            .sign(SignRequest {
+                body: body.as_bytes(),
+                id: None,
+                event_type: None,
+                timestamp: None,
+                now,
+                private_key: None,
+            })
+            .unwrap();
+        let valid = signed.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(header)).unwrap().1.clone();
+        let with_sig = |value: String| {
+            let mut h: Vec<_> =
+                signed.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case(header)).cloned().collect();
+            h.push((header.to_owned(), value));
+            delivery(&h, body).verify(&ver, now).map(|_| ())
+        };
+        assert_eq!(with_sig(pattern.replace("{junk}", junk).replace("{sig}", &valid)), Ok(()), "{provider}");
+        assert_eq!(with_sig(junk.to_owned()), Err(VerifyError::MalformedSignature), "{provider}: junk alone");
+    }
 }

@@ -560,13 +560,16 @@ fn source(
         }
     }
 
+    let verifier = Verifier::new(spec, keys, public_url, verify_token);
+    let dedupe_body = f.dedupe_body.unwrap_or_else(|| verifier.plan.id_unsigned());
     (errs.0.len() == before).then(|| Source {
         name: name.to_owned(),
         path: src_path,
-        verifier: Verifier { spec, keys, public_url, verify_token },
+        verifier,
         allow_ips,
         rate_limit,
         unrouted,
+        dedupe_body,
         routes,
     })
 }
