@@ -149,6 +149,63 @@ async fn without_a_token_loopback_clients_get_the_api() {
 }
 
 /// Verifies a request with the Standard Webhooks Python library; `Ok` or its error.
+/// SPEC §11: without a token, a Host other than a loopback name is DNS
+/// rebinding (403 bad_host); token or not, a POST or DELETE from another
+/// origin is refused (403 cross_origin). curl and the page's own calls work.
+#[tokio::test]
+async fn the_admin_listener_refuses_other_hosts_and_cross_origin_writes() {
+    let up = spawn_upstream(ok_upstream()).await;
+    let gw = spawn_gateway(&tampa_config(up.addr, "", "")).await;
+    let port = gw.admin.port();
+    let host = |name: &str| h(&[("Host", name)]);
+    for ok in [format!("localhost:{port}"), "127.0.0.1".into(), format!("[::1]:{port}"), "app.localhost".into()] {
+        assert_eq!(get(&gw, "/deliveries", &host(&ok)).await.status, 200, "{ok}");
+    }
+    for bad in [format!("evil.example:{port}"), "192.168.1.10".into(), "localhost.evil.example".into()] {
+        let r = get(&gw, "/deliveries", &host(&bad)).await;
+        assert_eq!((r.status.as_u16(), r.error_code().as_str()), (403, "bad_host"), "{bad}");
+    }
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(get(&gw, open, &host("evil.example")).await.status, 200, "{open} is not loopback-only");
+    }
+
+    let retry = format!("http://{}/queue/dead/retry", gw.admin);
+    let own = format!("http://127.0.0.1:{port}");
+    for (name, value) in [
+        ("Origin", "http://evil.example"),
+        ("Origin", "null"),
+        ("Origin", "http://127.0.0.1:1"),
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Site", "same-site"),
+    ] {
+        let r = send(&retry, "POST", &h(&[(name, value)]), "").await;
+        assert_eq!((r.status.as_u16(), r.error_code().as_str()), (403, "cross_origin"), "{name}: {value}");
+        let r = send(&format!("http://{}/queue/dead/x", gw.admin), "DELETE", &h(&[(name, value)]), "").await;
+        assert_eq!(r.status, 403, "DELETE {name}: {value}");
+    }
+    // The page's own calls, and curl's (no Origin), go through (503: no queue here).
+    let r = send(&retry, "POST", &h(&[("Origin", &own), ("Sec-Fetch-Site", "same-origin")]), "").await;
+    assert_ne!(r.status, 403, "{}", r.text());
+    assert_ne!(send(&retry, "POST", &[], "").await.status, 403);
+    // A GET from another origin reads nothing it could not already (CORS hides it); allowed.
+    assert_eq!(get(&gw, "/queue", &h(&[("Origin", "http://evil.example")])).await.status, 200);
+    gw.shutdown().await;
+
+    // With a token: the Host is free (the token is the guard), cross-origin writes are not.
+    let gw = spawn_gateway(&tampa_config(up.addr, "", "[server]\nadmin_token = \"t0ken-abc\"")).await;
+    let auth = ("Authorization", "Bearer t0ken-abc");
+    assert_eq!(get(&gw, "/deliveries", &h(&[auth, ("Host", "hooks.example.com")])).await.status, 200);
+    let r = send(
+        &format!("http://{}/queue/dead/retry", gw.admin),
+        "POST",
+        &h(&[auth, ("Origin", "http://evil.example")]),
+        "",
+    )
+    .await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (403, "cross_origin"));
+    gw.shutdown().await;
+}
+
 fn verify_with_library(secret: &str, body: &[u8], headers: &http::HeaderMap) -> Result<(), String> {
     let h: serde_json::Map<String, serde_json::Value> = ["webhook-id", "webhook-timestamp", "webhook-signature"]
         .iter()

@@ -103,3 +103,46 @@ upstream = "http://{ok}/hooks"
     assert!(eventually(Duration::from_secs(5), async || dead_count().await == 0).await);
     gw.shutdown().await;
 }
+
+/// SPEC §11 in headless chromium: with no admin token, a page of another
+/// origin cannot retry dead letters (its no-cors POST gets 403 cross_origin,
+/// and the dead letter stays dead), and a DNS-rebinding host name cannot read
+/// the delivery log (403 bad_host). `tests/ui/cross_origin.mjs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_origins_cannot_use_the_admin_listener_from_a_browser() {
+    let ui_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
+    assert!(ui_dir.join("node_modules/playwright-core").exists(), "run `npm ci` in tests/ui (bash .ci/run does)");
+    let dir = tempfile::tempdir().unwrap();
+    let mut refuse = spawn_upstream(Behavior::Answer(422, "refused", Duration::ZERO)).await;
+    let text = format!(
+        "[server]\nshutdown_grace = \"1s\"\n[queue]\npath = \"{}\"\n[sources.x]\npath = \"/x\"\nprovider = \"generic\"\nsecrets = [\"s\"]\n[sources.x.verify]\nscheme = \"token\"\nsignature_header = \"X-Token\"\n[[sources.x.routes]]\nevents = [\"*\"]\nupstream = \"http://{}/\"\ndelivery = \"queue\"\n",
+        dir.path().display(),
+        refuse.addr
+    );
+    let gw = spawn_gateway(&text).await;
+    assert_eq!(send(&gw.url("/x"), "POST", &h(&[("X-Token", "s")]), "{}").await.status, 202);
+    refuse.next().await;
+    let dead = async || gw.admin_json("/queue/dead").await["items"].as_array().unwrap().len();
+    assert!(eventually(Duration::from_secs(5), async || dead().await == 1).await, "one dead letter");
+    refuse.set(ok_upstream());
+
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("node")
+            .arg("cross_origin.mjs")
+            .current_dir(&ui_dir)
+            .env("ADMIN", format!("http://{}", gw.admin))
+            .env("ADMIN_PORT", gw.admin.port().to_string())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser test finishes within 2 minutes")
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stdout.contains("all steps passed"), "{stdout}\n{stderr}");
+    assert_eq!(dead().await, 1, "the dead letter was not retried");
+    assert_eq!(refuse.hits(), 1, "nothing was sent again");
+    gw.shutdown().await;
+}

@@ -11,7 +11,10 @@
 //! Access: with `server.admin_token`, everything but `/healthz` and `/readyz`
 //! needs `Authorization: Bearer <token>` (constant-time compare; 401 otherwise).
 //! Without it, the endpoints of sections 5 and 6 answer loopback clients only
-//! (403 `admin_token_required` to others).
+//! (403 `admin_token_required` to others) that name a loopback host or
+//! `localhost` in `Host` (403 `bad_host`: DNS rebinding). Token or not, a POST
+//! or DELETE from a page of another origin (`Origin`, `Sec-Fetch-Site`) gets
+//! 403 `cross_origin` (SPEC §11).
 
 mod deliveries;
 mod queue;
@@ -44,7 +47,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         _ => {}
     }
     let token = app.current().config.server.admin_token.clone();
-    if let Some(refused) = access(path, read, token.as_ref(), req.headers(), peer.ip()) {
+    if let Some(refused) = access(path, read, token.as_ref(), &req, peer.ip()) {
         return refused;
     }
     let method = req.method().clone();
@@ -70,14 +73,24 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
     }
 }
 
-/// The answer refusing this request (SPEC §8), or `None` when it may go on.
-fn access(
+/// The answer refusing this request (SPEC §8, §11), or `None` when it may go on.
+fn access<B>(
     path: &str,
     read: bool,
     token: Option<&Secret>,
-    headers: &http::HeaderMap,
+    req: &Request<B>,
     peer: IpAddr,
 ) -> Option<Response<ResBody>> {
+    let headers = req.headers();
+    // A page of another site must not change state here, token or not: a
+    // no-cors POST from it carries its Origin, or at least Sec-Fetch-Site.
+    if !read && !same_origin(req) {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "state-changing admin requests are not accepted from pages of other origins",
+        ));
+    }
     match token {
         Some(t) if !bearer_matches(headers, t) => {
             if read && (path == "/ui" || path == "/ui/") {
@@ -94,7 +107,53 @@ fn access(
             "admin_token_required",
             "set server.admin_token to use this endpoint from another host",
         )),
+        // DNS rebinding: a page whose host name now resolves to 127.0.0.1 is
+        // still another site; its requests name it in Host.
+        None if path != "/metrics" && !host_is_loopback(req) => Some(error(
+            StatusCode::FORBIDDEN,
+            "bad_host",
+            "without server.admin_token, use a loopback address or localhost in the URL",
+        )),
         _ => None,
+    }
+}
+
+/// The host the request names: HTTP/2's authority, else the `Host` header.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req.headers().get(http::header::HOST)?.to_str().ok(),
+    }
+}
+
+/// `Host` names `localhost` (or a name under it) or a loopback address, any
+/// port. No Host at all (HTTP/1.0 tools) is not a browser's request: allowed.
+fn host_is_loopback<B>(req: &Request<B>) -> bool {
+    let Some(host) = request_host(req) else {
+        return req.headers().get(http::header::HOST).is_none();
+    };
+    let Ok(authority) = host.parse::<http::uri::Authority>() else { return false };
+    let name = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let lower = name.to_ascii_lowercase();
+    lower == "localhost" || lower.ends_with(".localhost") || name.parse::<IpAddr>().is_ok_and(is_loopback)
+}
+
+/// Whether a request comes from the admin listener's own pages (or from no
+/// page at all, as curl's): an `Origin` must name the request's own host, and
+/// `Sec-Fetch-Site` must not say `cross-site` or `same-site`.
+fn same_origin<B>(req: &Request<B>) -> bool {
+    let headers = req.headers();
+    if let Some(site) = headers.get("sec-fetch-site")
+        && (site == "cross-site" || site == "same-site")
+    {
+        return false;
+    }
+    let Some(origin) = headers.get(http::header::ORIGIN) else { return true };
+    let Ok(origin) = origin.to_str() else { return false };
+    let own = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    match (own, request_host(req)) {
+        (Some(o), Some(host)) => o.eq_ignore_ascii_case(host),
+        _ => false,
     }
 }
 
@@ -191,7 +250,14 @@ mod tests {
 
     #[test]
     fn without_a_token_only_loopback_clients_reach_the_api() {
-        let none = http::HeaderMap::new();
+        let req = |auth: Option<&'static str>| {
+            let mut r = Request::builder().uri("/x").header(http::header::HOST, "127.0.0.1:9090");
+            if let Some(a) = auth {
+                r = r.header(http::header::AUTHORIZATION, a);
+            }
+            r.body(()).unwrap()
+        };
+        let none = req(None);
         let far: IpAddr = "192.0.2.1".parse().unwrap();
         let near: IpAddr = "127.0.0.1".parse().unwrap();
         for path in ["/deliveries", "/queue", "/queue/dead", "/ui"] {
@@ -203,9 +269,10 @@ mod tests {
         let t = Secret::new("tok");
         let refused = access("/metrics", true, Some(&t), &none, near).unwrap();
         assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "a token closes /metrics too, loopback or not");
-        let mut ok = http::HeaderMap::new();
-        ok.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer tok"));
-        assert!(access("/queue", true, Some(&t), &ok, far).is_none(), "with the token any client may");
+        assert!(
+            access("/queue", true, Some(&t), &req(Some("Bearer tok")), far).is_none(),
+            "with the token any client may"
+        );
     }
 
     #[test]
