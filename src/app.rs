@@ -135,7 +135,7 @@ impl App {
     /// Like [`App::new`] with a fixed clock, for tests of the freshness window.
     pub fn with_clock(config: Config, clock: fn() -> SystemTime) -> Result<Arc<Self>, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let queue = config.queue.as_ref().map(Queue::start).transpose()?;
+        let queue = config.queue.as_ref().map(|q| Queue::start(q, &config)).transpose()?;
         let deliveries = DeliveryLog::new(config.log.deliveries);
         let acme = config.server.acme.as_ref().map(crate::tls::acme_server_config).transpose()?;
         let loaded = Loaded::build(config, &metrics, None)?;

@@ -162,6 +162,14 @@ fn check(path: &Path) -> ExitCode {
                         field.name()
                     );
                 }
+                for (i, route) in src.routes.iter().enumerate() {
+                    if route.queue().is_some() && route.name.is_none() {
+                        println!(
+                            "  warning: sources.{}.routes[{i}]: a queue route without `name`: its stored deliveries belong to its events ({}); changing them orphans what is queued. Set name = \"...\"",
+                            src.name, route.identity
+                        );
+                    }
+                }
                 if src.dedupe_body {
                     println!(
                         "  note: sources.{}: the body's SHA-256 is deduplicated too (dedupe_body), so a replayed body under a fresh ID is a duplicate",

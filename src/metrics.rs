@@ -186,24 +186,24 @@ impl Metrics {
     }
 
     /// The attempt counters of one queue route.
-    pub fn queue_route(&self, source: &str, route: usize) -> QueueRouteMetrics {
+    pub fn queue_route(&self, source: &str, route: &str) -> QueueRouteMetrics {
         let c = |result| {
             self.queue_attempts
-                .get_or_create(&QueueResultLabels { source: source.to_owned(), route: route.to_string(), result })
+                .get_or_create(&QueueResultLabels { source: source.to_owned(), route: route.to_owned(), result })
                 .clone()
         };
         QueueRouteMetrics { ok: c("ok"), retry: c("retry"), dead: c("dead") }
     }
 
     /// Sets the depth gauges of one queue route (done at scrape time).
-    pub fn set_queue_depth(&self, source: &str, route: usize, d: &QueueDepth) {
+    pub fn set_queue_depth(&self, source: &str, route: &str, d: &QueueDepth) {
         for (state, v) in
             [("pending", d.pending), ("scheduled", d.scheduled), ("in_flight", d.in_flight), ("dead", d.dead)]
         {
-            let labels = QueueDepthLabels { source: source.to_owned(), route: route.to_string(), state };
+            let labels = QueueDepthLabels { source: source.to_owned(), route: route.to_owned(), state };
             self.queue_depth.get_or_create(&labels).set(v as i64);
         }
-        let labels = RouteLabels { source: source.to_owned(), route: route.to_string() };
+        let labels = RouteLabels { source: source.to_owned(), route: route.to_owned() };
         self.queue_oldest.get_or_create(&labels).set(d.oldest_pending_seconds);
     }
 

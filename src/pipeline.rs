@@ -365,7 +365,7 @@ async fn enqueue(
         log: log_seq.map(|s| (app.deliveries.epoch, s)),
     };
     let entry = NewEntry { meta, headers, body: delivery.body.clone() };
-    match queue.enqueue(RouteKey::new(&source.name, route_index), entry).await {
+    match queue.enqueue(RouteKey::new(&source.name, &source.routes[route_index].identity), entry).await {
         Ok(_) => {
             finish_claim(app, claim, true, policy).await;
             // A struct, not `json!`: no map built per acknowledgement.

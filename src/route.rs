@@ -21,6 +21,11 @@ impl Pattern {
         Pattern { parts: text.split('*').map(str::to_owned).collect() }
     }
 
+    /// The pattern as written.
+    pub fn text(&self) -> String {
+        self.parts.join("*")
+    }
+
     pub fn matches(&self, s: &str) -> bool {
         let parts = &self.parts;
         if parts.len() == 1 {
@@ -39,6 +44,27 @@ impl Pattern {
         }
         s.len() >= last.len() && s.ends_with(last.as_str())
     }
+}
+
+/// An unnamed route's identity: `~` and 16 hex digits of the SHA-256 of its
+/// event patterns in order, one per line. Names cannot start with `~`.
+pub fn fingerprint(patterns: &[Pattern]) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for p in patterns {
+        h.update(p.text().as_bytes());
+        h.update(b"\n");
+    }
+    format!("~{}", hex::encode(&h.finalize()[..8]))
+}
+
+/// Whether `name` may name a route: 1-64 of `A-Z a-z 0-9 _ - .`, not all
+/// digits (a bare number reads as a position), not starting with `~` or `@`
+/// (fingerprints and orphaned positions).
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !name.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Where an upstream is and how to reach it (SPEC §7).
@@ -63,6 +89,13 @@ pub struct Target {
 /// One `[[sources.NAME.routes]]` entry.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// `name`, if set: unique in its source.
+    pub name: Option<Arc<str>>,
+    /// What a queued delivery belongs to (SPEC §12): the `name`, else a
+    /// fingerprint of what the route matches ([`fingerprint`]); never its
+    /// position or its upstream, so reordering routes or moving the app to
+    /// another URL keeps its queue.
+    pub identity: Arc<str>,
     pub patterns: Vec<Pattern>,
     pub timeout: Duration,
     /// The upstream URL taken apart once at load, so forwarding builds no URL
@@ -144,6 +177,8 @@ impl Route {
             (Target { key, connect }, header, path)
         };
         Ok(Route {
+            name: None,
+            identity: fingerprint(&patterns).into(),
             patterns,
             timeout,
             target: Arc::new(target),

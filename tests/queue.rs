@@ -77,9 +77,14 @@ async fn acks_once_stored_then_delivers_with_the_sync_headers() {
     );
     assert_eq!(up.hits(), 1);
     let metrics = gw.metrics().await;
-    assert!(metrics.contains(r#"hookgate_queue_attempts_total{source="tampa",route="0",result="ok"} 1"#), "{metrics}");
+    // Queue metrics name the route by its identity (unnamed: a fingerprint of its events), SPEC §12.
+    let route = queue_route(&gw).await["route"].as_str().unwrap().to_owned();
+    assert!(route.starts_with('~') && route.len() == 17, "{route}");
+    let attempts = format!(r#"hookgate_queue_attempts_total{{source="tampa",route="{route}",result="ok"}} 1"#);
+    assert!(metrics.contains(&attempts), "{metrics}");
     assert!(metrics.contains(r#"hookgate_requests_total{source="tampa",outcome="queued"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"hookgate_queue_depth{source="tampa",route="0",state="pending"} 0"#), "{metrics}");
+    let depth = format!(r#"hookgate_queue_depth{{source="tampa",route="{route}",state="pending"}} 0"#);
+    assert!(metrics.contains(&depth), "{metrics}");
     gw.shutdown().await;
 }
 
@@ -160,7 +165,8 @@ async fn refused_is_dead_at_once_then_retried_from_the_admin_api() {
     let dead = gw.admin_json("/queue/dead").await;
     let item = &dead["items"][0];
     assert_eq!(item["source"], "tampa");
-    assert_eq!(item["route"], 0);
+    assert_eq!(item["route"], queue_route(&gw).await["route"]);
+    assert!(item["route"].as_str().unwrap().starts_with('~'));
     assert_eq!(item["id"], "bad-1");
     assert_eq!(item["event_type"], "dev.tampa.event.created");
     assert_eq!(item["attempts"], 1);

@@ -62,7 +62,11 @@ async fn stores_in_a_stream_then_delivers_and_dead_letters_can_be_retried() {
         })
         .await
     );
-    assert_eq!(redis.cli(&["XLEN", "hookgate:q:{tampa:0}:s"]), "0", "acknowledged entries leave the stream");
+    // Keyed by the route's identity (an unnamed route: a fingerprint of its events), SPEC §12.
+    let identity = route_state(&gw).await["route"].as_str().unwrap().to_owned();
+    assert!(identity.starts_with('~'), "{identity}");
+    let stream = format!("hookgate:q:{{tampa:{identity}}}:s");
+    assert_eq!(redis.cli(&["XLEN", &stream]), "0", "acknowledged entries leave the stream");
 
     // 5xx twice (attempts = 2) -> dead; retried from the admin API -> delivered.
     up.set(Behavior::Answer(503, "down", Duration::ZERO));
@@ -441,7 +445,7 @@ async fn a_take_is_one_pipeline_of_plain_reads_and_outcomes_finished_together_on
     use hookgate::queue::{RouteKey, Transition};
     let redis = RedisServer::start();
     let q = std::sync::Arc::new(queue_on(&redis));
-    let route = RouteKey::new("tampa", 0);
+    let route = RouteKey::new("tampa", "r");
     for i in 0..20 {
         q.enqueue(&route, &stored_entry(i)).await.unwrap();
     }
@@ -479,8 +483,8 @@ async fn a_take_is_one_pipeline_of_plain_reads_and_outcomes_finished_together_on
         2,
         "20 outcomes of one tick are one XACK and one XDEL"
     );
-    assert_eq!(redis.cli(&["XLEN", "t:{tampa:0}:s"]).trim(), "0", "each was deleted from the stream");
-    let pending = redis.cli(&["XPENDING", "t:{tampa:0}:s", "hookgate"]);
+    assert_eq!(redis.cli(&["XLEN", "t:{tampa:r}:s"]).trim(), "0", "each was deleted from the stream");
+    let pending = redis.cli(&["XPENDING", "t:{tampa:r}:s", "hookgate"]);
     assert_eq!(pending.lines().next().map(str::trim), Some("0"), "each was acknowledged: {pending}");
 }
 
@@ -489,7 +493,7 @@ async fn due_retries_come_back_even_when_the_server_lost_its_scripts() {
     use hookgate::queue::{RouteKey, Transition};
     let redis = RedisServer::start();
     let q = queue_on(&redis);
-    let route = RouteKey::new("tampa", 0);
+    let route = RouteKey::new("tampa", "r");
     let now = now_ms();
     for i in 0..3 {
         q.enqueue(&route, &stored_entry(i)).await.unwrap();
@@ -532,7 +536,7 @@ async fn the_oldest_pending_entry_is_the_first_not_yet_read() {
     use hookgate::queue::RouteKey;
     let redis = RedisServer::start();
     let q = queue_on(&redis);
-    let route = RouteKey::new("tampa", 0);
+    let route = RouteKey::new("tampa", "r");
     assert_eq!(q.oldest_pending_ms(&route).await, None, "nothing stored");
     for i in 0..3 {
         q.enqueue(&route, &stored_entry(i)).await.unwrap();
@@ -564,7 +568,8 @@ async fn takes_follow_the_routes_slot_to_another_master() {
         assert_eq!(deliver(&gw, &format!("moved-{i}")).await.status, 202);
     }
     // Move every slot of the route's master, its slot among them, to another one.
-    let slot = cluster.nodes[0].cli(&["CLUSTER", "KEYSLOT", "{tampa:0}"]).trim().to_owned();
+    let identity = route_state(&gw).await["route"].as_str().unwrap().to_owned();
+    let slot = cluster.nodes[0].cli(&["CLUSTER", "KEYSLOT", &format!("{{tampa:{identity}}}")]).trim().to_owned();
     let owner = |slot: &str| {
         let nodes = cluster.nodes[0].cli(&["CLUSTER", "NODES"]);
         let slot: u32 = slot.parse().unwrap();

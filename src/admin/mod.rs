@@ -5,7 +5,7 @@
 //! | `GET /healthz`, `GET /readyz` | always open |
 //! | `GET /metrics` | Prometheus text; open unless `admin_token` is set |
 //! | `GET /deliveries` | the delivery log ([`deliveries`]) |
-//! | `GET /queue`, `/queue/dead…` | queue depth and dead letters ([`queue`]) |
+//! | `GET /queue`, `/queue/dead…`, `/queue/orphans…` | queue depth, dead letters, orphans ([`queue`]) |
 //! | `GET /ui` | the dashboard page ([`ui`]) |
 //!
 //! Access: with `server.admin_token`, everything but `/healthz` and `/readyz`
@@ -62,7 +62,11 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         (_, &Method::POST, ["queue", "dead", "retry"]) => queue::retry_all(app, &query).await,
         (_, &Method::POST, ["queue", "dead", entry, "retry"]) => queue::retry_one(app, entry).await,
         (_, &Method::DELETE, ["queue", "dead", entry]) => queue::delete(app, entry).await,
-        (_, _, ["metrics" | "deliveries" | "ui" | "queue"] | ["queue", "dead", ..]) => {
+        (_, &Method::POST, ["queue", "orphans", source, route, "move"]) => {
+            queue::move_orphans(app, source, route, &query).await
+        }
+        (_, &Method::DELETE, ["queue", "orphans", source, route]) => queue::delete_orphans(app, source, route).await,
+        (_, _, ["metrics" | "deliveries" | "ui" | "queue"] | ["queue", "dead" | "orphans", ..]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this method is not served here")
         }
         _ => error(

@@ -13,41 +13,65 @@ use crate::error::json_response;
 use crate::metrics::QueueDepth;
 use crate::queue::{DeadItem, QueueError, RouteKey, unix_ms};
 
-/// Every queue route of the config in force, with its depth; an error when the
-/// store does not answer (so `/queue` says 503 rather than "nothing queued").
-pub async fn depths(app: &App) -> Result<Vec<(String, usize, String, QueueDepth)>, QueueError> {
+/// One route's line in `GET /queue`.
+pub struct RouteDepth {
+    pub source: String,
+    /// The route's identity: its name, or `~` and a fingerprint (SPEC §12).
+    pub route: String,
+    /// The upstream, for routes in the config.
+    pub upstream: Option<String>,
+    pub depth: QueueDepth,
+    /// Stored under a route the config no longer has.
+    pub orphaned: bool,
+    /// A route that stopped being a queue route and still delivers what it stored.
+    pub draining: bool,
+}
+
+/// Every queue route of the config in force with its depth, then the routes
+/// that still hold deliveries without being queue routes (draining) or
+/// without being in the config (orphans); an error when the store does not
+/// answer (so `/queue` says 503 rather than "nothing queued").
+pub async fn depths(app: &App) -> Result<Vec<RouteDepth>, QueueError> {
     let Some(queue) = &app.queue else { return Ok(Vec::new()) };
     let loaded = app.current();
     let now = unix_ms(SystemTime::now());
-    let mut out = Vec::new();
-    for source in &loaded.config.sources {
-        for (i, route) in source.routes.iter().enumerate() {
-            if route.queue().is_none() {
-                continue;
-            }
-            let key = RouteKey::new(&source.name, i);
-            let (counts, in_flight) = queue.depth(&key).await?;
-            let oldest = match counts.pending {
-                0 => None,
-                _ => queue.store.oldest_pending_ms(&key).await,
-            };
-            let depth = QueueDepth {
-                pending: counts.pending,
-                scheduled: counts.scheduled,
-                in_flight,
-                dead: counts.dead,
-                oldest_pending_seconds: oldest.map_or(0.0, |at| now.saturating_sub(at) as f64 / 1000.0),
-            };
-            out.push((source.name.clone(), i, route.upstream.to_string(), depth));
+    let mut keys = crate::queue::routes(&loaded.config);
+    for k in queue.stored_routes().await? {
+        if !keys.contains(&k) {
+            keys.push(k);
         }
+    }
+    let mut out = Vec::new();
+    for key in keys {
+        let (counts, in_flight) = queue.depth(&key).await?;
+        let oldest = match counts.pending {
+            0 => None,
+            _ => queue.store.oldest_pending_ms(&key).await,
+        };
+        let depth = QueueDepth {
+            pending: counts.pending,
+            scheduled: counts.scheduled,
+            in_flight,
+            dead: counts.dead,
+            oldest_pending_seconds: oldest.map_or(0.0, |at| now.saturating_sub(at) as f64 / 1000.0),
+        };
+        let route = crate::queue::locate(&loaded.config, &key).map(|(s, r)| &loaded.config.sources[s].routes[r]);
+        out.push(RouteDepth {
+            source: key.source().to_owned(),
+            route: key.identity().into_owned(),
+            upstream: route.map(|r| r.upstream.to_string()),
+            depth,
+            orphaned: route.is_none(),
+            draining: route.is_some_and(|r| r.queue().is_none()) && counts.pending + counts.scheduled + in_flight > 0,
+        });
     }
     Ok(out)
 }
 
 /// Sets the depth gauges before a scrape (left as they were while the store does not answer).
 pub async fn refresh_gauges(app: &App) {
-    for (source, route, _, depth) in depths(app).await.unwrap_or_default() {
-        app.metrics.set_queue_depth(&source, route, &depth);
+    for d in depths(app).await.unwrap_or_default() {
+        app.metrics.set_queue_depth(&d.source, &d.route, &d.depth);
     }
 }
 
@@ -58,16 +82,19 @@ pub async fn overview(app: &App) -> Response<ResBody> {
     };
     let routes: Vec<Value> = depths
         .into_iter()
-        .map(|(source, route, upstream, d)| {
+        .map(|r| {
+            let d = r.depth;
             json!({
-                "source": source,
-                "route": route,
-                "upstream": upstream,
+                "source": r.source,
+                "route": r.route,
+                "upstream": r.upstream,
                 "pending": d.pending,
                 "scheduled": d.scheduled,
                 "in_flight": d.in_flight,
                 "dead": d.dead,
                 "oldest_pending_seconds": d.oldest_pending_seconds,
+                "orphaned": r.orphaned,
+                "draining": r.draining,
             })
         })
         .collect();
@@ -89,7 +116,7 @@ fn dead_json(d: &DeadItem) -> Value {
     json!({
         "entry": d.entry,
         "source": d.meta.source,
-        "route": d.meta.route,
+        "route": d.route.identity(),
         "id": d.meta.id,
         "event_type": d.meta.event_type,
         "attempts": d.state.attempts,
@@ -108,7 +135,7 @@ pub async fn dead_list(app: &App, query: &str) -> Response<ResBody> {
     let Some(queue) = &app.queue else {
         return json_response(StatusCode::OK, &json!({ "items": [], "next": null }));
     };
-    let routes = crate::queue::routes(&app.current().config);
+    let routes = queue.known_routes(&app.current().config).await;
     match queue.store.dead_list(&routes, param(query, "source"), limit, cursor).await {
         Ok(page) => {
             let items: Vec<Value> = page.items.iter().map(dead_json).collect();
@@ -124,7 +151,7 @@ fn unknown_entry() -> Response<ResBody> {
 
 pub async fn retry_one(app: &App, entry: &str) -> Response<ResBody> {
     let Some(queue) = &app.queue else { return unknown_entry() };
-    let routes = crate::queue::routes(&app.current().config);
+    let routes = queue.known_routes(&app.current().config).await;
     match queue.store.dead_retry(&routes, Some(entry), None).await {
         Ok(0) => unknown_entry(),
         Ok(n) => {
@@ -139,7 +166,7 @@ pub async fn retry_all(app: &App, query: &str) -> Response<ResBody> {
     let Some(queue) = &app.queue else {
         return json_response(StatusCode::OK, &json!({ "retried": 0 }));
     };
-    let routes = crate::queue::routes(&app.current().config);
+    let routes = queue.known_routes(&app.current().config).await;
     match queue.store.dead_retry(&routes, None, param(query, "source")).await {
         Ok(n) => {
             queue.wake_all();
@@ -158,6 +185,78 @@ pub async fn delete(app: &App, entry: &str) -> Response<ResBody> {
             res
         }
         Ok(false) => unknown_entry(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// A path segment as sent (percent-decoded: `@3` may arrive as `%403`).
+fn segment(text: &str) -> String {
+    form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map_or_else(String::new, |(_, v)| v.into_owned())
+}
+
+/// The orphan `{source}/{route}` names: stored, and not a route of the config in force.
+async fn orphan(app: &App, source: &str, route: &str) -> Result<RouteKey, Response<ResBody>> {
+    let Some(queue) = &app.queue else {
+        return Err(error(StatusCode::NOT_FOUND, "not_found", "no queue is configured"));
+    };
+    let key = RouteKey::new(&segment(source), &segment(route));
+    if crate::queue::locate(&app.current().config, &key).is_some() {
+        return Err(error(
+            StatusCode::CONFLICT,
+            "not_orphaned",
+            "this route is in the config: its worker delivers what it stored",
+        ));
+    }
+    match queue.stored_routes().await {
+        Ok(stored) if stored.contains(&key) => Ok(key),
+        Ok(_) => Err(error(StatusCode::NOT_FOUND, "not_found", "no orphaned deliveries under this source and route")),
+        Err(e) => Err(unavailable(&e)),
+    }
+}
+
+/// `POST /queue/orphans/{source}/{route}/move?to=NAME` (SPEC §12): an
+/// orphan's deliveries handed to a route of the same source, named by its
+/// `name` (or, unnamed, the identity `GET /queue` shows).
+pub async fn move_orphans(app: &App, source: &str, route: &str, query: &str) -> Response<ResBody> {
+    let from = match orphan(app, source, route).await {
+        Ok(k) => k,
+        Err(res) => return res,
+    };
+    let Some(to) = param(query, "to") else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "name the route to move to: ?to=NAME");
+    };
+    let target = RouteKey::new(from.source(), &to);
+    if crate::queue::locate(&app.current().config, &target).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_route",
+            "`to` names no route of this source in the config (GET /queue shows the routes)",
+        );
+    }
+    let Some(queue) = &app.queue else { return unavailable(&QueueError::Closed) };
+    match queue.move_route(&from, &target).await {
+        Ok(n) => {
+            tracing::info!(source = from.source(), from = %from.identity(), to = %to, moved = n, "orphaned queued deliveries moved");
+            json_response(StatusCode::OK, &json!({ "moved": n, "to": to }))
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `DELETE /queue/orphans/{source}/{route}`: an orphan's deliveries dropped.
+pub async fn delete_orphans(app: &App, source: &str, route: &str) -> Response<ResBody> {
+    let key = match orphan(app, source, route).await {
+        Ok(k) => k,
+        Err(res) => return res,
+    };
+    let Some(queue) = &app.queue else { return unavailable(&QueueError::Closed) };
+    match queue.purge(&key).await {
+        Ok(n) => {
+            tracing::warn!(source = key.source(), route = %key.identity(), deleted = n, "orphaned queued deliveries deleted");
+            json_response(StatusCode::OK, &json!({ "deleted": n }))
+        }
         Err(e) => unavailable(&e),
     }
 }

@@ -167,6 +167,7 @@ pub struct PresetFile {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RouteFile {
+    pub name: Option<String>,
     pub events: Option<Vec<String>>,
     pub upstream: Option<String>,
     pub timeout: Option<String>,
@@ -183,6 +184,8 @@ pub struct RouteFile {
 /// `retry = { attempts, backoff, max_backoff }` on a queue route.
 #[derive(Debug, Default, Deserialize)]
 pub struct RetryFile {
+    #[serde(rename = "for")]
+    pub horizon: Option<String>,
     pub attempts: Option<u64>,
     pub backoff: Option<String>,
     pub max_backoff: Option<String>,

@@ -12,18 +12,41 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-/// Which route a delivery belongs to: `[len][source][route index, u16 BE]`,
-/// the prefix of every schedule key of that route.
+/// Which route a delivery belongs to (SPEC §12): the source's name and the
+/// route's identity (its `name`, or `~` and a fingerprint of what it matches),
+/// as `[len][source][0xFE][len][identity]`, the prefix of every schedule key of
+/// that route.
+///
+/// Stores written before identities keyed routes by position:
+/// `[len][source][u16 BE index]` ([`RouteKey::legacy`]). Such keys are still
+/// read (and migrated when a store opens): the index's high byte is never
+/// `0xFE` (a source has far fewer routes), which tells the two apart.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteKey(Box<[u8]>);
 
+/// Marks the identity form of [`RouteKey`].
+const IDENTITY: u8 = 0xFE;
+
 impl RouteKey {
-    pub fn new(source: &str, route: usize) -> Self {
+    pub fn new(source: &str, identity: &str) -> Self {
+        let name = &source.as_bytes()[..source.len().min(255)];
+        let id = &identity.as_bytes()[..identity.len().min(255)];
+        let mut k = Vec::with_capacity(3 + name.len() + id.len());
+        k.push(name.len() as u8);
+        k.extend_from_slice(name);
+        k.push(IDENTITY);
+        k.push(id.len() as u8);
+        k.extend_from_slice(id);
+        RouteKey(k.into_boxed_slice())
+    }
+
+    /// A key as stores before identities wrote it: by the route's position.
+    pub fn legacy(source: &str, index: usize) -> Self {
         let name = &source.as_bytes()[..source.len().min(255)];
         let mut k = Vec::with_capacity(3 + name.len());
         k.push(name.len() as u8);
         k.extend_from_slice(name);
-        k.extend_from_slice(&(route as u16).to_be_bytes());
+        k.extend_from_slice(&(index as u16).to_be_bytes());
         RouteKey(k.into_boxed_slice())
     }
 
@@ -34,7 +57,11 @@ impl RouteKey {
     /// Splits a schedule key into its route and the rest.
     pub fn split(key: &[u8]) -> Option<(RouteKey, &[u8])> {
         let len = usize::from(*key.first()?);
-        let end = 1 + len + 2;
+        let end = match key.get(1 + len) {
+            Some(&IDENTITY) => 1 + len + 2 + usize::from(*key.get(2 + len)?),
+            Some(_) => 1 + len + 2,
+            None => return None,
+        };
         (key.len() >= end).then(|| (RouteKey(key[..end].into()), &key[end..]))
     }
 
@@ -46,12 +73,26 @@ impl RouteKey {
     /// Back from [`RouteKey::as_bytes`]; `None` unless well formed.
     pub fn from_bytes(b: &[u8]) -> Option<RouteKey> {
         let (k, rest) = RouteKey::split(b)?;
-        (rest.is_empty() && std::str::from_utf8(&b[1..b.len() - 2]).is_ok()).then_some(k)
+        (rest.is_empty() && std::str::from_utf8(&b[1..1 + usize::from(b[0])]).is_ok()).then_some(k)
     }
 
-    pub fn route(&self) -> usize {
-        let n = self.0.len();
-        usize::from(u16::from_be_bytes([self.0[n - 2], self.0[n - 1]]))
+    /// The route's identity; for a legacy key, `@` and its position (what an
+    /// orphaned legacy route is listed as).
+    pub fn identity(&self) -> std::borrow::Cow<'_, str> {
+        let at = 1 + usize::from(self.0[0]);
+        match self.legacy_index() {
+            Some(i) => format!("@{i}").into(),
+            None => String::from_utf8_lossy(&self.0[at + 2..]),
+        }
+    }
+
+    /// The position a legacy key names; `None` for an identity key.
+    pub fn legacy_index(&self) -> Option<usize> {
+        let at = 1 + usize::from(self.0[0]);
+        match self.0.get(at) {
+            Some(&IDENTITY) => None,
+            _ => Some(usize::from(u16::from_be_bytes([self.0[at], self.0[at + 1]]))),
+        }
     }
 }
 
@@ -315,13 +356,27 @@ mod tests {
 
     #[test]
     fn route_key_parts() {
-        let k = RouteKey::new("tyk", 258);
-        assert_eq!((k.source(), k.route()), ("tyk", 258));
+        let k = RouteKey::new("tyk", "orders");
+        assert_eq!((k.source(), &*k.identity(), k.legacy_index()), ("tyk", "orders", None));
         let mut key = k.as_bytes().to_vec();
         key.extend_from_slice(&[1, 2, 3]);
         let (back, rest) = RouteKey::split(&key).unwrap();
         assert_eq!((back, rest), (k, &[1u8, 2, 3][..]));
         assert!(RouteKey::split(&[9, 1]).is_none());
+        assert!(RouteKey::split(&[1, b'a', 0xFE, 9, b'x']).is_none(), "identity shorter than its length");
+
+        // Keys written before identities: by position, still read.
+        let old = RouteKey::legacy("tyk", 258);
+        assert_eq!((old.source(), &*old.identity(), old.legacy_index()), ("tyk", "@258", Some(258)));
+        let mut key = old.as_bytes().to_vec();
+        key.extend_from_slice(&[7; 16]);
+        assert_eq!(RouteKey::split(&key).unwrap(), (old.clone(), &[7u8; 16][..]));
+        assert_ne!(old, RouteKey::new("tyk", "@258"));
+        // An identity key never splits as a legacy one, whatever follows.
+        let fp = RouteKey::new("s", "~0123456789abcdef");
+        let mut key = fp.as_bytes().to_vec();
+        key.extend_from_slice(&[0; 16]);
+        assert_eq!(RouteKey::split(&key).unwrap().0, fp);
     }
 
     #[test]
@@ -331,7 +386,9 @@ mod tests {
         let (id, state, entry) = unpack(&packed).unwrap();
         assert_eq!((id.as_str(), &state, entry), ("id-1", &s, &b"entry bytes"[..]));
         assert!(unpack(&packed[..6]).is_err());
-        let k = RouteKey::new("src", 7);
+        let k = RouteKey::new("src", "seven");
+        assert_eq!(RouteKey::from_bytes(k.as_bytes()), Some(k));
+        let k = RouteKey::legacy("src", 7);
         assert_eq!(RouteKey::from_bytes(k.as_bytes()), Some(k));
         assert_eq!(RouteKey::from_bytes(&[3, b'a']), None);
     }

@@ -119,6 +119,8 @@ pub struct Counts {
 pub struct DeadItem {
     /// What `/queue/dead/{entry}` takes.
     pub entry: String,
+    /// The route it is stored under (moved orphans: not the one in `meta`).
+    pub route: RouteKey,
     pub meta: Meta,
     pub state: State,
 }
@@ -311,17 +313,26 @@ pub struct Queue {
     wake: Arc<Mutex<HashMap<RouteKey, Arc<RouteWakers>>>>,
     /// The config it was started with (changing it needs a restart).
     pub config: QueueConfig,
+    /// The routes by position at start (Redis migrates its legacy keys from them).
+    pub legacy: Legacy,
+    /// Wakes the workers' supervisor: routes may have come or gone (a reload).
+    pub changed: Arc<Notify>,
 }
 
 impl Queue {
-    pub fn start(config: &QueueConfig) -> Result<Queue, QueueError> {
+    /// Opens the store `config` names; `routes` is the config it starts with
+    /// (what keys stored by route position, before identities, belong to).
+    pub fn start(config: &QueueConfig, routes: &crate::config::Config) -> Result<Queue, QueueError> {
+        let legacy = Legacy::of(routes);
         let store = match &config.store {
-            QueueStoreConfig::Disk { path, fsync } => Store::Disk(disk::DiskQueue::start(path.clone(), *fsync)?),
+            QueueStoreConfig::Disk { path, fsync } => {
+                Store::Disk(disk::DiskQueue::start(path.clone(), *fsync, legacy.clone())?)
+            }
             QueueStoreConfig::Redis(r) => {
                 Store::Redis(std::sync::Arc::new(redis::RedisQueue::new(r, config.visibility_timeout)?))
             }
         };
-        Ok(Queue { store, wake: Arc::default(), config: config.clone() })
+        Ok(Queue { store, wake: Arc::default(), config: config.clone(), legacy, changed: Arc::default() })
     }
 
     /// The notifier of `route`'s worker number `index`.
@@ -344,6 +355,7 @@ impl Queue {
     }
 
     pub fn wake_all(&self) {
+        self.changed.notify_one();
         for w in self.wake.lock().unwrap_or_else(|p| p.into_inner()).values() {
             for n in w.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
                 n.wake();
@@ -360,6 +372,43 @@ impl Queue {
         }
     }
 
+    /// The routes the store holds deliveries of (any state), whatever the config.
+    pub async fn stored_routes(&self) -> Result<Vec<RouteKey>, QueueError> {
+        match &self.store {
+            Store::Disk(d) => Ok(d.stored_routes()),
+            Store::Redis(r) => r.stored_routes().await,
+        }
+    }
+
+    /// The config's queue routes and every route the store holds deliveries of.
+    pub async fn known_routes(&self, config: &crate::config::Config) -> Vec<RouteKey> {
+        let mut all = routes(config);
+        for k in self.stored_routes().await.unwrap_or_default() {
+            if !all.contains(&k) {
+                all.push(k);
+            }
+        }
+        all
+    }
+
+    /// Every delivery of `from` (an orphan) now belongs to `to`; how many.
+    pub async fn move_route(&self, from: &RouteKey, to: &RouteKey) -> Result<u64, QueueError> {
+        let n = match &self.store {
+            Store::Disk(d) => d.move_route(from.clone(), to.clone()).await?,
+            Store::Redis(r) => r.move_route(from, &|_| to.clone()).await?,
+        };
+        self.wake_all();
+        Ok(n)
+    }
+
+    /// Every delivery of `route` (an orphan) dropped; how many.
+    pub async fn purge(&self, route: &RouteKey) -> Result<u64, QueueError> {
+        match &self.store {
+            Store::Disk(d) => d.purge(route.clone()).await,
+            Store::Redis(r) => r.purge(route).await,
+        }
+    }
+
     /// Stores `entry` durably; the sender may be acknowledged once this returns `Ok`.
     pub async fn enqueue(&self, route: RouteKey, entry: NewEntry) -> Result<(), QueueError> {
         let wakers = self.wakers(&route);
@@ -369,17 +418,64 @@ impl Queue {
     }
 }
 
-/// The queue routes of `config`.
+/// The queue routes of `config`, by identity (SPEC §12).
 pub fn routes(config: &crate::config::Config) -> Vec<RouteKey> {
     let mut out = Vec::new();
     for s in &config.sources {
-        for (i, r) in s.routes.iter().enumerate() {
+        for r in &s.routes {
             if r.queue().is_some() {
-                out.push(RouteKey::new(&s.name, i));
+                out.push(RouteKey::new(&s.name, &r.identity));
             }
         }
     }
     out
+}
+
+/// The route `key` belongs to in `config`: the source's index and the route's
+/// (found by identity; a legacy or orphan key is found nowhere).
+pub fn locate(config: &crate::config::Config, key: &RouteKey) -> Option<(usize, usize)> {
+    if key.legacy_index().is_some() {
+        return None;
+    }
+    let source = config.sources.iter().position(|s| s.name == key.source())?;
+    let identity = key.identity();
+    let route = config.sources[source].routes.iter().position(|r| *r.identity == *identity)?;
+    Some((source, route))
+}
+
+/// The routes of the config a store opens with, by position: what keys
+/// written by position (before route identities) belong to.
+#[derive(Debug, Clone, Default)]
+pub struct Legacy(HashMap<String, Vec<LegacyRoute>>);
+
+/// A route at its position: its identity and what it matches.
+type LegacyRoute = (Arc<str>, Vec<crate::route::Pattern>);
+
+impl Legacy {
+    pub fn of(config: &crate::config::Config) -> Self {
+        let routes =
+            |s: &crate::config::Source| s.routes.iter().map(|r| (r.identity.clone(), r.patterns.clone())).collect();
+        Legacy(config.sources.iter().map(|s| (s.name.clone(), routes(s))).collect())
+    }
+
+    /// Where a legacy `key`'s entry (with `meta`) belongs: the route now at
+    /// that position, if it matches the entry's event type (the config did
+    /// not change across the upgrade); otherwise the orphan `@<position>`,
+    /// never another route. Identity keys stay as they are.
+    pub fn target(&self, key: &RouteKey, meta: Option<&Meta>) -> RouteKey {
+        let Some(index) = key.legacy_index() else { return key.clone() };
+        match self.0.get(key.source()).and_then(|routes| routes.get(index)) {
+            Some((identity, patterns)) if meta.is_some_and(|m| patterns.iter().any(|p| p.matches(&m.event_type))) => {
+                RouteKey::new(key.source(), identity)
+            }
+            _ => RouteKey::new(key.source(), &format!("@{index}")),
+        }
+    }
+
+    /// The positions worth looking for legacy keys at, per source.
+    pub fn positions(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.0.iter().flat_map(|(s, routes)| (0..routes.len() + 8).map(move |i| (s.as_str(), i)))
+    }
 }
 
 /// Unix milliseconds of `t`.

@@ -6,18 +6,30 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-/// `retry = { attempts, backoff, max_backoff }`.
+/// `retry = { for, attempts, backoff, max_backoff }` (SPEC §12): a delivery is
+/// retried until `for` has passed since it was received, so an app down over
+/// a weekend loses nothing; `attempts` may cap the tries as well.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Every try counts, the first included.
-    pub attempts: u32,
+    /// How long after its receipt a delivery is still tried.
+    pub horizon: Duration,
+    /// Every try counts, the first included; `None`: no cap but the horizon.
+    pub attempts: Option<u32>,
     pub backoff: Duration,
     pub max_backoff: Duration,
 }
 
+/// `retry.for`'s default: three days.
+pub const DEFAULT_HORIZON: Duration = Duration::from_secs(3 * 24 * 3600);
+
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { attempts: 12, backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(3600) }
+        RetryPolicy {
+            horizon: DEFAULT_HORIZON,
+            attempts: None,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -65,7 +77,7 @@ impl RetryPolicy {
             Some(s) if s.is_success() => return Verdict::Done,
             Some(s) => s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error(),
         };
-        if !retryable || n >= self.attempts {
+        if !retryable || self.attempts.is_some_and(|a| n >= a) {
             return Verdict::Dead;
         }
         let jittered = self.ceiling(n).mul_f64(unit.clamp(0.0, 1.0));
@@ -77,6 +89,19 @@ impl RetryPolicy {
             Some(d) => d.min(self.max_backoff).max(jittered),
             None => jittered,
         })
+    }
+}
+
+impl RetryPolicy {
+    /// `verdict` within the horizon, for a delivery received `age` ago: past
+    /// it, a retry becomes dead; before it, no wait reaches beyond it, so the
+    /// last try falls on the horizon itself (jitter never shortens it).
+    pub fn within_horizon(&self, verdict: Verdict, age: Duration) -> Verdict {
+        match verdict {
+            Verdict::Retry(_) if age >= self.horizon => Verdict::Dead,
+            Verdict::Retry(d) => Verdict::Retry(d.min(self.horizon - age)),
+            other => other,
+        }
     }
 }
 
@@ -105,7 +130,39 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { attempts: 4, backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(5) }
+        RetryPolicy {
+            attempts: Some(4),
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5),
+            ..Default::default()
+        }
+    }
+
+    /// SPEC §12: retried until `for` has passed since receipt (default three
+    /// days, no attempts cap), the last wait ending on the horizon itself.
+    #[test]
+    fn the_horizon_decides_when_a_delivery_is_dead() {
+        let p = RetryPolicy::default();
+        assert_eq!((p.horizon, p.attempts), (Duration::from_secs(259_200), None));
+        let hour = Duration::from_secs(3600);
+        // An app down for an hour: attempt 40 still gets a retry.
+        assert!(matches!(p.within_horizon(p.verdict(40, None, None, 0.9), hour), Verdict::Retry(_)));
+        // A wait that would overshoot the horizon is cut to end on it.
+        let near = p.horizon - Duration::from_secs(10);
+        assert_eq!(p.within_horizon(Verdict::Retry(hour), near), Verdict::Retry(Duration::from_secs(10)));
+        assert_eq!(p.within_horizon(Verdict::Retry(hour), p.horizon), Verdict::Dead);
+        assert_eq!(p.within_horizon(Verdict::Done, p.horizon * 2), Verdict::Done);
+        // The whole horizon is used whatever the jitter draws.
+        for unit in [0.0, 0.5, 0.999] {
+            let short = RetryPolicy { horizon: Duration::from_secs(60), ..p };
+            let (mut age, mut n) = (Duration::ZERO, 1);
+            while let Verdict::Retry(d) = short.within_horizon(short.verdict(n, None, None, unit), age) {
+                age += d.max(Duration::from_millis(50));
+                n += 1;
+                assert!(n < 10_000, "bounded");
+            }
+            assert!(age >= short.horizon, "dead after {age:?} with jitter {unit}");
+        }
     }
 
     #[test]

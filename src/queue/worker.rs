@@ -16,7 +16,7 @@
 //! On shutdown a worker takes nothing new; attempts in flight get
 //! `shutdown_grace` to finish, and whatever is left stays stored.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -50,27 +50,57 @@ const HOUSEKEEPING: Duration = Duration::from_secs(5);
 /// runs on the caller's.
 pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>, runtimes: Vec<tokio::runtime::Handle>) {
     let runtimes: Arc<[tokio::runtime::Handle]> = runtimes.into();
-    let mut workers: JoinSet<()> = JoinSet::new();
-    let mut running: HashSet<RouteKey> = HashSet::new();
+    let mut workers: JoinSet<RouteKey> = JoinSet::new();
+    // Routes with workers, and how many of them are still running.
+    let mut running: HashMap<RouteKey, usize> = HashMap::new();
     let mut last_sweep: Option<Instant> = None;
+    let mut orphans_seen: HashSet<RouteKey> = HashSet::new();
+    // Redis: streams written by route position move to identities once (disk: at open).
+    let mut migrated = !matches!(queue.store, super::Store::Redis(_));
     loop {
         if *stop.borrow() {
             break;
         }
-        let loaded = app.current();
-        for source in &loaded.config.sources {
-            for (i, route) in source.routes.iter().enumerate() {
-                let key = RouteKey::new(&source.name, i);
-                if route.queue().is_some() && running.insert(key.clone()) {
-                    spawn_route_workers(&mut workers, &app, &queue, key, &stop, &runtimes);
-                }
+        if !migrated && let super::Store::Redis(r) = &queue.store {
+            match r.migrate(&queue.legacy).await {
+                Ok(()) => migrated = true,
+                Err(e) => tracing::warn!(error = %e, "cannot look for queued deliveries stored by route position yet"),
             }
         }
+        let loaded = app.current();
+        // Every queue route, and every route that stopped being one while it
+        // still has deliveries stored (it drains, SPEC §12).
+        let mut wanted = super::routes(&loaded.config);
+        let stored = queue.stored_routes().await.unwrap_or_default();
+        let mut orphans = Vec::new();
+        for key in stored {
+            match super::locate(&loaded.config, &key) {
+                // Dead letters alone need no worker.
+                Some(_) if !drained(&queue, &key).await => wanted.push(key),
+                Some(_) => {}
+                None => orphans.push(key),
+            }
+        }
+        for key in wanted {
+            if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
+                let key = slot.key().clone();
+                slot.insert(spawn_route_workers(&mut workers, &app, &queue, key, &stop, &runtimes));
+            }
+        }
+        let new_orphans: Vec<_> = orphans.iter().filter(|k| !orphans_seen.contains(*k)).collect();
+        if !new_orphans.is_empty() {
+            let names: Vec<String> = new_orphans.iter().map(|k| format!("{}/{}", k.source(), k.identity())).collect();
+            tracing::warn!(
+                routes = %names.join(", "),
+                "queued deliveries whose route is no longer configured are kept as orphans: GET /queue lists them; POST /queue/orphans/SOURCE/ROUTE/move?to=NAME hands them to a route, DELETE drops them"
+            );
+        }
+        orphans_seen = orphans.into_iter().collect();
         let retention = queue.config.dead_retention;
         if last_sweep.is_none_or(|t| t.elapsed() >= (retention / 10).clamp(HOUSEKEEPING, Duration::from_secs(3600))) {
             last_sweep = Some(Instant::now());
             let cutoff = unix_ms(SystemTime::now()).saturating_sub(retention.as_millis() as u64);
-            match queue.store.sweep(&super::routes(&loaded.config), cutoff).await {
+            match queue.store.sweep(&queue.known_routes(&loaded.config).await, cutoff).await {
                 Ok(0) | Err(_) => {}
                 Ok(n) => tracing::info!(dropped = n, "dead letters past queue.dead_retention dropped"),
             }
@@ -78,6 +108,17 @@ pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>, r
         tokio::select! {
             _ = tokio::time::sleep(HOUSEKEEPING) => {}
             _ = stop.changed() => {}
+            _ = queue.changed.notified() => {}
+            Some(Ok(key)) = workers.join_next(), if !workers.is_empty() => {
+                // A worker retired (its route drained or is gone): once all
+                // of the route's have, the route can have workers again.
+                if let Some(n) = running.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        running.remove(&key);
+                    }
+                }
+            }
         }
     }
     while workers.join_next().await.is_some() {}
@@ -91,13 +132,13 @@ pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>, r
 /// (`XREADGROUP >`). The disk store's takes scan from a cursor, so its route
 /// has one worker here, whose attempts go to the runtimes in turn.
 fn spawn_route_workers(
-    workers: &mut JoinSet<()>,
+    workers: &mut JoinSet<RouteKey>,
     app: &Arc<App>,
     queue: &Queue,
     key: RouteKey,
     stop: &watch::Receiver<bool>,
     runtimes: &Arc<[tokio::runtime::Handle]>,
-) {
+) -> usize {
     let taken: Shared = Arc::default();
     let per_runtime = matches!(queue.store, super::Store::Redis(_)) && runtimes.len() > 1;
     if per_runtime {
@@ -106,6 +147,7 @@ fn spawn_route_workers(
             let w = route_worker(app.clone(), queue.clone(), key.clone(), share(i), taken.clone(), stop.clone(), None);
             workers.spawn_on(w, rt);
         }
+        runtimes.len()
     } else {
         let share = Share { index: 0, of: 1 };
         workers.spawn(route_worker(
@@ -117,6 +159,7 @@ fn spawn_route_workers(
             stop.clone(),
             Some(runtimes.clone()),
         ));
+        1
     }
 }
 
@@ -139,13 +182,18 @@ impl Share {
 /// not hand out again what another worker of this process is attempting.
 type Shared = Arc<std::sync::Mutex<HashSet<String>>>;
 
-/// The route `key` names in the config in force, if it is still a queue route.
-fn lookup(app: &App, key: &RouteKey) -> Option<(Arc<crate::app::Loaded>, usize)> {
+/// The route `key` names in the config in force (by identity, SPEC §12): the
+/// config, the source's index and the route's. A route that is no longer a
+/// queue route is still found: it drains what it stored.
+fn lookup(app: &App, key: &RouteKey) -> Option<(Arc<crate::app::Loaded>, usize, usize)> {
     let loaded = app.current();
-    let index = loaded.config.sources.iter().position(|s| s.name == key.source())?;
-    let route = loaded.config.sources[index].routes.get(key.route())?;
-    route.queue()?;
-    Some((loaded, index))
+    let (source, route) = super::locate(&loaded.config, key)?;
+    Some((loaded, source, route))
+}
+
+/// Whether the store holds nothing of `key` but dead letters.
+async fn drained(queue: &Queue, key: &RouteKey) -> bool {
+    matches!(queue.depth(key).await, Ok((c, 0)) if c.pending == 0 && c.scheduled == 0)
 }
 
 /// One worker of a route: its attempts run on `runtimes` in turn, or, with
@@ -158,11 +206,11 @@ async fn route_worker(
     taken: Shared,
     stop: watch::Receiver<bool>,
     runtimes: Option<Arc<[tokio::runtime::Handle]>>,
-) {
+) -> RouteKey {
     let (freed_tx, freed_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
     RouteWorker {
         waker: queue.waker(&key, share.index),
-        metrics: app.metrics.queue_route(key.source(), key.route()),
+        metrics: app.metrics.queue_route(key.source(), &key.identity()),
         // Redis: a taken entry is handed to another replica once it has been
         // pending `visibility_timeout`; one held ready so long that its attempt
         // might outlast that is left to be claimed again instead.
@@ -240,18 +288,30 @@ struct RouteWorker {
 }
 
 impl RouteWorker {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) -> RouteKey {
         loop {
             if *stop.borrow() {
                 break;
             }
             let now = unix_ms(SystemTime::now());
             let wait = self.timer(now);
-            if let Some((loaded, index)) = lookup(&self.app, &self.key) {
-                let route = &loaded.config.sources[index].routes[self.key.route()];
-                let concurrency = self.share.of(route.queue().map_or(1, |q| q.concurrency as usize));
-                let free = self.start_ready(&loaded, index, concurrency);
-                self.plan_take(concurrency, free, now);
+            match lookup(&self.app, &self.key) {
+                Some((loaded, index, route_index)) => {
+                    let route = &loaded.config.sources[index].routes[route_index];
+                    // A route that stopped being a queue route drains with the defaults.
+                    let concurrency = self.share.of(route
+                        .queue()
+                        .map_or_else(|| super::QueueRoute::default().concurrency as usize, |q| q.concurrency as usize));
+                    if route.queue().is_none() && self.idle() && drained(&self.queue, &self.key).await {
+                        tracing::info!(source = self.key.source(), route = %self.key.identity(), "route drained its queued deliveries");
+                        break;
+                    }
+                    let free = self.start_ready(&loaded, index, route_index, concurrency);
+                    self.plan_take(concurrency, free, now);
+                }
+                // Gone from the config: its entries wait as orphans (SPEC §12).
+                None if self.idle() => break,
+                None => {}
             }
             tokio::select! {
                 _ = self.waker.notified() => self.exhausted = false,
@@ -271,7 +331,14 @@ impl RouteWorker {
                 _ = stop.changed() => {}
             }
         }
+        let key = self.key.clone();
         self.shut_down().await;
+        key
+    }
+
+    /// Nothing taken, under way or in flight.
+    fn idle(&self) -> bool {
+        self.exhausted && self.taking.is_none() && self.ready.is_empty() && self.attempts.is_empty()
     }
 
     /// How long the loop may sleep with nothing else happening: the store's
@@ -289,8 +356,8 @@ impl RouteWorker {
 
     /// Starts attempts of ready entries while slots are free; returns the
     /// slots still free.
-    fn start_ready(&mut self, loaded: &Arc<Loaded>, index: usize, concurrency: usize) -> usize {
-        let route = &loaded.config.sources[index].routes[self.key.route()];
+    fn start_ready(&mut self, loaded: &Arc<Loaded>, index: usize, route_index: usize, concurrency: usize) -> usize {
+        let route = &loaded.config.sources[index].routes[route_index];
         // Outcomes being recorded hold no slot, but at most twice
         // `concurrency` of them wait (a slow store slows the takes down,
         // not memory up). Once `concurrency` was the bound, and under a
@@ -313,7 +380,7 @@ impl RouteWorker {
                 loaded: loaded.clone(),
                 metrics: self.metrics.clone(),
                 source_index: index,
-                route_index: self.key.route(),
+                route_index,
             };
             // Boxed: the attempt's future is large, and a task
             // moves what it is given several times on spawn.
@@ -408,7 +475,7 @@ impl RouteWorker {
                 }
             }
             Err(e) => {
-                tracing::warn!(source = self.key.source(), route = self.key.route(), error = %e, "queue take failed");
+                tracing::warn!(source = self.key.source(), route = %self.key.identity(), error = %e, "queue take failed");
                 self.paused_until = Some(Instant::now() + self.error_wait);
                 self.error_wait = (self.error_wait * 2).min(MAX_ERROR_WAIT);
             }
@@ -426,7 +493,7 @@ impl RouteWorker {
         if drained.is_err() {
             tracing::warn!(
                 source = self.key.source(),
-                route = self.key.route(),
+                route = %self.key.identity(),
                 left = self.attempts.len(),
                 "shutdown grace expired with queue attempts in flight; they stay stored and are attempted after the next start"
             );
@@ -534,8 +601,9 @@ impl Attempt {
         drop(result);
         drop(slot);
         let policy = route.queue().map(|q| q.retry).unwrap_or_default();
-        let verdict = policy.verdict(n, status, retry_after, unit_random());
         let now = unix_ms(SystemTime::now());
+        let age = Duration::from_millis(now.saturating_sub(meta.received_ms));
+        let verdict = policy.within_horizon(policy.verdict(n, status, retry_after, unit_random()), age);
         let state = State {
             attempts: n,
             last_status: status.map(|s| s.as_u16()),
@@ -566,7 +634,7 @@ impl Attempt {
         }
         match &verdict {
             Verdict::Dead => {
-                tracing::warn!(source = %meta.source, route = meta.route, delivery_id = %meta.id, attempts = n, status = status.map(|s| s.as_u16()), "queued delivery is dead")
+                tracing::warn!(source = %meta.source, route = %route.identity, delivery_id = %meta.id, attempts = n, status = status.map(|s| s.as_u16()), "queued delivery is dead")
             }
             Verdict::Retry(d) => {
                 tracing::debug!(source = %meta.source, delivery_id = %meta.id, attempt = n, retry_in_ms = d.as_millis() as u64, "queued delivery will be retried")

@@ -556,6 +556,19 @@ fn source(
         let rp = format!("{path}.routes[{i}]");
         let rf: RouteFile = errs.table(&rp, Some(value));
         if let Some(r) = route(errs, &rp, rf, resign.as_ref(), queue_table) {
+            // A route's queue is found by its identity: two routes with one would share it.
+            let clash = routes.iter().position(|o: &Route| {
+                o.identity == r.identity && (r.name.is_some() || o.queue().is_some() || r.queue().is_some())
+            });
+            if let Some(j) = clash {
+                let what = match &r.name {
+                    Some(n) => format!("the name {n:?} is already used by routes[{j}]"),
+                    None => format!(
+                        "routes[{j}] matches the same events; give one of them a `name` so their queues stay apart"
+                    ),
+                };
+                errs.push(&format!("{rp}.name"), what);
+            }
             routes.push(r);
         }
     }
@@ -647,12 +660,13 @@ fn mode(errs: &mut Errors, path: &str, f: &mut RouteFile, queue_table: bool) -> 
         errs.unknown(&rp, &r.unknown);
         let d = RetryPolicy::default();
         q.retry = RetryPolicy {
+            horizon: errs.duration(&format!("{rp}.for"), r.horizon.as_deref(), d.horizon),
             attempts: match r.attempts {
-                Some(n @ 1..=1000) => n as u32,
+                Some(n @ 1..=100_000) => Some(n as u32),
                 Some(_) => {
                     errs.push(
                         &format!("{rp}.attempts"),
-                        "must be between 1 and 1000 (every try counts, the first included)",
+                        "must be between 1 and 100000 (every try counts, the first included)",
                     );
                     d.attempts
                 }
@@ -661,6 +675,9 @@ fn mode(errs: &mut Errors, path: &str, f: &mut RouteFile, queue_table: bool) -> 
             backoff: errs.duration(&format!("{rp}.backoff"), r.backoff.as_deref(), d.backoff),
             max_backoff: errs.duration(&format!("{rp}.max_backoff"), r.max_backoff.as_deref(), d.max_backoff),
         };
+        if q.retry.horizon.is_zero() {
+            errs.push(&format!("{rp}.for"), "must be longer than 0s (how long a delivery is retried after it arrived)");
+        }
         if q.retry.backoff > q.retry.max_backoff {
             errs.push(&format!("{rp}.backoff"), "must not be longer than max_backoff");
         }
@@ -712,7 +729,16 @@ fn route(
             None
         }
     };
-    route.map(|r| Route { mode, resign, ..r })
+    let name = f.name.map(|n| {
+        if !crate::route::valid_name(&n) {
+            errs.push(
+                &format!("{path}.name"),
+                format!("{n:?}: use 1-64 letters, digits, '_', '-' or '.', not only digits (e.g. \"orders\")"),
+            );
+        }
+        std::sync::Arc::<str>::from(n)
+    });
+    route.map(|r| Route { identity: name.clone().unwrap_or(r.identity.clone()), name, mode, resign, ..r })
 }
 
 /// Applies a `verify` table (a user's overrides, or a preset's fields) to `spec`.

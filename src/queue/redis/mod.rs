@@ -39,6 +39,8 @@ use super::{Counts, DeadItem, DeadPage, Handle, QueueError, Taken, TakenEntry, T
 use crate::config::RedisConfig;
 use crate::redis_conn::{RedisConn, Script};
 
+mod routes;
+
 const GROUP: &str = "hookgate";
 /// Due retries moved back into the stream per take, at most.
 const PROMOTE_BATCH: usize = 256;
@@ -104,6 +106,8 @@ pub struct RedisQueue {
     visibility: Duration,
     /// Streams whose consumer group this process has made sure of.
     groups: Mutex<HashSet<RouteKey>>,
+    /// Routes this process has listed in the routes set ([`routes`]).
+    registered: Mutex<HashSet<RouteKey>>,
     /// Delivered entries waiting to be recorded together (see [`RedisQueue::done`]).
     done_waiting: Mutex<Vec<DoneWaiting>>,
     /// When each route last claimed stale entries (see [`RedisQueue::take`]).
@@ -255,6 +259,7 @@ impl RedisQueue {
             consumer: format!("hg-{tag}"),
             visibility,
             groups: Mutex::default(),
+            registered: Mutex::default(),
             claimed_at: Mutex::default(),
             done_waiting: Mutex::default(),
             scripts: Scripts {
@@ -281,7 +286,11 @@ impl RedisQueue {
     /// One of `route`'s keys (see the module docs); a delivered outcome
     /// builds only its stream's.
     fn key(&self, route: &RouteKey, kind: char) -> String {
-        format!("{}{{{}:{}}}:{kind}", self.prefix, route.source(), route.route())
+        // A legacy key (by position) is the stream the previous versions wrote.
+        match route.legacy_index() {
+            Some(i) => format!("{}{{{}:{i}}}:{kind}", self.prefix, route.source()),
+            None => format!("{}{{{}:{}}}:{kind}", self.prefix, route.source(), route.identity()),
+        }
     }
 
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, QueueError> {
@@ -305,6 +314,7 @@ impl RedisQueue {
         let id = format!("{}-{}-{n}", entry.meta.received_ms, self.id_base);
         let record = pack(&id, &State::default(), &entry.encode());
         let k = self.keys(route);
+        self.register(route).await?;
         let mut xadd = redis::cmd("XADD");
         xadd.arg(&k.stream).arg("*").arg("p").arg(record);
         self.query(&xadd).await.map(drop)
@@ -659,7 +669,8 @@ impl RedisQueue {
             };
             let Ok((_, state, bytes)) = unpack(&record) else { continue };
             let Ok(meta) = NewEntry::decode_meta(bytes) else { continue };
-            page.items.push(DeadItem { entry: entry.clone(), meta, state: State { dead_ms: Some(*ms), ..state } });
+            let (entry, route) = (entry.clone(), route.clone());
+            page.items.push(DeadItem { entry, route, meta, state: State { dead_ms: Some(*ms), ..state } });
         }
         if more {
             page.next = found.last().map(|(ms, entry, _, _)| format!("{ms}:{entry}"));
@@ -719,7 +730,7 @@ mod tests {
 
     #[test]
     fn entry_names_round_trip() {
-        let r = RouteKey::new("tampa.dev/x", 3);
+        let r = RouteKey::new("tampa.dev/x", "orders");
         let name = entry_name(&r, "1700000000000-abc-7");
         assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'), "{name}");
         assert_eq!(parse_entry(&name), Some((r, "1700000000000-abc-7")));

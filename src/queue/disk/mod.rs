@@ -25,7 +25,9 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::{mpsc, oneshot};
 
 use super::entry::{NewEntry, RouteKey, State};
-use super::{Counts, DeadItem, DeadPage, Handle, QueueError, Slot, Taken, TakenEntry, Transition};
+use super::{Counts, DeadItem, DeadPage, Handle, Legacy, QueueError, Slot, Taken, TakenEntry, Transition};
+
+mod routes;
 
 /// Requests handled per batch at most (one journal write, one fsync).
 const MAX_BATCH: usize = 1024;
@@ -80,6 +82,10 @@ enum Op {
         reply: oneshot::Sender<Result<usize, QueueError>>,
     },
     Oldest(RouteKey, oneshot::Sender<Option<u64>>),
+    /// Every entry of one route under another (an orphan handed to a route).
+    Move(RouteKey, RouteKey, oneshot::Sender<Result<u64, QueueError>>),
+    /// Every entry of one route dropped (an orphan deleted).
+    Purge(RouteKey, oneshot::Sender<Result<u64, QueueError>>),
 }
 
 /// What a take found, as stored: the store thread only reads; the caller
@@ -256,7 +262,7 @@ fn schedule_parts(rest: &[u8]) -> Option<(u64, u64)> {
 }
 
 impl Db {
-    fn open(path: &Path) -> Result<(Db, HashMap<RouteKey, Tally>), QueueError> {
+    fn open(path: &Path, legacy: &Legacy) -> Result<(Db, HashMap<RouteKey, Tally>), QueueError> {
         std::fs::create_dir_all(path).map_err(|e| io(format!("{}: {e}", path.display())))?;
         let db = Database::builder(path)
             // Bounded memory however deep the backlog: the block cache here,
@@ -275,6 +281,10 @@ impl Db {
             Some(g) => read_u64(&g.key().map_err(io)?) + 1,
             None => 1,
         };
+        let db =
+            Db { db, entries, fresh, retry, dead, next_seq, cursors: HashMap::new(), cursor_reset: HashMap::new() };
+        db.migrate(legacy)?;
+        let Db { db, entries, fresh, retry, dead, .. } = db;
         let mut tallies: HashMap<RouteKey, Tally> = HashMap::new();
         for (space, which) in [(&fresh, 0), (&retry, 1)] {
             for g in space.iter() {
@@ -425,12 +435,19 @@ impl DiskQueue {
     /// Starts the store thread. A database that cannot be opened now (an
     /// unwritable directory) is not fatal: the queue answers
     /// [`QueueError::Unavailable`] (503 to senders, `/readyz` 503) and tries again.
-    pub fn start(path: PathBuf, fsync: bool) -> Result<DiskQueue, QueueError> {
+    pub fn start(path: PathBuf, fsync: bool, legacy: Legacy) -> Result<DiskQueue, QueueError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let tallies: Tallies = Arc::default();
         let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let store =
-            StoreThread { path, fsync, db: None, failed_at: None, tallies: tallies.clone(), healthy: healthy.clone() };
+        let store = StoreThread {
+            path,
+            fsync,
+            legacy,
+            db: None,
+            failed_at: None,
+            tallies: tallies.clone(),
+            healthy: healthy.clone(),
+        };
         std::thread::Builder::new().name("hookgate-queue".into()).spawn(move || store.run(rx)).map_err(io)?;
         Ok(DiskQueue { tx, tallies, healthy })
     }
@@ -479,7 +496,12 @@ impl DiskQueue {
         let Handle::Disk { seq, slot } = taken.handle else {
             return Err(QueueError::BadInput("not a disk queue entry"));
         };
-        let route = RouteKey::new(&taken.entry.meta.source, taken.entry.meta.route);
+        // The route the entry is stored under (its schedule key's prefix), not
+        // the one it was enqueued for: moved orphans and migrated keys differ.
+        let key = match &slot {
+            Slot::Fresh(k) | Slot::Retry(k) => k,
+        };
+        let route = RouteKey::split(key).ok_or(QueueError::BadInput("damaged schedule key"))?.0;
         // The entry (headers, body) is dropped here, not on the store thread.
         drop(taken.entry);
         self.ask(|r| Op::Finish(Finished { seq, slot, route }, t, Reply::new(r))).await?
@@ -506,6 +528,22 @@ impl DiskQueue {
         self.ask(|reply| Op::Sweep { older_than_ms, reply }).await?
     }
 
+    /// Every entry of `from` now belongs to `to`; how many moved.
+    pub async fn move_route(&self, from: RouteKey, to: RouteKey) -> Result<u64, QueueError> {
+        self.ask(|r| Op::Move(from, to, r)).await?
+    }
+
+    /// Every entry of `route` dropped; how many.
+    pub async fn purge(&self, route: RouteKey) -> Result<u64, QueueError> {
+        self.ask(|r| Op::Purge(route, r)).await?
+    }
+
+    /// The routes the store holds entries of (dead letters included).
+    pub fn stored_routes(&self) -> Vec<RouteKey> {
+        let tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        tallies.iter().filter(|(_, t)| t.fresh + t.retry + t.dead > 0).map(|(k, _)| k.clone()).collect()
+    }
+
     pub async fn oldest_fresh_ms(&self, route: RouteKey) -> Option<u64> {
         self.ask(|r| Op::Oldest(route, r)).await.ok().flatten()
     }
@@ -530,6 +568,8 @@ impl DiskQueue {
 struct StoreThread {
     path: PathBuf,
     fsync: bool,
+    /// The routes by position when the store opened (keys written by position are migrated).
+    legacy: Legacy,
     db: Option<Db>,
     failed_at: Option<std::time::Instant>,
     tallies: Tallies,
@@ -561,7 +601,7 @@ impl StoreThread {
     fn reopen(&mut self) {
         // Drop the old handles first: the database holds a lock file.
         self.db = None;
-        match Db::open(&self.path) {
+        match Db::open(&self.path, &self.legacy) {
             Ok((db, tallies)) => {
                 if self.failed_at.is_some() {
                     tracing::info!(path = %self.path.display(), "queue store open again");
@@ -750,6 +790,19 @@ impl StoreThread {
                 let r = self.sweep(older_than_ms);
                 let _ = reply.send(r);
             }
+            Op::Move(from, to, reply) => {
+                let r = self.move_route(&from, &to);
+                let _ = reply.send(r);
+            }
+            Op::Purge(route, reply) => {
+                let r = self.db.as_ref().ok_or_else(unavailable).and_then(|db| db.purge(&route));
+                if r.is_ok() {
+                    self.tally(&route, |t| {
+                        *t = Tally { taken_fresh: t.taken_fresh, taken_retry: t.taken_retry, ..Tally::default() }
+                    });
+                }
+                let _ = reply.send(r);
+            }
             Op::Oldest(route, reply) => {
                 // From the route's scan cursor when there is one: keys before it
                 // are deleted ones (tombstones until compaction) that a drain
@@ -767,6 +820,20 @@ impl StoreThread {
                 let _ = reply.send(at);
             }
         }
+    }
+
+    fn move_route(&mut self, from: &RouteKey, to: &RouteKey) -> Result<u64, QueueError> {
+        let db = self.db.as_mut().ok_or_else(|| QueueError::Unavailable("queue store is not open".into()))?;
+        let moved = db.rekey(&|r, _| (r == from).then(|| to.clone()))?;
+        // The moved keys sort elsewhere: the target's scans start over.
+        for retry in [true, false] {
+            db.cursors.remove(&(retry, to.clone()));
+        }
+        let counted = [(from, db.count(from)?), (to, db.count(to)?)];
+        for (route, c) in counted {
+            self.tally(route, |t| *t = Tally { taken_fresh: t.taken_fresh, taken_retry: t.taken_retry, ..c });
+        }
+        Ok(moved.iter().map(|m| m.2).sum())
     }
 
     /// Dead letters back to `fresh`, attempts reset. `seq`: that one; else
@@ -887,7 +954,7 @@ fn dead_list(db: &Db, source: Option<&str>, limit: usize, before: Option<u64>) -
             None => None,
         };
         let Some(meta) = meta else { continue };
-        items.push(DeadItem { entry: seq.to_string(), meta, state: State::decode(rest) });
+        items.push(DeadItem { entry: seq.to_string(), route, meta, state: State::decode(rest) });
     }
     Ok(DeadPage { items, next })
 }
@@ -923,8 +990,8 @@ mod tests {
     #[test]
     fn answers_go_through_a_hub_per_runtime_and_survive_its_end() {
         let dir = tempfile::tempdir().unwrap();
-        let q = DiskQueue::start(dir.path().to_owned(), true).unwrap();
-        let route = RouteKey::new("s", 0);
+        let q = DiskQueue::start(dir.path().to_owned(), true, Legacy::default()).unwrap();
+        let route = RouteKey::new("s", "r");
         let rt = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let first = rt();
         let seqs = first.block_on(async {
@@ -955,8 +1022,8 @@ mod tests {
     #[tokio::test]
     async fn oldest_pending_follows_the_drain() {
         let dir = tempfile::tempdir().unwrap();
-        let q = DiskQueue::start(dir.path().to_owned(), false).unwrap();
-        let route = RouteKey::new("s", 0);
+        let q = DiskQueue::start(dir.path().to_owned(), false, Legacy::default()).unwrap();
+        let route = RouteKey::new("s", "r");
         assert_eq!(q.oldest_fresh_ms(route.clone()).await, None);
         for (id, at) in [("a", 10), ("b", 20), ("c", 30)] {
             q.enqueue(route.clone(), entry(id, at)).await.unwrap();
@@ -977,8 +1044,8 @@ mod tests {
     #[tokio::test]
     async fn entries_behind_the_cursor_are_found() {
         let dir = tempfile::tempdir().unwrap();
-        let q = DiskQueue::start(dir.path().to_owned(), false).unwrap();
-        let route = RouteKey::new("s", 0);
+        let q = DiskQueue::start(dir.path().to_owned(), false, Legacy::default()).unwrap();
+        let route = RouteKey::new("s", "r");
         let a = q.enqueue(route.clone(), entry("a", 1000)).await.unwrap();
         let b = q.enqueue(route.clone(), entry("b", 2000)).await.unwrap();
         let t = q.take(route.clone(), 1, HashSet::new(), 5000).await.unwrap();
@@ -1006,8 +1073,8 @@ mod tests {
     #[tokio::test]
     async fn retries_wait_for_their_time() {
         let dir = tempfile::tempdir().unwrap();
-        let q = DiskQueue::start(dir.path().to_owned(), true).unwrap();
-        let route = RouteKey::new("s", 0);
+        let q = DiskQueue::start(dir.path().to_owned(), true, Legacy::default()).unwrap();
+        let route = RouteKey::new("s", "r");
         for i in 0..50 {
             q.enqueue(route.clone(), entry(&format!("e{i}"), 1000 + i)).await.unwrap();
         }

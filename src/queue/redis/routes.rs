@@ -1,0 +1,147 @@
+//! Which routes the Redis store holds deliveries of, and moving a route's
+//! deliveries under another route (SPEC §12): keys written by route position
+//! migrated to route identities at start, orphans handed to a route or
+//! dropped.
+//!
+//! The routes are listed in a set, `{prefix}routes` (route keys as bytes),
+//! added to once per route and process before its first write, so `/queue`
+//! finds orphans without scanning the keyspace (which Cluster spreads over
+//! nodes). A route's four keys share one hash tag, but two routes' do not, so
+//! a move is not one script: each delivery is written under its new route
+//! first and removed from the old one after, so a move cut short by a crash
+//! repeats some deliveries (at-least-once) and loses none.
+
+use redis::Value;
+
+use super::{RedisQueue, entries_of, int, items, text};
+use crate::queue::entry::{Meta, NewEntry, RouteKey, unpack};
+use crate::queue::{Legacy, QueueError};
+
+/// Stream entries read per round trip while moving.
+const PAGE: usize = 500;
+
+impl RedisQueue {
+    fn registry(&self) -> String {
+        format!("{}routes", self.prefix)
+    }
+
+    /// Lists `route` in the registry (once per process).
+    pub(super) async fn register(&self, route: &RouteKey) -> Result<(), QueueError> {
+        if self.registered.lock().unwrap_or_else(|p| p.into_inner()).contains(route) {
+            return Ok(());
+        }
+        self.query(redis::cmd("SADD").arg(self.registry()).arg(route.as_bytes())).await?;
+        self.registered.lock().unwrap_or_else(|p| p.into_inner()).insert(route.clone());
+        Ok(())
+    }
+
+    /// The registered routes that hold any delivery (waiting, taken, retrying or dead).
+    pub async fn stored_routes(&self) -> Result<Vec<RouteKey>, QueueError> {
+        let members = self.query(redis::cmd("SMEMBERS").arg(self.registry())).await?;
+        let mut out = Vec::new();
+        for m in items(&members) {
+            let Value::BulkString(b) = m else { continue };
+            let Some(route) = RouteKey::from_bytes(b) else { continue };
+            let (c, taken) = self.depth(&route).await?;
+            if c.pending + c.scheduled + c.dead + taken > 0 {
+                out.push(route);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every delivery of `from` written under the route `target` names for it
+    /// (given its meta, `None` when unreadable), then removed from `from`;
+    /// how many moved.
+    pub async fn move_route(
+        &self,
+        from: &RouteKey,
+        target: &(dyn Fn(Option<&Meta>) -> RouteKey + Sync),
+    ) -> Result<u64, QueueError> {
+        let k = self.keys(from);
+        let meta = |record: &[u8]| unpack(record).ok().and_then(|(_, _, bytes)| NewEntry::decode_meta(bytes).ok());
+        let mut n = 0;
+        // Waiting and taken deliveries: the stream, oldest first.
+        let mut start = "-".to_owned();
+        loop {
+            let page =
+                self.query(redis::cmd("XRANGE").arg(&k.stream).arg(&start).arg("+").arg("COUNT").arg(PAGE)).await?;
+            let entries = entries_of(page);
+            let Some((last, _)) = entries.last() else { break };
+            start = format!("({last}");
+            for (stream_id, record) in &entries {
+                let to = target(meta(record).as_ref());
+                if to == *from {
+                    continue;
+                }
+                let tk = self.keys(&to);
+                self.register(&to).await?;
+                self.ensure_group(&to, &tk).await?;
+                self.query(redis::cmd("XADD").arg(&tk.stream).arg("*").arg("p").arg(record.as_slice())).await?;
+                self.query(redis::cmd("XACK").arg(&k.stream).arg(super::GROUP).arg(stream_id)).await.ok();
+                self.query(redis::cmd("XDEL").arg(&k.stream).arg(stream_id)).await?;
+                n += 1;
+            }
+        }
+        // Retries and dead letters: a sorted set of IDs and their records in the hash.
+        for (set, dead) in [(&k.delayed, false), (&k.dead, true)] {
+            let v = self.query(redis::cmd("ZRANGE").arg(set).arg(0).arg(-1).arg("WITHSCORES")).await?;
+            for pair in items(&v).chunks(2) {
+                let (Some(id), Some(score)) = (pair.first().and_then(text), pair.get(1).and_then(text)) else {
+                    continue;
+                };
+                let Value::BulkString(record) = self.query(redis::cmd("HGET").arg(&k.hash).arg(&id)).await? else {
+                    self.query(redis::cmd("ZREM").arg(set).arg(&id)).await?;
+                    continue;
+                };
+                let to = target(meta(&record).as_ref());
+                if to == *from {
+                    continue;
+                }
+                let tk = self.keys(&to);
+                self.register(&to).await?;
+                let to_set = if dead { &tk.dead } else { &tk.delayed };
+                self.query(redis::cmd("HSET").arg(&tk.hash).arg(&id).arg(record.as_slice())).await?;
+                self.query(redis::cmd("ZADD").arg(to_set).arg(&score).arg(&id)).await?;
+                self.query(redis::cmd("ZREM").arg(set).arg(&id)).await?;
+                self.query(redis::cmd("HDEL").arg(&k.hash).arg(&id)).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Every delivery of `route` dropped (an orphan deleted); how many.
+    pub async fn purge(&self, route: &RouteKey) -> Result<u64, QueueError> {
+        let k = self.keys(route);
+        let (c, taken) = self.depth(route).await?;
+        self.query(redis::cmd("DEL").arg(&k.stream).arg(&k.delayed).arg(&k.dead).arg(&k.hash)).await?;
+        self.query(redis::cmd("SREM").arg(self.registry()).arg(route.as_bytes())).await?;
+        self.registered.lock().unwrap_or_else(|p| p.into_inner()).remove(route);
+        self.forget_group(route);
+        Ok(c.pending + c.scheduled + c.dead + taken)
+    }
+
+    /// Streams written by route position (before identities) moved to the
+    /// identity of the route at that position in `legacy` when it matches
+    /// the delivery's event type, else to the orphan `@<position>`.
+    pub async fn migrate(&self, legacy: &Legacy) -> Result<(), QueueError> {
+        for (source, index) in legacy.positions() {
+            let old = RouteKey::legacy(source, index);
+            let k = self.keys(&old);
+            let exists = self.query(redis::cmd("EXISTS").arg(&k.stream).arg(&k.delayed).arg(&k.dead)).await?;
+            if int(&exists) == 0 {
+                continue;
+            }
+            let moved = self.move_route(&old, &|meta| legacy.target(&old, meta)).await?;
+            self.query(redis::cmd("DEL").arg(&k.stream).arg(&k.delayed).arg(&k.dead).arg(&k.hash)).await?;
+            tracing::info!(
+                source,
+                position = index,
+                deliveries = moved,
+                "queued deliveries stored by route position now belong to route identities"
+            );
+        }
+        Ok(())
+    }
+}
