@@ -102,6 +102,11 @@ async fn deliveries_signed_by_the_providers_sdks_pass_the_gateway() {
         let got = up.next().await;
         assert_eq!(got.uri, format!("/{provider}"), "{provider}");
         assert_eq!(got.body, body.as_bytes(), "{provider}: forwarded as received");
+        // Where the SDK says what the ID and event type are, the gateway reads the same.
+        if let Some(expect) = c.get("expect") {
+            assert_eq!(got.headers["x-hookgate-delivery-id"], expect["id"].as_str().unwrap(), "{provider}");
+            assert_eq!(got.headers["x-hookgate-event-type"], expect["event_type"].as_str().unwrap(), "{provider}");
+        }
         // The same delivery with one body byte changed is refused.
         let mut tampered = body.as_bytes().to_vec();
         let last = tampered.len() - 2;
@@ -109,7 +114,7 @@ async fn deliveries_signed_by_the_providers_sdks_pass_the_gateway() {
         let r = send(&gw.url(&format!("/webhooks/{provider}")), "POST", &headers, tampered).await;
         assert_eq!(r.status, 401, "{provider} tampered: {}", r.text());
     }
-    assert_eq!(cases.len(), 9, "every SDK signed a case");
+    assert_eq!(cases.len(), 10, "every SDK signed a case");
     gw.shutdown().await;
 }
 

@@ -15,6 +15,9 @@ import { LinearWebhookClient } from '@linear/sdk/webhooks';
 import { Paddle } from '@paddle/paddle-node-sdk';
 import hubspot from '@hubspot/api-client';
 import { WebhooksHelper } from 'square';
+import '@shopify/shopify-api/adapters/node';
+import { shopifyApi, ApiVersion, LogSeverity } from '@shopify/shopify-api';
+import { getHmac as shopifyHmac } from '@shopify/shopify-api/test-helpers';
 
 // Imports are done: the test signs its cases only now (Paddle's SDK allows 5 s).
 process.stdout.write('ready\n');
@@ -99,7 +102,28 @@ async function sign() {
     out.push({ provider: 'hubspot', secret, body, url, headers: {
       'X-HubSpot-Signature-v3': sig, 'X-HubSpot-Request-Timestamp': String(timestamp) } });
   }
+  {
+    // Shopify's newer "Events" deliveries (shopify-api 13, WebhookType.Events): headers
+    // without the X- prefix. Signed with the package's own getHmac test helper, and
+    // accepted by its webhooks.validate as an Events delivery before the gateway sees it.
+    const secret = 'shopify-app-secret';
+    const body = JSON.stringify({ id: 820982911946154508, email: 'jon@example.com' });
+    const webhookId = crypto.randomUUID();
+    const headers = { 'shopify-hmac-sha256': shopifyHmac(body, secret), 'shopify-topic': 'orders/create',
+      'shopify-shop-domain': 'test.myshopify.com', 'shopify-api-version': '2025-01', 'shopify-webhook-id': webhookId,
+      'shopify-event-id': crypto.randomUUID(), 'content-type': 'application/json' };
+    const res = await shopifyValidate(secret, body, headers);
+    if (!res.valid || res.webhookType !== 'events') throw new Error('shopify-api refused its own case: ' + JSON.stringify(res));
+    out.push({ provider: 'shopify', secret, body, headers, expect: { id: webhookId, event_type: 'orders/create' } });
+  }
   return out;
+}
+
+async function shopifyValidate(secret, body, headers) {
+  const shopify = shopifyApi({ apiKey: 'test-key', apiSecretKey: secret, apiVersion: ApiVersion.January25,
+    isEmbeddedApp: false, hostName: 'hooks.example.com', logger: { level: LogSeverity.Error } });
+  return shopify.webhooks.validate({ rawBody: body, rawRequest: { method: 'POST', url: '/webhooks/shopify', headers },
+    rawResponse: {} });
 }
 
 async function verifyOne(c) {
@@ -128,6 +152,10 @@ async function verifyOne(c) {
     case 'hubspot':
       return hubspot.Signature.isValid({ signatureVersion: 'v3', method: 'POST', signature: h('X-HubSpot-Signature-v3'),
         clientSecret: c.secret, requestBody: c.body, url: c.url, timestamp: Number(h('X-HubSpot-Request-Timestamp')) });
+    case 'shopify': {
+      const res = await shopifyValidate(c.secret, c.body, c.headers);
+      return res.valid === true ? true : JSON.stringify(res);
+    }
     case 'square':
       return await WebhooksHelper.verifySignature({ requestBody: c.body,
         signatureHeader: h('x-square-hmacsha256-signature'), signatureKey: c.secret, notificationUrl: c.url });
