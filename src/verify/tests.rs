@@ -306,7 +306,8 @@ fn fields_are_classified_signed_or_unsigned_from_the_template() {
     assert_eq!(unsigned("github", ""), ["id", "event_type"]);
     assert_eq!(unsigned("shopify", ""), ["id", "event_type"]);
     assert_eq!(unsigned("slack", ""), Vec::<&str>::new());
-    assert_eq!(unsigned("twitch", ""), ["event_type"], "the subscription type header is outside the payload");
+    assert!(unsigned("twitch", "").is_empty(), "the subscription type is read from the signed body");
+    assert_eq!(unsigned("linear", ""), ["id", "event_type"], "Linear-Delivery and Linear-Event are headers");
     // A token proves nothing about the body.
     assert_eq!(
         unsigned("tyk", "[sources.s.verify]\nsignature_header = \"X-Token\"\nid = \"json:/id\""),
@@ -417,7 +418,7 @@ fn body_for(name: &str, now: SystemTime) -> String {
             r#"{{"signature":{{"timestamp":"{secs}","token":"tok_1"}},"event-data":{{"event":"order.created"}}}}"#
         ),
         _ => format!(
-            "{{\"id\":\"evt_1\",\"type\":\"order.created\",\"timestamp\":\"{ts}\",\"Timestamp\":\"{ts}\",\"Event\":\"order.created\",\"event\":\"order.created\",\"kind\":\"order.created\",\"object\":\"order.created\",\"topic\":\"order.created\",\"event_type\":\"order.created\",\"meta\":{{\"event_name\":\"order.created\"}},\"webhookTimestamp\":{ms},\"data\":{{\"id\":\"d1\",\"name\":\"order.created\"}}}}",
+            "{{\"id\":\"evt_1\",\"type\":\"order.created\",\"timestamp\":\"{ts}\",\"Timestamp\":\"{ts}\",\"Event\":\"order.created\",\"event\":\"order.created\",\"kind\":\"order.created\",\"object\":\"order.created\",\"topic\":\"order.created\",\"event_type\":\"order.created\",\"meta\":{{\"event_name\":\"order.created\"}},\"subscription\":{{\"type\":\"order.created\"}},\"webhookTimestamp\":{ms},\"data\":{{\"id\":\"d1\",\"name\":\"order.created\"}}}}",
             ms = secs * 1000
         ),
     }
