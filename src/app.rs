@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use http::HeaderValue;
 
-use crate::config::{Config, OnStoreError};
+use crate::config::{Config, OnStoreError, StoreConfig};
 use crate::dedupe::{Store, StoreError};
 use crate::delivery_log::DeliveryLog;
 use crate::guard::{self, Limiter};
@@ -95,13 +95,29 @@ impl Loaded {
         // Keep the store (and so the memory store's contents) when its settings did not change.
         let store = match previous {
             Some(p) if p.config.dedupe.store == config.dedupe.store => p.store.clone(),
-            _ => Store::from_config(&config.dedupe)?,
+            Some(p) => {
+                // A memory store is rebuilt empty; another Redis holds other IDs.
+                let what = match (&p.config.dedupe.store, &config.dedupe.store) {
+                    (StoreConfig::Memory { .. }, StoreConfig::Memory { .. }) => {
+                        "max_entries changed: the memory store starts empty"
+                    }
+                    (StoreConfig::Memory { .. }, StoreConfig::Redis(_)) => "memory -> redis",
+                    (StoreConfig::Redis(_), StoreConfig::Memory { .. }) => {
+                        "redis -> memory: the memory store starts empty"
+                    }
+                    (StoreConfig::Redis(_), StoreConfig::Redis(_)) => "another Redis or key prefix",
+                };
+                tracing::warn!(
+                    change = what,
+                    "the dedupe store was replaced by the reload: deliveries remembered before are not known to it, so a sender's retry of one may be forwarded again"
+                );
+                Store::from_config(&config.dedupe)?
+            }
+            None => Store::from_config(&config.dedupe)?,
         };
         // One connection for every cluster-wide limit, to the dedupe Redis.
         let rate_redis = match &config.dedupe.store {
-            crate::config::StoreConfig::Redis(r)
-                if config.sources.iter().any(|s| s.rate_limit.is_some_and(|l| l.cluster)) =>
-            {
+            StoreConfig::Redis(r) if config.sources.iter().any(|s| s.rate_limit.is_some_and(|l| l.cluster)) => {
                 let conn = crate::redis_conn::RedisConn::new(r).map_err(|e| StoreError::Unavailable(e.to_string()))?;
                 Some((Arc::new(conn), r.key_prefix.clone()))
             }
@@ -118,7 +134,7 @@ impl Loaded {
                     }
                     _ => None,
                 },
-                metrics: metrics.for_source(&s.name, s.routes.len(), s.verifier.keys.len()),
+                metrics: metrics.for_source(&s.name, s.routes.len(), &s.verifier.key_ids),
                 name_header: HeaderValue::from_str(&s.name).unwrap_or(HeaderValue::from_static("invalid")),
                 name: s.name.as_str().into(),
             })
@@ -153,6 +169,31 @@ impl App {
     /// The config in force now.
     pub fn current(&self) -> Arc<Loaded> {
         self.loaded.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads `path` and swaps it in (SIGHUP); an invalid file or a failed
+    /// build keeps the config in force. Counted in `hookgate_config_reloads_total{result}`.
+    pub fn reload_file(&self, path: &std::path::Path) -> bool {
+        let result = match Config::load(path) {
+            Ok(cfg) => match self.reload(cfg) {
+                Ok(()) => {
+                    tracing::info!(config = %path.display(), "config reloaded");
+                    "ok"
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reload failed; keeping the old config");
+                    "failed"
+                }
+            },
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!(error = %e, "invalid config on reload; keeping the old config");
+                }
+                "invalid"
+            }
+        };
+        self.metrics.reloaded(result);
+        result == "ok"
     }
 
     /// Swaps in a new config. Listen addresses cannot change without a restart.

@@ -431,17 +431,9 @@ async fn signals(app: std::sync::Arc<App>, path: PathBuf, stop: watch::Sender<bo
     };
     loop {
         tokio::select! {
-            _ = hup.recv() => match Config::load(&path) {
-                Ok(cfg) => match app.reload(cfg) {
-                    Ok(()) => tracing::info!(config = %path.display(), "config reloaded"),
-                    Err(e) => tracing::error!(error = %e, "reload failed; keeping the old config"),
-                },
-                Err(errors) => {
-                    for e in &errors.0 {
-                        tracing::error!(error = %e, "invalid config on reload; keeping the old config");
-                    }
-                }
-            },
+            _ = hup.recv() => {
+                app.reload_file(&path);
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

@@ -68,6 +68,11 @@ struct QueueDepthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
     source: String,
 }
@@ -76,6 +81,7 @@ struct SourceLabels {
 struct SecretLabels {
     source: String,
     index: String,
+    id: String,
 }
 
 fn upstream_histogram() -> Histogram {
@@ -91,6 +97,8 @@ pub struct Metrics {
     secret_matches: Family<SecretLabels, Counter>,
     /// Store failures of any kind (claim, commit, release).
     pub store_errors: Counter,
+    /// `hookgate_config_reloads_total{result}`: `ok`, `invalid`, `failed`.
+    reloads: Family<ReloadLabels, Counter>,
     /// Deliveries forwarded without dedupe because `on_store_error = "allow"`.
     pub undeduped: Counter,
     /// Requests to paths no source owns.
@@ -132,6 +140,15 @@ impl Metrics {
         let dedupe_hits = Family::<SourceLabels, Counter>::default();
         let secret_matches = Family::<SecretLabels, Counter>::default();
         let store_errors = Counter::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "hookgate_config_reloads",
+            "Config reloads (SIGHUP) by result: ok, invalid, failed",
+            reloads.clone(),
+        );
+        for result in ["ok", "invalid", "failed"] {
+            let _ = reloads.get_or_create(&ReloadLabels { result });
+        }
         let undeduped = Counter::default();
         registry.register("hookgate_requests", "Webhook requests by source and outcome", requests.clone());
         registry.register(
@@ -142,7 +159,7 @@ impl Metrics {
         registry.register("hookgate_dedupe_hits", "Deliveries dropped as duplicates", dedupe_hits.clone());
         registry.register(
             "hookgate_secret_matches",
-            "Verified deliveries by the index of the secret that matched (for rotation)",
+            "Verified deliveries by the secret that matched: its position (index) and a fingerprint that stays with it across rotations (id)",
             secret_matches.clone(),
         );
         registry.register("hookgate_store_errors", "Dedupe store errors", store_errors.clone());
@@ -177,6 +194,7 @@ impl Metrics {
             dedupe_hits,
             secret_matches,
             store_errors,
+            reloads,
             undeduped,
             not_found,
             queue_attempts,
@@ -221,8 +239,14 @@ impl Metrics {
         openmetrics_to_prometheus(&self.encode_openmetrics())
     }
 
+    /// Counts a reload by its result (`ok`, `invalid`, `failed`).
+    pub fn reloaded(&self, result: &'static str) {
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
     /// Handles for one source, created eagerly so every series exists from the start.
-    pub fn for_source(&self, source: &str, routes: usize, secrets: usize) -> SourceMetrics {
+    /// `key_ids`: each secret's fingerprint ([`crate::verify::key_id`]), in order.
+    pub fn for_source(&self, source: &str, routes: usize, key_ids: &[String]) -> SourceMetrics {
         let outcomes = OUTCOMES
             .iter()
             .map(|o| self.requests.get_or_create(&RequestLabels { source: source.to_owned(), outcome: o }).clone())
@@ -232,11 +256,12 @@ impl Metrics {
                 self.upstream.get_or_create(&RouteLabels { source: source.to_owned(), route: i.to_string() }).clone()
             })
             .collect();
-        let secrets = (0..secrets)
-            .map(|i| {
-                self.secret_matches
-                    .get_or_create(&SecretLabels { source: source.to_owned(), index: i.to_string() })
-                    .clone()
+        let secrets = key_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let labels = SecretLabels { source: source.to_owned(), index: i.to_string(), id: id.clone() };
+                self.secret_matches.get_or_create(&labels).clone()
             })
             .collect();
         SourceMetrics {
@@ -347,7 +372,7 @@ mod tests {
     #[test]
     fn prometheus_text_names_counters_with_total() {
         let m = Metrics::new();
-        let s = m.for_source("tampa", 1, 1);
+        let s = m.for_source("tampa", 1, &["k000000".to_owned()]);
         s.outcome("forwarded");
         s.upstream(0, 0.003);
         m.store_errors.inc();
@@ -372,7 +397,7 @@ mod tests {
     fn series_are_sorted_by_labels_and_histograms_stay_whole() {
         let m = Metrics::new();
         for name in ["zeta", "alpha", "mid", "beta"] {
-            m.for_source(name, 2, 1).upstream(1, 0.002);
+            m.for_source(name, 2, &["k000000".to_owned()]).upstream(1, 0.002);
         }
         let text = m.encode();
         let outcomes: Vec<&str> = text

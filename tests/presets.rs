@@ -136,7 +136,19 @@ async fn rotation_accepts_either_secret_and_metrics_show_which() {
     let r = send(&gw.url("/gh"), "POST", &headers, body).await;
     assert_eq!(r.status, 200);
     let m = gw.metrics().await;
-    assert!(m.contains("hookgate_secret_matches_total{source=\"gh\",index=\"1\"} 1"), "{m}");
+    let old_id = hookgate::verify::key_id("old-secret");
+    let line = format!("hookgate_secret_matches_total{{source=\"gh\",index=\"1\",id=\"{old_id}\"}} 1");
+    assert!(m.contains(&line), "{m}");
+    assert!(!m.contains("old-secret") && !m.contains("new-secret"), "no secret in the metrics");
+    gw.shutdown().await;
+
+    // Rotated: the old secret moved to position 0; its id stays with it.
+    let rotated = cfg.replace("[\"new-secret\", \"old-secret\"]", "[\"old-secret\", \"newer-secret\"]");
+    let gw = spawn_gateway(&rotated).await;
+    assert_eq!(send(&gw.url("/gh"), "POST", &headers, body).await.status, 200);
+    let m = gw.metrics().await;
+    let line = format!("hookgate_secret_matches_total{{source=\"gh\",index=\"0\",id=\"{old_id}\"}} 1");
+    assert!(m.contains(&line), "{m}");
     gw.shutdown().await;
 }
 

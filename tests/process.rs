@@ -350,6 +350,17 @@ async fn sighup_reloads_and_a_broken_file_keeps_the_old_config() {
     assert_eq!(send(&url, "POST", &h3, b3).await.status, 200);
     assert_eq!(up.next().await.uri, "/reloaded");
     assert_eq!(send(&format!("http://{}/healthz", p.admin), "GET", &[], "").await.status, 200);
+    let metrics = send(&format!("http://{}/metrics", p.admin), "GET", &[], "").await.text();
+    assert!(metrics.contains("hookgate_config_reloads_total{result=\"ok\"} 1"), "{metrics}");
+    assert!(metrics.contains("hookgate_config_reloads_total{result=\"invalid\"} 1"), "{metrics}");
+
+    // A reload that replaces the dedupe store says so: what it remembered is gone.
+    let bigger = text
+        .replace("/hooks\"\n", "/reloaded\"\n")
+        .replace("[sources.tampa]", "[dedupe]\nmax_entries = 5000\n\n[sources.tampa]");
+    std::fs::write(&p.config, bigger).unwrap();
+    p.signal("-HUP");
+    p.wait_for("the dedupe store was replaced by the reload");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -183,6 +183,17 @@ pub struct Verifier {
     /// The spec's locators as read: signed ones first, unsigned ones as
     /// cross-checks ([`signed`]). Derived from `spec` by [`Verifier::new`].
     pub plan: signed::Plan,
+    /// Per key, a short fingerprint of its secret ([`key_id`]): how metrics
+    /// name a secret so the name stays with it when the list is rotated.
+    pub key_ids: Vec<String>,
+}
+
+/// A secret's fingerprint for metrics: `k` and 6 hex digits of a SHA-256 of
+/// it under a fixed label. 24 bits say which configured secret matched
+/// without standing in for it (a whole secret is never derived from them).
+pub fn key_id(secret: &str) -> String {
+    let digest = Sha256::new().chain_update(b"hookgate key id\0").chain_update(secret.as_bytes()).finalize();
+    format!("k{}", hex::encode(&digest[..3]))
 }
 
 /// Longest delivery ID or event type accepted (SPEC §10): longer ones are
@@ -414,7 +425,7 @@ impl Verifier {
     /// A verifier for `spec`, with its reading plan compiled.
     pub fn new(spec: Spec, keys: Vec<Key>, public_url: String, verify_token: String) -> Self {
         let plan = signed::Plan::new(&spec);
-        Verifier { spec, keys, public_url, verify_token, plan }
+        Verifier { spec, keys, public_url, verify_token, plan, key_ids: Vec::new() }
     }
 
     /// The signature's raw text: the first configured header present, or the JSON field.

@@ -507,12 +507,8 @@ fn source(
         );
     }
 
-    let keys = secrets(
-        errs,
-        &format!("{path}.secrets"),
-        &spec,
-        f.secrets.map(super::file::OneOrMany::into_vec).unwrap_or_default(),
-    );
+    let secret_list = f.secrets.map(super::file::OneOrMany::into_vec).unwrap_or_default();
+    let keys = secrets(errs, &format!("{path}.secrets"), &spec, secret_list.clone());
     let allow_ips = errs.cidrs(&format!("{path}.allow_ips"), f.allow_ips.as_deref().unwrap_or_default());
 
     let rate_limit = f.rate_limit.and_then(|rl| {
@@ -573,7 +569,8 @@ fn source(
         }
     }
 
-    let verifier = Verifier::new(spec, keys, public_url, verify_token);
+    let mut verifier = Verifier::new(spec, keys, public_url, verify_token);
+    verifier.key_ids = secret_list.iter().filter(|s| !s.is_empty()).map(|s| crate::verify::key_id(s)).collect();
     let dedupe_body = f.dedupe_body.unwrap_or_else(|| verifier.plan.id_unsigned());
     (errs.0.len() == before).then(|| Source {
         name: name.to_owned(),
