@@ -1,4 +1,4 @@
-//! The `hookgate` binary: `run` (default), `check`, `sign`, `presets` (README "Command line").
+//! The `hookgate` binary: `run` (default), `check`, `sign`, `presets`, `queue move` (README "Command line").
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,11 @@ enum Command {
         #[arg(default_value = "-")]
         body: String,
     },
+    /// Queue store operations
+    Queue {
+        #[command(subcommand)]
+        op: QueueOp,
+    },
     /// List the provider presets, or print one as a [sources.x.verify] block
     Presets {
         /// A preset's name
@@ -70,6 +75,23 @@ enum Command {
         /// Print the list as the README's Markdown table
         #[arg(long)]
         markdown: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueOp {
+    /// Move every stored delivery (waiting, retrying, dead) from another queue
+    /// store into the config's [queue] store; stop the gateways using either first
+    Move {
+        /// The store to move from: disk:PATH, or redis:URL (redis://[user:pass@]host:port/db)
+        #[arg(long, value_name = "STORE")]
+        from: String,
+        /// Key prefix of a Redis store to move from [default: hookgate:q:]
+        #[arg(long, value_name = "PREFIX")]
+        from_prefix: Option<String>,
+        /// The config whose [queue] store receives them [default: -c]
+        #[arg(long, value_name = "FILE")]
+        to_config: Option<PathBuf>,
     },
 }
 
@@ -96,6 +118,9 @@ fn main() -> ExitCode {
             &body,
         ),
         Command::Presets { name, markdown } => presets(name.as_deref(), markdown),
+        Command::Queue { op: QueueOp::Move { from, from_prefix, to_config } } => {
+            queue_move(to_config.as_deref().unwrap_or(&cli.config), &from, from_prefix.as_deref())
+        }
     }
 }
 
@@ -119,6 +144,67 @@ fn presets(name: Option<&str>, markdown: bool) -> ExitCode {
         },
     }
     ExitCode::SUCCESS
+}
+
+/// `hookgate queue move`: every delivery of `from` into `config`'s queue store.
+fn queue_move(config: &Path, from: &str, prefix: Option<&str>) -> ExitCode {
+    use hookgate::queue::{Legacy, marker, transfer};
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(target) = cfg.queue.clone() else {
+        eprintln!("{}: no [queue] table: nothing to move into", config.display());
+        return ExitCode::from(1);
+    };
+    let source = match marker::parse(from, prefix) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("--from {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (from_text, to_text) = (marker::describe(&source), marker::describe(&target));
+    if from_text == to_text {
+        eprintln!("--from names the config's own queue store ({to_text}): nothing to move");
+        return ExitCode::from(1);
+    }
+    let rt = match current_thread_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let legacy = Legacy::of(&cfg);
+    let moved = rt.block_on(async {
+        let mut from_store = transfer::Store::open(&source, &legacy)?;
+        // A Redis store written by route position: its keys move to identities first.
+        if let transfer::Store::Redis(r) = &from_store {
+            r.migrate(&legacy).await?;
+        }
+        let mut to_store = transfer::Store::open(&target, &legacy)?;
+        let moved = transfer::move_all(&mut from_store, &mut to_store).await?;
+        Ok::<_, hookgate::queue::QueueError>(moved)
+    });
+    match moved {
+        Ok(m) => {
+            println!(
+                "moved {} deliveries ({} waiting, {} retrying, {} dead) from {from_text} to {to_text}",
+                m.total(),
+                m.waiting,
+                m.retrying,
+                m.dead
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "queue move from {from_text} to {to_text} stopped: {e} (what was moved stays moved; run it again to go on)"
+            );
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// What `sign` takes besides the source and the body.
@@ -307,6 +393,10 @@ fn bind_reuseport(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::Tcp
 /// upstream connection pool (no cross-thread wake-ups on the hot path; the
 /// kernel spreads connections). Admin traffic and signals run on this thread.
 async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
+    // A previous queue store still holding deliveries is named at ERROR (SPEC §12).
+    if let Some(q) = &cfg.queue {
+        hookgate::queue::marker::check(&path, q).await;
+    }
     let listen = cfg.server.listen;
     let admin_listen = cfg.server.admin_listen;
     let app = match App::new(cfg) {

@@ -23,7 +23,7 @@ struct Proc {
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
     config: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Proc {
@@ -41,7 +41,14 @@ fn with_listeners(text: &str) -> String {
 
 fn start(text: &str) -> Proc {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hookgate.toml");
+    let mut p = start_in(dir.path(), text);
+    p._dir = Some(dir);
+    p
+}
+
+/// Starts the binary on `text`, written to `hookgate.toml` in `dir`.
+fn start_in(dir: &Path, text: &str) -> Proc {
+    let config = dir.join("hookgate.toml");
     std::fs::write(&config, text).unwrap();
     let mut child = Command::new(BIN)
         .args(["run", "-c"])
@@ -70,7 +77,7 @@ fn start(text: &str) -> Proc {
         lines,
         seen: vec![],
         config,
-        _dir: dir,
+        _dir: None,
     };
     let line = p.wait_for("hookgate serving");
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -593,4 +600,139 @@ fn the_default_log_level_keeps_other_crates_info_lines_out() {
     assert!(!default.iter().any(|l| l.contains("fjall") || l.contains("lsm_tree")), "{default:#?}");
     let all = text_log_lines(&text, Some("info"));
     assert!(all.iter().any(|l| l.contains("fjall")), "the engine's lines are there to hide: {all:#?}");
+}
+
+/// A queue config in `dir` (queue at `store`: `disk:PATH` or a Redis URL) with
+/// one named queue route to `app`.
+fn queue_move_config(store: &str, app: SocketAddr) -> String {
+    let queue = match store.strip_prefix("disk:") {
+        Some(path) => format!("[queue]\npath = \"{path}\""),
+        None => format!("[queue]\nstore = \"redis\"\n[queue.redis]\nurl = \"{store}\""),
+    };
+    with_listeners(&format!(
+        "{queue}\n[sources.tampa]\npath = \"/webhooks/tampa\"\nprovider = \"tampa\"\nsecrets = [\"{SECRET}\"]\n[[sources.tampa.routes]]\nname = \"orders\"\nevents = [\"*\"]\nupstream = \"http://{app}/in\"\ndelivery = \"queue\"\nretry = {{ backoff = \"20ms\", max_backoff = \"50ms\" }}\n"
+    ))
+}
+
+fn queue_move(config: &Path, from: &str) -> (i32, String, String) {
+    run_cli(&["-c", config.to_str().unwrap(), "queue", "move", "--from", from], None, &[])
+}
+
+/// Stores `ids` while the app is down (each tried at least once), then stops the process.
+async fn store_while_down(p: &mut Proc, app: &Upstream, ids: &[&str]) {
+    let cfg = config(&std::fs::read_to_string(&p.config).unwrap());
+    let url = format!("http://{}/webhooks/tampa", p.addr);
+    for id in ids {
+        let (h, b) = signed(&cfg, id, "order.created");
+        assert_eq!(send(&url, "POST", &h, b).await.status, 202);
+    }
+    let tried = ids.len();
+    assert!(eventually(Duration::from_secs(5), async || app.hits() >= tried).await);
+    p.signal("-TERM");
+    assert_eq!(p.wait_exit(), 0);
+}
+
+/// SPEC §12: a start with another `[queue] path` while the old store holds
+/// deliveries names it at ERROR (with the command); `hookgate queue move`
+/// moves them (dead letters too) and the next start delivers them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_moved_queue_path_is_named_and_queue_move_brings_its_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let mut app = spawn_upstream(Behavior::Answer(503, "down", Duration::ZERO)).await;
+    let conf = tempfile::tempdir().unwrap();
+    let mut p = start_in(conf.path(), &queue_move_config(&format!("disk:{}", a.display()), app.addr));
+    store_while_down(&mut p, &app, &["m-1", "m-2"]).await;
+    let config_path = conf.path().join("hookgate.toml");
+
+    // Started on another path: the old one is named, nothing is delivered from it.
+    std::fs::write(&config_path, queue_move_config(&format!("disk:{}", b.display()), app.addr)).unwrap();
+    let mut p = start_in(conf.path(), &std::fs::read_to_string(&config_path).unwrap());
+    // Logged before "hookgate serving" (which start_in waited for).
+    let line = p.seen.iter().find(|l| l.contains("still holds deliveries")).cloned().unwrap_or_default();
+    assert!(line.contains("\"level\":\"ERROR\"") && line.contains(&format!("disk:{}", a.display())), "{line}");
+    assert!(line.contains("\"deliveries\":2") && line.contains("queue move --from"), "{line}");
+    p.signal("-TERM");
+    assert_eq!(p.wait_exit(), 0);
+
+    // The move, then a start on the new path delivers them.
+    let (code, out, err) = queue_move(&config_path, &format!("disk:{}", a.display()));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("moved 2 deliveries"), "{out}");
+    let (code, _, err) = queue_move(&config_path, &format!("disk:{}", b.display()));
+    assert_eq!(code, 1, "the config's own store: {err}");
+    app.drain();
+    app.set(ok_upstream());
+    let mut p = start_in(conf.path(), &std::fs::read_to_string(&config_path).unwrap());
+    let mut got: Vec<String> = [app.next().await, app.next().await]
+        .iter()
+        .map(|r| r.headers["x-hookgate-delivery-id"].to_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["m-1", "m-2"]);
+    let lines = p.drain_lines();
+    assert!(!lines.iter().any(|l| l.contains("still holds deliveries")), "the old store is empty now");
+}
+
+/// SPEC §12: from the disk store to Redis and back with `hookgate queue move`:
+/// waiting deliveries, retries and dead letters keep their route and state.
+#[tokio::test(flavor = "multi_thread")]
+async fn queue_move_between_disk_and_redis_both_ways() {
+    let redis = common::redis::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = format!("disk:{}", dir.path().join("q").display());
+    let mut app = spawn_upstream(Behavior::Answer(503, "down", Duration::ZERO)).await;
+
+    // Disk: one dead letter (the app refused it), then two waiting for a retry.
+    app.set(Behavior::Answer(422, "refused", Duration::ZERO));
+    let conf = tempfile::tempdir().unwrap();
+    let config_path = conf.path().join("hookgate.toml");
+    let mut p = start_in(conf.path(), &queue_move_config(&disk, app.addr));
+    let cfg = config(&std::fs::read_to_string(&p.config).unwrap());
+    let (h, b) = signed(&cfg, "dr-dead", "order.created");
+    assert_eq!(send(&format!("http://{}/webhooks/tampa", p.addr), "POST", &h, b).await.status, 202);
+    let dead = async || {
+        send(&format!("http://{}/queue/dead", p.admin), "GET", &[], "").await.json()["items"].as_array().unwrap().len()
+    };
+    assert!(eventually(Duration::from_secs(5), async || dead().await == 1).await);
+    app.set(Behavior::Answer(503, "down", Duration::ZERO));
+    app.hits.store(0, std::sync::atomic::Ordering::SeqCst);
+    store_while_down(&mut p, &app, &["dr-1", "dr-2"]).await;
+
+    // The config now names Redis: a start says where the three still are.
+    std::fs::write(&config_path, queue_move_config(&redis.url(), app.addr)).unwrap();
+    let mut p = start_in(conf.path(), &std::fs::read_to_string(&config_path).unwrap());
+    let named = p.seen.iter().find(|l| l.contains("still holds deliveries")).cloned().unwrap_or_default();
+    assert!(named.contains(&disk) && named.contains("\"deliveries\":3") && named.contains("\"dead\":1"), "{named}");
+    p.signal("-TERM");
+    assert_eq!(p.wait_exit(), 0);
+
+    // The move brings all three into Redis.
+    let (code, out, err) = queue_move(&config_path, &disk);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("moved 3 deliveries") && out.contains("1 dead"), "{out}");
+    assert_eq!(redis.cli(&["ZCARD", "hookgate:q:{tampa:orders}:x"]), "1", "the dead letter is a dead letter there");
+
+    // And back to disk (another directory): then delivered from there.
+    let disk2 = format!("disk:{}", dir.path().join("q2").display());
+    std::fs::write(&config_path, queue_move_config(&disk2, app.addr)).unwrap();
+    let (code, out, err) = queue_move(&config_path, &format!("redis:{}", redis.url()));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("moved 3 deliveries"), "{out}");
+    assert_eq!(redis.cli(&["XLEN", "hookgate:q:{tampa:orders}:s"]), "0");
+    app.drain();
+    app.set(ok_upstream());
+    let mut p = start_in(conf.path(), &std::fs::read_to_string(&config_path).unwrap());
+    let mut got: Vec<String> = [app.next().await, app.next().await]
+        .iter()
+        .map(|r| r.headers["x-hookgate-delivery-id"].to_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["dr-1", "dr-2"], "the dead letter stays dead");
+    let dead = send(&format!("http://{}/queue/dead", p.admin), "GET", &[], "").await.json();
+    assert_eq!(dead["items"][0]["id"], "dr-dead");
+    assert_eq!(dead["items"][0]["route"], "orders");
+    assert_eq!(dead["items"][0]["last_status"], 422, "its state came along");
+    p.signal("-TERM");
+    assert_eq!(p.wait_exit(), 0);
 }

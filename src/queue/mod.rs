@@ -19,8 +19,10 @@
 
 pub mod disk;
 pub mod entry;
+pub mod marker;
 pub mod policy;
 pub mod redis;
+pub mod transfer;
 pub mod worker;
 
 use std::collections::HashMap;

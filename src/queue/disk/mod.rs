@@ -27,7 +27,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::entry::{NewEntry, RouteKey, State};
 use super::{Counts, DeadItem, DeadPage, Handle, Legacy, QueueError, Slot, Taken, TakenEntry, Transition};
 
+mod offline;
 mod routes;
+
+pub use offline::{Location, Offline};
 
 /// Requests handled per batch at most (one journal write, one fsync).
 const MAX_BATCH: usize = 1024;

@@ -41,6 +41,8 @@ use crate::redis_conn::{RedisConn, Script};
 
 mod routes;
 
+pub use routes::Location;
+
 const GROUP: &str = "hookgate";
 /// Due retries moved back into the stream per take, at most.
 const PROMOTE_BATCH: usize = 256;

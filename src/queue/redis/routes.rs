@@ -15,6 +15,7 @@ use redis::Value;
 
 use super::{RedisQueue, entries_of, int, items, text};
 use crate::queue::entry::{Meta, NewEntry, RouteKey, unpack};
+use crate::queue::transfer::{Item, Place};
 use crate::queue::{Legacy, QueueError};
 
 /// Stream entries read per round trip while moving.
@@ -141,6 +142,107 @@ impl RedisQueue {
                 deliveries = moved,
                 "queued deliveries stored by route position now belong to route identities"
             );
+        }
+        Ok(())
+    }
+}
+
+/// Where an exported delivery is in the Redis store (see [`crate::queue::transfer`]).
+pub enum Location {
+    Stream { route: RouteKey, stream_id: String },
+    Set { route: RouteKey, dead: bool, id: String },
+}
+
+impl RedisQueue {
+    /// A new queue ID for a delivery received at `received_ms` (as enqueue makes them).
+    fn new_id(&self, received_ms: u64) -> String {
+        let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{received_ms}-{}-{n}", self.id_base)
+    }
+
+    /// Up to `limit` stored deliveries, route by route: waiting (the stream,
+    /// taken ones included), retrying, dead. What was exported is expected to
+    /// be removed ([`Self::remove`]) before the next call.
+    pub async fn export(&self, limit: usize) -> Result<Vec<(Item, Location)>, QueueError> {
+        let mut out = Vec::new();
+        for route in self.stored_routes().await? {
+            let k = self.keys(&route);
+            let room = limit - out.len();
+            let page = self.query(redis::cmd("XRANGE").arg(&k.stream).arg("-").arg("+").arg("COUNT").arg(room)).await?;
+            for (stream_id, record) in entries_of(page) {
+                let (_, state, entry) = unpack(&record).map_err(super::damaged)?;
+                let item = Item { route: route.clone(), place: Place::Waiting, state, entry: entry.to_vec() };
+                out.push((item, Location::Stream { route: route.clone(), stream_id }));
+            }
+            for (set, dead) in [(&k.delayed, false), (&k.dead, true)] {
+                let room = limit - out.len();
+                if room == 0 {
+                    break;
+                }
+                let v = self.query(redis::cmd("ZRANGE").arg(set).arg(0).arg(room - 1).arg("WITHSCORES")).await?;
+                for pair in items(&v).chunks(2) {
+                    let (Some(id), Some(score)) = (pair.first().and_then(text), pair.get(1).and_then(text)) else {
+                        continue;
+                    };
+                    let at = score.parse::<f64>().unwrap_or(0.0) as u64;
+                    let Value::BulkString(record) = self.query(redis::cmd("HGET").arg(&k.hash).arg(&id)).await? else {
+                        // A set member without its record: nothing to move; drop the member.
+                        self.query(redis::cmd("ZREM").arg(set).arg(&id)).await?;
+                        continue;
+                    };
+                    let (_, state, entry) = unpack(&record).map_err(super::damaged)?;
+                    let place = if dead { Place::Dead { dead_ms: at } } else { Place::Retry { due_ms: at } };
+                    out.push((
+                        Item { route: route.clone(), place, state, entry: entry.to_vec() },
+                        Location::Set { route: route.clone(), dead, id },
+                    ));
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores `items` as they were: route, state and place.
+    pub async fn import(&self, items: &[Item]) -> Result<(), QueueError> {
+        for item in items {
+            let received = NewEntry::decode_meta(&item.entry).map(|m| m.received_ms).unwrap_or(0);
+            let id = self.new_id(received);
+            let record = crate::queue::entry::pack(&id, &item.state, &item.entry);
+            let k = self.keys(&item.route);
+            self.register(&item.route).await?;
+            match item.place {
+                Place::Waiting => {
+                    self.ensure_group(&item.route, &k).await?;
+                    self.query(redis::cmd("XADD").arg(&k.stream).arg("*").arg("p").arg(record)).await?;
+                }
+                Place::Retry { due_ms: at } | Place::Dead { dead_ms: at } => {
+                    let set = if matches!(item.place, Place::Dead { .. }) { &k.dead } else { &k.delayed };
+                    self.query(redis::cmd("HSET").arg(&k.hash).arg(&id).arg(record)).await?;
+                    self.query(redis::cmd("ZADD").arg(set).arg(at).arg(&id)).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes exported deliveries (after they were imported elsewhere).
+    pub async fn remove(&self, locations: &[Location]) -> Result<(), QueueError> {
+        for l in locations {
+            match l {
+                Location::Stream { route, stream_id } => {
+                    let k = self.keys(route);
+                    self.query(redis::cmd("XACK").arg(&k.stream).arg(super::GROUP).arg(stream_id)).await.ok();
+                    self.query(redis::cmd("XDEL").arg(&k.stream).arg(stream_id)).await?;
+                }
+                Location::Set { route, dead, id } => {
+                    let k = self.keys(route);
+                    self.query(redis::cmd("ZREM").arg(if *dead { &k.dead } else { &k.delayed }).arg(id)).await?;
+                    self.query(redis::cmd("HDEL").arg(&k.hash).arg(id)).await?;
+                }
+            }
         }
         Ok(())
     }
