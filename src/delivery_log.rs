@@ -97,6 +97,11 @@ pub struct Item {
     pub queue_state: Option<&'static str>,
     /// Queue routes: the upstream's status on the last attempt.
     pub last_status: Option<u16>,
+    /// Queue routes: why the last attempt failed (no body, no secret: the
+    /// status line or the connection error).
+    pub last_error: Option<Box<str>>,
+    /// Queue routes waiting for a retry: when it is due.
+    pub next_attempt_at: Option<SystemTime>,
 }
 
 /// What `GET /deliveries` filters on.
@@ -231,6 +236,8 @@ fn to_json(i: &Item) -> Value {
         "attempts": i.attempts,
         "queue_state": i.queue_state,
         "last_status": i.last_status,
+        "last_error": i.last_error.as_deref(),
+        "next_attempt_at": i.next_attempt_at.map(rfc3339_ms),
     })
 }
 
@@ -266,6 +273,8 @@ mod tests {
             attempts: None,
             queue_state: None,
             last_status: None,
+            last_error: None,
+            next_attempt_at: None,
         }
     }
 

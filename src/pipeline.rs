@@ -61,6 +61,8 @@ impl Record {
             attempts: None,
             queue_state: None,
             last_status: None,
+            last_error: None,
+            next_attempt_at: None,
         }
     }
 }

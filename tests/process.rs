@@ -736,3 +736,33 @@ async fn queue_move_between_disk_and_redis_both_ways() {
     p.signal("-TERM");
     assert_eq!(p.wait_exit(), 0);
 }
+
+/// SPEC §12: while a queue route's attempts fail, one WARN per route at most
+/// every 30 s (how many wait, the last error, the next attempt); one INFO when
+/// it delivers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_queue_route_warns_once_per_interval_and_says_when_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_upstream(Behavior::Answer(503, "down", Duration::ZERO)).await;
+    let mut p = start(&queue_move_config(&format!("disk:{}", dir.path().join("q").display()), app.addr));
+    let cfg = config(&std::fs::read_to_string(&p.config).unwrap());
+    let url = format!("http://{}/webhooks/tampa", p.addr);
+    for id in ["warn-1", "warn-2"] {
+        let (h, b) = signed(&cfg, id, "order.created");
+        assert_eq!(send(&url, "POST", &h, b).await.status, 202);
+    }
+    let warn = p.wait_for("queue route's app is failing");
+    let v: serde_json::Value = serde_json::from_str(&warn).unwrap();
+    assert_eq!(v["level"], "WARN");
+    assert_eq!(v["route"], "orders");
+    assert!(v["last_error"].as_str().unwrap().contains("503"), "{warn}");
+    assert!(v["waiting"].as_u64().unwrap() >= 1, "{warn}");
+    assert!(v.get("next_attempt_in_ms").is_some(), "{warn}");
+    // Many more failed attempts (backoff 20-50 ms) within the 30 s: no second WARN.
+    assert!(eventually(Duration::from_secs(5), async || app.hits() >= 12).await);
+    app.set(ok_upstream());
+    let info = p.wait_for("delivers again");
+    assert!(info.contains("\"level\":\"INFO\"") && info.contains("\"failed_attempts\""), "{info}");
+    let warns = p.seen.iter().filter(|l| l.contains("queue route's app is failing")).count();
+    assert_eq!(warns, 1, "one WARN per route per 30 s");
+}

@@ -59,6 +59,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         (true, _, ["ui"] | ["ui", ""]) => ui::page(StatusCode::OK),
         (true, _, ["queue"]) => queue::overview(app).await,
         (true, _, ["queue", "dead"]) => queue::dead_list(app, &query).await,
+        (true, _, ["queue", "waiting"]) => queue::waiting(app, &query).await,
         (_, &Method::POST, ["queue", "dead", "retry"]) => queue::retry_all(app, &query).await,
         (_, &Method::POST, ["queue", "dead", entry, "retry"]) => queue::retry_one(app, entry).await,
         (_, &Method::DELETE, ["queue", "dead", entry]) => queue::delete(app, entry).await,
@@ -66,7 +67,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             queue::move_orphans(app, source, route, &query).await
         }
         (_, &Method::DELETE, ["queue", "orphans", source, route]) => queue::delete_orphans(app, source, route).await,
-        (_, _, ["metrics" | "deliveries" | "ui" | "queue"] | ["queue", "dead" | "orphans", ..]) => {
+        (_, _, ["metrics" | "deliveries" | "ui" | "queue"] | ["queue", "dead" | "orphans" | "waiting", ..]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this method is not served here")
         }
         _ => error(

@@ -44,7 +44,7 @@ pub async fn depths(app: &App) -> Result<Vec<RouteDepth>, QueueError> {
     let mut out = Vec::new();
     for key in keys {
         let (counts, in_flight) = queue.depth(&key).await?;
-        let oldest = match counts.pending {
+        let oldest = match counts.pending + counts.scheduled {
             0 => None,
             _ => queue.store.oldest_pending_ms(&key).await,
         };
@@ -259,4 +259,72 @@ pub async fn delete_orphans(app: &App, source: &str, route: &str) -> Response<Re
         }
         Err(e) => unavailable(&e),
     }
+}
+
+/// `GET /queue/waiting?source=S&route=R&limit=N&cursor=C` (SPEC §12): stored
+/// deliveries that are neither done nor dead, route by route (never attempted
+/// first, then those waiting for a retry), from the store, so a restart does
+/// not hide a backlog. The cursor is `<route's position in the list>.<the
+/// store's cursor within it>`.
+pub async fn waiting(app: &App, query: &str) -> Response<ResBody> {
+    let (limit, cursor) = match paging(query) {
+        Ok(p) => p,
+        Err(res) => return *res,
+    };
+    let Some(queue) = &app.queue else {
+        return json_response(StatusCode::OK, &json!({ "items": [], "next": null }));
+    };
+    let (source, route) = (param(query, "source"), param(query, "route"));
+    let mut routes: Vec<RouteKey> = queue
+        .known_routes(&app.current().config)
+        .await
+        .into_iter()
+        .filter(|k| source.as_deref().is_none_or(|s| s == k.source()))
+        .filter(|k| route.as_deref().is_none_or(|r| *r == *k.identity()))
+        .collect();
+    routes.sort();
+    let (mut at, mut inner) = match cursor.as_deref().map(|c| c.split_once('.')) {
+        None => (0, None),
+        Some(Some((n, rest))) if n.parse::<usize>().is_ok() => {
+            (n.parse().unwrap_or(0), Some(rest.to_owned()).filter(|r| !r.is_empty()))
+        }
+        Some(_) => return error(StatusCode::BAD_REQUEST, "bad_request", "unknown cursor"),
+    };
+    let mut items = Vec::new();
+    let mut next = None;
+    while at < routes.len() && items.len() < limit {
+        let page = match queue.store.waiting(&routes[at], limit - items.len(), inner.as_deref()).await {
+            Ok(p) => p,
+            Err(e) => return unavailable(&e),
+        };
+        items.extend(page.items.iter().map(|w| {
+            json!({
+                "entry": w.entry,
+                "source": w.route.source(),
+                "route": w.route.identity(),
+                "id": w.meta.id,
+                "event_type": w.meta.event_type,
+                "attempts": w.state.attempts,
+                "last_status": w.state.last_status,
+                "last_error": w.state.last_error,
+                "received_at": time_ms(w.meta.received_ms),
+                "next_attempt_at": w.next_attempt_ms.map(time_ms),
+            })
+        }));
+        match page.next {
+            Some(n) => {
+                next = Some(format!("{at}.{n}"));
+                break;
+            }
+            None => {
+                at += 1;
+                inner = None;
+            }
+        }
+    }
+    if next.is_none() && items.len() >= limit && at < routes.len() {
+        // The page ended with a route: the next starts with the following one.
+        next = Some(format!("{at}."));
+    }
+    json_response(StatusCode::OK, &json!({ "items": items, "next": next }))
 }

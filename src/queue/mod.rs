@@ -19,6 +19,7 @@
 
 pub mod disk;
 pub mod entry;
+pub mod health;
 pub mod marker;
 pub mod policy;
 pub mod redis;
@@ -127,6 +128,25 @@ pub struct DeadItem {
     pub state: State,
 }
 
+/// A stored delivery that is neither done nor dead (`GET /queue/waiting`).
+#[derive(Debug, Clone)]
+pub struct WaitingItem {
+    /// The store's name for it (a disk sequence number, a Redis queue ID).
+    pub entry: String,
+    pub route: RouteKey,
+    pub meta: Meta,
+    pub state: State,
+    /// Waiting for a retry: when it is due (unix ms); `None`: never attempted yet.
+    pub next_attempt_ms: Option<u64>,
+}
+
+/// One route's page of waiting deliveries; `next` continues within the route.
+#[derive(Debug, Default)]
+pub struct WaitingPage {
+    pub items: Vec<WaitingItem>,
+    pub next: Option<String>,
+}
+
 #[derive(Debug, Default)]
 pub struct DeadPage {
     pub items: Vec<DeadItem>,
@@ -229,6 +249,21 @@ impl Store {
         match self {
             Store::Disk(d) => d.sweep(older_than_ms).await,
             Store::Redis(r) => r.sweep(routes, older_than_ms).await,
+        }
+    }
+
+    /// `route`'s deliveries that are neither done nor dead: never attempted
+    /// first (by arrival), then those waiting for a retry (by due time);
+    /// `cursor` is a previous page's `next`.
+    pub async fn waiting(
+        &self,
+        route: &RouteKey,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<WaitingPage, QueueError> {
+        match self {
+            Store::Disk(d) => d.waiting(route.clone(), limit, cursor.map(str::to_owned)).await,
+            Store::Redis(r) => r.waiting(route, limit, cursor).await,
         }
     }
 

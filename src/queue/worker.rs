@@ -140,11 +140,13 @@ fn spawn_route_workers(
     runtimes: &Arc<[tokio::runtime::Handle]>,
 ) -> usize {
     let taken: Shared = Arc::default();
+    let health: Arc<super::health::RouteHealth> = Arc::default();
     let per_runtime = matches!(queue.store, super::Store::Redis(_)) && runtimes.len() > 1;
     if per_runtime {
         let share = |index| Share { index, of: runtimes.len() };
         for (i, rt) in runtimes.iter().enumerate() {
-            let w = route_worker(app.clone(), queue.clone(), key.clone(), share(i), taken.clone(), stop.clone(), None);
+            let shared = (taken.clone(), health.clone());
+            let w = route_worker(app.clone(), queue.clone(), key.clone(), share(i), shared, stop.clone(), None);
             workers.spawn_on(w, rt);
         }
         runtimes.len()
@@ -155,7 +157,7 @@ fn spawn_route_workers(
             queue.clone(),
             key,
             share,
-            taken,
+            (taken, health),
             stop.clone(),
             Some(runtimes.clone()),
         ));
@@ -203,7 +205,7 @@ async fn route_worker(
     queue: Queue,
     key: RouteKey,
     share: Share,
-    taken: Shared,
+    (taken, health): (Shared, Arc<super::health::RouteHealth>),
     stop: watch::Receiver<bool>,
     runtimes: Option<Arc<[tokio::runtime::Handle]>>,
 ) -> RouteKey {
@@ -219,6 +221,7 @@ async fn route_worker(
         queue,
         key,
         share,
+        health,
         runtimes,
         next_runtime: 0,
         attempts: JoinSet::new(),
@@ -245,6 +248,8 @@ struct RouteWorker {
     queue: Queue,
     key: RouteKey,
     share: Share,
+    /// Shared by the route's workers: the WARN while it fails, the INFO when it recovers.
+    health: Arc<super::health::RouteHealth>,
     /// Where attempts run, in turn (none: on the worker's own runtime).
     runtimes: Option<Arc<[tokio::runtime::Handle]>>,
     next_runtime: usize,
@@ -379,6 +384,8 @@ impl RouteWorker {
                 queue: self.queue.clone(),
                 loaded: loaded.clone(),
                 metrics: self.metrics.clone(),
+                key: self.key.clone(),
+                health: self.health.clone(),
                 source_index: index,
                 route_index,
             };
@@ -558,6 +565,8 @@ struct Attempt {
     /// The config the attempt started with (its route may move on a reload).
     loaded: Arc<Loaded>,
     metrics: QueueRouteMetrics,
+    key: RouteKey,
+    health: Arc<super::health::RouteHealth>,
     source_index: usize,
     route_index: usize,
 }
@@ -625,11 +634,18 @@ impl Attempt {
         if let Some((epoch, record)) = meta.log
             && epoch == log.epoch
         {
+            let next = match &verdict {
+                Verdict::Retry(d) => Some(SystemTime::now() + *d),
+                _ => None,
+            };
+            let error = state_error(&transition);
             log.update(record, |item| {
                 item.attempts = Some(n);
                 item.last_status = status.map(|s| s.as_u16());
                 item.upstream_ms = Some(elapsed.as_millis() as u64);
                 item.queue_state = Some(label);
+                item.last_error = error.map(Into::into);
+                item.next_attempt_at = next;
             });
         }
         match &verdict {
@@ -643,6 +659,23 @@ impl Attempt {
                 tracing::debug!(source = %meta.source, delivery_id = %meta.id, attempt = n, "queued delivery delivered")
             }
         }
+        let failed = !matches!(verdict, Verdict::Done) && !status.is_some_and(|s| s.is_client_error());
+        if failed && self.health.failed(Instant::now()) {
+            // At most every 30 s per route: how many wait, why, and when the next try is.
+            let waiting = self.queue.depth(&self.key).await.map(|(c, f)| c.pending + c.scheduled + f).ok();
+            tracing::warn!(
+                source = %meta.source,
+                route = %route.identity,
+                waiting,
+                last_error = state_error(&transition),
+                next_attempt_in_ms = match &verdict { Verdict::Retry(d) => Some(d.as_millis() as u64), _ => None },
+                "queue route's app is failing; deliveries wait and are retried"
+            );
+        } else if matches!(verdict, Verdict::Done)
+            && let Some((down_for, failures)) = self.health.delivered(Instant::now())
+        {
+            tracing::info!(source = %meta.source, route = %route.identity, down_for_ms = down_for.as_millis() as u64, failed_attempts = failures, "queue route's app delivers again");
+        }
         let scheduled_retry = matches!(transition, Transition::Retry { .. });
         if let Err(e) = self.queue.store.finish(taken, transition).await {
             // Left as it was: it is attempted again (at-least-once).
@@ -650,6 +683,14 @@ impl Attempt {
             return Finished { ident, scheduled_retry: false };
         }
         Finished { ident, scheduled_retry }
+    }
+}
+
+/// The error a failed attempt's outcome records.
+fn state_error(t: &Transition) -> Option<&str> {
+    match t {
+        Transition::Retry { state, .. } | Transition::Dead { state } => state.last_error.as_deref(),
+        Transition::Done => None,
     }
 }
 

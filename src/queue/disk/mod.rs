@@ -36,6 +36,8 @@ pub use offline::{Location, Offline};
 const MAX_BATCH: usize = 1024;
 /// How often a route's scans start from its first key anyway (see [`Db::take`]).
 const CURSOR_RESET: Duration = Duration::from_secs(30);
+/// Retry keys looked at for the oldest waiting delivery (see [`Db::oldest_retry_ms`]).
+const OLDEST_RETRY_SCAN: usize = 10_000;
 /// How long a failed store waits before it tries to open the database again.
 const REOPEN_AFTER: Duration = Duration::from_secs(2);
 
@@ -85,6 +87,13 @@ enum Op {
         reply: oneshot::Sender<Result<usize, QueueError>>,
     },
     Oldest(RouteKey, oneshot::Sender<Option<u64>>),
+    /// A page of a route's waiting deliveries (`GET /queue/waiting`).
+    Waiting {
+        route: RouteKey,
+        limit: usize,
+        cursor: Option<String>,
+        reply: oneshot::Sender<Result<super::WaitingPage, QueueError>>,
+    },
     /// Every entry of one route under another (an orphan handed to a route).
     Move(RouteKey, RouteKey, oneshot::Sender<Result<u64, QueueError>>),
     /// Every entry of one route dropped (an orphan deleted).
@@ -419,6 +428,70 @@ impl Db {
         self.cursors.get(&(retry, route.clone())).cloned().unwrap_or_else(|| route.as_bytes().to_vec())
     }
 
+    /// See [`DiskQueue::waiting`].
+    fn waiting(&self, route: &RouteKey, limit: usize, cursor: Option<&str>) -> Result<super::WaitingPage, QueueError> {
+        let bad = || QueueError::BadInput("unknown cursor");
+        let (mut retry, mut after) = match cursor {
+            None => (false, None),
+            Some(c) => {
+                let (phase, key) = c.split_at_checked(1).ok_or_else(bad)?;
+                let key = hex::decode(key).map_err(|_| bad())?;
+                if !key.starts_with(route.as_bytes()) {
+                    return Err(bad());
+                }
+                (phase == "r", Some(key))
+            }
+        };
+        let mut page = super::WaitingPage::default();
+        loop {
+            let space = if retry { &self.retry } else { &self.fresh };
+            let from = match &after {
+                Some(k) => std::ops::Bound::Excluded(k.clone()),
+                None => std::ops::Bound::Included(self.scan_start(retry, route)),
+            };
+            for g in space.range((from, std::ops::Bound::Excluded(route_end(route)))) {
+                let (k, v) = g.into_inner().map_err(io)?;
+                let Some((_, rest)) = RouteKey::split(&k) else { continue };
+                let Some((at, seq)) = schedule_parts(rest) else { continue };
+                if page.items.len() == limit {
+                    page.next = after.as_ref().map(|k| format!("{}{}", if retry { 'r' } else { 'f' }, hex::encode(k)));
+                    return Ok(page);
+                }
+                after = Some(k.to_vec());
+                let Some(bytes) = self.entries.get(be(seq)).map_err(io)? else { continue };
+                let Ok(meta) = NewEntry::decode_meta(&bytes) else { continue };
+                let (state, next) = if retry { (State::decode(&v), Some(at)) } else { (State::default(), None) };
+                page.items.push(super::WaitingItem {
+                    entry: seq.to_string(),
+                    route: route.clone(),
+                    meta,
+                    state,
+                    next_attempt_ms: next,
+                });
+            }
+            if retry {
+                return Ok(page);
+            }
+            (retry, after) = (true, None);
+        }
+    }
+
+    /// When the oldest delivery of `route` that waits for a retry arrived.
+    /// Retry keys sort by due time, so this looks at the first
+    /// [`OLDEST_RETRY_SCAN`] of them (from the scan cursor): exact unless more
+    /// wait, then the oldest among those.
+    fn oldest_retry_ms(&self, route: &RouteKey) -> Option<u64> {
+        let min_seq = self
+            .retry
+            .range(self.scan_start(true, route)..route_end(route))
+            .take(OLDEST_RETRY_SCAN)
+            .filter_map(|g| g.key().ok())
+            .filter_map(|k| RouteKey::split(&k).and_then(|(_, rest)| schedule_parts(rest)).map(|(_, seq)| seq))
+            .min()?;
+        let bytes = self.entries.get(be(min_seq)).ok()??;
+        NewEntry::decode_meta(&bytes).ok().map(|m| m.received_ms)
+    }
+
     /// The stored entry `seq` names, as bytes; a schedule key naming no entry is dropped.
     fn load(&self, seq: u64, slot: Slot, state: State) -> Result<Option<(u64, Slot, State, fjall::Slice)>, QueueError> {
         let Some(bytes) = self.entries.get(be(seq)).map_err(io)? else {
@@ -534,6 +607,17 @@ impl DiskQueue {
     /// Every entry of `from` now belongs to `to`; how many moved.
     pub async fn move_route(&self, from: RouteKey, to: RouteKey) -> Result<u64, QueueError> {
         self.ask(|r| Op::Move(from, to, r)).await?
+    }
+
+    /// A page of `route`'s waiting deliveries; `cursor` is `f<hex key>` or
+    /// `r<hex key>` (after that key of `fresh` or `retry`).
+    pub async fn waiting(
+        &self,
+        route: RouteKey,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<super::WaitingPage, QueueError> {
+        self.ask(|reply| Op::Waiting { route, limit, cursor, reply }).await?
     }
 
     /// Every entry of `route` dropped; how many.
@@ -793,6 +877,14 @@ impl StoreThread {
                 let r = self.sweep(older_than_ms);
                 let _ = reply.send(r);
             }
+            Op::Waiting { route, limit, cursor, reply } => {
+                let r = self
+                    .db
+                    .as_ref()
+                    .ok_or_else(unavailable)
+                    .and_then(|db| db.waiting(&route, limit, cursor.as_deref()));
+                let _ = reply.send(r);
+            }
             Op::Move(from, to, reply) => {
                 let r = self.move_route(&from, &to);
                 let _ = reply.send(r);
@@ -820,7 +912,13 @@ impl StoreThread {
                     let (_, rest) = RouteKey::split(&k)?;
                     schedule_parts(rest).map(|(at, _)| at)
                 });
-                let _ = reply.send(at);
+                // Waiting for a retry counts too (SPEC §12): the oldest of those
+                // is the lowest sequence number (given out in arrival order).
+                let retry = self.db.as_ref().and_then(|db| db.oldest_retry_ms(&route));
+                let _ = reply.send(match (at, retry) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                });
             }
         }
     }

@@ -605,8 +605,30 @@ impl RedisQueue {
         Ok((Counts { pending: len.saturating_sub(taken), scheduled, dead }, taken))
     }
 
-    /// The oldest entry not yet handed to any replica (after the group's last delivered ID).
+    /// When the oldest stored delivery that is neither done nor dead arrived:
+    /// never handed out, or waiting for a retry (SPEC §12). Queue IDs start
+    /// with the arrival time; retries are looked at up to the first 10000 by
+    /// due time.
     pub async fn oldest_pending_ms(&self, route: &RouteKey) -> Option<u64> {
+        let fresh = self.oldest_fresh_ms(route).await;
+        let k = self.keys(route);
+        let ids = self.query(redis::cmd("ZRANGE").arg(&k.delayed).arg(0).arg(9_999)).await.ok();
+        let retry = ids
+            .as_ref()
+            .map(items)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(text)
+            .filter_map(|id| id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()))
+            .min();
+        match (fresh, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The oldest entry not yet handed to any replica (after the group's last delivered ID).
+    async fn oldest_fresh_ms(&self, route: &RouteKey) -> Option<u64> {
         let k = self.keys(route);
         let groups = self.query(redis::cmd("XINFO").arg("GROUPS").arg(&k.stream)).await.ok()?;
         let last = items(&groups).iter().find_map(|g| {
@@ -625,6 +647,74 @@ impl RedisQueue {
         let (_, record) = entries_of(v).into_iter().next()?;
         let (_, _, bytes) = unpack(&record).ok()?;
         NewEntry::decode_meta(bytes).ok().map(|m| m.received_ms)
+    }
+
+    /// A page of `route`'s waiting deliveries: the stream (never attempted, or
+    /// taken and not finished) by arrival, then retries by due time. The
+    /// cursor is `s<stream id>` (after it) or `d<offset>` (into the retries).
+    pub async fn waiting(
+        &self,
+        route: &RouteKey,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<super::WaitingPage, QueueError> {
+        let bad = || QueueError::BadInput("unknown cursor");
+        let k = self.keys(route);
+        let mut page = super::WaitingPage::default();
+        let mut offset = 0usize;
+        let stream_from = match cursor {
+            None => Some("-".to_owned()),
+            Some(c) if c.starts_with('s') => Some(format!("({}", &c[1..])),
+            Some(c) if c.starts_with('d') => {
+                offset = c[1..].parse().map_err(|_| bad())?;
+                None
+            }
+            Some(_) => return Err(bad()),
+        };
+        if let Some(from) = stream_from {
+            let v =
+                self.query(redis::cmd("XRANGE").arg(&k.stream).arg(&from).arg("+").arg("COUNT").arg(limit + 1)).await?;
+            let mut last: Option<String> = None;
+            for (i, (stream_id, record)) in entries_of(v).into_iter().enumerate() {
+                if i == limit {
+                    page.next = last.map(|l| format!("s{l}"));
+                    return Ok(page);
+                }
+                last = Some(stream_id);
+                let Ok((id, state, bytes)) = unpack(&record) else { continue };
+                let Ok(meta) = NewEntry::decode_meta(bytes) else { continue };
+                let entry = entry_name(route, &id);
+                page.items.push(super::WaitingItem { entry, route: route.clone(), meta, state, next_attempt_ms: None });
+            }
+        }
+        let room = limit - page.items.len();
+        if room == 0 {
+            page.next = Some("d0".into());
+            return Ok(page);
+        }
+        let v =
+            self.query(redis::cmd("ZRANGE").arg(&k.delayed).arg(offset).arg(offset + room).arg("WITHSCORES")).await?;
+        for (n, pair) in items(&v).chunks(2).enumerate() {
+            if n == room {
+                page.next = Some(format!("d{}", offset + room));
+                break;
+            }
+            let (Some(id), Some(score)) = (pair.first().and_then(text), pair.get(1).and_then(text)) else { continue };
+            let Value::BulkString(record) = self.query(redis::cmd("HGET").arg(&k.hash).arg(&id)).await? else {
+                continue;
+            };
+            let Ok((_, state, bytes)) = unpack(&record) else { continue };
+            let Ok(meta) = NewEntry::decode_meta(bytes) else { continue };
+            let due = score.parse::<f64>().unwrap_or(0.0) as u64;
+            page.items.push(super::WaitingItem {
+                entry: entry_name(route, &id),
+                route: route.clone(),
+                meta,
+                state,
+                next_attempt_ms: Some(due),
+            });
+        }
+        Ok(page)
     }
 
     /// Newest first across `routes` (by time of death, then entry); the cursor
