@@ -44,6 +44,7 @@ id = "header:X-Id"
 event_type = "header:X-Event"
 
 [[sources.ui.routes]]
+name = "orders"
 events = ["order.*"]
 upstream = "http://{refuse}/orders"
 delivery = "queue"

@@ -58,7 +58,7 @@ try {
   await page.selectOption("#f-source", "");
 
   step("the queue shows the route with its dead letter");
-  const queueRow = page.locator('#queues-body tr[data-source="ui"][data-route="0"]');
+  const queueRow = page.locator('#queues-body tr[data-source="ui"][data-route="orders"]');
   await queueRow.waitFor();
   const cells = await queueRow.locator("td").allInnerTexts();
   if (cells[6].trim() !== "1") throw new Error("dead count in the queue table: " + cells.join(" | "));
