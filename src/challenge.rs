@@ -32,7 +32,7 @@ pub enum Answer {
 /// The answer, if `delivery` is its provider's challenge or ping.
 pub fn answer_for(delivery: &mut Delivery<Verified>, verifier: &Verifier) -> Option<Answer> {
     match &verifier.spec.challenge {
-        Challenge::None | Challenge::MetaSubscribe | Challenge::DropboxChallenge => None,
+        Challenge::None | Challenge::MetaSubscribe | Challenge::DropboxChallenge | Challenge::MsGraphValidation => None,
         Challenge::Ping(event) => (delivery.event_type() == event).then(|| Answer::Json(json!({ "ok": true }))),
         Challenge::SlackUrlVerification => {
             // Slack checks the certificate with a signed form POST `ssl_check=1`;
@@ -90,7 +90,15 @@ pub fn answer(delivery: &mut Delivery<Verified>, verifier: &Verifier) -> Option<
     answer_for(delivery, verifier).map(into_response)
 }
 
-/// A GET handshake (only for sources whose challenge [`Challenge::answers_get`]).
+/// Microsoft Graph's subscription validation: a POST with `?validationToken=T`
+/// (no body to verify), answered by [`answer_get`] before verification.
+pub fn is_validation(uri: &Uri, verifier: &Verifier) -> bool {
+    verifier.spec.challenge == Challenge::MsGraphValidation
+        && uri.query().is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "validationToken"))
+}
+
+/// A GET handshake (only for sources whose challenge [`Challenge::answers_get`]),
+/// or Microsoft Graph's validation POST ([`is_validation`]).
 pub fn answer_get(uri: &Uri, verifier: &Verifier) -> Result<Answer, Rejection> {
     let query = uri.query().unwrap_or("");
     let param = |name: &str| form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v);
@@ -108,6 +116,10 @@ pub fn answer_get(uri: &Uri, verifier: &Verifier) -> Result<Answer, Rejection> {
         }
         Challenge::DropboxChallenge => {
             param("challenge").map(|c| Answer::Text(c.into_owned())).ok_or(Rejection::BadHandshake)
+        }
+        // Echoed as `text/plain` with `nosniff`, so it cannot be read as a page.
+        Challenge::MsGraphValidation => {
+            param("validationToken").map(|c| Answer::Text(c.into_owned())).ok_or(Rejection::BadHandshake)
         }
         _ => Err(Rejection::MethodNotAllowed),
     }

@@ -138,7 +138,8 @@ async fn process(
 
     // method: POST, GET for a provider's GET handshake, HEAD for a URL probe
     // (both answered after the guards)
-    let handshake = req.method() == Method::GET && source.verifier.spec.challenge.answers_get();
+    let handshake = (req.method() == Method::GET && source.verifier.spec.challenge.answers_get())
+        || (req.method() == Method::POST && challenge::is_validation(req.uri(), &source.verifier));
     let probe = req.method() == Method::HEAD;
     if req.method() != Method::POST && !handshake && !probe {
         return Err(Rejection::MethodNotAllowed);
@@ -169,7 +170,8 @@ async fn process(
         return Ok((challenge::into_response(challenge::Answer::Empty), "challenge"));
     }
 
-    // GET handshake (Meta's hub.challenge, Dropbox's challenge): no body, no signature
+    // GET handshake (Meta's hub.challenge, Dropbox's challenge), Microsoft
+    // Graph's validation POST: no body to verify, no signature
     if handshake {
         let answer = challenge::answer_get(req.uri(), &source.verifier)?;
         return Ok((challenge::into_response(answer), "challenge"));

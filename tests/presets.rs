@@ -371,3 +371,56 @@ async fn shopify_event_headers_without_the_x_prefix_keep_id_and_topic() {
     assert_eq!(got.headers["x-hookgate-delivery-id"], "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043");
     gw.shutdown().await;
 }
+
+/// SPEC §13 `msgraph`: Microsoft Graph's validation POST (`?validationToken=`)
+/// is echoed as text/plain before anything else; notifications pass when every
+/// item's `clientState` is the source's `verify_token` (no `secrets` needed).
+/// Request shapes from Microsoft's "Set up notifications for changes in
+/// resource data" docs.
+#[tokio::test]
+async fn msgraph_validation_and_client_state() {
+    let mut up = spawn_upstream(ok_upstream()).await;
+    let cfg = format!(
+        "[sources.graph]\npath = \"/graph\"\nprovider = \"msgraph\"\nverify_token = \"SecretClientState\"\n[[sources.graph.routes]]\nevents = [\"created\", \"updated\"]\nupstream = \"http://{}/graph\"\n",
+        up.addr
+    );
+    let gw = spawn_gateway(&cfg).await;
+    let r =
+        send(&gw.url("/graph?validationToken=Validation%3A%20Testing%20client%20application"), "POST", &[], "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "Validation: Testing client application");
+    assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(r.headers["x-content-type-options"], "nosniff");
+
+    let note = |state: &str, change: &str| {
+        format!(
+            r#"{{"value":[{{"subscriptionId":"7f105c7d-2dc5-4530-97cd-4e7ae6534c07","subscriptionExpirationDateTime":"2026-12-04T11:00:00.0000000Z","changeType":"{change}","resource":"Users/1/Messages/2","clientState":"{state}","tenantId":"84bd8158-6d4d-4958-8b9f-9d6445542f95"}}]}}"#
+        )
+    };
+    let json = h(&[("Content-Type", "application/json")]);
+    let r = send(&gw.url("/graph"), "POST", &json, note("SecretClientState", "created")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = up.next().await;
+    assert_eq!(got.headers["x-hookgate-event-type"], "created");
+    assert_eq!(got.headers["x-hookgate-verified"], "true");
+
+    // Another clientState, none, one bad item among good ones, no items, not JSON: 401.
+    let two = r#"{"value":[{"changeType":"updated","clientState":"SecretClientState"},{"changeType":"updated","clientState":"forged"}]}"#;
+    for body in [
+        note("forged", "updated"),
+        r#"{"value":[{"changeType":"updated"}]}"#.into(),
+        two.into(),
+        r#"{"value":[]}"#.into(),
+        "x".into(),
+    ] {
+        let r = send(&gw.url("/graph"), "POST", &json, body.clone()).await;
+        assert_eq!((r.status.as_u16(), r.error_code()), (401, "invalid_signature".to_owned()), "{body}");
+    }
+    assert_eq!(up.hits(), 1);
+    gw.shutdown().await;
+
+    // verify_token is required; secrets are not.
+    let bad = "[sources.graph]\npath = \"/graph\"\nprovider = \"msgraph\"\n";
+    let e = hookgate::config::load_str(bad, &|_| None).unwrap_err().to_string();
+    assert!(e.contains("sources.graph.verify_token") && !e.contains("secrets"), "{e}");
+}

@@ -143,6 +143,8 @@ pub struct VerifyFile {
     pub id: Option<OneOrMany>,
     pub event_type: Option<OneOrMany>,
     pub challenge: Option<String>,
+    /// `"as-received"` (default) or `"as-received-or-decoded"` (HubSpot).
+    pub signed_url: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

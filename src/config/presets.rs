@@ -31,6 +31,7 @@ const VERIFY_KEYS: &[&str] = &[
     "id",
     "event_type",
     "challenge",
+    "signed_url",
 ];
 
 /// One provider.
@@ -100,7 +101,7 @@ pub fn parse(text: &str) -> Result<Vec<Preset>, Vec<String>> {
             Err(e) => errs.push(&format!("{path}.verify"), e),
         }
         spec.tolerance = errs.duration(&format!("{path}.tolerance"), file.tolerance.as_deref(), spec.tolerance);
-        if name != "generic" && name != "tyk" && spec.signature.is_empty() {
+        if name != "generic" && name != "tyk" && spec.scheme != Scheme::ClientState && spec.signature.is_empty() {
             errs.push(&format!("{path}.verify.signature_header"), "missing");
         }
         out.push(Preset {
@@ -156,6 +157,7 @@ impl Preset {
             Scheme::Token => "token",
             Scheme::Ed25519 => "ed25519",
             Scheme::EcdsaP256 => "ecdsa-p256",
+            Scheme::ClientState => "client-state",
         }
     }
 }

@@ -39,6 +39,10 @@ pub enum Scheme {
     Ed25519,
     /// An ECDSA P-256 / SHA-256 signature; the secret is the provider's public key (base64 DER).
     EcdsaP256,
+    /// No signature: every item of the JSON body's `value` list carries
+    /// `clientState`, which must equal the source's `verify_token` (Microsoft
+    /// Graph change notifications). Needs no `secrets`.
+    ClientState,
 }
 
 impl Scheme {
@@ -89,6 +93,8 @@ pub enum Challenge {
     MetaSubscribe,
     /// GET `?challenge=C` echoed as text.
     DropboxChallenge,
+    /// Microsoft Graph: POST `?validationToken=T` answered `T` as text, before verification.
+    MsGraphValidation,
 }
 
 impl Challenge {
@@ -103,6 +109,7 @@ impl Challenge {
         ("twitch", Challenge::TwitchVerification),
         ("meta", Challenge::MetaSubscribe),
         ("dropbox", Challenge::DropboxChallenge),
+        ("msgraph", Challenge::MsGraphValidation),
     ];
 
     pub fn parse(text: &str) -> Option<Challenge> {
@@ -144,6 +151,10 @@ pub struct Spec {
     /// Empty or not found: `""`.
     pub event_type: Vec<Locator>,
     pub challenge: Challenge,
+    /// `signed_url = "as-received-or-decoded"`: a `{url}` signature made over
+    /// the URL with HubSpot's listed escapes decoded is accepted too
+    /// ([`template::decode_hubspot_escapes`]).
+    pub url_decoded_too: bool,
 }
 
 impl Default for Spec {
@@ -166,6 +177,7 @@ impl Default for Spec {
             id: Vec::new(),
             event_type: Vec::new(),
             challenge: Challenge::None,
+            url_decoded_too: false,
         }
     }
 }
@@ -503,9 +515,47 @@ impl Verifier {
         Ok(c)
     }
 
+    /// [`Scheme::ClientState`]: a JSON body `{"value":[...]}` whose every item
+    /// has `clientState` equal to `verify_token` (constant time). The ID is the
+    /// body's digest; the event type as located.
+    fn check_client_state(&self, head: &http::request::Parts, body: &[u8]) -> Result<Verified, VerifyError> {
+        #[derive(serde::Deserialize)]
+        struct Notification<'a> {
+            #[serde(borrow, rename = "clientState")]
+            client_state: Option<Cow<'a, str>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Notifications<'a> {
+            #[serde(borrow)]
+            value: Vec<Notification<'a>>,
+        }
+        let parsed: Notifications<'_> = serde_json::from_slice(body).map_err(|_| VerifyError::InvalidSignature)?;
+        let expected = self.verify_token.as_bytes();
+        let all = !parsed.value.is_empty()
+            && parsed.value.iter().fold(true, |ok, n| {
+                ok & n.client_state.as_deref().is_some_and(|c| keys::ct_eq(c.as_bytes(), expected))
+            });
+        if expected.is_empty() || !all {
+            return Err(VerifyError::InvalidSignature);
+        }
+        let body_ref = Body { bytes: body };
+        let (event_type, event_type_value) =
+            match locate(&self.plan.event_type.read, &head.headers, &body_ref, None, ',') {
+                Some(f) => (f.text.into_owned(), f.value.cloned()),
+                None => (String::new(), None),
+            };
+        if event_type.len() > MAX_FIELD_LEN {
+            return Err(VerifyError::FieldTooLong);
+        }
+        Ok(Verified { secret_index: 0, id: body_hash(body), event_type, id_value: None, event_type_value, json: None })
+    }
+
     /// Runs every check; see the module docs for the order.
     fn check(&self, head: &http::request::Parts, body: &[u8], now: SystemTime) -> Result<Verified, VerifyError> {
         let spec = &self.spec;
+        if spec.scheme == Scheme::ClientState {
+            return self.check_client_state(head, body);
+        }
         let headers = &head.headers;
         let raw = self.signature_value(headers, body)?;
         let cands = self.candidates(&raw)?;
@@ -532,13 +582,21 @@ impl Verifier {
             query: head.uri.query(),
         };
         let sigs = &cands.items[..cands.len];
-        let secret_index = match spec.scheme {
-            Scheme::Token => self.keys.iter().position(|k| k.token_matches(&raw)),
-            Scheme::Hmac => self.keys.iter().position(|k| {
-                let mac = k.mac(|feed| spec.payload.feed(&input, feed));
+        let hmac_match = |input: &template::Input<'_>| {
+            self.keys.iter().position(|k| {
+                let mac = k.mac(|feed| spec.payload.feed(input, feed));
                 // Every candidate is compared, in constant time, to avoid early exits.
                 sigs.iter().fold(false, |hit, s| hit | keys::ct_eq(&s.buf[..s.len], mac.as_slice()))
+            })
+        };
+        let secret_index = match spec.scheme {
+            Scheme::Token => self.keys.iter().position(|k| k.token_matches(&raw)),
+            // HubSpot's docs sign the URL with some escapes decoded, its SDK as received: either.
+            Scheme::Hmac => hmac_match(&input).or_else(|| {
+                let decoded = spec.url_decoded_too.then(|| template::decode_hubspot_escapes(input.query?))??;
+                hmac_match(&template::Input { query: Some(&decoded), ..input })
             }),
+            Scheme::ClientState => None, // checked in `check_client_state`
             Scheme::Ed25519 | Scheme::EcdsaP256 => {
                 // Public-key verification needs the message whole (one copy, these schemes only).
                 let mut msg = Vec::with_capacity(body.bytes.len() + 64);

@@ -68,6 +68,13 @@ impl Verifier {
     /// Signs `req` with the first secret, as the configured sender would.
     pub fn sign(&self, req: SignRequest<'_>) -> Result<Signed, SignError> {
         let spec = &self.spec;
+        if spec.scheme == Scheme::ClientState {
+            // Nothing is signed: the body carries the shared clientState.
+            let mut out = Signed::default();
+            out.headers.push(("content-type".into(), "application/json".into()));
+            out.notes.push("nothing to sign: every item of the body's \"value\" list must carry \"clientState\" equal to the source's verify_token".into());
+            return Ok(out);
+        }
         let key = self.keys.first().ok_or(SignError::NoSecret)?;
         let sig_at = spec.signature.first().ok_or(SignError::NoSignatureHeader)?;
         let mut out = Signed::default();

@@ -101,12 +101,13 @@ impl FieldPlan {
 }
 
 fn covers_body(spec: &Spec) -> bool {
-    spec.scheme != Scheme::Token && spec.payload.segments.iter().any(|s| matches!(s, Segment::Body | Segment::Form))
+    !matches!(spec.scheme, Scheme::Token | Scheme::ClientState)
+        && spec.payload.segments.iter().any(|s| matches!(s, Segment::Body | Segment::Form))
 }
 
 /// Whether the signature covers `loc`'s value when it is read for `field`.
 pub fn is_signed(spec: &Spec, field: Field, loc: &Locator) -> bool {
-    if spec.scheme == Scheme::Token {
+    if matches!(spec.scheme, Scheme::Token | Scheme::ClientState) {
         return false;
     }
     let segments = &spec.payload.segments;

@@ -147,6 +147,51 @@ impl Template {
     }
 }
 
+/// The escapes HubSpot's docs tell receivers to decode in the URI before
+/// checking a v3 signature.
+const HUBSPOT_ESCAPES: [(&str, char); 12] = [
+    ("%3A", ':'),
+    ("%2F", '/'),
+    ("%3F", '?'),
+    ("%40", '@'),
+    ("%21", '!'),
+    ("%24", '$'),
+    ("%27", '\''),
+    ("%28", '('),
+    ("%29", ')'),
+    ("%2A", '*'),
+    ("%2C", ','),
+    ("%3B", ';'),
+];
+
+/// `query` with HubSpot's escapes decoded (either case of the hex digits);
+/// `None` when it has none of them (nothing else to try).
+pub fn decode_hubspot_escapes(query: &str) -> Option<String> {
+    if !query.contains('%') {
+        return None;
+    }
+    let mut out = String::with_capacity(query.len());
+    let mut rest = query;
+    let mut changed = false;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i..i + 3);
+        match code.and_then(|c| HUBSPOT_ESCAPES.iter().find(|(e, _)| e.eq_ignore_ascii_case(c))) {
+            Some((_, ch)) => {
+                out.push(*ch);
+                changed = true;
+                rest = &rest[i + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    changed.then_some(out)
+}
+
 /// Where a field (timestamp, ID, event type) is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Locator {
@@ -243,6 +288,17 @@ mod tests {
         assert_eq!(Template::parse("{nope}{body}"), Err(TemplateError::UnknownPlaceholder("nope".into())));
         assert_eq!(Template::parse("{body"), Err(TemplateError::Unclosed));
         assert_eq!(Template::parse("{id}"), Err(TemplateError::NoBody));
+    }
+
+    #[test]
+    fn hubspot_escapes_are_decoded_and_nothing_else() {
+        assert_eq!(
+            decode_hubspot_escapes("email=jane%40example.com&ref=a%3Ab").as_deref(),
+            Some("email=jane@example.com&ref=a:b")
+        );
+        assert_eq!(decode_hubspot_escapes("a=%2f%2A%20").as_deref(), Some("a=/*%20"), "either case; %20 stays");
+        assert_eq!(decode_hubspot_escapes("a=%20&b=%"), None, "none of the listed escapes");
+        assert_eq!(decode_hubspot_escapes("plain"), None);
     }
 
     #[test]

@@ -383,6 +383,8 @@ fn public_key(scheme: Scheme, seed: &[u8; 32]) -> String {
 fn signable() -> Vec<(&'static str, Verifier)> {
     crate::config::presets::all()
         .iter()
+        // Nothing to sign: msgraph's body carries a shared clientState (tests/presets.rs).
+        .filter(|p| p.spec.scheme != Scheme::ClientState)
         .map(|p| {
             let name = p.name.as_str();
             let secrets: Vec<String> = match p.spec.scheme {
@@ -771,4 +773,40 @@ fn signature_lists_skip_unreadable_entries_beside_a_valid_one() {
         assert_eq!(with_sig(pattern.replace("{junk}", junk).replace("{sig}", &valid)), Ok(()), "{provider}");
         assert_eq!(with_sig(junk.to_owned()), Err(VerifyError::MalformedSignature), "{provider}: junk alone");
     }
+}
+
+/// SPEC §13: HubSpot's docs sign the URI with some escapes decoded, its npm
+/// SDK signs it as received: both are accepted, nothing else.
+#[test]
+fn hubspot_accepts_the_uri_as_received_or_with_its_escapes_decoded() {
+    use hmac::Mac as _;
+    let ver = verifier("hubspot", &["client-secret"], "public_url = \"https://hooks.example.com/hs\"");
+    let now = SystemTime::now();
+    let ts = now.duration_since(UNIX_EPOCH).unwrap().as_millis().to_string();
+    let body = r#"[{"eventId":1,"subscriptionType":"contact.creation"}]"#;
+    let sign = |url: &str| {
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"client-secret").unwrap();
+        m.update(format!("POST{url}{body}{ts}").as_bytes());
+        base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
+    };
+    let request = |sig: String| {
+        let (head, ()) = http::Request::builder()
+            .method("POST")
+            .uri("/hs?email=jane%40example.com&ref=a%3Ab")
+            .header("X-HubSpot-Signature-v3", sig)
+            .header("X-HubSpot-Request-Timestamp", ts.as_str())
+            .body(())
+            .unwrap()
+            .into_parts();
+        Delivery::new(head, Bytes::from(body)).verify(&ver, now).map(|_| ())
+    };
+    assert_eq!(request(sign("https://hooks.example.com/hs?email=jane%40example.com&ref=a%3Ab")), Ok(()), "as received");
+    assert_eq!(request(sign("https://hooks.example.com/hs?email=jane@example.com&ref=a:b")), Ok(()), "decoded");
+    assert_eq!(
+        request(sign("https://hooks.example.com/hs?email=jane@example.com&ref=a%3Ab")),
+        Err(VerifyError::InvalidSignature),
+        "half decoded is neither"
+    );
+    // Other presets do not try the decoded form.
+    assert!(!verifier("square", &["k"], "public_url = \"https://h/s\"").spec.url_decoded_too);
 }

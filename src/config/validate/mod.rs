@@ -475,7 +475,7 @@ fn source(
     if let Some(t) = f.tolerance.as_deref() {
         spec.tolerance = errs.duration(&format!("{path}.tolerance"), Some(t), spec.tolerance);
     }
-    if spec.signature.is_empty() {
+    if spec.signature.is_empty() && spec.scheme != Scheme::ClientState {
         errs.push(&format!("{path}.verify.signature_header"), format!("required for provider {provider:?}"));
     }
     let public_url = match f.public_url {
@@ -500,6 +500,12 @@ fn source(
         None => String::new(),
     };
     let verify_token = f.verify_token.unwrap_or_default();
+    if spec.scheme == Scheme::ClientState && verify_token.is_empty() {
+        errs.push(
+            &format!("{path}.verify_token"),
+            "required: the clientState set on the subscription (every notification must carry it)",
+        );
+    }
     if spec.challenge == Challenge::MetaSubscribe && verify_token.is_empty() {
         errs.push(
             &format!("{path}.verify_token"),
@@ -600,6 +606,8 @@ fn secrets(errs: &mut Errors, path: &str, spec: &Spec, list: Vec<String>) -> Vec
             Scheme::Hmac => keys::secret_bytes(s, spec.secret_format).map(|bytes| Key::hmac(spec.algorithm, &bytes)),
             Scheme::Ed25519 => Key::ed25519(s),
             Scheme::EcdsaP256 => Key::ecdsa_p256(s),
+            // Nothing to key: the body's clientState is checked against verify_token.
+            Scheme::ClientState => continue,
         };
         match key {
             Ok(k) => keys.push(k),
@@ -607,7 +615,7 @@ fn secrets(errs: &mut Errors, path: &str, spec: &Spec, list: Vec<String>) -> Vec
             Err(e) => errs.push(&format!("{path}[{i}]"), e),
         }
     }
-    if list.iter().all(String::is_empty) {
+    if list.iter().all(String::is_empty) && spec.scheme != Scheme::ClientState {
         errs.push(path, "no non-empty secret; set at least one (empty strings are ignored)");
     }
     keys
@@ -751,6 +759,7 @@ pub(super) fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v:
             ("token", Scheme::Token),
             ("ed25519", Scheme::Ed25519),
             ("ecdsa-p256", Scheme::EcdsaP256),
+            ("client-state", Scheme::ClientState),
         ],
     );
     if let Some(list) = v.signature_header {
@@ -845,6 +854,12 @@ pub(super) fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v:
         v.timestamp_format.as_deref(),
         spec.timestamp_format,
         &[("unix", TimestampFormat::Unix), ("unix_ms", TimestampFormat::UnixMs), ("rfc3339", TimestampFormat::Rfc3339)],
+    );
+    spec.url_decoded_too = errs.choice(
+        &p("signed_url"),
+        v.signed_url.as_deref(),
+        spec.url_decoded_too,
+        &[("as-received", false), ("as-received-or-decoded", true)],
     );
     if let Some(c) = v.challenge.as_deref() {
         match Challenge::parse(c) {
