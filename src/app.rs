@@ -154,6 +154,9 @@ impl App {
         let queue = config.queue.as_ref().map(|q| Queue::start(q, &config)).transpose()?;
         let deliveries = DeliveryLog::new(config.log.deliveries);
         let acme = config.server.acme.as_ref().map(crate::tls::acme_server_config).transpose()?;
+        if let Some(crate::queue::Store::Redis(r)) = queue.as_ref().map(|q| &q.store) {
+            r.set_metrics(metrics.clone());
+        }
         let loaded = Loaded::build(config, &metrics, None)?;
         Ok(Arc::new(App {
             loaded: RwLock::new(Arc::new(loaded)),

@@ -106,6 +106,9 @@ pub struct Metrics {
     queue_attempts: Family<QueueResultLabels, Counter>,
     queue_depth: Family<QueueDepthLabels, Gauge>,
     queue_oldest: Family<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// `hookgate_queue_store_resets_total{source,route}`: a Redis stream or
+    /// consumer group found gone (FLUSHALL, a restart without persistence).
+    queue_resets: Family<RouteLabels, Counter>,
 }
 
 /// A queue route's attempt counters, made once per worker.
@@ -183,8 +186,14 @@ impl Metrics {
         );
         registry.register(
             "hookgate_queue_oldest_pending_seconds",
-            "Age of the oldest never-attempted queued delivery",
+            "Age of the oldest queued delivery that is neither done nor dead",
             queue_oldest.clone(),
+        );
+        let queue_resets = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "hookgate_queue_store_resets",
+            "Times a route's Redis stream or consumer group was found gone (data lost outside hookgate)",
+            queue_resets.clone(),
         );
         let not_found = requests.get_or_create(&RequestLabels { source: String::new(), outcome: "not_found" }).clone();
         Metrics {
@@ -200,7 +209,13 @@ impl Metrics {
             queue_attempts,
             queue_depth,
             queue_oldest,
+            queue_resets,
         }
+    }
+
+    /// Counts a lost Redis stream or consumer group of a queue route.
+    pub fn queue_store_reset(&self, source: &str, route: &str) {
+        self.queue_resets.get_or_create(&RouteLabels { source: source.to_owned(), route: route.to_owned() }).inc();
     }
 
     /// The attempt counters of one queue route.

@@ -122,13 +122,24 @@ impl RedisConn {
     }
 
     async fn send(&self, req: Request<'_>) -> Result<Result<Value, RedisError>, Elapsed> {
-        let run = async {
+        let once = || async {
             match &self.conn {
                 Conn::Single(m) => req.on(&mut m[thread_slot() % m.len()].clone()).await,
                 Conn::Cluster(cc) => {
                     let c = cc.conn.get_or_try_init(|| cc.client.get_async_connection()).await?;
                     req.on(&mut c.clone()).await
                 }
+            }
+        };
+        // A connection that died under us (Redis restarted) fails the first
+        // command sent on it; the manager reconnects for the next, so that one
+        // is sent again, within the same timeout. Every command hookgate sends
+        // is safe to repeat (claims see their own token, enqueues are
+        // idempotent per delivery).
+        let run = async {
+            match once().await {
+                Err(e) if e.is_connection_dropped() || e.is_io_error() => once().await,
+                other => other,
             }
         };
         tokio::time::timeout(self.timeout, run).await.map_err(|_| Elapsed)

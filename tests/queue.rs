@@ -305,6 +305,9 @@ async fn unwritable_store_answers_503_and_releases_the_claim() {
     assert!(r.headers.contains_key("retry-after"));
     let ready = send(&format!("http://{}/readyz", gw.admin), "GET", &[], "").await;
     assert_eq!(ready.status, 503, "{}", ready.text());
+    // A store that never opened has no counts to show: /queue says so instead of zeros.
+    let queue = send(&format!("http://{}/queue", gw.admin), "GET", &[], "").await;
+    assert_eq!((queue.status.as_u16(), queue.error_code().as_str()), (503, "queue_unavailable"), "{}", queue.text());
     // The claim was released: the same delivery is not a duplicate or in flight.
     let r = deliver(&gw, "nowhere-1").await;
     assert_eq!(r.status, 503);

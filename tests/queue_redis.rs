@@ -613,3 +613,82 @@ async fn takes_follow_the_routes_slot_to_another_master() {
     );
     gw.shutdown().await;
 }
+
+/// SPEC §12 (Redis): a delivery answered 503 because Redis was paused
+/// (SIGSTOP) is written when Redis resumes; the sender's retry must not store
+/// a second copy. The app gets it once.
+#[tokio::test]
+async fn a_write_that_timed_out_but_landed_is_not_stored_twice() {
+    let redis = RedisServer::start();
+    let mut up = spawn_upstream(ok_upstream()).await;
+    let text = redis_queue_config(up.addr, &url(&redis), "concurrency = 0");
+    let gw = spawn_gateway(&text).await;
+    assert_eq!(deliver(&gw, "warm").await.status, 202, "connections and scripts are ready");
+    redis.pause();
+    let r = deliver(&gw, "paused-1").await;
+    redis.resume();
+    assert_eq!(r.status, 503, "{}", r.text());
+    // The timed-out write reached Redis after all; the sender retries.
+    let stream = format!("hookgate:q:{{tampa:{}}}:s", route_state(&gw).await["route"].as_str().unwrap());
+    assert!(eventually(Duration::from_secs(5), async || redis.cli(&["XLEN", &stream]) == "2").await);
+    let r = deliver(&gw, "paused-1").await;
+    assert_eq!(r.status, 202, "acknowledged: it is stored ({})", r.text());
+    assert_eq!(redis.cli(&["XLEN", &stream]), "2", "not stored a second time");
+    gw.app.reload(config(&text.replace("concurrency = 0", "concurrency = 4"))).unwrap();
+    let mut ids = vec![up.next().await, up.next().await]
+        .iter()
+        .map(|r| r.headers["x-hookgate-delivery-id"].to_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    ids.sort();
+    assert_eq!(ids, ["paused-1", "warm"]);
+    tokio::time::sleep(Duration::from_millis(300)).await; // a window in which a second copy would arrive
+    assert_eq!(up.drain().len(), 0, "delivered once");
+    gw.shutdown().await;
+}
+
+/// SPEC §12 (Redis): after a Redis restart the first request does not fail
+/// once the server is back (the dropped connection is replaced and the
+/// command sent again within the timeout).
+#[tokio::test]
+async fn the_first_request_after_a_redis_restart_succeeds() {
+    let mut redis = RedisServer::start();
+    let up = spawn_upstream(ok_upstream()).await;
+    // The dedupe store on the same Redis: each delivery's first command is its claim.
+    let text = redis_queue_config(up.addr, &url(&redis), "").replace(
+        "[queue]",
+        &format!("[dedupe]\nstore = \"redis\"\n[dedupe.redis]\nurl = \"{}\"\n\n[queue]", redis.url()),
+    );
+    let gw = spawn_gateway(&text).await;
+    assert_eq!(deliver(&gw, "before").await.status, 202);
+    for round in 0..3 {
+        redis.restart();
+        let r = deliver(&gw, &format!("after-{round}")).await;
+        assert_eq!(r.status, 202, "the first request after restart {round}: {}", r.text());
+    }
+    gw.shutdown().await;
+}
+
+/// SPEC §12 (Redis): a lost stream or consumer group (FLUSHALL) is an ERROR
+/// and counted in `hookgate_queue_store_resets_total`, and `/queue` says so
+/// (the dashboard shows it as a banner); the route goes on with new deliveries.
+#[tokio::test]
+async fn a_flushed_stream_is_counted_and_shown() {
+    let redis = RedisServer::start();
+    let mut up = spawn_upstream(ok_upstream()).await;
+    let gw = spawn_gateway(&redis_queue_config(up.addr, &url(&redis), "")).await;
+    assert_eq!(deliver(&gw, "before-flush").await.status, 202);
+    up.next().await;
+    assert_eq!(redis.cli(&["FLUSHALL"]), "OK");
+    assert!(
+        eventually(Duration::from_secs(5), async || route_state(&gw).await["store_resets"] == 1).await,
+        "{}",
+        route_state(&gw).await
+    );
+    let route = route_state(&gw).await["route"].as_str().unwrap().to_owned();
+    let metrics = gw.metrics().await;
+    let line = format!("hookgate_queue_store_resets_total{{source=\"tampa\",route=\"{route}\"}} 1");
+    assert!(metrics.contains(&line), "{metrics}");
+    assert_eq!(deliver(&gw, "after-flush").await.status, 202);
+    assert_eq!(up.next().await.headers["x-hookgate-delivery-id"], "after-flush");
+    gw.shutdown().await;
+}

@@ -25,6 +25,8 @@ pub struct RouteDepth {
     pub orphaned: bool,
     /// A route that stopped being a queue route and still delivers what it stored.
     pub draining: bool,
+    /// Redis: how often the route's stream or group was found gone (data lost outside hookgate).
+    pub store_resets: u64,
 }
 
 /// Every queue route of the config in force with its depth, then the routes
@@ -33,6 +35,12 @@ pub struct RouteDepth {
 /// answer (so `/queue` says 503 rather than "nothing queued").
 pub async fn depths(app: &App) -> Result<Vec<RouteDepth>, QueueError> {
     let Some(queue) = &app.queue else { return Ok(Vec::new()) };
+    if let crate::queue::Store::Disk(d) = &queue.store
+        && !d.opened()
+    {
+        // Zeros now would say "nothing queued" about a store not yet read.
+        return Err(QueueError::Unavailable("the queue store is still opening".into()));
+    }
     let loaded = app.current();
     let now = unix_ms(SystemTime::now());
     let mut keys = crate::queue::routes(&loaded.config);
@@ -63,6 +71,10 @@ pub async fn depths(app: &App) -> Result<Vec<RouteDepth>, QueueError> {
             depth,
             orphaned: route.is_none(),
             draining: route.is_some_and(|r| r.queue().is_none()) && counts.pending + counts.scheduled + in_flight > 0,
+            store_resets: match &queue.store {
+                crate::queue::Store::Redis(r) => r.resets(&key).map_or(0, |(n, _)| n),
+                crate::queue::Store::Disk(_) => 0,
+            },
         });
     }
     Ok(out)
@@ -95,6 +107,7 @@ pub async fn overview(app: &App) -> Response<ResBody> {
                 "oldest_pending_seconds": d.oldest_pending_seconds,
                 "orphaned": r.orphaned,
                 "draining": r.draining,
+                "store_resets": r.store_resets,
             })
         })
         .collect();

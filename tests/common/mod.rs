@@ -93,6 +93,11 @@ async fn spawn_app_on(app: Arc<App>, cfg: Config, runtimes: usize) -> Gateway {
             let _ = done_tx.send(true);
         }));
     }
+    // `/queue` answers 503 until a disk store has opened: tests start once it has
+    // (or after a moment, for the tests of a store that cannot open).
+    if let Some(hookgate::queue::Store::Disk(d)) = app.queue.as_ref().map(|q| &q.store) {
+        eventually(Duration::from_secs(2), async || d.opened()).await;
+    }
     Gateway { addr, admin: admin_addr, app, config: cfg, stop, tasks }
 }
 

@@ -78,6 +78,23 @@ impl RedisServer {
         self.launch();
     }
 
+    /// SIGSTOP: the server holds every connection and answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: it goes on with what it received meanwhile.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill").args([sig, &c.id().to_string()]).status().map(|s| s.success());
+            assert!(matches!(ok, Ok(true)), "kill {sig}");
+        }
+    }
+
     pub fn cli(&self, args: &[&str]) -> String {
         cli(self.port, args).unwrap_or_default()
     }

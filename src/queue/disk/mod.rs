@@ -223,6 +223,8 @@ pub struct DiskQueue {
     tx: mpsc::UnboundedSender<Op>,
     tallies: Tallies,
     healthy: Arc<std::sync::atomic::AtomicBool>,
+    /// Set once the database first opened: until then its counts are not known.
+    opened: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Db {
@@ -515,6 +517,7 @@ impl DiskQueue {
         let (tx, rx) = mpsc::unbounded_channel();
         let tallies: Tallies = Arc::default();
         let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let opened = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let store = StoreThread {
             path,
             fsync,
@@ -523,9 +526,10 @@ impl DiskQueue {
             failed_at: None,
             tallies: tallies.clone(),
             healthy: healthy.clone(),
+            opened: opened.clone(),
         };
         std::thread::Builder::new().name("hookgate-queue".into()).spawn(move || store.run(rx)).map_err(io)?;
-        Ok(DiskQueue { tx, tallies, healthy })
+        Ok(DiskQueue { tx, tallies, healthy, opened })
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Op) -> Result<T, QueueError> {
@@ -646,6 +650,11 @@ impl DiskQueue {
         (counts, t.taken_fresh + t.taken_retry)
     }
 
+    /// The database has opened (its counts are known).
+    pub fn opened(&self) -> bool {
+        self.opened.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The last write succeeded (or nothing failed since the database opened).
     pub fn writable(&self) -> bool {
         self.healthy.load(std::sync::atomic::Ordering::Relaxed)
@@ -661,6 +670,7 @@ struct StoreThread {
     failed_at: Option<std::time::Instant>,
     tallies: Tallies,
     healthy: Arc<std::sync::atomic::AtomicBool>,
+    opened: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl StoreThread {
@@ -697,6 +707,7 @@ impl StoreThread {
                 self.db = Some(db);
                 self.failed_at = None;
                 self.healthy.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.opened.store(true, std::sync::atomic::Ordering::Release);
             }
             Err(e) => self.failed(&e),
         }

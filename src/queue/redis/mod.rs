@@ -7,7 +7,10 @@
 //!   (`XREADGROUP`, in the group's pending list until `XACK`);
 //! - `…:d` — a sorted set of retries by due time (unix ms);
 //! - `…:x` — a sorted set of dead letters by time of death;
-//! - `…:h` — a hash holding the delayed and dead records.
+//! - `…:h` — a hash holding the delayed and dead records;
+//! - `…:m:<delivery id>` — an enqueue's marker, kept 15 minutes, so a
+//!   delivery is stored once even when a sender retries a write that timed
+//!   out for it but reached Redis after all.
 //!
 //! A record is [`pack`]ed: the delivery's queue ID, its [`State`] and the
 //! entry. Taking is one pipelined round trip: a small script moves due
@@ -62,6 +65,21 @@ for _, id in ipairs(ids) do
 end
 return #ids";
 
+/// An enqueue, once per delivery: KEYS: stream, the delivery's marker. ARGV:
+/// record, marker TTL (ms). A write that timed out for the sender (503) but
+/// reached Redis after all has left its marker, so the sender's retry stores
+/// nothing new (and is acknowledged: the delivery is stored). Returns 1 when
+/// it stored, 0 when the delivery was there already.
+const ENQUEUE: &str = r"if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then
+  redis.call('XADD', KEYS[1], '*', 'p', ARGV[1])
+  return 1
+end
+return 0";
+
+/// How long an enqueue's marker is kept: a sender's retry after a 503
+/// within this window finds it (Retry-After is 5 s).
+const ENQUEUE_MARK_TTL: Duration = Duration::from_secs(15 * 60);
+
 /// KEYS: stream, sorted set (delayed or dead), hash. ARGV: stream id, queue id, score, record.
 const PARK: &str = r"if redis.call('XACK', KEYS[1], 'hookgate', ARGV[1]) == 1 then
   redis.call('XDEL', KEYS[1], ARGV[1])
@@ -93,6 +111,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 return #ids";
 
 struct Scripts {
+    enqueue: Script,
     promote: Script,
     park: Script,
     revive: Script,
@@ -110,6 +129,10 @@ pub struct RedisQueue {
     groups: Mutex<HashSet<RouteKey>>,
     /// Routes this process has listed in the routes set ([`routes`]).
     registered: Mutex<HashSet<RouteKey>>,
+    /// Per route, how often its stream or group was found gone, and when last.
+    resets: Mutex<HashMap<RouteKey, (u64, std::time::SystemTime)>>,
+    /// Where lost streams are counted (`hookgate_queue_store_resets_total`).
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
     /// Delivered entries waiting to be recorded together (see [`RedisQueue::done`]).
     done_waiting: Mutex<Vec<DoneWaiting>>,
     /// When each route last claimed stale entries (see [`RedisQueue::take`]).
@@ -262,9 +285,12 @@ impl RedisQueue {
             visibility,
             groups: Mutex::default(),
             registered: Mutex::default(),
+            resets: Mutex::default(),
+            metrics: std::sync::OnceLock::new(),
             claimed_at: Mutex::default(),
             done_waiting: Mutex::default(),
             scripts: Scripts {
+                enqueue: Script::new(ENQUEUE),
                 promote: Script::new(PROMOTE),
                 park: Script::new(PARK),
                 revive: Script::new(REVIVE),
@@ -317,9 +343,13 @@ impl RedisQueue {
         let record = pack(&id, &State::default(), &entry.encode());
         let k = self.keys(route);
         self.register(route).await?;
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(&k.stream).arg("*").arg("p").arg(record);
-        self.query(&xadd).await.map(drop)
+        let mark = format!("{}:{}", self.key(route, 'm'), entry.meta.id);
+        let ttl = ENQUEUE_MARK_TTL.as_millis().to_string();
+        let stored = self.eval(&self.scripts.enqueue, &[&k.stream, &mark], &[&record, ttl.as_bytes()]).await?;
+        if int(&stored) == 0 {
+            tracing::info!(source = %entry.meta.source, delivery_id = %entry.meta.id, "queued delivery was stored already (an earlier try reached Redis late); not stored again");
+        }
+        Ok(())
     }
 
     /// Creates the route's consumer group once (from the stream's start, so
@@ -412,9 +442,39 @@ impl RedisQueue {
     /// the next take create the group again.
     fn take_failed(&self, route: &RouteKey, e: QueueError) -> QueueError {
         if e.to_string().contains("NOGROUP") {
+            // This process made the group before it took: it is gone, and
+            // with it what was stored (FLUSHALL, a restart without persistence).
+            let had = self.groups.lock().unwrap_or_else(|p| p.into_inner()).contains(route);
             self.forget_group(route);
+            if had {
+                let n = {
+                    let mut resets = self.resets.lock().unwrap_or_else(|p| p.into_inner());
+                    let r = resets.entry(route.clone()).or_insert((0, std::time::SystemTime::now()));
+                    *r = (r.0 + 1, std::time::SystemTime::now());
+                    r.0
+                };
+                if let Some(m) = self.metrics.get() {
+                    m.queue_store_reset(route.source(), &route.identity());
+                }
+                tracing::error!(
+                    source = route.source(),
+                    route = %route.identity(),
+                    times = n,
+                    "the route's Redis stream or consumer group is gone: deliveries stored there were lost outside hookgate (FLUSHALL, or Redis restarted without persistence); run Redis with appendonly yes"
+                );
+            }
         }
         e
+    }
+
+    /// Counts lost streams in `metrics` from now on.
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// How often `route`'s stream or group was found gone, and when last.
+    pub fn resets(&self, route: &RouteKey) -> Option<(u64, std::time::SystemTime)> {
+        self.resets.lock().unwrap_or_else(|p| p.into_inner()).get(route).copied()
     }
 
     /// One pipeline of a take (see [`RedisQueue::take`]): first, when
