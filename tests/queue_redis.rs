@@ -635,7 +635,7 @@ async fn a_write_that_timed_out_but_landed_is_not_stored_twice() {
     assert_eq!(r.status, 202, "acknowledged: it is stored ({})", r.text());
     assert_eq!(redis.cli(&["XLEN", &stream]), "2", "not stored a second time");
     gw.app.reload(config(&text.replace("concurrency = 0", "concurrency = 4"))).unwrap();
-    let mut ids = vec![up.next().await, up.next().await]
+    let mut ids = [up.next().await, up.next().await]
         .iter()
         .map(|r| r.headers["x-hookgate-delivery-id"].to_str().unwrap().to_owned())
         .collect::<Vec<_>>();
