@@ -1,7 +1,7 @@
 -- wrk script: every request is the same pre-signed tampa body with a unique
--- X-Delivery-ID (tampa signs the body only, so the ID header varies freely and
--- every delivery is new to the dedupe store). The plain proxies get the same
--- requests.
+-- X-Delivery-ID (the benchmark source reads its ID from that header, see
+-- bench/lib.sh, so every delivery is new to the dedupe store). The plain
+-- proxies get the same requests.
 local threads = {}
 local counter = 0
 local prefix = "x"
@@ -22,9 +22,17 @@ function init(args)
   wrk.headers["X-Event-Type"] = "dev.tampa.event.created"
 end
 
+-- BENCH_UNIQUE_BODY=1 (a token source, bench/lib.sh): the body changes per
+-- request too, so the body-digest claim sees a new body every time.
+local unique = os.getenv("BENCH_UNIQUE_BODY") == "1"
+
 function request()
   counter = counter + 1
-  wrk.headers["X-Delivery-ID"] = prefix .. "-" .. counter
+  local id = prefix .. "-" .. counter
+  wrk.headers["X-Delivery-ID"] = id
+  if unique then
+    return wrk.format(nil, nil, nil, (wrk.body:gsub('"id":"bench"', '"id":"' .. id .. '"', 1)))
+  end
   return wrk.format(nil, nil, nil, nil)
 end
 

@@ -105,13 +105,44 @@ start_redis() {
 
 # The benches' source: tampa, one route to the upstream on $UP (more route
 # keys may follow it).
+# The benchmark source. Default: tampa with the delivery ID taken from the
+# X-Delivery-ID header (as before round 3), so one pre-signed body sent with a
+# new ID per request is a new delivery each time; that header is unsigned, so
+# the body-digest claim is off (it would make every request but the first a
+# duplicate). BENCH_SOURCE=token: a token source (no HMAC) whose body changes
+# per request (delivery.lua), with the body-digest claim as BENCH_DEDUPE_BODY
+# says (true/false): what that claim costs.
 bench_source() {
+  if [ "${BENCH_SOURCE:-}" = token ]; then
+    cat <<CONF
+[sources.tampa]
+path = "/webhooks/tampa"
+provider = "generic"
+secrets = ["bench-secret"]
+dedupe_body = ${BENCH_DEDUPE_BODY:-false}
+[sources.tampa.verify]
+scheme = "token"
+signature_header = "X-Webhook-Signature"
+id = "header:X-Delivery-ID"
+event_type = "json:/type"
+[[sources.tampa.routes]]
+events = ["*"]
+upstream = "http://127.0.0.1:$UP/hooks"
+CONF
+    return
+  fi
+  # BENCH_LEGACY=1: for builds before round 3 (their tampa read the header first).
+  local id_from_header='dedupe_body = false
+[sources.tampa.verify]
+id = "header:X-Delivery-ID"'
+  [ "${BENCH_LEGACY:-}" = 1 ] && id_from_header=
   cat <<CONF
 [sources.tampa]
 path = "/webhooks/tampa"
 provider = "tampa"
 secrets = ["bench-secret"]
 tolerance = "1h"
+$id_from_header
 [[sources.tampa.routes]]
 events = ["*"]
 upstream = "http://127.0.0.1:$UP/hooks"
@@ -138,7 +169,12 @@ sign_body() { # hookgate-binary config
   printf '{"id":"bench","type":"dev.tampa.event.created","timestamp":"%s","data":{"order":{"id":"ord_123","amount":4200,"currency":"eur","items":[{"sku":"a-1","qty":2},{"sku":"b-7","qty":1}]}}}' \
     "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$WORK/body.json"
   export BENCH_BODY="$WORK/body.json"
-  BENCH_SIG=$("$1" sign -c "$2" --source tampa "$WORK/body.json" | awk -F': ' 'tolower($1)=="x-webhook-signature" {print $2}')
+  if [ "${BENCH_SOURCE:-}" = token ]; then
+    BENCH_SIG=bench-secret
+    export BENCH_UNIQUE_BODY=1
+  else
+    BENCH_SIG=$("$1" sign -c "$2" --source tampa "$WORK/body.json" | awk -F': ' 'tolower($1)=="x-webhook-signature" {print $2}')
+  fi
   export BENCH_SIG
 }
 
