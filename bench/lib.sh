@@ -135,6 +135,10 @@ CONF
   local id_from_header='dedupe_body = false
 [sources.tampa.verify]
 id = "header:X-Delivery-ID"'
+  # BENCH_TYPE_HEADER=1: the event type from X-Event-Type too, as before round 3
+  # (the same work as a legacy build, plus round 3's checks).
+  [ "${BENCH_TYPE_HEADER:-}" = 1 ] && id_from_header="$id_from_header
+event_type = \"header:X-Event-Type\""
   [ "${BENCH_LEGACY:-}" = 1 ] && id_from_header=
   cat <<CONF
 [sources.tampa]

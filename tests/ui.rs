@@ -13,6 +13,23 @@ use std::time::Duration;
 
 use common::*;
 
+/// Runs one of tests/ui's node scripts (headless chromium) with `env`; it must
+/// end with "all steps passed" within two minutes.
+async fn run_browser(ui_dir: &Path, script: &str, env: &[(&str, &str)]) {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(script).current_dir(ui_dir).kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the browser test finishes within 2 minutes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stdout.contains("all steps passed"), "{script}: {stdout}\n{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_headless_chromium() {
     let ui_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
@@ -77,24 +94,18 @@ upstream = "http://{ok}/hooks"
     refuse.set(ok_upstream());
 
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui.png");
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new("node")
-            .arg("ui.mjs")
-            .current_dir(&ui_dir)
-            .env("ADMIN", format!("http://{}", gw.admin))
-            .env("WEBHOOK", gw.url("/webhooks/ui"))
-            .env("TOKEN", "ui-token")
-            .env("SCREENSHOT", &screenshot)
-            .kill_on_drop(true)
-            .output(),
+    let screenshot_env = screenshot.display().to_string();
+    run_browser(
+        &ui_dir,
+        "ui.mjs",
+        &[
+            ("ADMIN", &format!("http://{}", gw.admin)),
+            ("WEBHOOK", &gw.url("/webhooks/ui")),
+            ("TOKEN", "ui-token"),
+            ("SCREENSHOT", &screenshot_env),
+        ],
     )
-    .await
-    .expect("the browser test finishes within 2 minutes")
-    .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stdout.contains("all steps passed"), "{stdout}\n{stderr}");
+    .await;
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "a real screenshot");
 
     // The retry button made the dead letter pending again, and it was delivered.
@@ -127,22 +138,8 @@ async fn other_origins_cannot_use_the_admin_listener_from_a_browser() {
     assert!(eventually(Duration::from_secs(5), async || dead().await == 1).await, "one dead letter");
     refuse.set(ok_upstream());
 
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new("node")
-            .arg("cross_origin.mjs")
-            .current_dir(&ui_dir)
-            .env("ADMIN", format!("http://{}", gw.admin))
-            .env("ADMIN_PORT", gw.admin.port().to_string())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the browser test finishes within 2 minutes")
-    .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stdout.contains("all steps passed"), "{stdout}\n{stderr}");
+    let admin = format!("http://{}", gw.admin);
+    run_browser(&ui_dir, "cross_origin.mjs", &[("ADMIN", &admin), ("ADMIN_PORT", &gw.admin.port().to_string())]).await;
     assert_eq!(dead().await, 1, "the dead letter was not retried");
     assert_eq!(refuse.hits(), 1, "nothing was sent again");
     gw.shutdown().await;
