@@ -88,7 +88,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr, htt
             Err(rejection) => {
                 let code = rejection.code();
                 if let Rejection::Upstream(e) = &rejection {
-                    tracing::warn!(source = %source.name, error = %e, "upstream failed");
+                    let advice = crate::tls::upstream_advice(&e.to_string());
+                    tracing::warn!(source = %source.name, error = %e, advice, "upstream failed");
                 }
                 (rejection.into_response(), code)
             }

@@ -160,11 +160,100 @@ fn client_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// A route's `ca` file (SPEC §13): the usual chain check against its
+/// certificates, and besides, a presented leaf identical to a certificate in
+/// the file is trusted when it names the host (the app's own self-signed
+/// certificate, as `openssl req -x509` makes it, with `CA:TRUE`, which webpki
+/// refuses as an end entity: `CaUsedAsEndEntity`; curl accepts it).
+#[derive(Debug)]
+struct ChainOrPinned {
+    chain: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for ChainOrPinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self.chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Ok(v) => Ok(v),
+            Err(e) if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
+                // The very certificate configured: no chain to check, the name still counts.
+                let parsed = rustls::server::ParsedCertificate::try_from(end_entity).map_err(|_| e.clone())?;
+                rustls::client::verify_server_name(&parsed, server_name)?;
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// What to do about an upstream TLS failure, for the log line (SPEC §13).
+pub fn upstream_advice(error: &str) -> Option<&'static str> {
+    let e = error;
+    Some(if e.contains("UnknownIssuer") {
+        "the upstream's certificate is not signed by a CA this route trusts: set the route's `ca` to a PEM file with its CA (or with the certificate itself, if self-signed)"
+    } else if e.contains("NotValidForName") {
+        "the upstream's certificate does not name the host in the route's URL: use a host name the certificate has"
+    } else if e.contains("Expired") || e.contains("NotValidYet") {
+        "the upstream's certificate is outside its validity period: renew it (or check this machine's clock)"
+    } else if e.contains("CaUsedAsEndEntity") {
+        "the upstream presents a CA certificate as its own: put exactly that certificate in the route's `ca`"
+    } else if e.contains("InvalidCertificate") || e.contains("certificate") {
+        "the upstream's certificate was refused: check the route's `ca` and the certificate the app serves"
+    } else if e.contains("HandshakeFailure") || e.contains("PeerIncompatible") || e.contains("protocol version") {
+        "no common TLS version or cipher with the upstream: hookgate speaks TLS 1.2 and 1.3"
+    } else {
+        return None;
+    })
+}
+
 /// For an `https://` upstream: trust `ca` when given, else the system's roots
 /// (read once per process).
 pub fn upstream_client(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
     if let Some(ca) = ca {
-        return client_config(roots(ca)?);
+        let pinned = certs(ca).map_err(|e| TlsError::Ca(ca.to_owned(), e.to_string()))?;
+        let chain = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+            .build()
+            .map_err(|e| TlsError::Ca(ca.to_owned(), e.to_string()))?;
+        let algorithms = provider().signature_verification_algorithms;
+        let verifier = Arc::new(ChainOrPinned { chain, pinned, algorithms });
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(VERSIONS)
+            .map_err(|e| TlsError::Pair(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        return Ok(Arc::new(config));
     }
     static SYSTEM: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
     let system = SYSTEM.get_or_init(|| {
@@ -177,4 +266,25 @@ pub fn upstream_client(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError>
         client_config(store).map_err(|e| e.to_string())
     });
     system.clone().map_err(|_| TlsError::NoSystemRoots)
+}
+
+#[cfg(test)]
+mod advice_tests {
+    use super::upstream_advice;
+
+    /// Every upstream TLS failure rustls reports gets a line saying what to do.
+    #[test]
+    fn tls_failures_come_with_advice() {
+        let cases = [
+            ("invalid peer certificate: UnknownIssuer", "set the route's `ca`"),
+            ("invalid peer certificate: NotValidForName", "host name the certificate has"),
+            ("invalid peer certificate: Expired", "renew it"),
+            ("invalid peer certificate: CaUsedAsEndEntity", "exactly that certificate"),
+            ("received fatal alert: HandshakeFailure", "TLS 1.2 and 1.3"),
+        ];
+        for (error, want) in cases {
+            assert!(upstream_advice(error).is_some_and(|a| a.contains(want)), "{error}");
+        }
+        assert_eq!(upstream_advice("connection refused"), None);
+    }
 }

@@ -348,3 +348,67 @@ async fn rsa_pkcs1_and_sec1_keys_made_by_openssl_work() {
         gw.shutdown().await;
     }
 }
+
+/// SPEC §13: a route's `ca` holding the upstream's own self-signed
+/// certificate, as `openssl req -x509` makes it (basicConstraints CA:TRUE,
+/// which webpki refuses as an end entity), is trusted for that very
+/// certificate, and only for the name it carries; another self-signed
+/// certificate for the same name is still refused.
+#[tokio::test]
+async fn an_upstream_ca_file_holding_its_own_self_signed_certificate_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |name: &str| {
+        openssl(
+            dir.path(),
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.pem"),
+            ],
+        );
+        let cert = std::fs::read_to_string(dir.path().join(format!("{name}.pem"))).unwrap();
+        let key = std::fs::read_to_string(dir.path().join(format!("{name}.key"))).unwrap();
+        assert!(
+            std::process::Command::new("openssl")
+                .args(["x509", "-noout", "-text", "-in"])
+                .arg(dir.path().join(format!("{name}.pem")))
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("CA:TRUE"))
+                .unwrap(),
+            "openssl req -x509 makes a CA:TRUE certificate"
+        );
+        Leaf { cert, key }
+    };
+    let own = make("app");
+    let other = make("other");
+    let mut up = spawn_upstream_on(Listen::Tls(server_config(&own)), ok_upstream()).await;
+    let ca = format!("ca = \"{}\"", dir.path().join("app.pem").display());
+    let gw = spawn_gateway(&one_route(&format!("https://localhost:{}/secure", up.addr.port()), &ca)).await;
+    let r = gw.deliver("tampa", &tampa_body("self-1", "x"), None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.next().await.uri, "/secure");
+    // By IP, the certificate does not name the host: refused.
+    let by_ip = spawn_gateway(&one_route(&format!("https://127.0.0.1:{}/secure", up.addr.port()), &ca)).await;
+    assert_eq!(by_ip.deliver("tampa", &tampa_body("self-2", "x"), None, None).await.status, 502);
+    gw.shutdown().await;
+    by_ip.shutdown().await;
+
+    // An app presenting another self-signed certificate: refused, nothing forwarded.
+    let impostor = spawn_upstream_on(Listen::Tls(server_config(&other)), ok_upstream()).await;
+    let gw = spawn_gateway(&one_route(&format!("https://localhost:{}/secure", impostor.addr.port()), &ca)).await;
+    assert_eq!(gw.deliver("tampa", &tampa_body("self-3", "x"), None, None).await.status, 502);
+    assert_eq!(impostor.hits(), 0);
+    gw.shutdown().await;
+}
