@@ -252,7 +252,8 @@ async fn exchange(route: &Route, req: Request<Full<bytes::Bytes>>) -> Result<Res
     // answers (204, 304), so those are buffered and their connection reused.
     let small = res.body().size_hint().exact().is_some_and(|n| n <= BUFFER_LIMIT);
     if !small {
-        return Ok(res.map(Either::Right));
+        let status = res.status().as_u16();
+        return Ok(res.map(|inner| Either::Right(Streamed { inner, status, sent: 0 })));
     }
     let (parts, body) = res.into_parts();
     let bytes = crate::body::to_bytes(body).await.map_err(|e| ForwardError::Unreachable(error_chain(&e)))?;
@@ -281,6 +282,47 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// An upstream body streamed through to the sender. Its head (status) has
+/// gone out already when the body breaks off, so the sender then gets a
+/// truncated answer: that is logged with what it got (SPEC §13), since the
+/// delivery's log line was written with the status alone.
+pub struct Streamed {
+    inner: hyper::body::Incoming,
+    status: u16,
+    sent: u64,
+}
+
+impl hyper::body::Body for Streamed {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx));
+        match &polled {
+            Some(Ok(frame)) => self.sent += frame.data_ref().map_or(0, |d| d.len() as u64),
+            Some(Err(e)) => tracing::warn!(
+                status = self.status,
+                bytes_sent = self.sent,
+                error = %e,
+                "the upstream's answer broke off mid-body: the sender got the status and a truncated body"
+            ),
+            None => {}
+        }
+        std::task::Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]

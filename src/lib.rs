@@ -58,6 +58,6 @@ pub mod upstream;
 pub mod verify;
 
 /// Response body: a gateway-made answer, or the upstream's body streamed through.
-pub type ResBody = http_body_util::Either<http_body_util::Full<bytes::Bytes>, hyper::body::Incoming>;
+pub type ResBody = http_body_util::Either<http_body_util::Full<bytes::Bytes>, forward::Streamed>;
 
 pub use app::App;

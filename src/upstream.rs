@@ -84,6 +84,53 @@ fn checkout(key: &str) -> Option<Sender> {
     })
 }
 
+/// A TLS stream on which the peer closing the connection without TLS's
+/// `close_notify` reads as the end of the stream, as for plain TCP: an app
+/// that ends its answer by closing (HTTP/1.0 style, no Content-Length, no
+/// chunking; Python's `http.server` over ssl does) has its whole answer
+/// passed on instead of an error mid-body (SPEC §13). Answers with a length
+/// or chunks are still cut short visibly: hyper sees the end come early.
+struct CloseIsEof<T>(T);
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CloseIsEof<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.0).poll_read(cx, buf) {
+            std::task::Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for CloseIsEof<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 async fn handshake<IO>(io: IO, key: &str) -> Result<Sender, String>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -121,7 +168,7 @@ async fn connect(target: &Target) -> Result<Sender, String> {
                 .connect(name.clone(), stream)
                 .await
                 .map_err(|e| format!("TLS handshake with {key}: {e}"))?;
-            handshake(tls, key).await
+            handshake(CloseIsEof(tls), key).await
         }
         Connect::Unix { path } => {
             let stream = tokio::net::UnixStream::connect(path).await.map_err(|e| format!("connect {key}: {e}"))?;

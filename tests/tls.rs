@@ -412,3 +412,71 @@ async fn an_upstream_ca_file_holding_its_own_self_signed_certificate_is_trusted(
     assert_eq!(impostor.hits(), 0);
     gw.shutdown().await;
 }
+
+/// A raw upstream that answers HTTP/1.0 style: no Content-Length, no chunks,
+/// the body ends when the connection closes; over TLS, closed without
+/// `close_notify` (as Python's `http.server` over ssl does).
+async fn close_delimited_upstream(
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    body: Vec<u8>,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S, body: &[u8]) -> Option<()> {
+        let mut buf = vec![0u8; 65536];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.ok().filter(|n| *n > 0)?;
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n").await.ok()?;
+        s.write_all(body).await.ok()?;
+        s.flush().await.ok()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let (tls, body) = (tls.clone(), body.clone());
+            tokio::spawn(async move {
+                match tls {
+                    // Plain: closing the socket ends the body.
+                    None => drop(answer(&mut tcp, &body).await),
+                    Some(c) => {
+                        let Ok(mut stream) = tokio_rustls::TlsAcceptor::from(c).accept(tcp).await else { return };
+                        if answer(&mut stream, &body).await.is_some() {
+                            // Drop the TCP socket itself: no close_notify.
+                            drop(stream.into_inner().0);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// SPEC §13: an answer whose body ends when the upstream closes the
+/// connection (no length, no chunks; over TLS without close_notify too)
+/// reaches the sender whole.
+#[tokio::test]
+async fn a_close_delimited_answer_reaches_the_sender_whole_over_tcp_and_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("app CA");
+    let ca_file = write(dir.path(), "app-ca.pem", &ca.pem());
+    let leaf = ca.issue(&["localhost"], "app");
+    let body: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    for tls in [false, true] {
+        let addr = close_delimited_upstream(tls.then(|| server_config(&leaf)), body.clone()).await;
+        let (url, extra) = if tls {
+            (format!("https://localhost:{}/in", addr.port()), format!("ca = \"{}\"", ca_file.display()))
+        } else {
+            (format!("http://{addr}/in"), String::new())
+        };
+        let gw = spawn_gateway(&one_route(&url, &extra)).await;
+        let r = gw.deliver("tampa", &tampa_body(&format!("close-{tls}"), "x"), None, None).await;
+        assert_eq!(r.status, 200, "tls={tls}");
+        assert_eq!(r.body.len(), body.len(), "tls={tls}: the whole body");
+        assert_eq!(&r.body[..], &body[..]);
+        gw.shutdown().await;
+    }
+}
