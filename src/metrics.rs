@@ -109,6 +109,9 @@ pub struct Metrics {
     /// `hookgate_queue_store_resets_total{source,route}`: a Redis stream or
     /// consumer group found gone (FLUSHALL, a restart without persistence).
     queue_resets: Family<RouteLabels, Counter>,
+    /// `hookgate_queue_lost_total{source,route}`: deliveries lost to storage
+    /// damage (disk store; empty labels when the route is not known).
+    queue_lost: Family<RouteLabels, Counter>,
 }
 
 /// A queue route's attempt counters, made once per worker.
@@ -189,6 +192,12 @@ impl Metrics {
             "Age of the oldest queued delivery that is neither done nor dead",
             queue_oldest.clone(),
         );
+        let queue_lost = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "hookgate_queue_lost",
+            "Acknowledged queued deliveries found lost to storage damage (empty labels: route not known)",
+            queue_lost.clone(),
+        );
         let queue_resets = Family::<RouteLabels, Counter>::default();
         registry.register(
             "hookgate_queue_store_resets",
@@ -210,7 +219,15 @@ impl Metrics {
             queue_depth,
             queue_oldest,
             queue_resets,
+            queue_lost,
         }
+    }
+
+    /// Brings `hookgate_queue_lost_total` up to `total` for a route (the store
+    /// keeps the count; this is read at scrape time).
+    pub fn set_queue_lost(&self, source: &str, route: &str, total: u64) {
+        let c = self.queue_lost.get_or_create(&RouteLabels { source: source.to_owned(), route: route.to_owned() });
+        c.inc_by(total.saturating_sub(c.get()));
     }
 
     /// Counts a lost Redis stream or consumer group of a queue route.

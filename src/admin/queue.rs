@@ -80,10 +80,28 @@ pub async fn depths(app: &App) -> Result<Vec<RouteDepth>, QueueError> {
     Ok(out)
 }
 
+/// Deliveries the disk store found lost to damage: per route, and in all.
+fn lost(app: &App) -> (Vec<(Option<RouteKey>, u64)>, u64) {
+    match app.queue.as_ref().map(|q| &q.store) {
+        Some(crate::queue::Store::Disk(d)) => {
+            let l = d.lost();
+            let total = l.iter().map(|(_, n)| n).sum();
+            (l, total)
+        }
+        _ => (Vec::new(), 0),
+    }
+}
+
 /// Sets the depth gauges before a scrape (left as they were while the store does not answer).
 pub async fn refresh_gauges(app: &App) {
     for d in depths(app).await.unwrap_or_default() {
         app.metrics.set_queue_depth(&d.source, &d.route, &d.depth);
+    }
+    for (route, n) in lost(app).0 {
+        let (source, identity) = route
+            .as_ref()
+            .map_or((String::new(), String::new()), |r| (r.source().to_owned(), r.identity().into_owned()));
+        app.metrics.set_queue_lost(&source, &identity, n);
     }
 }
 
@@ -111,7 +129,9 @@ pub async fn overview(app: &App) -> Response<ResBody> {
             })
         })
         .collect();
-    json_response(StatusCode::OK, &json!({ "routes": routes }))
+    // Deliveries lost to storage damage since start (the dashboard's banner).
+    let lost = lost(app).1;
+    json_response(StatusCode::OK, &json!({ "routes": routes, "lost": lost }))
 }
 
 fn unavailable(e: &QueueError) -> Response<ResBody> {

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::entry::{NewEntry, RouteKey, State};
 use super::{Counts, DeadItem, DeadPage, Handle, Legacy, QueueError, Slot, Taken, TakenEntry, Transition};
 
+mod check;
 mod offline;
 mod routes;
 
@@ -40,6 +41,17 @@ const CURSOR_RESET: Duration = Duration::from_secs(30);
 const OLDEST_RETRY_SCAN: usize = 10_000;
 /// How long a failed store waits before it tries to open the database again.
 const REOPEN_AFTER: Duration = Duration::from_secs(2);
+
+/// What opening the store gives the store thread.
+struct Opened {
+    db: Db,
+    tallies: HashMap<RouteKey, Tally>,
+    damage: check::Damage,
+    ledger: check::Ledger,
+}
+
+/// Deliveries known lost, per route (`None`: route unknown), since start.
+type Lost = Arc<Mutex<HashMap<Option<RouteKey>, u64>>>;
 
 /// Counts per route, kept by the store thread as it writes, so one snapshot
 /// is always consistent (an entry in flight keeps its schedule key until its
@@ -225,6 +237,8 @@ pub struct DiskQueue {
     healthy: Arc<std::sync::atomic::AtomicBool>,
     /// Set once the database first opened: until then its counts are not known.
     opened: Arc<std::sync::atomic::AtomicBool>,
+    /// Deliveries known lost to storage damage since start.
+    lost: Lost,
 }
 
 struct Db {
@@ -276,7 +290,7 @@ fn schedule_parts(rest: &[u8]) -> Option<(u64, u64)> {
 }
 
 impl Db {
-    fn open(path: &Path, legacy: &Legacy) -> Result<(Db, HashMap<RouteKey, Tally>), QueueError> {
+    fn open(path: &Path, legacy: &Legacy) -> Result<Opened, QueueError> {
         std::fs::create_dir_all(path).map_err(|e| io(format!("{}: {e}", path.display())))?;
         let db = Database::builder(path)
             // Bounded memory however deep the backlog: the block cache here,
@@ -295,10 +309,12 @@ impl Db {
             Some(g) => read_u64(&g.key().map_err(io)?) + 1,
             None => 1,
         };
-        let db =
+        let mut db =
             Db { db, entries, fresh, retry, dead, next_seq, cursors: HashMap::new(), cursor_reset: HashMap::new() };
+        let (ledger, previous) = check::Ledger::open(path)?;
+        let damage = db.check(path, previous)?;
         db.migrate(legacy)?;
-        let Db { db, entries, fresh, retry, dead, .. } = db;
+        let Db { db, entries, fresh, retry, dead, next_seq, .. } = db;
         let mut tallies: HashMap<RouteKey, Tally> = HashMap::new();
         for (space, which) in [(&fresh, 0), (&retry, 1)] {
             for g in space.iter() {
@@ -315,10 +331,9 @@ impl Db {
                 tallies.entry(route).or_default().dead += 1;
             }
         }
-        Ok((
-            Db { db, entries, fresh, retry, dead, next_seq, cursors: HashMap::new(), cursor_reset: HashMap::new() },
-            tallies,
-        ))
+        let db =
+            Db { db, entries, fresh, retry, dead, next_seq, cursors: HashMap::new(), cursor_reset: HashMap::new() };
+        Ok(Opened { db, tallies, damage, ledger })
     }
 
     /// Due entries of `route`, retries first, at most `limit`, none of `skip`.
@@ -497,7 +512,10 @@ impl Db {
     /// The stored entry `seq` names, as bytes; a schedule key naming no entry is dropped.
     fn load(&self, seq: u64, slot: Slot, state: State) -> Result<Option<(u64, Slot, State, fjall::Slice)>, QueueError> {
         let Some(bytes) = self.entries.get(be(seq)).map_err(io)? else {
-            tracing::warn!(seq, "queue schedule names a missing entry; dropping the schedule key");
+            tracing::error!(
+                seq,
+                "the queue store is damaged: a stored delivery's entry is missing (lost); dropping its place"
+            );
             let (space, key) = match &slot {
                 Slot::Fresh(k) => (&self.fresh, k.clone()),
                 Slot::Retry(k) => (&self.retry, k.clone()),
@@ -518,9 +536,12 @@ impl DiskQueue {
         let tallies: Tallies = Arc::default();
         let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let opened = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lost: Lost = Arc::default();
         let store = StoreThread {
             path,
             fsync,
+            ledger: None,
+            lost: lost.clone(),
             legacy,
             db: None,
             failed_at: None,
@@ -529,7 +550,7 @@ impl DiskQueue {
             opened: opened.clone(),
         };
         std::thread::Builder::new().name("hookgate-queue".into()).spawn(move || store.run(rx)).map_err(io)?;
-        Ok(DiskQueue { tx, tallies, healthy, opened })
+        Ok(DiskQueue { tx, tallies, healthy, opened, lost })
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Op) -> Result<T, QueueError> {
@@ -650,6 +671,12 @@ impl DiskQueue {
         (counts, t.taken_fresh + t.taken_retry)
     }
 
+    /// Deliveries known lost to storage damage since start, per route
+    /// (`None`: the route is not known).
+    pub fn lost(&self) -> Vec<(Option<RouteKey>, u64)> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, n)| (k.clone(), *n)).collect()
+    }
+
     /// The database has opened (its counts are known).
     pub fn opened(&self) -> bool {
         self.opened.load(std::sync::atomic::Ordering::Acquire)
@@ -664,6 +691,9 @@ impl DiskQueue {
 struct StoreThread {
     path: PathBuf,
     fsync: bool,
+    /// Beside the store: what it should hold ([`check`]).
+    ledger: Option<check::Ledger>,
+    lost: Lost,
     /// The routes by position when the store opened (keys written by position are migrated).
     legacy: Legacy,
     db: Option<Db>,
@@ -699,10 +729,16 @@ impl StoreThread {
         // Drop the old handles first: the database holds a lock file.
         self.db = None;
         match Db::open(&self.path, &self.legacy) {
-            Ok((db, tallies)) => {
+            Ok(Opened { db, tallies, damage, ledger }) => {
                 if self.failed_at.is_some() {
                     tracing::info!(path = %self.path.display(), "queue store open again");
                 }
+                let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+                for (route, n) in damage.lost {
+                    *lost.entry(route).or_default() += n;
+                }
+                drop(lost);
+                self.ledger = Some(ledger);
                 *self.tallies.lock().unwrap_or_else(|p| p.into_inner()) = tallies;
                 self.db = Some(db);
                 self.failed_at = None;
@@ -743,6 +779,15 @@ impl StoreThread {
         for op in others {
             self.other(op);
         }
+        self.record_ledger();
+    }
+
+    /// The ledger says what the store holds now ([`check`]).
+    fn record_ledger(&mut self) {
+        let (Some(db), Some(ledger)) = (self.db.as_ref(), self.ledger.as_mut()) else { return };
+        let stored =
+            self.tallies.lock().unwrap_or_else(|p| p.into_inner()).values().map(|t| t.fresh + t.retry + t.dead).sum();
+        ledger.record(db.next_seq, stored);
     }
 
     fn finish_batch(&mut self, ops: Vec<Op>, answers: &mut Answers) {

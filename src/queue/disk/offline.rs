@@ -27,6 +27,7 @@ pub struct Location {
 /// An open disk store, not served by a gateway.
 pub struct Offline {
     db: Db,
+    ledger: super::check::Ledger,
     /// The last key exported per key space (deleted keys stay as tombstones
     /// until compaction; scanning from here does not walk them again).
     after: [Option<Vec<u8>>; 3],
@@ -34,8 +35,8 @@ pub struct Offline {
 
 impl Offline {
     pub fn open(path: &std::path::Path, legacy: &Legacy) -> Result<Offline, QueueError> {
-        let (db, _) = Db::open(path, legacy)?;
-        Ok(Offline { db, after: [None, None, None] })
+        let opened = Db::open(path, legacy)?;
+        Ok(Offline { db: opened.db, ledger: opened.ledger, after: [None, None, None] })
     }
 
     /// Up to `limit` deliveries not exported yet: waiting, then retrying, then dead.
@@ -107,7 +108,15 @@ impl Offline {
             }
         }
         batch.commit().map_err(io)?;
-        db.db.persist(PersistMode::SyncAll).map_err(io)
+        db.db.persist(PersistMode::SyncAll).map_err(io)?;
+        self.record();
+        Ok(())
+    }
+
+    /// The ledger follows what a move changed ([`super::check`]).
+    fn record(&mut self) {
+        let m = self.count();
+        self.ledger.record(self.db.next_seq, m.total());
     }
 
     /// Removes exported deliveries (after they were imported elsewhere).
@@ -124,7 +133,9 @@ impl Offline {
             batch.remove(&db.entries, be(l.seq));
         }
         batch.commit().map_err(io)?;
-        db.db.persist(PersistMode::SyncAll).map_err(io)
+        db.db.persist(PersistMode::SyncAll).map_err(io)?;
+        self.record();
+        Ok(())
     }
 
     /// Every delivery stored, by place.
