@@ -2,7 +2,9 @@
 # User-space instructions per delivery, counted by valgrind's callgrind:
 # repeatable to ~0.5% for the same binary whatever else the machine does, so it
 # shows hot-path changes too small for req/s on a shared machine. One worker
-# thread, memory store, a bounded wrk load (-t1 -c8 for DURATION seconds).
+# thread, memory store (STORE=redis: a redis-server of its own; only hookgate's
+# instructions are counted, not the server's), a bounded wrk load (-t1 -c8 for
+# DURATION seconds).
 #
 #   bash bench/instructions.sh                         # this tree's release build
 #   bash bench/instructions.sh /tmp/hookgate-a         # another build
@@ -17,9 +19,11 @@ DURATION=${DURATION:-12}
 need nginx wrk valgrind
 
 if [ $# -ge 1 ]; then BIN=$(realpath "$1"); else cargo build --release --quiet; BIN=$PWD/target/release/hookgate; fi
+STORE=${STORE:-memory}
 start_upstream
+[ "$STORE" = redis ] && start_redis
 PORT=$(free_port)
-hg_config "$PORT" memory > "$WORK/hg.toml"
+hg_config "$PORT" "$STORE" > "$WORK/hg.toml"
 sign_body "$BIN" "$WORK/hg.toml"
 
 HOOKGATE_WORKERS=1 HOOKGATE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" \
