@@ -509,6 +509,11 @@ impl Legacy {
         }
     }
 
+    /// No config to map positions from.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The positions worth looking for legacy keys at, per source.
     pub fn positions(&self) -> impl Iterator<Item = (&str, usize)> {
         self.0.iter().flat_map(|(s, routes)| (0..routes.len() + 8).map(move |i| (s.as_str(), i)))
