@@ -225,7 +225,9 @@ async fn orphans_wait_come_back_move_and_delete(store: Store) {
     assert!(eventually(Duration::from_secs(5), async || orphan().await.is_some()).await);
     let o = orphan().await.unwrap();
     assert_eq!((o["source"].as_str(), o["route"].as_str()), (Some("tampa"), Some("orders")));
-    assert_eq!(o["pending"].as_u64().unwrap() + o["scheduled"].as_u64().unwrap(), 2, "{o}");
+    // (Redis: one taken just before the reload stays taken until it is claimed or moved.)
+    let held = ["pending", "scheduled", "in_flight"].iter().map(|k| o[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(held, 2, "{o}");
     assert!(o["upstream"].is_null());
     // The admin API refuses what is not an orphan or has no target.
     let admin = |path: &str| format!("http://{}{path}", gw.admin);
