@@ -144,3 +144,33 @@ async fn other_origins_cannot_use_the_admin_listener_from_a_browser() {
     assert_eq!(refuse.hits(), 1, "nothing was sent again");
     gw.shutdown().await;
 }
+
+/// SPEC §12 in headless chromium: deliveries of a route removed by a reload
+/// show in `/ui` as an orphan with Move/Delete buttons; Delete drops them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_are_shown_and_deleted_in_the_dashboard() {
+    let ui_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
+    assert!(ui_dir.join("node_modules/playwright-core").exists(), "run `npm ci` in tests/ui (bash .ci/run does)");
+    let dir = tempfile::tempdir().unwrap();
+    let down = spawn_upstream(Behavior::Answer(503, "down", Duration::ZERO)).await;
+    let with = |route: &str| {
+        format!(
+            "[server]\nshutdown_grace = \"1s\"\n[queue]\npath = \"{}\"\n[sources.x]\npath = \"/x\"\nprovider = \"generic\"\nsecrets = [\"s\"]\n[sources.x.verify]\nscheme = \"token\"\nsignature_header = \"X-Token\"\n{route}",
+            dir.path().display()
+        )
+    };
+    let orders = format!(
+        "[[sources.x.routes]]\nname = \"orders\"\nevents = [\"*\"]\nupstream = \"http://{}/\"\ndelivery = \"queue\"\nretry = {{ backoff = \"5s\" }}\n",
+        down.addr
+    );
+    let gw = spawn_gateway(&with(&orders)).await;
+    assert_eq!(send(&gw.url("/x"), "POST", &h(&[("X-Token", "s")]), "{\"n\":1}").await.status, 202);
+    assert!(eventually(Duration::from_secs(5), async || down.hits() >= 1).await);
+    gw.app.reload(config(&with(""))).unwrap();
+    let orphaned =
+        async || gw.admin_json("/queue").await["routes"].as_array().unwrap().iter().any(|r| r["orphaned"] == true);
+    assert!(eventually(Duration::from_secs(5), orphaned).await);
+    run_browser(&ui_dir, "orphans.mjs", &[("ADMIN", &format!("http://{}", gw.admin))]).await;
+    assert!(!orphaned().await, "deleted");
+    gw.shutdown().await;
+}
