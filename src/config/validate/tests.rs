@@ -310,3 +310,60 @@ challenge = "ping:hello"
     assert!(spec.event_type.is_empty());
     assert_eq!(spec.challenge, Challenge::Ping("hello".into()));
 }
+
+/// Round 3's keys: every bad value is a `check` error with its key path, and a
+/// huge or hostile value is refused with a clear message.
+#[test]
+fn round_three_keys_are_validated_with_their_paths() {
+    let text = format!(
+        r#"
+[queue]
+[sources.tampa]
+path = "/webhooks/tampa"
+provider = "tampa"
+secrets = ["s"]
+[sources.tampa.verify]
+signed_url = "sometimes"
+scheme = "client-state-ish"
+
+[[sources.tampa.routes]]
+name = "{long}"
+events = ["*"]
+upstream = "http://127.0.0.1:3002/hooks"
+delivery = "queue"
+retry = {{ for = "forever", attempts = 0 }}
+
+[[sources.tampa.routes]]
+name = "ok"
+events = ["a"]
+upstream = "http://127.0.0.1:3002/hooks"
+delivery = "queue"
+retry = {{ for = "0s" }}
+
+[sources.graph]
+path = "/graph"
+provider = "msgraph"
+
+[sources.typed]
+path = "/typed"
+provider = "github"
+secrets = ["s"]
+dedupe_body = "yes"
+"#,
+        long = "n".repeat(65)
+    );
+    let errs = load_str(&text, &env).unwrap_err().to_string();
+    for want in [
+        "sources.typed: invalid type: string \"yes\", expected a boolean\nin `dedupe_body`",
+        "sources.tampa.verify.signed_url",
+        "sources.tampa.verify.scheme",
+        "sources.tampa.routes[0].name",
+        "sources.tampa.routes[0].retry.for",
+        "sources.tampa.routes[0].retry.attempts",
+        "sources.tampa.routes[1].retry.for: must be longer than 0s",
+        "sources.graph.verify_token: required",
+    ] {
+        assert!(errs.contains(want), "missing {want} in:\n{errs}");
+    }
+    assert!(errs.contains("use 1-64 letters"), "{errs}");
+}
