@@ -134,7 +134,11 @@ impl Loaded {
                     }
                     _ => None,
                 },
-                metrics: metrics.for_source(&s.name, s.routes.len(), &s.verifier.key_ids),
+                metrics: metrics.for_source(
+                    &s.name,
+                    &s.routes.iter().map(|r| &*r.label).collect::<Vec<_>>(),
+                    &s.verifier.key_ids,
+                ),
                 name_header: HeaderValue::from_str(&s.name).unwrap_or(HeaderValue::from_static("invalid")),
                 name: s.name.as_str().into(),
             })

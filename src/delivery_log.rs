@@ -88,7 +88,8 @@ pub struct Item {
     pub outcome: &'static str,
     /// What the sender was answered.
     pub status: u16,
-    pub route: Option<u16>,
+    /// The route's label: its name, else its position ("0", "1", ...).
+    pub route: Option<Text>,
     pub upstream_ms: Option<u64>,
     pub client: Option<IpAddr>,
     /// Queue routes: attempts made so far.
@@ -230,7 +231,9 @@ fn to_json(i: &Item) -> Value {
         "event_type": &*i.event_type,
         "outcome": i.outcome,
         "status": i.status,
-        "route": i.route,
+        // An unnamed route's label is its position, shown as the number it
+        // was before routes had names (names are never all digits).
+        "route": i.route.as_deref().map(|r| r.parse::<u16>().map_or_else(|_| Value::from(r), Value::from)),
         "upstream_ms": i.upstream_ms,
         "client": i.client.map(|c| c.to_string()),
         "attempts": i.attempts,
@@ -267,7 +270,7 @@ mod tests {
             event_type: "e".into(),
             outcome,
             status: 200,
-            route: Some(0),
+            route: Some(Text::new("0")),
             upstream_ms: Some(3),
             client: Some("127.0.0.1".parse().unwrap()),
             attempts: None,

@@ -74,7 +74,7 @@ impl Rejection {
             Rejection::InFlight { .. } => StatusCode::CONFLICT,
             Rejection::StoreUnavailable { .. } | Rejection::QueueUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Upstream(ForwardError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
-            Rejection::Upstream(ForwardError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
+            Rejection::Upstream(ForwardError::Unreachable(_) | ForwardError::Transform(_)) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -106,6 +106,7 @@ impl Rejection {
             Rejection::QueueUnavailable { .. } => "queue_unavailable",
             Rejection::Upstream(ForwardError::Timeout) => "upstream_timeout",
             Rejection::Upstream(ForwardError::Unreachable(_)) => "upstream_unreachable",
+            Rejection::Upstream(ForwardError::Transform(_)) => "transform_failed",
         }
     }
 
@@ -124,6 +125,8 @@ impl Rejection {
         let message = match &self {
             // Upstream details stay in the logs; the sender learns only the code.
             Rejection::Upstream(ForwardError::Unreachable(_)) => "the upstream could not be reached".to_owned(),
+            // The program's error may quote the body; it stays in the logs.
+            Rejection::Upstream(ForwardError::Transform(_)) => "the route's transform gave no body to send".to_owned(),
             other => other.to_string(),
         };
         let body = serde_json::json!({ "error": self.code(), "message": message });
@@ -186,6 +189,12 @@ mod tests {
             (Rejection::QueueUnavailable { retry_after: d(5) }, 503, "queue_unavailable", true),
             (Rejection::Upstream(ForwardError::Unreachable("refused".into())), 502, "upstream_unreachable", false),
             (Rejection::Upstream(ForwardError::Timeout), 504, "upstream_timeout", false),
+            (
+                Rejection::Upstream(ForwardError::Transform(crate::route::transform::TransformError::Nothing)),
+                502,
+                "transform_failed",
+                false,
+            ),
         ];
         for (rej, status, code, retry) in rows {
             assert_eq!(rej.status().as_u16(), status, "{rej:?}");

@@ -34,6 +34,9 @@ pub enum ForwardError {
     /// No answer within the route's timeout: 504.
     #[error("the upstream did not answer in time")]
     Timeout,
+    /// The route's `transform` gave no body to send: 502 (SPEC §14).
+    #[error("transform failed: {0}")]
+    Transform(#[from] crate::route::transform::TransformError),
 }
 
 /// Upstream answers up to this size are buffered rather than streamed.
@@ -201,14 +204,40 @@ pub async fn forward(
     peer: Peer,
     source: &HeaderValue,
 ) -> Result<Response<ResBody>, ForwardError> {
-    let path = upstream_path(&route.path, &delivery.head.uri);
     let ours = Ours::of(delivery, Some(delivery.body.len()));
-    let mut headers =
-        upstream_headers(std::mem::take(&mut delivery.head.headers), &delivery.head.uri, peer, source, ours);
-    if let Some(r) = &route.resign {
-        r.apply(&mut headers, delivery.id(), unix_now(), &delivery.body);
+    let headers = upstream_headers(std::mem::take(&mut delivery.head.headers), &delivery.head.uri, peer, source, ours);
+    let query = delivery.head.uri.query();
+    let (path, headers, body) = prepare(route, headers, query, delivery.id(), &delivery.body)?;
+    send(route, path, headers, body).await
+}
+
+/// What a route adds to a request it sends (sync or queued): the body its
+/// `transform` makes (`application/json`, its own length), its `headers` and
+/// `remove_headers`, then its re-signing over the body it sends (SPEC §8,
+/// §14). `headers` are the request's after [`upstream_headers`].
+pub fn prepare(
+    route: &Route,
+    mut headers: HeaderMap,
+    query: Option<&str>,
+    id: &str,
+    body: &bytes::Bytes,
+) -> Result<(PathAndQuery, HeaderMap, bytes::Bytes), ForwardError> {
+    let body = match &route.transform {
+        None => body.clone(),
+        Some(t) => {
+            let out = bytes::Bytes::from(t.apply(body)?);
+            headers.remove(CONTENT_LENGTH);
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            out
+        }
+    };
+    if !route.headers.is_empty() {
+        route.headers.apply(&mut headers);
     }
-    send(route, path, headers, delivery.body.clone()).await
+    if let Some(r) = &route.resign {
+        r.apply(&mut headers, id, unix_now(), &body);
+    }
+    Ok((upstream_path_with(&route.path, query), headers, body))
 }
 
 /// Seconds since the epoch, for re-signing.

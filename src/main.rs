@@ -63,6 +63,19 @@ enum Command {
         #[arg(default_value = "-")]
         body: String,
     },
+    /// Print the body a route would forward for BODY: its `transform`'s output
+    /// (or BODY itself), one line of JSON; exit 1 with the error if it fails
+    Transform {
+        /// Source name (the key of [sources.NAME])
+        #[arg(long)]
+        source: String,
+        /// The route's name, or its position for an unnamed route
+        #[arg(long)]
+        route: String,
+        /// Body file, or - for standard input
+        #[arg(default_value = "-")]
+        body: String,
+    },
     /// Queue store operations
     Queue {
         #[command(subcommand)]
@@ -118,6 +131,7 @@ fn main() -> ExitCode {
             &body,
         ),
         Command::Presets { name, markdown } => presets(name.as_deref(), markdown),
+        Command::Transform { source, route, body } => transform(&cli.config, &source, &route, &body),
         Command::Queue { op: QueueOp::Move { from, from_prefix, to_config } } => {
             queue_move(to_config.as_deref().unwrap_or(&cli.config), &from, from_prefix.as_deref())
         }
@@ -274,6 +288,51 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// A body file, or standard input for `-`.
+fn read_body(arg: &str) -> Result<Vec<u8>, ExitCode> {
+    let mut body = Vec::new();
+    let read = if arg == "-" {
+        std::io::stdin().read_to_end(&mut body).map(drop)
+    } else {
+        std::fs::read(arg).map(|b| body = b)
+    };
+    read.map(|()| body).map_err(|e| {
+        eprintln!("cannot read body {arg}: {e}");
+        ExitCode::from(1)
+    })
+}
+
+fn transform(path: &Path, source: &str, route: &str, body_arg: &str) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(src) = cfg.sources.iter().find(|s| s.name == source) else {
+        let names: Vec<_> = cfg.sources.iter().map(|s| s.name.as_str()).collect();
+        eprintln!("no source named {source:?}; configured: {}", names.join(", "));
+        return ExitCode::from(1);
+    };
+    let Some(r) = src.routes.iter().find(|r| &*r.label == route) else {
+        let labels: Vec<_> = src.routes.iter().map(|r| &*r.label).collect();
+        eprintln!("no route {route:?} in source {source:?}; its routes: {}", labels.join(", "));
+        return ExitCode::from(1);
+    };
+    let body = match read_body(body_arg) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    match r.body(&body.into()) {
+        Ok(out) => {
+            println!("{}", String::from_utf8_lossy(&out));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("transform_failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn sign(path: &Path, source: &str, args: SignArgs<'_>, curl: Option<&str>, body_arg: &str) -> ExitCode {
     let cfg = match load(path) {
         Ok(c) => c,
@@ -284,16 +343,10 @@ fn sign(path: &Path, source: &str, args: SignArgs<'_>, curl: Option<&str>, body_
         eprintln!("no source named {source:?}; configured: {}", names.join(", "));
         return ExitCode::from(1);
     };
-    let mut body = Vec::new();
-    let read = if body_arg == "-" {
-        std::io::stdin().read_to_end(&mut body).map(drop)
-    } else {
-        std::fs::read(body_arg).map(|b| body = b)
+    let body = match read_body(body_arg) {
+        Ok(b) => b,
+        Err(code) => return code,
     };
-    if let Err(e) = read {
-        eprintln!("cannot read body {body_arg}: {e}");
-        return ExitCode::from(1);
-    }
     let req = SignRequest {
         body: &body,
         id: args.id,

@@ -37,6 +37,7 @@ pub const OUTCOMES: &[&str] = &[
     "no_route",
     "upstream_timeout",
     "upstream_unreachable",
+    "transform_failed",
     "queued",
     "queue_unavailable",
 ];
@@ -278,14 +279,16 @@ impl Metrics {
 
     /// Handles for one source, created eagerly so every series exists from the start.
     /// `key_ids`: each secret's fingerprint ([`crate::verify::key_id`]), in order.
-    pub fn for_source(&self, source: &str, routes: usize, key_ids: &[String]) -> SourceMetrics {
+    /// `routes`: each route's label (its name, else its position), in order.
+    pub fn for_source(&self, source: &str, routes: &[&str], key_ids: &[String]) -> SourceMetrics {
         let outcomes = OUTCOMES
             .iter()
             .map(|o| self.requests.get_or_create(&RequestLabels { source: source.to_owned(), outcome: o }).clone())
             .collect();
-        let routes = (0..routes)
-            .map(|i| {
-                self.upstream.get_or_create(&RouteLabels { source: source.to_owned(), route: i.to_string() }).clone()
+        let routes = routes
+            .iter()
+            .map(|r| {
+                self.upstream.get_or_create(&RouteLabels { source: source.to_owned(), route: (*r).to_owned() }).clone()
             })
             .collect();
         let secrets = key_ids
@@ -404,7 +407,7 @@ mod tests {
     #[test]
     fn prometheus_text_names_counters_with_total() {
         let m = Metrics::new();
-        let s = m.for_source("tampa", 1, &["k000000".to_owned()]);
+        let s = m.for_source("tampa", &["0"], &["k000000".to_owned()]);
         s.outcome("forwarded");
         s.upstream(0, 0.003);
         m.store_errors.inc();
@@ -429,7 +432,7 @@ mod tests {
     fn series_are_sorted_by_labels_and_histograms_stay_whole() {
         let m = Metrics::new();
         for name in ["zeta", "alpha", "mid", "beta"] {
-            m.for_source(name, 2, &["k000000".to_owned()]).upstream(1, 0.002);
+            m.for_source(name, &["0", "1"], &["k000000".to_owned()]).upstream(1, 0.002);
         }
         let text = m.encode();
         let outcomes: Vec<&str> = text

@@ -109,6 +109,9 @@ pub struct SourceFile {
     pub public_url: Option<String>,
     pub verify_token: Option<String>,
     pub dedupe_body: Option<bool>,
+    /// `"first"` or `"all"` (fan-out, SPEC §14).
+    #[serde(rename = "match")]
+    pub match_routes: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -179,6 +182,14 @@ pub struct RouteFile {
     pub ack_status: Option<u64>,
     pub sign_upstream: Option<String>,
     pub ca: Option<String>,
+    /// Locator -> condition (SPEC §14).
+    pub filter: Option<toml::Table>,
+    /// A jq program.
+    pub transform: Option<String>,
+    /// How long one run of `transform` may take.
+    pub transform_budget: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub remove_headers: Option<Vec<String>>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

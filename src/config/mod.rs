@@ -196,7 +196,9 @@ pub struct Source {
     /// Also claim the body's SHA-256 in the dedupe store, so a captured body
     /// replayed under a fresh (unsigned) ID is a duplicate (SPEC §10).
     pub dedupe_body: bool,
-    /// First match wins.
+    /// `match = "all"`: every route that takes a delivery gets it (SPEC §14);
+    /// otherwise the first one does.
+    pub fan_out: bool,
     pub routes: Vec<Route>,
 }
 

@@ -21,7 +21,6 @@ pub mod disk;
 pub mod entry;
 pub mod health;
 pub mod marker;
-pub mod policy;
 pub mod redis;
 pub mod transfer;
 pub mod worker;
@@ -31,8 +30,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+pub use crate::route::policy::{QueueRoute, RetryPolicy, Verdict};
 pub use entry::{Meta, NewEntry, RouteKey, State};
-pub use policy::{QueueRoute, RetryPolicy, Verdict};
 
 use crate::config::{QueueConfig, QueueStoreConfig};
 

@@ -24,12 +24,12 @@ use http::{HeaderName, HeaderValue};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::policy::{Verdict, parse_retry_after, unit_random};
 use super::{Queue, QueueError, RouteKey, State, TakenEntry, Transition, unix_ms};
 use crate::app::{App, Loaded};
 use crate::forward;
 use crate::metrics::QueueRouteMetrics;
 use crate::route::Route;
+use crate::route::policy::{Verdict, parse_retry_after, unit_random};
 
 pub const X_ATTEMPT: HeaderName = HeaderName::from_static("x-hookgate-attempt");
 
@@ -588,13 +588,15 @@ impl Attempt {
         headers.insert(X_ATTEMPT, HeaderValue::from(n));
         // The stored X-Hookgate-Source is the one from enqueue; keep it current.
         headers.insert(forward::X_SOURCE, source.name_header.clone());
-        if let Some(r) = &route.resign {
-            r.apply(&mut headers, &meta.id, forward::unix_now(), &taken.entry.body);
-        }
-        let path = forward::upstream_path_with(&route.path, meta.query.as_deref());
         let started = Instant::now();
-        let result = forward::send(route, path, headers, taken.entry.body.clone()).await;
+        // The route's transform, headers and re-signing, as they are now.
+        let result = match forward::prepare(route, headers, meta.query.as_deref(), &meta.id, &taken.entry.body) {
+            Ok((path, headers, body)) => forward::send(route, path, headers, body).await,
+            Err(e) => Err(e),
+        };
         let elapsed = started.elapsed();
+        // A transform fails the same way every time: no retry (SPEC §14).
+        let transform_failed = matches!(&result, Err(forward::ForwardError::Transform(_)));
         let (status, retry_after, error) = match &result {
             Ok(res) => {
                 let ra = res
@@ -612,7 +614,11 @@ impl Attempt {
         let policy = route.queue().map(|q| q.retry).unwrap_or_default();
         let now = unix_ms(SystemTime::now());
         let age = Duration::from_millis(now.saturating_sub(meta.received_ms));
-        let verdict = policy.within_horizon(policy.verdict(n, status, retry_after, unit_random()), age);
+        let verdict = if transform_failed {
+            Verdict::Dead
+        } else {
+            policy.within_horizon(policy.verdict(n, status, retry_after, unit_random()), age)
+        };
         let state = State {
             attempts: n,
             last_status: status.map(|s| s.as_u16()),

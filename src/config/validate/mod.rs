@@ -10,17 +10,14 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
 use super::file::{
-    DedupeFile, FileConfig, LogFile, QueueFile, RedisFile, RouteFile, ServerFile, SourceFile, TlsFile, Unknown,
-    VerifyFile,
+    DedupeFile, FileConfig, LogFile, QueueFile, RedisFile, ServerFile, SourceFile, TlsFile, Unknown, VerifyFile,
 };
 use super::presets;
 use super::{
     Config, DedupeConfig, LogConfig, LogFormat, OnStoreError, QueueConfig, QueueStoreConfig, RateLimit, RedisConfig,
     RedisTarget, Secret, ServerConfig, ServerTls, Source, StoreConfig, Unrouted,
 };
-use crate::queue::{QueueRoute, RetryPolicy};
 use crate::resign::Resigner;
-use crate::route::{Mode, Pattern, Route};
 use crate::verify::{
     Algorithm, Challenge, Encoding, Key, Locator, Scheme, SecretFormat, SignatureFormat, Spec, Template,
     TimestampFormat, Verifier, keys,
@@ -30,8 +27,6 @@ use crate::verify::{
 const MAX_MEMORY_ENTRIES: u64 = 100_000_000;
 /// Upper bound of `log.deliveries` (~200 bytes a record).
 const MAX_LOG_RECORDS: u64 = 1_000_000;
-/// Upper bound of a queue route's `concurrency`.
-const MAX_CONCURRENCY: u64 = 10_000;
 
 /// Every problem found in a config file, one line each, each starting with its key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -553,27 +548,9 @@ fn source(
     );
 
     let resign = f.sign_upstream.as_deref().and_then(|s| resigner(errs, &format!("{path}.sign_upstream"), s));
-    let mut routes = Vec::new();
-    for (i, value) in f.routes.unwrap_or_default().into_iter().enumerate() {
-        let rp = format!("{path}.routes[{i}]");
-        let rf: RouteFile = errs.table(&rp, Some(value));
-        if let Some(r) = route(errs, &rp, rf, resign.as_ref(), queue_table) {
-            // A route's queue is found by its identity: two routes with one would share it.
-            let clash = routes.iter().position(|o: &Route| {
-                o.identity == r.identity && (r.name.is_some() || o.queue().is_some() || r.queue().is_some())
-            });
-            if let Some(j) = clash {
-                let what = match &r.name {
-                    Some(n) => format!("the name {n:?} is already used by routes[{j}]"),
-                    None => format!(
-                        "routes[{j}] matches the same events; give one of them a `name` so their queues stay apart"
-                    ),
-                };
-                errs.push(&format!("{rp}.name"), what);
-            }
-            routes.push(r);
-        }
-    }
+    let fan_out =
+        errs.choice(&format!("{path}.match"), f.match_routes.as_deref(), false, &[("first", false), ("all", true)]);
+    let routes = routes::routes(errs, path, f.routes.unwrap_or_default(), resign.as_ref(), queue_table, fan_out);
 
     let mut verifier = Verifier::new(spec, keys, public_url, verify_token);
     verifier.key_ids = secret_list.iter().filter(|s| !s.is_empty()).map(|s| crate::verify::key_id(s)).collect();
@@ -586,6 +563,7 @@ fn source(
         rate_limit,
         unrouted,
         dedupe_body,
+        fan_out,
         routes,
     })
 }
@@ -635,115 +613,6 @@ fn resigner(errs: &mut Errors, path: &str, secret: &str) -> Option<std::sync::Ar
             None
         }
     }
-}
-
-fn mode(errs: &mut Errors, path: &str, f: &mut RouteFile, queue_table: bool) -> Mode {
-    let queued =
-        errs.choice(&format!("{path}.delivery"), f.delivery.as_deref(), false, &[("sync", false), ("queue", true)]);
-    if queued && !queue_table {
-        errs.push(
-            &format!("{path}.delivery"),
-            "\"queue\" needs a [queue] table (an empty one takes the defaults: a disk queue in ./hookgate-data/queue)",
-        );
-    }
-    let queue_keys = [
-        ("retry", f.retry.is_some()),
-        ("concurrency", f.concurrency.is_some()),
-        ("ack_status", f.ack_status.is_some()),
-    ];
-    if !queued {
-        for (key, set) in queue_keys {
-            if set {
-                errs.push(&format!("{path}.{key}"), "applies to delivery = \"queue\" routes only");
-            }
-        }
-        return Mode::Sync;
-    }
-    let mut q = QueueRoute::default();
-    if let Some(r) = f.retry.take() {
-        let rp = format!("{path}.retry");
-        errs.unknown(&rp, &r.unknown);
-        let d = RetryPolicy::default();
-        q.retry = RetryPolicy {
-            horizon: errs.duration(&format!("{rp}.for"), r.horizon.as_deref(), d.horizon),
-            attempts: match r.attempts {
-                Some(n @ 1..=100_000) => Some(n as u32),
-                Some(_) => {
-                    errs.push(
-                        &format!("{rp}.attempts"),
-                        "must be between 1 and 100000 (every try counts, the first included)",
-                    );
-                    d.attempts
-                }
-                None => d.attempts,
-            },
-            backoff: errs.duration(&format!("{rp}.backoff"), r.backoff.as_deref(), d.backoff),
-            max_backoff: errs.duration(&format!("{rp}.max_backoff"), r.max_backoff.as_deref(), d.max_backoff),
-        };
-        if q.retry.horizon.is_zero() {
-            errs.push(&format!("{rp}.for"), "must be longer than 0s (how long a delivery is retried after it arrived)");
-        }
-        if q.retry.backoff > q.retry.max_backoff {
-            errs.push(&format!("{rp}.backoff"), "must not be longer than max_backoff");
-        }
-    }
-    if let Some(c) = f.concurrency {
-        match c {
-            0..=MAX_CONCURRENCY => q.concurrency = c as u32,
-            _ => errs.push(&format!("{path}.concurrency"), format!("must be between 0 (paused) and {MAX_CONCURRENCY}")),
-        }
-    }
-    match f.ack_status {
-        None => {}
-        Some(200) => q.ack_status = http::StatusCode::OK,
-        Some(202) => q.ack_status = http::StatusCode::ACCEPTED,
-        Some(_) => errs.push(&format!("{path}.ack_status"), "must be 200 or 202"),
-    }
-    Mode::Queue(q)
-}
-
-fn route(
-    errs: &mut Errors,
-    path: &str,
-    mut f: RouteFile,
-    source_resign: Option<&std::sync::Arc<Resigner>>,
-    queue_table: bool,
-) -> Option<Route> {
-    errs.unknown(path, &f.unknown);
-    let mode = mode(errs, path, &mut f, queue_table);
-    let resign = match f.sign_upstream.as_deref() {
-        Some(s) => resigner(errs, &format!("{path}.sign_upstream"), s),
-        None => source_resign.cloned(),
-    };
-    let events = f.events.unwrap_or_default();
-    if events.is_empty() {
-        errs.push(&format!("{path}.events"), "list at least one event-type pattern (\"*\" matches all)");
-    }
-    let timeout = errs.duration(&format!("{path}.timeout"), f.timeout.as_deref(), Duration::from_secs(10));
-    let key = format!("{path}.upstream");
-    let Some(u) = f.upstream.as_deref() else {
-        errs.push(&key, "missing");
-        return None;
-    };
-    let ca = f.ca.as_deref().filter(|c| !c.is_empty()).map(std::path::Path::new);
-    let route = match Route::new(events.iter().map(|e| Pattern::new(e)).collect(), u, timeout, ca) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            let at = if e.contains("ca") && ca.is_some() { format!("{path}.ca") } else { key };
-            errs.push(&at, e);
-            None
-        }
-    };
-    let name = f.name.map(|n| {
-        if !crate::route::valid_name(&n) {
-            errs.push(
-                &format!("{path}.name"),
-                format!("{n:?}: use 1-64 letters, digits, '_', '-' or '.', not only digits (e.g. \"orders\")"),
-            );
-        }
-        std::sync::Arc::<str>::from(n)
-    });
-    route.map(|r| Route { identity: name.clone().unwrap_or(r.identity.clone()), name, mode, resign, ..r })
 }
 
 /// Applies a `verify` table (a user's overrides, or a preset's fields) to `spec`.
@@ -877,3 +746,5 @@ pub(super) fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v:
 
 #[cfg(test)]
 mod tests;
+
+mod routes;

@@ -1,11 +1,22 @@
-//! Event-type routing: `*` matches any run of characters (including none),
+//! Routes, compiled at config load: which deliveries a route takes (event-type
+//! patterns and a [`filter`]), what it sends ([`transform`], [`headers`]) and
+//! how ([`policy`] for queue routes), and the order routes are matched in
+//! (first match, or every match for fan-out: SPEC §14).
+//!
+//! Event-type patterns: `*` matches any run of characters (including none),
 //! every other character matches itself. Patterns are split at `*` once, at
 //! config load; matching allocates nothing.
+
+pub mod filter;
+pub mod headers;
+pub mod policy;
+pub mod transform;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::queue::QueueRoute;
+pub use policy::QueueRoute;
+
 use crate::resign::Resigner;
 
 /// A compiled event-type pattern: the literal pieces between stars. With one
@@ -110,6 +121,15 @@ pub struct Route {
     pub mode: Mode,
     /// `sign_upstream` (the route's, else the source's): re-sign toward the app.
     pub resign: Option<Arc<Resigner>>,
+    /// What the admin API, metrics, logs and `/ui` call it: its `name`, else
+    /// its position ("0", "1", ...).
+    pub label: Arc<str>,
+    /// `filter`: conditions on the body and headers, besides the event type.
+    pub filter: filter::Filter,
+    /// `transform`: a jq program whose output is the forwarded body.
+    pub transform: Option<Arc<transform::Transform>>,
+    /// `headers` / `remove_headers` toward the upstream.
+    pub headers: headers::RouteHeaders,
 }
 
 /// How a route delivers (SPEC §5).
@@ -187,6 +207,10 @@ impl Route {
             upstream: upstream.into(),
             mode: Mode::Sync,
             resign: None,
+            label: "0".into(),
+            filter: filter::Filter::default(),
+            transform: None,
+            headers: headers::RouteHeaders::default(),
         })
     }
 
@@ -200,11 +224,43 @@ impl Route {
     pub fn matches(&self, event_type: &str) -> bool {
         self.patterns.iter().any(|p| p.matches(event_type))
     }
+
+    /// Whether this route takes the delivery: its events and its filter match.
+    pub fn takes(&self, event_type: &str, headers: &http::HeaderMap, body: &[u8]) -> bool {
+        self.matches(event_type) && self.filter.matches(headers, body)
+    }
+
+    /// The body this route sends: the transform's output, or `body` as it is.
+    pub fn body(&self, body: &bytes::Bytes) -> Result<bytes::Bytes, transform::TransformError> {
+        match &self.transform {
+            Some(t) => t.apply(body).map(bytes::Bytes::from),
+            None => Ok(body.clone()),
+        }
+    }
 }
 
-/// The first route whose patterns match `event_type`, with its index.
-pub fn select<'r>(routes: &'r [Route], event_type: &str) -> Option<(usize, &'r Route)> {
-    routes.iter().enumerate().find(|(_, r)| r.matches(event_type))
+/// The first route that takes the delivery, with its index.
+pub fn select<'r>(
+    routes: &'r [Route],
+    event_type: &str,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Option<(usize, &'r Route)> {
+    routes.iter().enumerate().find(|(_, r)| r.takes(event_type, headers, body))
+}
+
+/// Most routes a source may have: route positions are kept in a `u64` set
+/// per delivery during fan-out.
+pub const MAX_ROUTES: usize = 64;
+
+/// Every route that takes the delivery (`match = "all"`), as a bit set of positions.
+pub fn select_all(routes: &[Route], event_type: &str, headers: &http::HeaderMap, body: &[u8]) -> u64 {
+    routes
+        .iter()
+        .take(MAX_ROUTES)
+        .enumerate()
+        .filter(|(_, r)| r.takes(event_type, headers, body))
+        .fold(0u64, |set, (i, _)| set | (1 << i))
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
 //! One request, stage by stage, in the order of SPEC §3 (see the chart in
 //! `lib.rs`). Each stage is a call into the module named after it; this file
-//! only sequences them, records the outcome and writes one log line.
+//! only sequences them, records the outcome and writes one log line. A source
+//! with `match = "all"` dedupes and delivers per route: [`fan_out`].
+
+mod fan_out;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,14 +40,23 @@ struct Record {
     event_type: Text,
     id: Text,
     upstream_ms: Option<u128>,
-    route: Option<u16>,
+    /// The route's label (the first route, with fan-out).
+    route: Option<Text>,
     /// The delivery log already has this request (queue routes record it before enqueueing).
     logged: bool,
 }
 
 impl Record {
     fn item(&self, source: &SourceState, outcome: &'static str, status: u16) -> Item {
-        Record { id: self.id.clone(), event_type: self.event_type.clone(), ..*self }.into_item(source, outcome, status)
+        Record {
+            id: self.id.clone(),
+            event_type: self.event_type.clone(),
+            route: self.route.clone(),
+            client: self.client,
+            upstream_ms: self.upstream_ms,
+            logged: self.logged,
+        }
+        .into_item(source, outcome, status)
     }
 
     fn into_item(self, source: &SourceState, outcome: &'static str, status: u16) -> Item {
@@ -200,6 +212,13 @@ async fn process(
         return Ok((res, "challenge"));
     }
 
+    let peer_info = Peer { addr: peer.ip(), trusted: guard::peer_trusted(peer.ip(), &server.trusted_proxies), https };
+
+    // fan-out: dedupe, route and deliver per route
+    if source.fan_out {
+        return Box::pin(fan_out::deliver(app, loaded, index, delivery, peer_info, record)).await;
+    }
+
     // dedupe
     let dedupe = &loaded.config.dedupe;
     // With an unsigned ID, the body's digest too (SPEC §10): a captured body
@@ -214,9 +233,7 @@ async fn process(
         Ok(ClaimOutcome::Delivered) => {
             app.store_health.ok();
             state.metrics.dedupe_hits.inc();
-            let mut res = json_response(StatusCode::OK, &json!({ "ok": true, "duplicate": true }));
-            res.headers_mut().insert(X_DUPLICATE, HeaderValue::from_static("true"));
-            return Ok((res, "duplicate"));
+            return Ok(duplicate());
         }
         Ok(ClaimOutcome::InFlight) => {
             app.store_health.ok();
@@ -235,19 +252,13 @@ async fn process(
         }
     };
 
-    // route
-    let Some((route_index, route)) = route::select(&source.routes, delivery.event_type()) else {
+    // route: the first whose events and filter match
+    let routed = route::select(&source.routes, delivery.event_type(), &delivery.head.headers, &delivery.body);
+    let Some((route_index, route)) = routed else {
         finish_claim(app, claim, false, dedupe.on_store_error).await;
-        return match source.unrouted {
-            Unrouted::Ack => {
-                Ok((json_response(StatusCode::ACCEPTED, &json!({ "ok": true, "routed": false })), "unrouted"))
-            }
-            Unrouted::Reject => Err(Rejection::Unrouted),
-        };
+        return unrouted(source.unrouted);
     };
-
-    record.route = Some(route_index as u16);
-    let peer_info = Peer { addr: peer.ip(), trusted: guard::peer_trusted(peer.ip(), &server.trusted_proxies), https };
+    record.route = Some(Text::new(&route.label));
 
     // queue: store durably, then acknowledge (the worker forwards later)
     if let Some(q) = route.queue() {
@@ -270,6 +281,32 @@ async fn process(
     let (result, elapsed) = finish.await;
     record.upstream_ms = Some(elapsed.as_millis());
     result.map(|res| (res, "forwarded")).map_err(Rejection::from)
+}
+
+/// The answer when no route takes a delivery.
+fn unrouted(unrouted: Unrouted) -> Result<(Response<ResBody>, &'static str), Rejection> {
+    match unrouted {
+        Unrouted::Ack => Ok((json_response(StatusCode::ACCEPTED, &json!({ "ok": true, "routed": false })), "unrouted")),
+        Unrouted::Reject => Err(Rejection::Unrouted),
+    }
+}
+
+/// The answer to a delivery every route already had.
+fn duplicate() -> (Response<ResBody>, &'static str) {
+    let mut res = json_response(StatusCode::OK, &json!({ "ok": true, "duplicate": true }));
+    res.headers_mut().insert(X_DUPLICATE, HeaderValue::from_static("true"));
+    (res, "duplicate")
+}
+
+/// A queue route's acknowledgement. A struct, not `json!`: no map built per delivery.
+fn queued(status: StatusCode, id: &str) -> (Response<ResBody>, &'static str) {
+    #[derive(serde::Serialize)]
+    struct Queued<'a> {
+        ok: bool,
+        queued: bool,
+        id: &'a str,
+    }
+    (json_response(status, &Queued { ok: true, queued: true, id }), "queued")
 }
 
 /// Polls its future in place (no task per request); if dropped before the
@@ -340,12 +377,6 @@ async fn enqueue(
     policy: OnStoreError,
     record: &mut Record,
 ) -> Result<(Response<ResBody>, &'static str), Rejection> {
-    let unavailable = Rejection::QueueUnavailable { retry_after: QUEUE_RETRY };
-    let Some(queue) = &app.queue else {
-        // [queue] was added by a reload; it takes a restart.
-        finish_claim(app, claim, false, policy).await;
-        return Err(unavailable);
-    };
     let ours = forward::Ours::of(delivery, None);
     let headers = forward::upstream_headers(
         std::mem::take(&mut delivery.head.headers),
@@ -354,12 +385,40 @@ async fn enqueue(
         &state.name_header,
         ours,
     );
+    let stored = store(app, source, state, route_index, q, delivery, headers, record).await;
+    // `store` logged it (with the record its attempts update) if there is a queue.
+    record.logged = app.queue.is_some();
+    finish_claim(app, claim, stored.is_ok(), policy).await;
+    stored?;
+    Ok(queued(q.ack_status, delivery.id()))
+}
+
+/// Stores `delivery` for queue route `route_index` with `headers` (final but
+/// for what the route adds at each attempt), with a delivery-log record of its
+/// own that the attempts update.
+#[allow(clippy::too_many_arguments)]
+async fn store(
+    app: &App,
+    source: &Source,
+    state: &SourceState,
+    route_index: usize,
+    q: &QueueRoute,
+    delivery: &Delivery<Verified>,
+    headers: http::HeaderMap,
+    record: &Record,
+) -> Result<(), Rejection> {
+    let unavailable = Rejection::QueueUnavailable { retry_after: QUEUE_RETRY };
+    let Some(queue) = &app.queue else {
+        // [queue] was added by a reload; it takes a restart.
+        return Err(unavailable);
+    };
+    let route = &source.routes[route_index];
     let log_seq = app.deliveries.push(Item {
         attempts: Some(0),
         queue_state: Some("pending"),
+        route: Some(Text::new(&route.label)),
         ..record.item(state, "queued", q.ack_status.as_u16())
     });
-    record.logged = true;
     let meta = Meta {
         source: source.name.clone(),
         route: route_index,
@@ -370,22 +429,10 @@ async fn enqueue(
         log: log_seq.map(|s| (app.deliveries.epoch, s)),
     };
     let entry = NewEntry { meta, headers, body: delivery.body.clone() };
-    match queue.enqueue(RouteKey::new(&source.name, &source.routes[route_index].identity), entry).await {
-        Ok(_) => {
-            finish_claim(app, claim, true, policy).await;
-            // A struct, not `json!`: no map built per acknowledgement.
-            #[derive(serde::Serialize)]
-            struct Queued<'a> {
-                ok: bool,
-                queued: bool,
-                id: &'a str,
-            }
-            let body = Queued { ok: true, queued: true, id: delivery.id() };
-            Ok((json_response(q.ack_status, &body), "queued"))
-        }
+    match queue.enqueue(RouteKey::new(&source.name, &route.identity), entry).await {
+        Ok(_) => Ok(()),
         Err(e) => {
-            tracing::warn!(source = %source.name, error = %e, "cannot store a queued delivery");
-            finish_claim(app, claim, false, policy).await;
+            tracing::warn!(source = %source.name, route = %route.label, error = %e, "cannot store a queued delivery");
             if let Some(seq) = log_seq {
                 app.deliveries.update(seq, |i| {
                     i.outcome = unavailable.code();
