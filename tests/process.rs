@@ -173,6 +173,46 @@ fn check_lists_every_error_and_exits_one() {
     assert_eq!(code, 0, "{out}{err}");
 }
 
+/// SPEC §14: `hookgate transform` prints what a route would forward.
+#[test]
+fn transform_prints_what_the_route_would_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &cfg,
+        r#"[sources.stripe]
+path = "/stripe"
+provider = "stripe"
+secrets = ["whsec_x"]
+
+[[sources.stripe.routes]]
+events = ["*"]
+upstream = "http://127.0.0.1:3001/"
+
+[[sources.stripe.routes]]
+name = "slack"
+events = ["invoice.payment_failed"]
+upstream = "http://127.0.0.1:3002/"
+transform = '{text: "Payment failed: \(.data.object.customer_email) \(.data.object.amount_due / 100) USD"}'
+"#,
+    )
+    .unwrap();
+    let body = dir.path().join("event.json");
+    std::fs::write(&body, r#"{"data":{"object":{"customer_email":"jo@example.com","amount_due":1250}}}"#).unwrap();
+    let c = cfg.to_str().unwrap();
+    let b = body.to_str().unwrap();
+    let (code, out, err) = run_cli(&["transform", "-c", c, "--source", "stripe", "--route", "slack", b], None, &[]);
+    assert_eq!((code, out.as_str()), (0, "{\"text\":\"Payment failed: jo@example.com 12.5 USD\"}\n"), "{err}");
+    // An unnamed route is addressed by its position, and forwards the body as it is.
+    let (code, out, _) = run_cli(&["transform", "-c", c, "--source", "stripe", "--route", "0", b], None, &[]);
+    assert_eq!((code, out.trim()), (0, std::fs::read_to_string(&body).unwrap().as_str()));
+    let (code, _, err) = run_cli(&["transform", "-c", c, "--source", "stripe", "--route", "nope", b], None, &[]);
+    assert!(code == 1 && err.contains("its routes: 0, slack"), "{err}");
+    std::fs::write(&body, "not json").unwrap();
+    let (code, _, err) = run_cli(&["transform", "-c", c, "--source", "stripe", "--route", "slack", b], None, &[]);
+    assert!(code == 1 && err.contains("transform_failed") && err.contains("not JSON"), "{err}");
+}
+
 #[test]
 fn presets_lists_thirty_and_prints_one_as_a_verify_block() {
     let (code, out, _) = run_cli(&["presets"], None, &[]);

@@ -367,3 +367,73 @@ dedupe_body = "yes"
     }
     assert!(errs.contains("use 1-64 letters"), "{errs}");
 }
+
+/// SPEC §14's keys: `match`, `filter`, `transform`, `transform_budget`,
+/// `headers`, `remove_headers`; each bad value is an error at its key path.
+#[test]
+fn routing_keys_are_validated_with_their_paths() {
+    let text = r#"
+[sources.s]
+path = "/s"
+provider = "github"
+secrets = ["s"]
+match = "some"
+
+[[sources.s.routes]]
+events = ["*"]
+upstream = "http://127.0.0.1:3002/a"
+filter = { "json:/a" = { between = 1 }, "body:/x" = 1, "json:/n" = { gt = "1" } }
+transform = '{a: .b'
+headers = { Connection = "close", "X-Hookgate-Source" = "x", Authorization = "Bearer t" }
+remove_headers = ["bad name"]
+
+[[sources.s.routes]]
+events = ["*"]
+upstream = "http://127.0.0.1:3002/b"
+transform_budget = "1ms"
+filter = { "header:X-Env" = "prod" }
+
+[[sources.s.routes]]
+name = "jq"
+events = ["x"]
+upstream = "http://127.0.0.1:3002/c"
+transform = 'env.SECRET'
+transform_budget = "1h"
+
+[sources.all]
+path = "/all"
+provider = "github"
+secrets = ["s"]
+match = "all"
+
+[[sources.all.routes]]
+events = ["*"]
+upstream = "http://127.0.0.1:3002/a"
+filter = { "json:/a" = 1 }
+
+[[sources.all.routes]]
+events = ["*"]
+upstream = "http://127.0.0.1:3002/b"
+filter = { "json:/a" = 2 }
+"#;
+    let errs = load_str(text, &env).unwrap_err().to_string();
+    for want in [
+        "sources.s.match:",
+        "sources.s.routes[0].filter.\"json:/a\".between: unknown operator",
+        "sources.s.routes[0].filter.\"body:/x\": unknown locator",
+        "sources.s.routes[0].filter.\"json:/n\".gt: expects a number",
+        "sources.s.routes[0].transform: syntax error at byte",
+        "sources.s.routes[0].headers.\"Connection\": cannot be set: a hop-by-hop header",
+        "sources.s.routes[0].headers.\"X-Hookgate-Source\": cannot be set: hookgate's own header",
+        "sources.s.routes[0].remove_headers[0]:",
+        "sources.s.routes[1].transform_budget: applies to routes with a `transform`",
+        "sources.s.routes[2].transform: undefined filter `env`",
+        "sources.s.routes[2].transform_budget: must be between 1ms and 10s",
+        // Fan-out dedupes per route: unnamed routes with the same events need names.
+        "sources.all.routes[1].name: routes[0] matches the same events",
+    ] {
+        assert!(errs.contains(want), "missing {want} in:\n{errs}");
+    }
+    assert!(!errs.contains("Bearer t"), "header values are never echoed:\n{errs}");
+    assert!(!errs.contains("sources.s.routes[1].name"), "{errs}");
+}
