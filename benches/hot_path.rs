@@ -103,11 +103,19 @@ events = ["*"]
 upstream = "http://127.0.0.1:1/c"
 "#;
     let routes = load_str(text, &|_| None).expect("config").sources.remove(0).routes;
+    let headers = http::HeaderMap::new();
+    let body = br#"{"id":"1","data":{"currency":"usd","amount":250}}"#;
     c.bench_function("route/first", |b| {
-        b.iter(|| route::select(&routes, black_box("dev.tampa.event.created")).map(|r| r.0))
+        b.iter(|| route::select(&routes, black_box("dev.tampa.event.created"), &headers, body).map(|r| r.0))
     });
     c.bench_function("route/fallthrough", |b| {
-        b.iter(|| route::select(&routes, black_box("user.signup.completed")).map(|r| r.0))
+        b.iter(|| route::select(&routes, black_box("user.signup.completed"), &headers, body).map(|r| r.0))
+    });
+    let filtered =
+        format!("{text}filter = {{ \"json:/data/currency\" = \"usd\", \"json:/data/amount\" = {{ gt = 0 }} }}\n");
+    let routes = load_str(&filtered, &|_| None).expect("config").sources.remove(0).routes;
+    c.bench_function("route/filter_two_fields", |b| {
+        b.iter(|| route::select(&routes, black_box("user.signup.completed"), &headers, black_box(body)).map(|r| r.0))
     });
 }
 

@@ -95,10 +95,7 @@ filter = { "json:/data/currency" = "usd", "json:/data/amount" = { gt = 0 }, "jso
     let log = gw.admin_json("/deliveries?id=f1").await;
     assert_eq!(log["items"][0]["route"], "big", "{log}");
     let metrics = gw.metrics().await;
-    assert!(
-        metrics.contains(r#"hookgate_upstream_duration_seconds_count{source="tampa",route="big"} 1"#),
-        "{metrics}"
-    );
+    assert!(metrics.contains(r#"hookgate_upstream_duration_seconds_count{source="tampa",route="big"} 1"#), "{metrics}");
     gw.shutdown().await;
 }
 
@@ -215,7 +212,8 @@ async fn fan_out_to_a_redis_queue_and_a_sync_route() {
     fan_out_with_a_queue(&format!("[queue]\nstore = \"redis\"\n[queue.redis]\nurl = \"{}\"", redis.url())).await;
 }
 
-const SLACK: &str = r#"transform = '{text: "Payment failed: \(.data.object.customer_email) \(.data.object.amount_due / 100) USD"}'"#;
+const SLACK: &str =
+    r#"transform = '{text: "Payment failed: \(.data.object.customer_email) \(.data.object.amount_due / 100) USD"}'"#;
 
 fn verify_with_library(secret: &str, body: &[u8], headers: &http::HeaderMap) -> Result<(), String> {
     let h: serde_json::Map<String, serde_json::Value> = ["webhook-id", "webhook-timestamp", "webhook-signature"]

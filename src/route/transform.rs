@@ -247,7 +247,7 @@ impl Budget {
         if self.stack_base.saturating_sub(std::ptr::addr_of!(marker) as usize) > MAX_STACK {
             std::panic::panic_any(Overrun::Stack);
         }
-        if n % CHECK_EVERY == 0 && Instant::now() > self.deadline {
+        if n.is_multiple_of(CHECK_EVERY) && Instant::now() > self.deadline {
             std::panic::panic_any(Overrun::Time);
         }
     }
