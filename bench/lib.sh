@@ -146,11 +146,27 @@ path = "/webhooks/tampa"
 provider = "tampa"
 secrets = ["bench-secret"]
 tolerance = "1h"
+$( [ "${BENCH_ROUTES:-}" = fanout3 ] && echo 'match = "all"' )
 $id_from_header
-[[sources.tampa.routes]]
-events = ["*"]
-upstream = "http://127.0.0.1:$UP/hooks"
+$(bench_routes)
 CONF
+}
+
+# The routes (SPEC §14) of bench_source, by BENCH_ROUTES: plain (default: one
+# route), filter (one route with a two-field filter that holds), transform (one
+# route with a jq program over the bench body), fanout3 (match = "all": three
+# sync routes to the same upstream).
+bench_routes() {
+  local route="[[sources.tampa.routes]]
+events = [\"*\"]
+upstream = \"http://127.0.0.1:$UP/hooks\""
+  case "${BENCH_ROUTES:-plain}" in
+    plain) echo "$route" ;;
+    filter) printf '%s\nfilter = { "json:/data/order/currency" = "eur", "json:/data/order/amount" = { gt = 0 } }\n' "$route" ;;
+    transform) printf "%s\ntransform = '{order: .data.order.id, total: (.data.order.amount / 100), skus: [.data.order.items[] | .sku]}'\n" "$route" ;;
+    fanout3) for n in billing analytics audit; do printf '%s\nname = "%s"\n' "$route" "$n"; done ;;
+    *) echo "unknown BENCH_ROUTES=$BENCH_ROUTES" >&2; exit 1 ;;
+  esac
 }
 
 # hookgate config: listen port, store ("memory" or "redis"; redis needs RDS).

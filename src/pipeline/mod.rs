@@ -99,9 +99,17 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr, htt
             Ok(pair) => pair,
             Err(rejection) => {
                 let code = rejection.code();
-                if let Rejection::Upstream(e) = &rejection {
-                    let advice = crate::tls::upstream_advice(&e.to_string());
-                    tracing::warn!(source = %source.name, error = %e, advice, "upstream failed");
+                match &rejection {
+                    // The program's message (it may quote the body) goes to the log only.
+                    Rejection::Upstream(e @ forward::ForwardError::Transform(_)) => {
+                        let route = record.route.as_deref().unwrap_or_default();
+                        tracing::warn!(source = %source.name, route, error = %e, "transform failed");
+                    }
+                    Rejection::Upstream(e) if !source.fan_out => {
+                        let advice = crate::tls::upstream_advice(&e.to_string());
+                        tracing::warn!(source = %source.name, error = %e, advice, "upstream failed");
+                    }
+                    _ => {}
                 }
                 (rejection.into_response(), code)
             }
