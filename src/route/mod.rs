@@ -57,14 +57,22 @@ impl Pattern {
     }
 }
 
-/// An unnamed route's identity: `~` and 16 hex digits of the SHA-256 of its
-/// event patterns in order, one per line. Names cannot start with `~`.
-pub fn fingerprint(patterns: &[Pattern]) -> String {
+/// An unnamed route's identity: `~` and 16 hex digits of the SHA-256 of what
+/// it matches: its event patterns in order, one per line, then (when it has
+/// one) `filter ` and its filter table as TOML with sorted keys, so routes told
+/// apart by their filters only have queues of their own, and a route without
+/// a filter keeps the identity it had before filters existed. Names cannot
+/// start with `~`.
+pub fn fingerprint(patterns: &[Pattern], filter: Option<&toml::Table>) -> String {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
     for p in patterns {
         h.update(p.text().as_bytes());
         h.update(b"\n");
+    }
+    if let Some(f) = filter.filter(|f| !f.is_empty()) {
+        h.update(b"filter ");
+        h.update(toml::Value::Table(f.clone()).to_string().as_bytes());
     }
     format!("~{}", hex::encode(&h.finalize()[..8]))
 }
@@ -198,7 +206,7 @@ impl Route {
         };
         Ok(Route {
             name: None,
-            identity: fingerprint(&patterns).into(),
+            identity: fingerprint(&patterns, None).into(),
             patterns,
             timeout,
             target: Arc::new(target),
@@ -295,6 +303,27 @@ mod tests {
         let ca_on_http =
             Route::new(vec![], "http://h:1/", Duration::from_secs(1), Some(std::path::Path::new("/ca.pem")));
         assert!(ca_on_http.unwrap_err().contains("https"));
+    }
+
+    #[test]
+    fn a_filter_is_part_of_an_unnamed_routes_identity() {
+        let p = vec![Pattern::new("invoice.*")];
+        let t = |s: &str| toml::from_str::<toml::Table>(s).unwrap();
+        let plain = fingerprint(&p, None);
+        assert_eq!(plain, fingerprint(&p, Some(&toml::Table::new())), "no filter, no change");
+        let a = fingerprint(
+            &p,
+            Some(&t(r#""json:/a" = 1
+"json:/b" = { gt = 2 }"#)),
+        );
+        let same = fingerprint(
+            &p,
+            Some(&t(r#""json:/b" = { gt = 2 }
+"json:/a" = 1"#)),
+        );
+        let other = fingerprint(&p, Some(&t(r#""json:/a" = 2"#)));
+        assert!(a != plain && a != other && a.starts_with('~') && a.len() == 17);
+        assert_eq!(a, same, "key order does not matter");
     }
 
     #[test]

@@ -187,8 +187,13 @@ fn route(
             .map_err(|e| e.into_iter().for_each(|(k, m)| errs.push(&format!("{path}.{k}"), m)))
             .unwrap_or_default();
     let label: std::sync::Arc<str> = name.clone().unwrap_or_else(|| index.to_string().into());
+    let identity = name.clone().unwrap_or_else(|| {
+        let fingerprint =
+            crate::route::fingerprint(&events.iter().map(|e| Pattern::new(e)).collect::<Vec<_>>(), f.filter.as_ref());
+        fingerprint.into()
+    });
     route.map(|r| Route {
-        identity: name.clone().unwrap_or(r.identity.clone()),
+        identity,
         name,
         mode,
         resign,

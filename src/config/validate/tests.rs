@@ -409,11 +409,14 @@ match = "all"
 [[sources.all.routes]]
 events = ["*"]
 upstream = "http://127.0.0.1:3002/a"
-filter = { "json:/a" = 1 }
 
 [[sources.all.routes]]
 events = ["*"]
 upstream = "http://127.0.0.1:3002/b"
+
+[[sources.all.routes]]
+events = ["*"]
+upstream = "http://127.0.0.1:3002/c"
 filter = { "json:/a" = 2 }
 "#;
     let errs = load_str(text, &env).unwrap_err().to_string();
@@ -436,4 +439,6 @@ filter = { "json:/a" = 2 }
     }
     assert!(!errs.contains("Bearer t"), "header values are never echoed:\n{errs}");
     assert!(!errs.contains("sources.s.routes[1].name"), "{errs}");
+    // A filter is part of an unnamed route's identity (SPEC §12): no clash.
+    assert!(!errs.contains("sources.all.routes[2].name"), "{errs}");
 }
