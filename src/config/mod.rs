@@ -12,9 +12,11 @@
 //! Runtime types are never deserialized directly.
 
 pub mod env;
+mod errors;
 pub mod file;
 pub mod presets;
 pub mod validate;
+mod verify_table;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;

@@ -8,8 +8,9 @@
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 
+use super::errors::Errors;
 use super::file::{PresetFile, VerifyFile};
-use super::validate::{Errors, apply_overrides};
+use super::verify_table::apply_overrides;
 use crate::verify::{Scheme, Spec};
 
 const TABLE: &str = include_str!("presets.toml");

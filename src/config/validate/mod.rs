@@ -5,125 +5,22 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use http::HeaderName;
-use ipnet::IpNet;
-use serde::de::DeserializeOwned;
-
-use super::file::{
-    DedupeFile, FileConfig, LogFile, QueueFile, RedisFile, ServerFile, SourceFile, TlsFile, Unknown, VerifyFile,
-};
+pub use super::errors::ConfigErrors;
+use super::errors::Errors;
+use super::file::{DedupeFile, FileConfig, LogFile, QueueFile, RedisFile, ServerFile, SourceFile, TlsFile};
 use super::presets;
+use super::verify_table::apply_overrides;
 use super::{
     Config, DedupeConfig, LogConfig, LogFormat, OnStoreError, QueueConfig, QueueStoreConfig, RateLimit, RedisConfig,
     RedisTarget, Secret, ServerConfig, ServerTls, Source, StoreConfig, Unrouted,
 };
 use crate::resign::Resigner;
-use crate::verify::{
-    Algorithm, Challenge, Encoding, Key, Locator, Scheme, SecretFormat, SignatureFormat, Spec, Template,
-    TimestampFormat, Verifier, keys,
-};
+use crate::verify::{Challenge, Key, Scheme, Spec, Verifier, keys};
 
 /// Upper bound of `dedupe.max_entries` (about 8 GB of remembered IDs).
 const MAX_MEMORY_ENTRIES: u64 = 100_000_000;
 /// Upper bound of `log.deliveries` (~200 bytes a record).
 const MAX_LOG_RECORDS: u64 = 1_000_000;
-
-/// Every problem found in a config file, one line each, each starting with its key path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<String>);
-
-impl std::fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            f.write_str(e)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// Collects errors while validating, so one pass reports all of them.
-pub(super) struct Errors(pub(super) Vec<String>);
-
-impl Errors {
-    pub(super) fn push(&mut self, path: &str, msg: impl std::fmt::Display) {
-        self.0.push(format!("{path}: {msg}"));
-    }
-
-    fn unknown(&mut self, path: &str, unknown: &Unknown) {
-        for key in unknown.keys() {
-            let p = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-            self.push(&p, "unknown key");
-        }
-    }
-
-    /// Deserializes one table; a type error is recorded and `T::default()` returned.
-    fn table<T: DeserializeOwned + Default>(&mut self, path: &str, value: Option<toml::Value>) -> T {
-        let Some(value) = value else {
-            return T::default();
-        };
-        match value.try_into() {
-            Ok(v) => v,
-            Err(e) => {
-                self.push(path, e.to_string().trim());
-                T::default()
-            }
-        }
-    }
-
-    pub(super) fn duration(&mut self, path: &str, text: Option<&str>, default: Duration) -> Duration {
-        match text {
-            None => default,
-            Some(t) => match humantime::parse_duration(t) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.push(
-                        path,
-                        format!("invalid duration {t:?} ({e}); use e.g. \"500ms\", \"30s\", \"5m\", \"24h\""),
-                    );
-                    default
-                }
-            },
-        }
-    }
-
-    fn socket(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
-        match text.parse() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                self.push(path, format!("invalid address {text:?}; use \"IP:PORT\", e.g. \"0.0.0.0:8080\""));
-                None
-            }
-        }
-    }
-
-    fn cidrs(&mut self, path: &str, list: &[String]) -> Vec<IpNet> {
-        let mut out = Vec::new();
-        for (i, text) in list.iter().enumerate() {
-            match text.parse::<IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from)) {
-                Ok(net) => out.push(net),
-                Err(_) => self.push(&format!("{path}[{i}]"), format!("invalid CIDR {text:?}")),
-            }
-        }
-        out
-    }
-
-    fn choice<T: Copy>(&mut self, path: &str, text: Option<&str>, default: T, options: &[(&str, T)]) -> T {
-        let Some(text) = text else { return default };
-        match options.iter().find(|(name, _)| *name == text) {
-            Some((_, v)) => *v,
-            None => {
-                let names: Vec<_> = options.iter().map(|(n, _)| format!("{n:?}")).collect();
-                self.push(path, format!("invalid value {text:?}; expected one of {}", names.join(", ")));
-                default
-            }
-        }
-    }
-}
 
 /// Parses, expands and validates a config file's text.
 pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
@@ -611,135 +508,6 @@ fn resigner(errs: &mut Errors, path: &str, secret: &str) -> Option<std::sync::Ar
             // The message never includes the secret itself.
             errs.push(path, format!("{e}; use a Standard Webhooks secret \"whsec_<base64>\""));
             None
-        }
-    }
-}
-
-/// Applies a `verify` table (a user's overrides, or a preset's fields) to `spec`.
-pub(super) fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile) {
-    errs.unknown(path, &v.unknown);
-    let p = |k: &str| format!("{path}.{k}");
-    spec.scheme = errs.choice(
-        &p("scheme"),
-        v.scheme.as_deref(),
-        spec.scheme,
-        &[
-            ("hmac", Scheme::Hmac),
-            ("token", Scheme::Token),
-            ("ed25519", Scheme::Ed25519),
-            ("ecdsa-p256", Scheme::EcdsaP256),
-            ("client-state", Scheme::ClientState),
-        ],
-    );
-    if let Some(list) = v.signature_header {
-        let mut found = Vec::new();
-        for h in list.into_vec() {
-            let loc = if h.contains(':') {
-                Locator::parse(&h).ok().filter(|l| matches!(l, Locator::Header(_) | Locator::Json(_)))
-            } else {
-                HeaderName::from_bytes(h.trim().as_bytes()).ok().map(Locator::Header)
-            };
-            match loc {
-                Some(l) => found.push(l),
-                None => errs.push(&p("signature_header"), format!("invalid header name {h:?} (or json:/pointer)")),
-            }
-        }
-        spec.signature = found;
-    }
-    spec.algorithm = errs.choice(
-        &p("algorithm"),
-        v.algorithm.as_deref(),
-        spec.algorithm,
-        &[("sha256", Algorithm::Sha256), ("sha1", Algorithm::Sha1), ("sha512", Algorithm::Sha512)],
-    );
-    spec.encoding = errs.choice(
-        &p("encoding"),
-        v.encoding.as_deref(),
-        spec.encoding,
-        &[("hex", Encoding::Hex), ("base64", Encoding::Base64)],
-    );
-    if let Some(prefix) = v.signature_prefix {
-        spec.signature_prefix = prefix;
-    }
-    if v.signature_format.as_deref() == Some("stripe") {
-        // Stripe's layout: `t=<unix>,v1=<sig>`.
-        (spec.param_separator, spec.signature_param) = (',', "v1".to_owned());
-    }
-    spec.signature_format = errs.choice(
-        &p("signature_format"),
-        v.signature_format.as_deref(),
-        spec.signature_format,
-        &[
-            ("single", SignatureFormat::Single),
-            ("v1-list", SignatureFormat::V1List),
-            ("params", SignatureFormat::Params),
-            ("stripe", SignatureFormat::Params),
-        ],
-    );
-    if let Some(sep) = v.param_separator.as_deref() {
-        let mut chars = sep.chars();
-        match (chars.next(), chars.next()) {
-            (Some(c), None) if c != '=' => spec.param_separator = c,
-            _ => errs.push(&p("param_separator"), format!("must be one character other than '=', got {sep:?}")),
-        }
-    }
-    if let Some(name) = v.signature_param {
-        if name.is_empty() || name.contains('=') {
-            errs.push(&p("signature_param"), "must be a parameter name, e.g. \"v1\"");
-        } else {
-            spec.signature_param = name;
-        }
-    }
-    spec.secret_format = errs.choice(
-        &p("secret_format"),
-        v.secret_format.as_deref(),
-        spec.secret_format,
-        &[("raw", SecretFormat::Raw), ("whsec-base64", SecretFormat::WhsecBase64)],
-    );
-    if let Some(t) = v.signed_payload.as_deref() {
-        match Template::parse(t) {
-            Ok(tpl) => spec.payload = tpl,
-            Err(e) => errs.push(&p("signed_payload"), e),
-        }
-    }
-    // A locator, or a list where the first found wins; "" or [] clears the field.
-    let locators = |errs: &mut Errors, key: &str, list: Option<super::file::OneOrMany>, slot: &mut Vec<Locator>| {
-        let Some(list) = list else { return };
-        let mut found = Vec::new();
-        for t in list.into_vec().iter().filter(|t| !t.is_empty()) {
-            match Locator::parse(t) {
-                Ok(Locator::Digest(_)) if key != "id" => errs.push(&p(key), "digest: is for IDs only"),
-                Ok(l) => found.push(l),
-                Err(e) => errs.push(&p(key), e),
-            }
-        }
-        *slot = found;
-    };
-    locators(errs, "timestamp", v.timestamp, &mut spec.timestamp);
-    locators(errs, "id", v.id, &mut spec.id);
-    locators(errs, "event_type", v.event_type, &mut spec.event_type);
-    spec.timestamp_format = errs.choice(
-        &p("timestamp_format"),
-        v.timestamp_format.as_deref(),
-        spec.timestamp_format,
-        &[("unix", TimestampFormat::Unix), ("unix_ms", TimestampFormat::UnixMs), ("rfc3339", TimestampFormat::Rfc3339)],
-    );
-    spec.url_decoded_too = errs.choice(
-        &p("signed_url"),
-        v.signed_url.as_deref(),
-        spec.url_decoded_too,
-        &[("as-received", false), ("as-received-or-decoded", true)],
-    );
-    if let Some(c) = v.challenge.as_deref() {
-        match Challenge::parse(c) {
-            Some(c) => spec.challenge = c,
-            None => {
-                let names: Vec<&str> = Challenge::NAMES.iter().map(|(n, _)| *n).collect();
-                errs.push(
-                    &p("challenge"),
-                    format!("unknown challenge {c:?}; expected ping:EVENT, {}", names.join(", ")),
-                );
-            }
         }
     }
 }

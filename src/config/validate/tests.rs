@@ -1,6 +1,7 @@
 //! Config validation: defaults, every error reported with its key path.
 
 use super::*;
+use crate::verify::{Locator, SignatureFormat};
 
 fn env(name: &str) -> Option<String> {
     match name {
