@@ -50,6 +50,9 @@ pub enum Rejection {
     Upstream(#[from] ForwardError),
 }
 
+/// How long a sender should wait when a broker did not confirm (SPEC §15).
+const BROKER_RETRY: Duration = Duration::from_secs(5);
+
 impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -72,7 +75,9 @@ impl Rejection {
                 | VerifyError::StaleTimestamp => StatusCode::UNAUTHORIZED,
             },
             Rejection::InFlight { .. } => StatusCode::CONFLICT,
-            Rejection::StoreUnavailable { .. } | Rejection::QueueUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::StoreUnavailable { .. }
+            | Rejection::QueueUnavailable { .. }
+            | Rejection::Upstream(ForwardError::Broker(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Upstream(ForwardError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             Rejection::Upstream(ForwardError::Unreachable(_) | ForwardError::Transform(_)) => StatusCode::BAD_GATEWAY,
         }
@@ -107,6 +112,7 @@ impl Rejection {
             Rejection::Upstream(ForwardError::Timeout) => "upstream_timeout",
             Rejection::Upstream(ForwardError::Unreachable(_)) => "upstream_unreachable",
             Rejection::Upstream(ForwardError::Transform(_)) => "transform_failed",
+            Rejection::Upstream(ForwardError::Broker(_)) => "broker_unavailable",
         }
     }
 
@@ -116,6 +122,7 @@ impl Rejection {
             | Rejection::InFlight { retry_after }
             | Rejection::StoreUnavailable { retry_after }
             | Rejection::QueueUnavailable { retry_after } => Some(*retry_after),
+            Rejection::Upstream(ForwardError::Broker(_)) => Some(BROKER_RETRY),
             _ => None,
         }
     }
@@ -127,6 +134,7 @@ impl Rejection {
             Rejection::Upstream(ForwardError::Unreachable(_)) => "the upstream could not be reached".to_owned(),
             // The program's error may quote the body; it stays in the logs.
             Rejection::Upstream(ForwardError::Transform(_)) => "the route's transform gave no body to send".to_owned(),
+            Rejection::Upstream(ForwardError::Broker(_)) => "the message broker did not confirm the delivery; retry later".to_owned(),
             other => other.to_string(),
         };
         let body = serde_json::json!({ "error": self.code(), "message": message });
@@ -195,6 +203,7 @@ mod tests {
                 "transform_failed",
                 false,
             ),
+            (Rejection::Upstream(ForwardError::Broker("down".into())), 503, "broker_unavailable", true),
         ];
         for (rej, status, code, retry) in rows {
             assert_eq!(rej.status().as_u16(), status, "{rej:?}");

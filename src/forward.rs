@@ -34,6 +34,9 @@ pub enum ForwardError {
     /// No answer within the route's timeout: 504.
     #[error("the upstream did not answer in time")]
     Timeout,
+    /// An event-bus upstream did not confirm the message: 503 (SPEC §15).
+    #[error("{0}")]
+    Broker(String),
     /// The route's `transform` gave no body to send: 502 (SPEC §14).
     #[error("transform failed: {0}")]
     Transform(#[from] crate::route::transform::TransformError),
@@ -253,6 +256,9 @@ pub async fn send(
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Result<Response<ResBody>, ForwardError> {
+    if let Some(b) = &route.broker {
+        return b.send(&route.label, headers, body, route.timeout).await;
+    }
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = Uri::from(path);

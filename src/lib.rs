@@ -39,6 +39,7 @@
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod broker;
 pub mod challenge;
 pub mod config;
 pub mod dedupe;

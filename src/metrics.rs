@@ -38,6 +38,7 @@ pub const OUTCOMES: &[&str] = &[
     "upstream_timeout",
     "upstream_unreachable",
     "transform_failed",
+    "broker_unavailable",
     "queued",
     "queue_unavailable",
 ];

@@ -190,6 +190,8 @@ pub struct RouteFile {
     pub transform_budget: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
     pub remove_headers: Option<Vec<String>>,
+    /// Event-bus upstreams: keep the sender's signature headers in the message.
+    pub keep_signature: Option<bool>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -138,6 +138,8 @@ pub struct Route {
     pub transform: Option<Arc<transform::Transform>>,
     /// `headers` / `remove_headers` toward the upstream.
     pub headers: headers::RouteHeaders,
+    /// An event-bus upstream (SPEC §15): published to instead of sent over HTTP.
+    pub broker: Option<Arc<crate::broker::Broker>>,
 }
 
 /// How a route delivers (SPEC §5).
@@ -219,7 +221,17 @@ impl Route {
             filter: filter::Filter::default(),
             transform: None,
             headers: headers::RouteHeaders::default(),
+            broker: None,
         })
+    }
+
+    /// A route publishing to `broker`; its HTTP target is never used.
+    pub fn to_broker(patterns: Vec<Pattern>, broker: crate::broker::Broker, timeout: Duration) -> Self {
+        let shown: Arc<str> = broker.shown.clone().into();
+        let mut r = Route::new(patterns, "http://127.0.0.1:9/", timeout, None).unwrap_or_else(|_| unreachable!());
+        r.upstream = shown;
+        r.broker = Some(Arc::new(broker));
+        r
     }
 
     pub fn queue(&self) -> Option<&QueueRoute> {

@@ -447,7 +447,23 @@ fn source(
     let resign = f.sign_upstream.as_deref().and_then(|s| resigner(errs, &format!("{path}.sign_upstream"), s));
     let fan_out =
         errs.choice(&format!("{path}.match"), f.match_routes.as_deref(), false, &[("first", false), ("all", true)]);
-    let routes = routes::routes(errs, path, f.routes.unwrap_or_default(), resign.as_ref(), queue_table, fan_out);
+    let signature_headers: Vec<http::HeaderName> = spec
+        .signature
+        .iter()
+        .filter_map(|l| match l {
+            crate::verify::Locator::Header(h) => Some(h.clone()),
+            _ => None,
+        })
+        .collect();
+    let routes = routes::routes(
+        errs,
+        path,
+        f.routes.unwrap_or_default(),
+        resign.as_ref(),
+        queue_table,
+        fan_out,
+        &signature_headers,
+    );
 
     let mut verifier = Verifier::new(spec, keys, public_url, verify_token);
     verifier.key_ids = secret_list.iter().filter(|s| !s.is_empty()).map(|s| crate::verify::key_id(s)).collect();

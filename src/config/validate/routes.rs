@@ -24,6 +24,7 @@ pub(super) fn routes(
     resign: Option<&std::sync::Arc<Resigner>>,
     queue_table: bool,
     fan_out: bool,
+    signature_headers: &[http::HeaderName],
 ) -> Vec<Route> {
     if fan_out && values.len() > MAX_ROUTES {
         errs.push(&format!("{path}.routes"), format!("match = \"all\" takes at most {MAX_ROUTES} routes"));
@@ -32,7 +33,7 @@ pub(super) fn routes(
     for (i, value) in values.into_iter().enumerate() {
         let rp = format!("{path}.routes[{i}]");
         let rf: RouteFile = errs.table(&rp, Some(value));
-        let Some(r) = route(errs, &rp, i, rf, resign, queue_table) else { continue };
+        let Some(r) = route(errs, &rp, i, rf, resign, queue_table, signature_headers) else { continue };
         // A route's queue (and, with fan-out, its dedupe) is found by its
         // identity: two routes with one would share it.
         let clash = routes.iter().position(|o| {
@@ -124,8 +125,10 @@ fn route(
     mut f: RouteFile,
     source_resign: Option<&std::sync::Arc<Resigner>>,
     queue_table: bool,
+    signature_headers: &[http::HeaderName],
 ) -> Option<Route> {
     errs.unknown(path, &f.unknown);
+    let mut remove = f.remove_headers.take().unwrap_or_default();
     let mode = mode(errs, path, &mut f, queue_table);
     let resign = match f.sign_upstream.as_deref() {
         Some(s) => resigner(errs, &format!("{path}.sign_upstream"), s),
@@ -142,13 +145,36 @@ fn route(
         return None;
     };
     let ca = f.ca.as_deref().filter(|c| !c.is_empty()).map(std::path::Path::new);
-    let route = match Route::new(events.iter().map(|e| Pattern::new(e)).collect(), u, timeout, ca) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            let at = if e.contains("ca") && ca.is_some() { format!("{path}.ca") } else { key };
-            errs.push(&at, e);
+    let patterns = || events.iter().map(|e| Pattern::new(e)).collect::<Vec<_>>();
+    let broker = crate::broker::Broker::parse(u);
+    let keep_signature = f.keep_signature.unwrap_or(false);
+    if f.keep_signature.is_some() && broker.is_none() {
+        errs.push(&format!("{path}.keep_signature"), "applies to event-bus upstreams (nats://, amqp://, redis://)");
+    }
+    let route = match broker {
+        Some(Ok(b)) => {
+            if ca.is_some() {
+                errs.push(&format!("{path}.ca"), "applies to https:// upstreams only");
+            }
+            // Messages carry the sender's headers less its signatures (they
+            // sign the sender's request, not the message) unless asked.
+            if !keep_signature {
+                remove.extend(signature_headers.iter().map(|h| h.as_str().to_owned()));
+            }
+            Some(Route::to_broker(patterns(), b, timeout))
+        }
+        Some(Err(e)) => {
+            errs.push(&key, e);
             None
         }
+        None => match Route::new(patterns(), u, timeout, ca) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let at = if e.contains("ca") && ca.is_some() { format!("{path}.ca") } else { key };
+                errs.push(&at, e);
+                None
+            }
+        },
     };
     let name = f.name.map(|n| {
         if !crate::route::valid_name(&n) {
@@ -183,7 +209,7 @@ fn route(
         }
     });
     let headers =
-        RouteHeaders::compile(&f.headers.take().unwrap_or_default(), f.remove_headers.as_deref().unwrap_or_default())
+        RouteHeaders::compile(&f.headers.take().unwrap_or_default(), &remove)
             .map_err(|e| e.into_iter().for_each(|(k, m)| errs.push(&format!("{path}.{k}"), m)))
             .unwrap_or_default();
     let label: std::sync::Arc<str> = name.clone().unwrap_or_else(|| index.to_string().into());

@@ -1,0 +1,50 @@
+//! Redis Streams: `XADD KEY [MAXLEN ~ N] * id ID body BODY NAME VALUE ...`;
+//! delivered when the server answers with the entry's ID. The headers go as
+//! fields named by their lowercase names (`id` and `body` are ours).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use http::HeaderMap;
+
+use crate::config::{RedisConfig, RedisTarget};
+use crate::redis_conn::RedisConn;
+
+static CONNS: OnceLock<Mutex<HashMap<Box<str>, Arc<Result<RedisConn, String>>>>> = OnceLock::new();
+
+/// Stream keys: no whitespace or control characters, no braces (hash tags).
+pub(super) fn clean(v: &str) -> String {
+    v.chars().map(|c| if c.is_whitespace() || c.is_control() || matches!(c, '{' | '}') { '_' } else { c }).collect()
+}
+
+pub(super) async fn publish(
+    url: &str,
+    maxlen: Option<u64>,
+    key: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<(), String> {
+    let conn = super::shared(&CONNS, url, || {
+        let cfg = RedisConfig { target: RedisTarget::Single(url.to_owned()), key_prefix: String::new(), timeout };
+        RedisConn::new(&cfg).map_err(|e| format!("invalid Redis URL: {:?}", e.kind()))
+    });
+    let conn = conn.as_ref().as_ref().map_err(Clone::clone)?;
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(key);
+    if let Some(n) = maxlen {
+        cmd.arg("MAXLEN").arg("~").arg(n);
+    }
+    cmd.arg("*").arg("id").arg(id).arg("body").arg(body);
+    for (k, v) in headers.iter().filter(|(k, _)| !matches!(k.as_str(), "id" | "body")) {
+        cmd.arg(k.as_str()).arg(v.as_bytes());
+    }
+    match conn.query(&cmd).await {
+        Ok(Ok(redis::Value::BulkString(_) | redis::Value::SimpleString(_) | redis::Value::VerbatimString { .. })) => Ok(()),
+        Ok(Ok(other)) => Err(format!("Redis answered XADD with {other:?}")),
+        Ok(Err(e)) => Err(format!("Redis XADD to {key:?} failed: {e}")),
+        Err(_) => Err(format!("Redis did not answer XADD within {timeout:?}")),
+    }
+}

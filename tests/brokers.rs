@@ -1,0 +1,250 @@
+//! SPEC §15 end to end, with real brokers: a `nats-server -js` of the test's
+//! own (killed and restarted), the machine's RabbitMQ with a queue named for
+//! the test, and a `redis-server` of the test's own. Each message is read back
+//! with the broker's client: the body byte for byte, the delivery ID where the
+//! broker dedupes by it, the headers a sync forward would send, no signature.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
+mod common;
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::redis::{RedisServer, free_port};
+use common::*;
+use futures_util::StreamExt as _;
+
+/// A `nats-server -js` on a free loopback port, with its store in a temp dir.
+struct Nats {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let mut n = Nats { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        n.launch();
+        n
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (apt-get install nats-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(async_nats::connect(self.url()).await.unwrap())
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn body(id: &str, event_type: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","type":"{event_type}","timestamp":"{}","data":{{"amount":12,"note":"h\u00e9"}}}}"#,
+        humantime::format_rfc3339_seconds(SystemTime::now())
+    )
+}
+
+fn config(top: &str, upstream: &str, route_extra: &str) -> String {
+    one_route_config(top, upstream, &format!("name = \"bus\"\ntimeout = \"2s\"\n{route_extra}"))
+}
+
+#[tokio::test]
+async fn nats_jetstream_gets_each_delivery_once_confirmed() {
+    let nats = Nats::start();
+    let js = nats.jetstream().await;
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "HOOKS".into(),
+            subjects: vec!["hooks.>".into()],
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let upstream = format!("{}/hooks.{{source}}.{{event_type}}", nats.url());
+    let gw = spawn_gateway(&config("", &upstream, "")).await;
+    let b = body("n-1", "invoice.paid");
+    let r = gw.deliver("tampa", &b, None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["to"], "hooks.tampa.invoice.paid");
+
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("t".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut msgs = consumer.fetch().max_messages(10).expires(Duration::from_millis(500)).messages().await.unwrap();
+    let m = msgs.next().await.unwrap().unwrap();
+    assert_eq!(m.subject.as_str(), "hooks.tampa.invoice.paid");
+    assert_eq!(&m.payload[..], b.as_bytes(), "the body byte for byte");
+    let h = m.headers.as_ref().unwrap();
+    assert_eq!(h.get("Nats-Msg-Id").unwrap().as_str(), "n-1");
+    assert_eq!(h.get("x-hookgate-source").unwrap().as_str(), "tampa");
+    assert_eq!(h.get("x-hookgate-event-type").unwrap().as_str(), "invoice.paid");
+    assert!(h.get("x-webhook-signature").is_none(), "the sender's signature is dropped");
+    m.ack().await.unwrap();
+    assert!(msgs.next().await.is_none(), "one message");
+
+    // The stream dedupes by Nats-Msg-Id too: a second gateway (its own memory
+    // dedupe) publishing the same delivery adds nothing.
+    let gw2 = spawn_gateway(&config("", &upstream, "")).await;
+    assert_eq!(gw2.deliver("tampa", &b, None, None).await.status, 200);
+    let info = js.get_stream("HOOKS").await.unwrap().info().await.unwrap().clone();
+    assert_eq!(info.state.messages, 1);
+
+    // No stream for the subject: a failure the sender retries, never a drop.
+    let gw3 = spawn_gateway(&config("", &format!("{}/nostream.{{event_type}}", nats.url()), "")).await;
+    let r = gw3.deliver("tampa", &body("n-2", "x"), None, None).await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (503, "broker_unavailable"));
+    assert!(r.headers.contains_key("retry-after"));
+    for g in [gw, gw2, gw3] {
+        g.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_queue_route_keeps_deliveries_while_nats_is_down() {
+    let mut nats = Nats::start();
+    let js = nats.jetstream().await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "Q".into(),
+        subjects: vec!["q.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    drop(js);
+    let dir = tempfile::tempdir().unwrap();
+    let top = format!("[server]\nshutdown_grace = \"1s\"\n[queue]\npath = \"{}\"", dir.path().display());
+    let route = "delivery = \"queue\"\nretry = { backoff = \"50ms\", max_backoff = \"200ms\" }";
+    let gw = spawn_gateway(&config(&top, &format!("{}/q.{{event_type}}", nats.url()), route)).await;
+    // Sync routes aside, the sync answer waits for the confirm; a queue route acks once stored.
+    nats.kill();
+    for i in 0..5 {
+        let r = gw.deliver("tampa", &body(&format!("qd-{i}"), "order.created"), None, None).await;
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            gw.admin_json("/queue").await["routes"][0]["scheduled"].as_u64().unwrap_or(0) > 0
+        })
+        .await,
+        "attempts fail and are scheduled again while NATS is down"
+    );
+    nats.launch();
+    let js = nats.jetstream().await;
+    let delivered = async || js.get_stream("Q").await.unwrap().info().await.unwrap().state.messages == 5;
+    assert!(eventually(Duration::from_secs(20), delivered).await, "all five arrive once NATS is back");
+    let idle = async || {
+        let r = &gw.admin_json("/queue").await["routes"][0];
+        r["pending"] == 0 && r["scheduled"] == 0 && r["in_flight"] == 0
+    };
+    assert!(eventually(Duration::from_secs(10), idle).await);
+    assert_eq!(js.get_stream("Q").await.unwrap().info().await.unwrap().state.messages, 5, "none twice");
+    gw.shutdown().await;
+}
+
+/// A queue of the test's own on the machine's RabbitMQ (guest/guest on 5672).
+async fn rabbit_queue(name: &str) -> lapin::Channel {
+    let conn = lapin::Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", Default::default())
+        .await
+        .expect("RabbitMQ on 127.0.0.1:5672 (guest/guest)");
+    let ch = conn.create_channel().await.unwrap();
+    let opts = lapin::options::QueueDeclareOptions { auto_delete: false, ..Default::default() };
+    ch.queue_declare(name.into(), opts, Default::default()).await.unwrap();
+    std::mem::forget(conn); // kept open for the test's life
+    ch
+}
+
+#[tokio::test]
+async fn rabbitmq_gets_a_persistent_confirmed_message_and_unroutable_is_a_failure() {
+    let queue = format!("hookgate-test-{}-{}", std::process::id(), free_port());
+    let ch = rabbit_queue(&queue).await;
+    let upstream = format!("amqp://guest:guest@127.0.0.1:5672/%2f?routing_key={queue}");
+    let gw = spawn_gateway(&config("", &upstream, "")).await;
+    let b = body("r-1", "invoice.paid");
+    let r = gw.deliver("tampa", &b, None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = ch.basic_get(queue.as_str().into(), Default::default()).await.unwrap().expect("a message");
+    assert_eq!(got.delivery.data, b.as_bytes());
+    let p = &got.delivery.properties;
+    assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some("r-1"));
+    assert_eq!(*p.delivery_mode(), Some(2), "persistent");
+    assert_eq!(p.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
+    let headers = p.headers().as_ref().unwrap();
+    let source = headers.inner().get("x-hookgate-source").unwrap();
+    assert_eq!(format!("{source:?}"), format!("{:?}", lapin::types::AMQPValue::LongString("tampa".into())));
+    assert!(!headers.inner().contains_key("x-webhook-signature"));
+    ch.queue_delete(queue.as_str().into(), Default::default()).await.unwrap();
+
+    // Nothing bound for the key: returned, so a failure (503), never dropped.
+    let r = gw.deliver("tampa", &body("r-2", "x"), None, None).await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (503, "broker_unavailable"));
+    gw.shutdown().await;
+
+    // Wrong credentials: a failure whose text never carries the password.
+    let dir = tempfile::tempdir().unwrap();
+    let top = format!("[server]\nshutdown_grace = \"1s\"\n[queue]\npath = \"{}\"", dir.path().display());
+    let bad = format!("amqp://guest:Wr0ngPassw0rd@127.0.0.1:5672/%2f?routing_key={queue}");
+    let gw = spawn_gateway(&config(&top, &bad, "delivery = \"queue\"\nretry = { attempts = 1 }")).await;
+    assert_eq!(gw.deliver("tampa", &body("r-3", "x"), None, None).await.status, 202);
+    assert!(eventually(Duration::from_secs(10), async || gw.admin_json("/queue").await["routes"][0]["dead"] == 1).await);
+    let queue_json = gw.admin_json("/queue").await.to_string();
+    let dead = gw.admin_json("/queue/dead").await.to_string();
+    assert!(queue_json.contains("guest:***@"), "{queue_json}");
+    for text in [queue_json, dead, gw.metrics().await] {
+        assert!(!text.contains("Wr0ngPassw0rd"), "{text}");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn redis_streams_get_an_entry_per_delivery() {
+    let redis = RedisServer::start();
+    let upstream = format!("{}?stream=hooks:{{source}}&maxlen=1000", redis.url());
+    let gw = spawn_gateway(&config("", &upstream, "keep_signature = true")).await;
+    let b = body("s-1", "invoice.paid");
+    let r = gw.deliver("tampa", &b, None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let fields = redis.cli(&["XRANGE", "hooks:tampa", "-", "+"]);
+    let lines: Vec<&str> = fields.lines().collect();
+    let field = |name: &str| lines.iter().position(|l| *l == name).map(|i| lines[i + 1]);
+    assert_eq!(field("id"), Some("s-1"), "{fields}");
+    assert_eq!(field("body"), Some(b.as_str()), "{fields}");
+    assert_eq!(field("x-hookgate-event-type"), Some("invoice.paid"), "{fields}");
+    assert!(field("x-webhook-signature").is_some(), "keep_signature keeps it: {fields}");
+    gw.shutdown().await;
+}
