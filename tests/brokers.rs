@@ -164,6 +164,8 @@ async fn a_queue_route_keeps_deliveries_while_nats_is_down() {
         .await,
         "attempts fail and are scheduled again while NATS is down"
     );
+    let ready = send(&format!("http://{}/readyz", gw.admin), "GET", &[], "").await;
+    assert_eq!(ready.status, 200, "a broker that is down does not make the gateway unready");
     nats.launch();
     let js = nats.jetstream().await;
     let delivered = async || js.get_stream("Q").await.unwrap().info().await.unwrap().state.messages == 5;
