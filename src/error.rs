@@ -134,7 +134,9 @@ impl Rejection {
             Rejection::Upstream(ForwardError::Unreachable(_)) => "the upstream could not be reached".to_owned(),
             // The program's error may quote the body; it stays in the logs.
             Rejection::Upstream(ForwardError::Transform(_)) => "the route's transform gave no body to send".to_owned(),
-            Rejection::Upstream(ForwardError::Broker(_)) => "the message broker did not confirm the delivery; retry later".to_owned(),
+            Rejection::Upstream(ForwardError::Broker(_)) => {
+                "the message broker did not confirm the delivery; retry later".to_owned()
+            }
             other => other.to_string(),
         };
         let body = serde_json::json!({ "error": self.code(), "message": message });

@@ -223,7 +223,9 @@ async fn rabbitmq_gets_a_persistent_confirmed_message_and_unroutable_is_a_failur
     let bad = format!("amqp://guest:Wr0ngPassw0rd@127.0.0.1:5672/%2f?routing_key={queue}");
     let gw = spawn_gateway(&config(&top, &bad, "delivery = \"queue\"\nretry = { attempts = 1 }")).await;
     assert_eq!(gw.deliver("tampa", &body("r-3", "x"), None, None).await.status, 202);
-    assert!(eventually(Duration::from_secs(10), async || gw.admin_json("/queue").await["routes"][0]["dead"] == 1).await);
+    assert!(
+        eventually(Duration::from_secs(10), async || gw.admin_json("/queue").await["routes"][0]["dead"] == 1).await
+    );
     let queue_json = gw.admin_json("/queue").await.to_string();
     let dead = gw.admin_json("/queue/dead").await.to_string();
     assert!(queue_json.contains("guest:***@"), "{queue_json}");

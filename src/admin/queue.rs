@@ -195,12 +195,104 @@ pub async fn retry_one(app: &App, entry: &str) -> Response<ResBody> {
     }
 }
 
+/// What `POST /queue/dead/retry` replays besides `source` (SPEC §16).
+#[derive(Debug, Default, PartialEq)]
+struct Replay {
+    /// A route's identity, or its label (name or position) in the config.
+    route: Option<String>,
+    /// Received at or after / before, in unix ms.
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+    /// The last status: exact (`503`), a class (`5xx`), or `none` (no HTTP answer).
+    status: Option<String>,
+}
+
+impl Replay {
+    fn parse(query: &str) -> Result<Replay, String> {
+        let time = |name: &str| -> Result<Option<u64>, String> {
+            let Some(t) = param(query, name) else { return Ok(None) };
+            let at = time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| format!("{name}: expected an RFC 3339 time, e.g. 2026-12-03T10:00:00Z"))?;
+            Ok(Some(u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)))
+        };
+        let status = param(query, "status");
+        if let Some(s) = &status {
+            let ok = s == "none"
+                || (s.len() == 3 && s.as_bytes()[0].is_ascii_digit() && (s[1..] == *"xx" || s.parse::<u16>().is_ok()));
+            if !ok {
+                return Err("status: expected a status (503), a class (5xx) or none".into());
+            }
+        }
+        Ok(Replay { route: param(query, "route"), since_ms: time("since")?, until_ms: time("until")?, status })
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Replay::default()
+    }
+
+    fn takes(&self, item: &crate::queue::DeadItem, labels: &[(RouteKey, String)]) -> bool {
+        let route_ok = self
+            .route
+            .as_deref()
+            .is_none_or(|r| item.route.identity() == r || labels.iter().any(|(k, l)| *k == item.route && l == r));
+        let at = item.meta.received_ms;
+        let status_ok = self.status.as_deref().is_none_or(|s| match (s, item.state.last_status) {
+            ("none", st) => st.is_none(),
+            (_, None) => false,
+            (s, Some(st)) if s.ends_with("xx") => st / 100 == u16::from(s.as_bytes()[0] - b'0'),
+            (s, Some(st)) => s.parse::<u16>() == Ok(st),
+        });
+        route_ok && self.since_ms.is_none_or(|t| at >= t) && self.until_ms.is_none_or(|t| at < t) && status_ok
+    }
+}
+
+/// Dead letters matching `filter`, read page by page, retried one by one.
+async fn retry_matching(
+    app: &App,
+    queue: &crate::queue::Queue,
+    routes: &[RouteKey],
+    source: Option<String>,
+    filter: &Replay,
+) -> Result<usize, crate::queue::QueueError> {
+    let labels: Vec<(RouteKey, String)> = app
+        .current()
+        .config
+        .sources
+        .iter()
+        .flat_map(|s| s.routes.iter().map(|r| (RouteKey::new(&s.name, &r.identity), r.label.to_string())))
+        .collect();
+    let mut chosen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = queue.store.dead_list(routes, source.clone(), 500, cursor).await?;
+        chosen.extend(page.items.into_iter().filter(|i| filter.takes(i, &labels)).map(|i| i.entry));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut n = 0;
+    for entry in chosen {
+        n += queue.store.dead_retry(routes, Some(&entry), None).await?;
+    }
+    Ok(n)
+}
+
 pub async fn retry_all(app: &App, query: &str) -> Response<ResBody> {
+    let filter = match Replay::parse(query) {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e),
+    };
     let Some(queue) = &app.queue else {
         return json_response(StatusCode::OK, &json!({ "retried": 0 }));
     };
     let routes = queue.known_routes(&app.current().config).await;
-    match queue.store.dead_retry(&routes, None, param(query, "source")).await {
+    let retried = if filter.is_empty() {
+        queue.store.dead_retry(&routes, None, param(query, "source")).await
+    } else {
+        retry_matching(app, queue, &routes, param(query, "source"), &filter).await
+    };
+    match retried {
         Ok(n) => {
             queue.wake_all();
             json_response(StatusCode::OK, &json!({ "retried": n }))

@@ -99,10 +99,8 @@ pub(super) async fn publish(
         }
         table.insert(ShortString::from(k), AMQPValue::LongString(LongString::from(v)));
     }
-    let mut props = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_message_id(ShortString::from(id))
-        .with_headers(table);
+    let mut props =
+        BasicProperties::default().with_delivery_mode(2).with_message_id(ShortString::from(id)).with_headers(table);
     if let Some(ct) = content_type {
         props = props.with_content_type(ShortString::from(ct));
     }

@@ -110,7 +110,9 @@ impl Broker {
             }
             "amqp" | "amqps" => {
                 let Some(key) = query.get("routing_key") else {
-                    return Err(format!("{shown:?} needs ?routing_key=K (and ?exchange=X, default the default exchange)"));
+                    return Err(format!(
+                        "{shown:?} needs ?routing_key=K (and ?exchange=X, default the default exchange)"
+                    ));
                 };
                 let exchange = query.get("exchange").cloned().unwrap_or_default();
                 (Kind::Amqp { uri: Secretly(base(&u).as_str().into()), exchange: exchange.into() }, key.clone())
@@ -171,9 +173,7 @@ impl Broker {
         let published = async {
             match &self.kind {
                 Kind::Nats { server } => nats::publish(&server.0, &target, &id, &headers, body).await,
-                Kind::Amqp { uri, exchange } => {
-                    amqp::publish(&uri.0, exchange, &target, &id, &headers, &body).await
-                }
+                Kind::Amqp { uri, exchange } => amqp::publish(&uri.0, exchange, &target, &id, &headers, &body).await,
                 Kind::Redis { url, maxlen } => {
                     redis_stream::publish(&url.0, *maxlen, &target, &id, &headers, &body, timeout).await
                 }
@@ -238,7 +238,9 @@ fn template(text: &str) -> Result<Vec<Part>, String> {
             "source" => Part::Source,
             "route" => Part::Route,
             "event_type" => Part::EventType,
-            other => return Err(format!("unknown placeholder {{{other}}} (use {{source}}, {{route}}, {{event_type}})")),
+            other => {
+                return Err(format!("unknown placeholder {{{other}}} (use {{source}}, {{route}}, {{event_type}})"));
+            }
         });
         rest = &rest[i + j + 1..];
     }

@@ -42,7 +42,9 @@ pub(super) async fn publish(
         cmd.arg(k.as_str()).arg(v.as_bytes());
     }
     match conn.query(&cmd).await {
-        Ok(Ok(redis::Value::BulkString(_) | redis::Value::SimpleString(_) | redis::Value::VerbatimString { .. })) => Ok(()),
+        Ok(Ok(redis::Value::BulkString(_) | redis::Value::SimpleString(_) | redis::Value::VerbatimString { .. })) => {
+            Ok(())
+        }
         Ok(Ok(other)) => Err(format!("Redis answered XADD with {other:?}")),
         Ok(Err(e)) => Err(format!("Redis XADD to {key:?} failed: {e}")),
         Err(_) => Err(format!("Redis did not answer XADD within {timeout:?}")),

@@ -208,10 +208,9 @@ fn route(
             None
         }
     });
-    let headers =
-        RouteHeaders::compile(&f.headers.take().unwrap_or_default(), &remove)
-            .map_err(|e| e.into_iter().for_each(|(k, m)| errs.push(&format!("{path}.{k}"), m)))
-            .unwrap_or_default();
+    let headers = RouteHeaders::compile(&f.headers.take().unwrap_or_default(), &remove)
+        .map_err(|e| e.into_iter().for_each(|(k, m)| errs.push(&format!("{path}.{k}"), m)))
+        .unwrap_or_default();
     let label: std::sync::Arc<str> = name.clone().unwrap_or_else(|| index.to_string().into());
     let identity = name.clone().unwrap_or_else(|| {
         let fingerprint =
