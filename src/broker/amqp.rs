@@ -3,8 +3,7 @@
 //! returning it (a return means no queue is bound: a failure, never a drop).
 //! `message_id` is the delivery ID.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
@@ -30,7 +29,7 @@ struct State {
     last_try: Option<Instant>,
 }
 
-static CONNS: OnceLock<Mutex<HashMap<Box<str>, Arc<Conn>>>> = OnceLock::new();
+static CONNS: super::Clients<Conn> = OnceLock::new();
 
 /// Routing keys are at most 255 bytes; control characters are replaced.
 pub(super) fn clean(v: &str) -> String {

@@ -250,8 +250,11 @@ fn template(text: &str) -> Result<Vec<Part>, String> {
     Ok(parts)
 }
 
+/// The clients of one kind of broker, by URL.
+type Clients<C> = OnceLock<Mutex<HashMap<Box<str>, Arc<C>>>>;
+
 /// One client per broker per process: `make` runs once per key.
-fn shared<C>(map: &'static OnceLock<Mutex<HashMap<Box<str>, Arc<C>>>>, key: &str, make: impl FnOnce() -> C) -> Arc<C> {
+fn shared<C>(map: &'static Clients<C>, key: &str, make: impl FnOnce() -> C) -> Arc<C> {
     let mut m = map.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     m.entry(key.into()).or_insert_with(|| Arc::new(make())).clone()
 }

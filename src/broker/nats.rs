@@ -2,8 +2,7 @@
 //! is the delivery ID, so the stream's own duplicate window drops a delivery
 //! published twice. No stream for the subject is a failure, never a drop.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -14,7 +13,7 @@ struct Conn {
     js: OnceCell<async_nats::jetstream::Context>,
 }
 
-static CONNS: OnceLock<Mutex<HashMap<Box<str>, Arc<Conn>>>> = OnceLock::new();
+static CONNS: super::Clients<Conn> = OnceLock::new();
 
 /// A subject token may not hold whitespace, `*` or `>`; tokens are not empty.
 pub(super) fn clean(v: &str) -> String {

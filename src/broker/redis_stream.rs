@@ -2,8 +2,7 @@
 //! delivered when the server answers with the entry's ID. The headers go as
 //! fields named by their lowercase names (`id` and `body` are ours).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -11,7 +10,7 @@ use http::HeaderMap;
 use crate::config::{RedisConfig, RedisTarget};
 use crate::redis_conn::RedisConn;
 
-static CONNS: OnceLock<Mutex<HashMap<Box<str>, Arc<Result<RedisConn, String>>>>> = OnceLock::new();
+static CONNS: super::Clients<Result<RedisConn, String>> = OnceLock::new();
 
 /// Stream keys: no whitespace or control characters, no braces (hash tags).
 pub(super) fn clean(v: &str) -> String {
