@@ -114,6 +114,8 @@ pub struct Metrics {
     /// `hookgate_queue_lost_total{source,route}`: deliveries lost to storage
     /// damage (disk store; empty labels when the route is not known).
     queue_lost: Family<RouteLabels, Counter>,
+    /// `hookgate_queue_paused{source,route}`: 1 while a queue route is paused (SPEC §16).
+    queue_paused: Family<RouteLabels, Gauge>,
 }
 
 /// A queue route's attempt counters, made once per worker.
@@ -206,6 +208,8 @@ impl Metrics {
             "Times a route's Redis stream or consumer group was found gone (data lost outside hookgate)",
             queue_resets.clone(),
         );
+        let queue_paused = Family::<RouteLabels, Gauge>::default();
+        registry.register("hookgate_queue_paused", "1 while a queue route is paused", queue_paused.clone());
         let not_found = requests.get_or_create(&RequestLabels { source: String::new(), outcome: "not_found" }).clone();
         Metrics {
             registry,
@@ -222,7 +226,13 @@ impl Metrics {
             queue_oldest,
             queue_resets,
             queue_lost,
+            queue_paused,
         }
+    }
+
+    pub fn set_queue_paused(&self, source: &str, route: &str, paused: bool) {
+        let labels = RouteLabels { source: source.to_owned(), route: route.to_owned() };
+        self.queue_paused.get_or_create(&labels).set(i64::from(paused));
     }
 
     /// Brings `hookgate_queue_lost_total` up to `total` for a route (the store

@@ -67,9 +67,14 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             queue::move_orphans(app, source, route, &query).await
         }
         (_, &Method::DELETE, ["queue", "orphans", source, route]) => queue::delete_orphans(app, source, route).await,
-        (_, _, ["metrics" | "deliveries" | "ui" | "queue"] | ["queue", "dead" | "orphans" | "waiting", ..]) => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this method is not served here")
+        (_, &Method::POST, ["queue", "routes", source, route, action @ ("pause" | "resume")]) => {
+            queue::pause_or_resume(app, source, route, *action == "pause").await
         }
+        (
+            _,
+            _,
+            ["metrics" | "deliveries" | "ui" | "queue"] | ["queue", "dead" | "orphans" | "waiting" | "routes", ..],
+        ) => error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this method is not served here"),
         _ => error(
             StatusCode::NOT_FOUND,
             "not_found",

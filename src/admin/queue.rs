@@ -27,6 +27,11 @@ pub struct RouteDepth {
     pub draining: bool,
     /// Redis: how often the route's stream or group was found gone (data lost outside hookgate).
     pub store_resets: u64,
+    /// Paused (SPEC §16).
+    pub paused: Option<crate::queue::pause::Pause>,
+    /// The route's label (name, else position) and `events`, for routes in the config.
+    pub label: Option<String>,
+    pub events: Vec<String>,
 }
 
 /// Every queue route of the config in force with its depth, then the routes
@@ -75,6 +80,9 @@ pub async fn depths(app: &App) -> Result<Vec<RouteDepth>, QueueError> {
                 crate::queue::Store::Redis(r) => r.resets(&key).map_or(0, |(n, _)| n),
                 crate::queue::Store::Disk(_) => 0,
             },
+            paused: queue.pauses.get(&key),
+            label: route.map(|r| r.label.to_string()),
+            events: route.map(|r| r.patterns.iter().map(|p| p.text()).collect()).unwrap_or_default(),
         });
     }
     Ok(out)
@@ -96,6 +104,7 @@ fn lost(app: &App) -> (Vec<(Option<RouteKey>, u64)>, u64) {
 pub async fn refresh_gauges(app: &App) {
     for d in depths(app).await.unwrap_or_default() {
         app.metrics.set_queue_depth(&d.source, &d.route, &d.depth);
+        app.metrics.set_queue_paused(&d.source, &d.route, d.paused.is_some());
     }
     for (route, n) in lost(app).0 {
         let (source, identity) = route
@@ -126,6 +135,12 @@ pub async fn overview(app: &App) -> Response<ResBody> {
                 "orphaned": r.orphaned,
                 "draining": r.draining,
                 "store_resets": r.store_resets,
+                "paused": r.paused.as_ref().map(|p| json!({
+                    "since": crate::delivery_log::rfc3339_ms(p.since),
+                    "reason": p.reason.text(),
+                })),
+                "name": r.label,
+                "events": r.events,
             })
         })
         .collect();
@@ -296,6 +311,35 @@ pub async fn retry_all(app: &App, query: &str) -> Response<ResBody> {
         Ok(n) => {
             queue.wake_all();
             json_response(StatusCode::OK, &json!({ "retried": n }))
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `POST /queue/routes/{source}/{route}/pause|resume` (SPEC §16): `route` is
+/// the route's identity, name or position.
+pub async fn pause_or_resume(app: &App, source: &str, route: &str, pause: bool) -> Response<ResBody> {
+    let Some(queue) = &app.queue else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no queue is configured");
+    };
+    let loaded = app.current();
+    let by_label = loaded.config.sources.iter().filter(|s| s.name == source).find_map(|s| {
+        s.routes.iter().find(|r| &*r.label == route && r.queue().is_some()).map(|r| RouteKey::new(&s.name, &r.identity))
+    });
+    let key = by_label.unwrap_or_else(|| RouteKey::new(source, route));
+    let known = queue.known_routes(&loaded.config).await;
+    if !known.contains(&key) {
+        return error(StatusCode::NOT_FOUND, "not_found", "no queue route with this source and name");
+    }
+    let done = if pause { queue.pause(&key, crate::queue::pause::Reason::Api).await } else { queue.resume(&key).await };
+    match done {
+        Ok(_) => {
+            app.metrics.set_queue_paused(key.source(), &key.identity(), queue.pauses.get(&key).is_some());
+            let paused = queue
+                .pauses
+                .get(&key)
+                .map(|p| json!({ "since": crate::delivery_log::rfc3339_ms(p.since), "reason": p.reason.text() }));
+            json_response(StatusCode::OK, &json!({ "source": key.source(), "route": key.identity(), "paused": paused }))
         }
         Err(e) => unavailable(&e),
     }

@@ -190,6 +190,9 @@ pub struct RouteFile {
     pub transform_budget: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
     pub remove_headers: Option<Vec<String>>,
+    /// Queue routes: pause after failing this long; probe this often (SPEC §16).
+    pub pause_after: Option<String>,
+    pub probe_every: Option<String>,
     /// Event-bus upstreams: keep the sender's signature headers in the message.
     pub keep_signature: Option<bool>,
     #[serde(flatten)]

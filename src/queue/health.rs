@@ -33,6 +33,12 @@ impl RouteHealth {
         due
     }
 
+    /// How long the route has been failing without a success, at `now`.
+    pub fn failing_for(&self, now: Instant) -> Option<Duration> {
+        let s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.failing_since.map(|t| now.saturating_duration_since(t))
+    }
+
     /// An attempt delivered at `now`: if the route was failing, for how long
     /// and how many attempts failed (for the INFO line).
     pub fn delivered(&self, now: Instant) -> Option<(Duration, u64)> {

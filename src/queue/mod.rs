@@ -21,6 +21,7 @@ pub mod disk;
 pub mod entry;
 pub mod health;
 pub mod marker;
+pub mod pause;
 pub mod redis;
 pub mod transfer;
 pub mod worker;
@@ -353,6 +354,8 @@ pub struct Queue {
     pub legacy: Legacy,
     /// Wakes the workers' supervisor: routes may have come or gone (a reload).
     pub changed: Arc<Notify>,
+    /// Paused routes (SPEC §16); with Redis, this process's copy of the store's.
+    pub pauses: Arc<pause::Pauses>,
 }
 
 impl Queue {
@@ -368,7 +371,14 @@ impl Queue {
                 Store::Redis(std::sync::Arc::new(redis::RedisQueue::new(r, config.visibility_timeout)?))
             }
         };
-        Ok(Queue { store, wake: Arc::default(), config: config.clone(), legacy, changed: Arc::default() })
+        Ok(Queue {
+            store,
+            wake: Arc::default(),
+            config: config.clone(),
+            legacy,
+            changed: Arc::default(),
+            pauses: Arc::default(),
+        })
     }
 
     /// The notifier of `route`'s worker number `index`.
@@ -387,6 +397,49 @@ impl Queue {
         match wake.get(route) {
             Some(w) => w.clone(),
             None => wake.entry(route.clone()).or_default().clone(),
+        }
+    }
+
+    /// Pauses `route` (for every replica with Redis); whether it was not paused.
+    pub async fn pause(&self, route: &RouteKey, reason: pause::Reason) -> Result<bool, QueueError> {
+        let since = std::time::SystemTime::now();
+        if let Store::Redis(r) = &self.store {
+            if self.pauses.get(route).is_some() {
+                return Ok(false);
+            }
+            r.pause_write(route, Some(&pause::Pause { since, reason: reason.clone() })).await?;
+        }
+        let new = self.pauses.pause(route, reason.clone(), since);
+        if new {
+            tracing::warn!(source = route.source(), route = %route.identity(), reason = %reason.text(), "queue route paused; deliveries are stored, not attempted");
+        }
+        Ok(new)
+    }
+
+    /// Resumes `route`; whether it was paused.
+    pub async fn resume(&self, route: &RouteKey) -> Result<bool, QueueError> {
+        if let Store::Redis(r) = &self.store {
+            r.pause_write(route, None).await?;
+        }
+        let was = self.pauses.resume(route);
+        if was {
+            tracing::info!(source = route.source(), route = %route.identity(), "queue route resumed");
+            self.wake_all();
+        }
+        Ok(was)
+    }
+
+    /// Redis: reads the store's pauses into this process's copy (every replica
+    /// does, about once a second, so a pause by one holds for all).
+    pub async fn sync_pauses(&self) {
+        if let Store::Redis(r) = &self.store
+            && let Ok(shared) = r.pauses_read().await
+        {
+            let before: Vec<RouteKey> = self.pauses.all().into_iter().map(|(k, _)| k).collect();
+            self.pauses.replace(shared);
+            if before.iter().any(|k| self.pauses.get(k).is_none()) {
+                self.wake_all();
+            }
         }
     }
 

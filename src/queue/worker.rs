@@ -39,6 +39,8 @@ const FIRST_ERROR_WAIT: Duration = Duration::from_millis(100);
 const MAX_ERROR_WAIT: Duration = Duration::from_secs(5);
 /// Attempts quicker than this on average: the worker takes entries ahead.
 const QUICK_ATTEMPT: Duration = Duration::from_millis(50);
+/// How often a replica reads the pauses shared through Redis.
+const PAUSE_SYNC: Duration = Duration::from_secs(1);
 /// How often new queue routes (after a reload) and expired dead letters are looked for.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
@@ -57,6 +59,19 @@ pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>, r
     let mut orphans_seen: HashSet<RouteKey> = HashSet::new();
     // Redis: streams written by route position move to identities once (disk: at open).
     let mut migrated = !matches!(queue.store, super::Store::Redis(_));
+    // Redis: every replica reads the shared pauses about once a second (SPEC §16).
+    let pause_sync = matches!(queue.store, super::Store::Redis(_)).then(|| {
+        let (queue, mut stop) = (queue.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !*stop.borrow() {
+                queue.sync_pauses().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(PAUSE_SYNC) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        })
+    });
     loop {
         if *stop.borrow() {
             break;
@@ -122,6 +137,9 @@ pub async fn run(app: Arc<App>, queue: Queue, mut stop: watch::Receiver<bool>, r
         }
     }
     while workers.join_next().await.is_some() {}
+    if let Some(t) = pause_sync {
+        t.abort();
+    }
 }
 
 /// Starts `key`'s workers. On Redis, one per worker runtime, each with its
@@ -356,6 +374,9 @@ impl RouteWorker {
         if let Some(until) = self.paused_until {
             wait = wait.min(until.saturating_duration_since(Instant::now()));
         }
+        if let Some(probe) = self.queue.pauses.next_probe(&self.key) {
+            wait = wait.min(probe.saturating_duration_since(Instant::now()));
+        }
         wait
     }
 
@@ -369,6 +390,12 @@ impl RouteWorker {
         // Redis drain it held attempts back: recording waits a round trip.
         let recording = self.attempts.len().saturating_sub(self.upstream_busy);
         let mut free = concurrency.saturating_sub(self.upstream_busy).min((2 * concurrency).saturating_sub(recording));
+        // Paused (SPEC §16): nothing starts, but a due probe.
+        if !self.ready.is_empty()
+            && let Some(allowed) = self.queue.pauses.allowance(&self.key, Instant::now(), self.upstream_busy == 0)
+        {
+            free = free.min(allowed);
+        }
         let hold_limit = self.visibility.map(|v| v.saturating_sub(route.timeout).max(v / 4));
         while free > 0
             && let Some((taken_at, entry)) = self.ready.pop_front()
@@ -412,9 +439,16 @@ impl RouteWorker {
         // holds up to two such batches ready beyond its free slots; with
         // a slow app, taking ahead gains nothing and would only make the
         // entries wait.
-        let batch = (concurrency / 4).max(1);
+        let mut batch = (concurrency / 4).max(1);
         let ahead = if self.attempt_time < QUICK_ATTEMPT { 2 * batch } else { 0 };
-        let room = if concurrency == 0 { 0 } else { (free + ahead).saturating_sub(self.ready.len()) };
+        let mut room = if concurrency == 0 { 0 } else { (free + ahead).saturating_sub(self.ready.len()) };
+        // Paused: take one entry for a due probe, else nothing.
+        if self.queue.pauses.get(&self.key).is_some() {
+            let probe_due = self.queue.pauses.next_probe(&self.key).is_some_and(|t| t <= Instant::now());
+            let idle = self.upstream_busy == 0 && self.ready.is_empty();
+            room = usize::from(probe_due && idle && concurrency > 0);
+            batch = 1;
+        }
         let idle = self.upstream_busy == 0 && self.ready.is_empty();
         let wants = self.paused_until.is_none_or(|t| t <= Instant::now()) && (room >= batch || (idle && room > 0));
         // Said before the take: an entry stored after its scan wakes the
@@ -614,13 +648,21 @@ impl Attempt {
         let policy = route.queue().map(|q| q.retry).unwrap_or_default();
         let now = unix_ms(SystemTime::now());
         let age = Duration::from_millis(now.saturating_sub(meta.received_ms));
+        // 410 Gone: the route pauses, the delivery waits as it was (the
+        // attempt is not counted: Standard Webhooks' meaning, SPEC §16).
+        let gone = status == Some(http::StatusCode::GONE);
         let verdict = if transform_failed {
             Verdict::Dead
+        } else if gone {
+            Verdict::Retry(Duration::ZERO)
         } else {
             policy.within_horizon(policy.verdict(n, status, retry_after, unit_random()), age)
         };
+        if gone && let Err(e) = self.queue.pause(&self.key, super::pause::Reason::Gone).await {
+            tracing::warn!(source = %meta.source, route = %route.identity, error = %e, "cannot pause the route after 410 Gone");
+        }
         let state = State {
-            attempts: n,
+            attempts: if gone { n - 1 } else { n },
             last_status: status.map(|s| s.as_u16()),
             last_error: error.or_else(|| status.filter(|s| !s.is_success()).map(|s| format!("upstream answered {s}"))),
             dead_ms: None,
@@ -666,6 +708,7 @@ impl Attempt {
             }
         }
         let failed = !matches!(verdict, Verdict::Done) && !status.is_some_and(|s| s.is_client_error());
+        self.pause_or_resume(route, failed, matches!(verdict, Verdict::Done)).await;
         if failed && self.health.failed(Instant::now()) {
             // At most every 30 s per route: how many wait, why, and when the next try is.
             let waiting = self.queue.depth(&self.key).await.map(|(c, f)| c.pending + c.scheduled + f).ok();
@@ -689,6 +732,32 @@ impl Attempt {
             return Finished { ident, scheduled_retry: false };
         }
         Finished { ident, scheduled_retry }
+    }
+}
+
+impl Attempt {
+    /// `pause_after` of failure pauses the route; a delivery (its probe)
+    /// resumes a route that paused itself that way (SPEC §16).
+    async fn pause_or_resume(&self, route: &Route, failed: bool, delivered: bool) {
+        let pauses = &self.queue.pauses;
+        let result = if delivered
+            && pauses.get(&self.key).is_some_and(|p| matches!(p.reason, super::pause::Reason::Failing { .. }))
+        {
+            self.queue.resume(&self.key).await.map(drop)
+        } else if failed
+            && let Some(q) = route.queue()
+            && let Some(after) = q.pause_after
+            && self.health.failing_for(Instant::now()).is_some_and(|d| d >= after)
+            && pauses.get(&self.key).is_none()
+        {
+            let reason = super::pause::Reason::Failing { probe_every: q.probe_every };
+            self.queue.pause(&self.key, reason).await.map(drop)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            tracing::warn!(source = self.key.source(), route = %self.key.identity(), error = %e, "cannot record the route's pause");
+        }
     }
 }
 

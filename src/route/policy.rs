@@ -42,11 +42,21 @@ pub struct QueueRoute {
     pub concurrency: u32,
     /// 200 or 202: the sender's answer once the delivery is stored.
     pub ack_status: StatusCode,
+    /// `pause_after`: failing continuously this long pauses the route (SPEC §16).
+    pub pause_after: Option<Duration>,
+    /// `probe_every`: one attempt this often while paused that way.
+    pub probe_every: Duration,
 }
 
 impl Default for QueueRoute {
     fn default() -> Self {
-        QueueRoute { retry: RetryPolicy::default(), concurrency: 16, ack_status: StatusCode::ACCEPTED }
+        QueueRoute {
+            retry: RetryPolicy::default(),
+            concurrency: 16,
+            ack_status: StatusCode::ACCEPTED,
+            pause_after: None,
+            probe_every: Duration::from_secs(60),
+        }
     }
 }
 

@@ -66,6 +66,8 @@ fn mode(errs: &mut Errors, path: &str, f: &mut RouteFile, queue_table: bool) -> 
         ("retry", f.retry.is_some()),
         ("concurrency", f.concurrency.is_some()),
         ("ack_status", f.ack_status.is_some()),
+        ("pause_after", f.pause_after.is_some()),
+        ("probe_every", f.probe_every.is_some()),
     ];
     if !queued {
         for (key, set) in queue_keys {
@@ -108,6 +110,26 @@ fn mode(errs: &mut Errors, path: &str, f: &mut RouteFile, queue_table: bool) -> 
             0..=MAX_CONCURRENCY => q.concurrency = c as u32,
             _ => errs.push(&format!("{path}.concurrency"), format!("must be between 0 (paused) and {MAX_CONCURRENCY}")),
         }
+    }
+    if let Some(t) = f.pause_after.as_deref() {
+        let d = errs.duration(&format!("{path}.pause_after"), Some(t), Duration::ZERO);
+        if d.is_zero() {
+            errs.push(
+                &format!("{path}.pause_after"),
+                "must be longer than 0s (how long a route fails before it pauses)",
+            );
+        }
+        q.pause_after = Some(d);
+    }
+    q.probe_every = errs.duration(&format!("{path}.probe_every"), f.probe_every.as_deref(), q.probe_every);
+    if q.probe_every < Duration::from_millis(10) {
+        errs.push(&format!("{path}.probe_every"), "must be at least 10ms");
+    }
+    if f.probe_every.is_some() && f.pause_after.is_none() {
+        errs.push(
+            &format!("{path}.probe_every"),
+            "applies with pause_after (routes paused by the API or a 410 wait for resume)",
+        );
     }
     match f.ack_status {
         None => {}

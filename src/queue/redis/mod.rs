@@ -841,6 +841,44 @@ impl RedisQueue {
         Ok(int(&v) == 1)
     }
 
+    /// The hash of paused routes shared by every replica (SPEC §16): field =
+    /// the route key in hex, value = `<since unix ms> <reason>`.
+    fn paused_key(&self) -> String {
+        format!("{}paused", self.prefix)
+    }
+
+    pub async fn pause_write(&self, route: &RouteKey, pause: Option<&super::pause::Pause>) -> Result<(), QueueError> {
+        let field = hex::encode(route.as_bytes());
+        let mut cmd = match pause {
+            Some(p) => {
+                let since = super::unix_ms(p.since);
+                let mut c = redis::cmd("HSET");
+                c.arg(self.paused_key()).arg(field).arg(format!("{since} {}", p.reason.encode()));
+                c
+            }
+            None => {
+                let mut c = redis::cmd("HDEL");
+                c.arg(self.paused_key()).arg(field);
+                c
+            }
+        };
+        self.query(&mut cmd).await.map(drop)
+    }
+
+    pub async fn pauses_read(&self) -> Result<Vec<(RouteKey, super::pause::Pause)>, QueueError> {
+        let v = self.query(redis::cmd("HGETALL").arg(self.paused_key())).await?;
+        let flat: Vec<String> = items(&v).iter().filter_map(text).collect();
+        Ok(flat
+            .chunks(2)
+            .filter_map(|kv| {
+                let route = RouteKey::from_bytes(&hex::decode(kv.first()?).ok()?)?;
+                let (since, reason) = kv.get(1)?.split_once(' ')?;
+                let since = std::time::UNIX_EPOCH + Duration::from_millis(since.parse().ok()?);
+                Some((route, super::pause::Pause { since, reason: super::pause::Reason::decode(reason)? }))
+            })
+            .collect())
+    }
+
     pub async fn dead_retry_one(&self, entry: &str) -> Result<usize, QueueError> {
         let Some((route, id)) = parse_entry(entry) else { return Ok(0) };
         Ok(usize::from(self.revive(&route, id).await?))
