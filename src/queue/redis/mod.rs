@@ -849,7 +849,7 @@ impl RedisQueue {
 
     pub async fn pause_write(&self, route: &RouteKey, pause: Option<&super::pause::Pause>) -> Result<(), QueueError> {
         let field = hex::encode(route.as_bytes());
-        let mut cmd = match pause {
+        let cmd = match pause {
             Some(p) => {
                 let since = super::unix_ms(p.since);
                 let mut c = redis::cmd("HSET");
@@ -862,7 +862,7 @@ impl RedisQueue {
                 c
             }
         };
-        self.query(&mut cmd).await.map(drop)
+        self.query(&cmd).await.map(drop)
     }
 
     pub async fn pauses_read(&self) -> Result<Vec<(RouteKey, super::pause::Pause)>, QueueError> {
