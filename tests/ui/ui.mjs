@@ -71,6 +71,15 @@ try {
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
   }
 
+  step("pause and resume the queue route with its buttons");
+  await queueRow.locator("button.route-pause").click();
+  await queueRow.locator(".pill.warn", { hasText: "paused" }).waitFor({ timeout: 8000 });
+  const paused = await (await fetch(ADMIN + "/queue", { headers: { Authorization: "Bearer " + TOKEN } })).json();
+  const orders = paused.routes.find((r) => r.source === "ui" && r.route === "orders");
+  if (!orders.paused || !orders.paused.reason.includes("admin API")) throw new Error("not paused: " + JSON.stringify(orders));
+  await queueRow.locator("button.route-resume").click();
+  await queueRow.locator("button.route-pause").waitFor({ timeout: 8000 });
+
   step("retry the dead letter with its button");
   await page.click("#dead-body button.retry");
   await page.locator("#dead-body .empty", { hasText: "No dead letters" }).waitFor({ timeout: 8000 });
