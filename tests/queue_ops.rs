@@ -232,3 +232,50 @@ async fn a_pause_on_one_replica_holds_for_all_with_redis() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// `rate = "20/s"`: a stored backlog drains at the rate (within 10% over 5 s,
+/// the first tenth of a second's burst included), with one gateway or with
+/// two sharing Redis.
+async fn drains_at_the_rate(queue: &str, replicas: usize) {
+    let up = spawn_upstream(ok_upstream()).await;
+    let text = one_queue_route(queue, up.addr, "rate = \"20/s\"");
+    let mut gws = Vec::new();
+    for _ in 0..replicas {
+        gws.push(spawn_gateway(&text).await);
+    }
+    assert_eq!(post(&gws[0], "/queue/routes/tampa/orders/pause").await.status, 200);
+    for g in &gws {
+        assert!(eventually(Duration::from_secs(5), async || !orders(g).await["paused"].is_null()).await);
+    }
+    for i in 0..160 {
+        let gw = &gws[i % replicas];
+        assert_eq!(gw.deliver("tampa", &tampa_body(&format!("rt-{i}"), "order.created"), None, None).await.status, 202);
+    }
+    assert_eq!(up.hits(), 0);
+    assert_eq!(post(&gws[0], "/queue/routes/tampa/orders/resume").await.status, 200);
+    let started = std::time::Instant::now();
+    // The window is the measurement, not a wait for something to happen.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let n = up.hits();
+    let secs = started.elapsed().as_secs_f64();
+    let expected = 20.0 * secs + 2.0;
+    assert!(
+        (n as f64) >= expected * 0.9 && (n as f64) <= expected * 1.1,
+        "{n} attempts in {secs:.2} s with {replicas} replica(s); expected {expected:.0} ±10%"
+    );
+    for g in gws {
+        g.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_rate_holds_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    drains_at_the_rate(&format!("[queue]\npath = \"{}\"", dir.path().display()), 1).await;
+}
+
+#[tokio::test]
+async fn a_rate_holds_for_two_replicas_together_on_redis() {
+    let redis = RedisServer::start();
+    drains_at_the_rate(&format!("[queue]\nstore = \"redis\"\n[queue.redis]\nurl = \"{}\"", redis.url()), 2).await;
+}

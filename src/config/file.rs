@@ -192,6 +192,8 @@ pub struct RouteFile {
     pub remove_headers: Option<Vec<String>>,
     /// Queue routes: pause after failing this long; probe this often (SPEC §16).
     pub pause_after: Option<String>,
+    /// Queue routes: attempts started per second/minute/hour (SPEC §16).
+    pub rate: Option<String>,
     pub probe_every: Option<String>,
     /// Event-bus upstreams: keep the sender's signature headers in the message.
     pub keep_signature: Option<bool>,

@@ -22,6 +22,7 @@ pub mod entry;
 pub mod health;
 pub mod marker;
 pub mod pause;
+pub mod rate;
 pub mod redis;
 pub mod transfer;
 pub mod worker;
@@ -356,6 +357,8 @@ pub struct Queue {
     pub changed: Arc<Notify>,
     /// Paused routes (SPEC §16); with Redis, this process's copy of the store's.
     pub pauses: Arc<pause::Pauses>,
+    /// `rate` limits kept in this process (disk store; Redis keeps them in the store).
+    pub rates: Arc<rate::RateLimits>,
 }
 
 impl Queue {
@@ -378,6 +381,7 @@ impl Queue {
             legacy,
             changed: Arc::default(),
             pauses: Arc::default(),
+            rates: Arc::default(),
         })
     }
 

@@ -255,6 +255,7 @@ async fn route_worker(
         retake: false,
         error_wait: FIRST_ERROR_WAIT,
         paused_until: None,
+        rate: None,
     }
     .run(stop)
     .await
@@ -308,6 +309,8 @@ struct RouteWorker {
     /// [`FIRST_ERROR_WAIT`] up to [`MAX_ERROR_WAIT`].
     error_wait: Duration,
     paused_until: Option<Instant>,
+    /// The route's `rate`, as of the last loop (a reload may change it).
+    rate: Option<crate::route::policy::Rate>,
 }
 
 impl RouteWorker {
@@ -329,6 +332,7 @@ impl RouteWorker {
                         tracing::info!(source = self.key.source(), route = %self.key.identity(), "route drained its queued deliveries");
                         break;
                     }
+                    self.rate = route.queue().and_then(|q| q.rate);
                     let free = self.start_ready(&loaded, index, route_index, concurrency);
                     self.plan_take(concurrency, free, now);
                 }
@@ -441,6 +445,8 @@ impl RouteWorker {
         // entries wait.
         let mut batch = (concurrency / 4).max(1);
         let ahead = if self.attempt_time < QUICK_ATTEMPT { 2 * batch } else { 0 };
+        // With a `rate`, nothing is taken ahead: a permit is spent per entry taken.
+        let ahead = if self.rate.is_some() { 0 } else { ahead };
         let mut room = if concurrency == 0 { 0 } else { (free + ahead).saturating_sub(self.ready.len()) };
         // Paused: take one entry for a due probe, else nothing.
         if self.queue.pauses.get(&self.key).is_some() {
@@ -458,7 +464,21 @@ impl RouteWorker {
         if wants && self.taking.is_none() && !self.exhausted {
             let skip = self.in_flight.all.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let (q, k) = (self.queue.clone(), self.key.clone());
-            self.taking = Some(Box::pin(async move { (q.store.take(k, room, skip, now).await, room) }));
+            let rate = self.rate;
+            self.taking = Some(Box::pin(async move {
+                // `rate` (SPEC §16): permits first, so what is taken may start at once.
+                let room = match rate {
+                    None => room,
+                    Some(rate) => match q.rates.acquire(&q.store, &k, rate, room).await {
+                        (0, wait) => {
+                            let next = now + wait.as_millis().max(1) as u64;
+                            return (Ok(super::Taken { entries: Vec::new(), next_due_ms: Some(next) }), room);
+                        }
+                        (n, _) => n,
+                    },
+                };
+                (q.store.take(k, room, skip, now).await, room)
+            }));
         }
     }
 

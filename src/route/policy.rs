@@ -33,6 +33,44 @@ impl Default for RetryPolicy {
     }
 }
 
+/// A route's rate: `per` permits every `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per: u32,
+    pub period: Duration,
+}
+
+impl Rate {
+    /// `"50/s"`, `"600/m"`, `"3600/h"`.
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let usage = "use N/s, N/m or N/h, e.g. \"50/s\"";
+        let (n, unit) = text.split_once('/').ok_or_else(|| format!("{text:?}: {usage}"))?;
+        let per: u32 = n.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("{text:?}: {usage}"))?;
+        let period = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(format!("{text:?}: {usage}")),
+        };
+        if per as f64 / period.as_secs_f64() > 100_000.0 {
+            return Err(format!("{text:?}: at most 100000 per second"));
+        }
+        Ok(Rate { per, period })
+    }
+
+    /// Time between two permits.
+    pub fn interval(&self) -> Duration {
+        self.period / self.per
+    }
+
+    /// Permits that may go at once after a quiet spell: a tenth of a second's
+    /// worth (at least one), so the rate holds over any window but the
+    /// shortest.
+    pub fn burst(&self) -> u32 {
+        ((self.per as f64 / self.period.as_secs_f64()) / 10.0).floor().max(1.0) as u32
+    }
+}
+
 /// A route with `delivery = "queue"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueRoute {
@@ -46,6 +84,8 @@ pub struct QueueRoute {
     pub pause_after: Option<Duration>,
     /// `probe_every`: one attempt this often while paused that way.
     pub probe_every: Duration,
+    /// `rate`: at most this many attempts started (all replicas together with Redis).
+    pub rate: Option<Rate>,
 }
 
 impl Default for QueueRoute {
@@ -56,6 +96,7 @@ impl Default for QueueRoute {
             ack_status: StatusCode::ACCEPTED,
             pause_after: None,
             probe_every: Duration::from_secs(60),
+            rate: None,
         }
     }
 }

@@ -67,6 +67,7 @@ fn mode(errs: &mut Errors, path: &str, f: &mut RouteFile, queue_table: bool) -> 
         ("concurrency", f.concurrency.is_some()),
         ("ack_status", f.ack_status.is_some()),
         ("pause_after", f.pause_after.is_some()),
+        ("rate", f.rate.is_some()),
         ("probe_every", f.probe_every.is_some()),
     ];
     if !queued {
@@ -109,6 +110,12 @@ fn mode(errs: &mut Errors, path: &str, f: &mut RouteFile, queue_table: bool) -> 
         match c {
             0..=MAX_CONCURRENCY => q.concurrency = c as u32,
             _ => errs.push(&format!("{path}.concurrency"), format!("must be between 0 (paused) and {MAX_CONCURRENCY}")),
+        }
+    }
+    if let Some(t) = f.rate.as_deref() {
+        match crate::route::policy::Rate::parse(t) {
+            Ok(r) => q.rate = Some(r),
+            Err(e) => errs.push(&format!("{path}.rate"), e),
         }
     }
     if let Some(t) = f.pause_after.as_deref() {

@@ -443,3 +443,49 @@ filter = { "json:/a" = 2 }
     // A filter is part of an unnamed route's identity (SPEC §12): no clash.
     assert!(!errs.contains("sources.all.routes[2].name"), "{errs}");
 }
+
+/// SPEC §16's keys on queue routes, each bad value at its key path.
+#[test]
+fn queue_operation_keys_are_validated_with_their_paths() {
+    let text = r#"
+[queue]
+[sources.s]
+path = "/s"
+provider = "github"
+secrets = ["s"]
+
+[[sources.s.routes]]
+name = "a"
+events = ["a"]
+upstream = "http://127.0.0.1:3002/a"
+delivery = "queue"
+rate = "fast"
+pause_after = "0s"
+probe_every = "1ms"
+
+[[sources.s.routes]]
+name = "b"
+events = ["b"]
+upstream = "http://127.0.0.1:3002/b"
+delivery = "queue"
+probe_every = "1m"
+
+[[sources.s.routes]]
+name = "c"
+events = ["c"]
+upstream = "http://127.0.0.1:3002/c"
+rate = "5/s"
+pause_after = "1m"
+"#;
+    let errs = load_str(text, &env).unwrap_err().to_string();
+    for want in [
+        "sources.s.routes[0].rate: \"fast\": use N/s, N/m or N/h",
+        "sources.s.routes[0].pause_after: must be longer than 0s",
+        "sources.s.routes[0].probe_every: must be at least 10ms",
+        "sources.s.routes[1].probe_every: applies with pause_after",
+        "sources.s.routes[2].rate: applies to delivery = \"queue\" routes only",
+        "sources.s.routes[2].pause_after: applies to delivery = \"queue\" routes only",
+    ] {
+        assert!(errs.contains(want), "missing {want} in:\n{errs}");
+    }
+}

@@ -117,6 +117,7 @@ struct Scripts {
     revive: Script,
     delete: Script,
     sweep: Script,
+    rate: Script,
 }
 
 pub struct RedisQueue {
@@ -291,6 +292,7 @@ impl RedisQueue {
             done_waiting: Mutex::default(),
             scripts: Scripts {
                 enqueue: Script::new(ENQUEUE),
+                rate: Script::new(super::rate::GCRA),
                 promote: Script::new(PROMOTE),
                 park: Script::new(PARK),
                 revive: Script::new(REVIVE),
@@ -877,6 +879,25 @@ impl RedisQueue {
                 Some((route, super::pause::Pause { since, reason: super::pause::Reason::decode(reason)? }))
             })
             .collect())
+    }
+
+    /// Up to `want` of `route`'s rate permits, shared by every replica: how
+    /// many, and how long until the next (SPEC §16).
+    pub async fn rate_permits(
+        &self,
+        route: &RouteKey,
+        rate: super::rate::Rate,
+        want: usize,
+    ) -> Result<(usize, Duration), QueueError> {
+        let interval = rate.interval().as_micros().to_string();
+        let tau = (rate.interval() * (rate.burst() - 1)).as_micros().to_string();
+        let want = want.to_string();
+        let key = self.key(route, 'r');
+        let v = self.eval(&self.scripts.rate, &[&key], &[interval.as_bytes(), tau.as_bytes(), want.as_bytes()]).await?;
+        let pair = items(&v);
+        let granted = pair.first().map_or(0, int) as usize;
+        let wait_us = pair.get(1).map_or(0, int);
+        Ok((granted, Duration::from_micros(wait_us)))
     }
 
     pub async fn dead_retry_one(&self, entry: &str) -> Result<usize, QueueError> {
