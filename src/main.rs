@@ -288,6 +288,16 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// The source named `name`, or `None` after saying which there are.
+fn find_source<'c>(cfg: &'c hookgate::config::Config, name: &str) -> Option<&'c hookgate::config::Source> {
+    let found = cfg.sources.iter().find(|s| s.name == name);
+    if found.is_none() {
+        let names: Vec<_> = cfg.sources.iter().map(|s| s.name.as_str()).collect();
+        eprintln!("no source named {name:?}; configured: {}", names.join(", "));
+    }
+    found
+}
+
 /// A body file, or standard input for `-`.
 fn read_body(arg: &str) -> Result<Vec<u8>, ExitCode> {
     let mut body = Vec::new();
@@ -307,11 +317,7 @@ fn transform(path: &Path, source: &str, route: &str, body_arg: &str) -> ExitCode
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Some(src) = cfg.sources.iter().find(|s| s.name == source) else {
-        let names: Vec<_> = cfg.sources.iter().map(|s| s.name.as_str()).collect();
-        eprintln!("no source named {source:?}; configured: {}", names.join(", "));
-        return ExitCode::from(1);
-    };
+    let Some(src) = find_source(&cfg, source) else { return ExitCode::from(1) };
     let Some(r) = src.routes.iter().find(|r| &*r.label == route) else {
         let labels: Vec<_> = src.routes.iter().map(|r| &*r.label).collect();
         eprintln!("no route {route:?} in source {source:?}; its routes: {}", labels.join(", "));
@@ -338,11 +344,7 @@ fn sign(path: &Path, source: &str, args: SignArgs<'_>, curl: Option<&str>, body_
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Some(src) = cfg.sources.iter().find(|s| s.name == source) else {
-        let names: Vec<_> = cfg.sources.iter().map(|s| s.name.as_str()).collect();
-        eprintln!("no source named {source:?}; configured: {}", names.join(", "));
-        return ExitCode::from(1);
-    };
+    let Some(src) = find_source(&cfg, source) else { return ExitCode::from(1) };
     let body = match read_body(body_arg) {
         Ok(b) => b,
         Err(code) => return code,

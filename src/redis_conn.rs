@@ -13,7 +13,21 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, Value};
 use tokio::sync::OnceCell;
 
-use crate::config::{RedisConfig, RedisTarget};
+/// A Redis server or cluster and how to talk to it (`[dedupe.redis]`,
+/// `[queue.redis]`, an event-bus `redis://` upstream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub target: RedisTarget,
+    pub key_prefix: String,
+    /// Per-command budget; past it the store counts as unreachable.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Single(String),
+    Cluster(Vec<String>),
+}
 
 /// A Lua script and its SHA1, computed once.
 pub struct Script {

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -204,32 +202,6 @@ async fn the_admin_listener_refuses_other_hosts_and_cross_origin_writes() {
     .await;
     assert_eq!((r.status.as_u16(), r.error_code().as_str()), (403, "cross_origin"));
     gw.shutdown().await;
-}
-
-fn verify_with_library(secret: &str, body: &[u8], headers: &http::HeaderMap) -> Result<(), String> {
-    let h: serde_json::Map<String, serde_json::Value> = ["webhook-id", "webhook-timestamp", "webhook-signature"]
-        .iter()
-        .filter_map(|k| Some(((*k).to_owned(), headers.get(*k)?.to_str().ok()?.into())))
-        .collect();
-    let script = "import json,sys\nfrom standardwebhooks.webhooks import Webhook\n\
-                  d=json.load(sys.stdin)\n\
-                  Webhook(d['secret']).verify(d['body'].encode(), d['headers'], json_parse=False)\nprint('verified')";
-    let input = serde_json::json!({"secret": secret, "body": String::from_utf8_lossy(body), "headers": h});
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (with the standardwebhooks package; .ci/run installs it)");
-    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if out.status.success() && stdout.contains("verified") {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
 }
 
 #[tokio::test]

@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::redis::RedisServer;
@@ -214,31 +212,6 @@ async fn fan_out_to_a_redis_queue_and_a_sync_route() {
 
 const SLACK: &str =
     r#"transform = '{text: "Payment failed: \(.data.object.customer_email) \(.data.object.amount_due / 100) USD"}'"#;
-
-fn verify_with_library(secret: &str, body: &[u8], headers: &http::HeaderMap) -> Result<(), String> {
-    let h: serde_json::Map<String, serde_json::Value> = ["webhook-id", "webhook-timestamp", "webhook-signature"]
-        .iter()
-        .filter_map(|k| Some(((*k).to_owned(), headers.get(*k)?.to_str().ok()?.into())))
-        .collect();
-    let script = "import json,sys\nfrom standardwebhooks.webhooks import Webhook\n\
-                  d=json.load(sys.stdin)\n\
-                  Webhook(d['secret']).verify(d['body'].encode(), d['headers'], json_parse=False)\nprint('verified')";
-    let input = serde_json::json!({"secret": secret, "body": String::from_utf8_lossy(body), "headers": h});
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (with the standardwebhooks package; .ci/run installs it)");
-    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("verified") {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
 
 #[tokio::test]
 async fn a_transform_makes_the_body_and_re_signing_signs_it() {

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-use crate::config::{RedisConfig, RedisTarget};
-use crate::redis_conn::RedisConn;
+use crate::redis_conn::{RedisConfig, RedisConn, RedisTarget};
 
 static CONNS: super::Clients<Result<RedisConn, String>> = OnceLock::new();
 

@@ -28,6 +28,7 @@ use ipnet::IpNet;
 use crate::route::Route;
 use crate::verify::Verifier;
 
+pub use crate::redis_conn::{RedisConfig, RedisTarget};
 pub use validate::{ConfigErrors, load_str};
 
 /// A validated configuration.
@@ -120,20 +121,6 @@ pub struct ServerTls {
 pub enum StoreConfig {
     Memory { max_entries: usize },
     Redis(RedisConfig),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisConfig {
-    pub target: RedisTarget,
-    pub key_prefix: String,
-    /// Per-command budget; past it the store counts as unreachable.
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisTarget {
-    Single(String),
-    Cluster(Vec<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -491,6 +491,8 @@ mod tests {
         let handle = size4(handle);
         let process = size8(process);
         let settle = size7(settle);
+        let send = size4(forward::send);
+        assert!(send <= 2048, "forward::send's future is {send} bytes");
         assert!(handle <= 1024, "handle's future is {handle} bytes");
         assert!(process <= 2048, "process's future is {process} bytes");
         assert!(settle <= 3584, "settle's future is {settle} bytes");

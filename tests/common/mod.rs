@@ -471,3 +471,30 @@ pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Verifies a re-signed request with the Standard Webhooks library itself
+/// (PyPI `standardwebhooks`; `.ci/run` installs it).
+pub fn verify_with_library(secret: &str, body: &[u8], headers: &http::HeaderMap) -> Result<(), String> {
+    let h: serde_json::Map<String, serde_json::Value> = ["webhook-id", "webhook-timestamp", "webhook-signature"]
+        .iter()
+        .filter_map(|k| Some(((*k).to_owned(), headers.get(*k)?.to_str().ok()?.into())))
+        .collect();
+    let script = "import json,sys\nfrom standardwebhooks.webhooks import Webhook\n\
+                  d=json.load(sys.stdin)\n\
+                  Webhook(d['secret']).verify(d['body'].encode(), d['headers'], json_parse=False)\nprint('verified')";
+    let input = serde_json::json!({"secret": secret, "body": String::from_utf8_lossy(body), "headers": h});
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (with the standardwebhooks package; .ci/run installs it)");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("verified") {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

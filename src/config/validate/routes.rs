@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use super::{Errors, resigner};
 use crate::config::file::RouteFile;
-use crate::queue::{QueueRoute, RetryPolicy};
 use crate::resign::Resigner;
 use crate::route::headers::RouteHeaders;
+use crate::route::policy::{QueueRoute, RetryPolicy};
 use crate::route::transform::Transform;
 use crate::route::{MAX_ROUTES, Mode, Pattern, Route};
 
