@@ -12,8 +12,10 @@
 //! - `redis://HOST:PORT/DB?stream=KEY`: `XADD KEY * id ID body BODY` on a
 //!   redis-rs connection manager, waiting for the reply.
 //!
-//! No verification, no dedupe, no headers beyond the ID: `bench/brokers.sh`
-//! runs it next to hookgate so the broker's own cost and hookgate's are apart.
+//! Each message carries the request's headers as the broker's headers (Redis:
+//! fields), as hookgate's do, so both publish the same bytes. No verification,
+//! no dedupe: `bench/brokers.sh` runs it next to hookgate so the broker's own
+//! cost and hookgate's are apart.
 //!
 //!   cargo run --release --example bare_publish -- 127.0.0.1:8081 nats://127.0.0.1:4222/hooks.bench
 
@@ -73,16 +75,28 @@ impl Client {
         }
     }
 
-    async fn publish(&self, id: &str, body: Bytes) -> Result<(), String> {
+    async fn publish(&self, id: &str, headers: &http::HeaderMap, body: Bytes) -> Result<(), String> {
+        let text = || headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
         match self {
             Client::Nats(js, subject) => {
                 let mut h = async_nats::HeaderMap::new();
+                for (k, v) in text() {
+                    h.insert(k, v);
+                }
                 h.insert("Nats-Msg-Id", id);
                 let ack = js.publish_with_headers(subject.clone(), h, body).await.map_err(|e| e.to_string())?;
                 ack.await.map(drop).map_err(|e| e.to_string())
             }
             Client::Amqp(ch, queue) => {
-                let props = lapin::BasicProperties::default().with_delivery_mode(2).with_message_id(id.into());
+                let mut table = lapin::types::FieldTable::default();
+                for (k, v) in text() {
+                    table.insert(k.into(), lapin::types::AMQPValue::LongString(v.into()));
+                }
+                let props = lapin::BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(id.into())
+                    .with_content_type("application/json".into())
+                    .with_headers(table);
                 let opts = lapin::options::BasicPublishOptions { mandatory: true, ..Default::default() };
                 let confirm = ch
                     .basic_publish("".into(), queue.as_str().into(), opts, &body, props)
@@ -94,14 +108,12 @@ impl Client {
             }
             Client::Redis(conn, key) => {
                 let mut conn = conn.clone();
-                redis::cmd("XADD")
-                    .arg(key)
-                    .arg("*")
-                    .arg("id")
-                    .arg(id)
-                    .arg("body")
-                    .arg(&body[..])
-                    .query_async::<String>(&mut conn)
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(key).arg("*").arg("id").arg(id).arg("body").arg(&body[..]);
+                for (k, v) in headers {
+                    cmd.arg(k.as_str()).arg(v.as_bytes());
+                }
+                cmd.query_async::<String>(&mut conn)
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string())
@@ -112,8 +124,9 @@ impl Client {
 
 async fn handle(client: Arc<Client>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let id = req.headers().get("x-delivery-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let body = req.into_body().collect().await?.to_bytes();
-    let (status, text) = match client.publish(&id, body).await {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let (status, text) = match client.publish(&id, &parts.headers, body).await {
         Ok(()) => (StatusCode::OK, "published"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not confirmed"),
     };
