@@ -113,10 +113,7 @@ impl Client {
                 for (k, v) in headers {
                     cmd.arg(k.as_str()).arg(v.as_bytes());
                 }
-                cmd.query_async::<String>(&mut conn)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                cmd.query_async::<String>(&mut conn).await.map(drop).map_err(|e| e.to_string())
             }
         }
     }
