@@ -7,6 +7,7 @@
 //! every other character matches itself. Patterns are split at `*` once, at
 //! config load; matching allocates nothing.
 
+pub mod fast;
 pub mod filter;
 pub mod headers;
 pub mod policy;

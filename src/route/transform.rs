@@ -55,6 +55,8 @@ pub enum TransformError {
 /// A compiled program and its budget.
 pub struct Transform {
     filter: jaq_core::compile::Filter<Native<Budgeted>>,
+    /// The same program on the fast path, when it is a projection ([`super::fast`]).
+    fast: Option<super::fast::Fast>,
     budget: Duration,
     /// The program as written, for `hookgate check` and errors.
     pub source: Box<str>,
@@ -122,7 +124,8 @@ impl Transform {
                 .collect();
             out.join("; ")
         })?;
-        Ok(Transform { filter, budget, source: code.into() })
+        let fast = super::fast::Fast::compile(code);
+        Ok(Transform { filter, fast, budget, source: code.into() })
     }
 
     pub fn budget(&self) -> Duration {
@@ -136,6 +139,22 @@ impl Transform {
         if nesting(body) > MAX_DEPTH {
             return Err(TransformError::NotJson(format!("nested deeper than {MAX_DEPTH} levels")));
         }
+        if let Some(fast) = &self.fast {
+            match fast.run(body) {
+                super::fast::Outcome::Done(out) => return Ok(out),
+                super::fast::Outcome::Unsupported => {}
+            }
+        }
+        self.apply_jaq(body)
+    }
+
+    /// Whether the program runs on the fast path (for `hookgate check` and tests).
+    pub fn is_fast(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// Runs the program with jaq, whatever it is.
+    pub fn apply_jaq(&self, body: &[u8]) -> Result<Vec<u8>, TransformError> {
         let input = jaq_json::read::parse_single(body).map_err(|e| TransformError::NotJson(e.to_string()))?;
         let marker = 0u8;
         let budget = Budget {
@@ -374,6 +393,76 @@ mod tests {
         assert_eq!(nesting(br#"{"a":"[[[{","b":[{"c":"\"]"}]}"#), 3);
         let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert_eq!(run("[..] | length", &ok).unwrap(), MAX_DEPTH.to_string());
+    }
+
+    /// Numbers as f64, so `42.0` (jaq's division) and `42` compare equal.
+    fn norm(v: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::Number(n) => n.as_f64().map_or(Value::Null, |f| serde_json::json!(f)),
+            Value::Array(a) => Value::Array(a.into_iter().map(norm).collect()),
+            Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, norm(v))).collect()),
+            other => other,
+        }
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-2000i64..2000).prop_map(|n| serde_json::json!(n)),
+            (-1e6f64..1e6).prop_map(|f| serde_json::json!(f)),
+            "[a-z é\\\"\n]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(
+                    (prop_oneof![Just("a"), Just("b"), Just("id"), Just("n"), Just("items"), Just("sku")], inner),
+                    0..5
+                )
+                .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The fast path gives jaq's results, value for value, and fails where jaq fails.
+        #[test]
+        fn the_fast_path_agrees_with_jaq(body in json_value()) {
+            let body = serde_json::to_vec(&body).unwrap();
+            for code in [
+                ".",
+                ".a",
+                ".a.b",
+                ".items[0].sku",
+                ".items[-1]",
+                "[.items[] | .sku]",
+                "[.a[] | .b[]]",
+                "{id, total: (.n / 100), skus: [.items[] | .sku]}",
+                "{text: \"x \\(.a) \\(.n) y\"}",
+                ".n + 1",
+                ".n - .n * 2",
+                ".a + .b",
+                ".id + \"!\"",
+                "{a: 1, a: .b}",
+                "[.[]]",
+                "(.a | .b)",
+                "\"\\(.n / 7) é \\(.n * 3) \\(.items)\"",
+                "{n: (.n / 3), m: (1.5 * .n), s: (.id + .id)}",
+            ] {
+                let t = Transform::compile(code, DEFAULT_BUDGET).unwrap();
+                proptest::prop_assert!(t.is_fast(), "{} should be on the fast path", code);
+                let super::super::fast::Outcome::Done(a) = t.fast.as_ref().unwrap().run(&body) else { continue };
+                let b = t.apply_jaq(&body);
+                proptest::prop_assert!(b.is_ok(), "{} on {}: fast {}, jaq {:?}", code, String::from_utf8_lossy(&body), String::from_utf8_lossy(&a), b);
+                let (a, b): (serde_json::Value, serde_json::Value) =
+                    (serde_json::from_slice(&a).unwrap(), serde_json::from_slice(&b.unwrap()).unwrap());
+                proptest::prop_assert_eq!(norm(a), norm(b), "{} on {}", code, String::from_utf8_lossy(&body));
+            }
+        }
     }
 
     #[test]
