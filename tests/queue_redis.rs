@@ -105,7 +105,7 @@ async fn stores_in_a_stream_then_delivers_and_dead_letters_can_be_retried() {
 #[tokio::test]
 async fn dead_letter_pages_delete_and_retry_all() {
     let redis = RedisServer::start();
-    let mut up = spawn_upstream(Behavior::Answer(410, "gone", Duration::ZERO)).await;
+    let mut up = spawn_upstream(Behavior::Answer(422, "refused", Duration::ZERO)).await;
     let gw = spawn_gateway(&redis_queue_config(up.addr, &url(&redis), "")).await;
     for i in 0..5 {
         assert_eq!(deliver(&gw, &format!("page-{i}")).await.status, 202);
