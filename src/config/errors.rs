@@ -26,6 +26,40 @@ impl std::fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// The name in `known` closest to `given` by edit distance, if it is close
+/// enough to be a misspelling (at most a third of its length, at least 1).
+pub(super) fn closest<'k>(given: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k str> {
+    let g: Vec<char> = given.to_ascii_lowercase().chars().collect();
+    let limit = (g.len() / 3).max(1);
+    known
+        .map(|k| (distance(&g, &k.chars().collect::<Vec<_>>()), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Edit distance where swapping two neighbours counts as one edit (optimal
+/// string alignment): `stroe` is one edit from `store`.
+fn distance(a: &[char], b: &[char]) -> usize {
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 /// Collects errors while validating, so one pass reports all of them.
 pub(super) struct Errors(pub(super) Vec<String>);
 
@@ -34,10 +68,14 @@ impl Errors {
         self.0.push(format!("{path}: {msg}"));
     }
 
-    pub(super) fn unknown(&mut self, path: &str, unknown: &Unknown) {
+    /// Every key of `unknown` is an error; the closest of `known` is suggested.
+    pub(super) fn unknown(&mut self, path: &str, unknown: &Unknown, known: &[&str]) {
         for key in unknown.keys() {
             let p = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-            self.push(&p, "unknown key");
+            match closest(key, known.iter().copied()) {
+                Some(k) => self.push(&p, format!("unknown key; did you mean {k:?}?")),
+                None => self.push(&p, "unknown key"),
+            }
         }
     }
 

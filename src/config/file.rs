@@ -243,3 +243,124 @@ impl OneOrMany {
         }
     }
 }
+
+/// The keys a table declares, for "did you mean" suggestions on unknown ones
+/// (SPEC §2). Kept in step with the fields above; a test checks every name
+/// is one.
+pub trait Keys {
+    const KEYS: &'static [&'static str];
+}
+
+impl Keys for FileConfig {
+    const KEYS: &'static [&'static str] = &["server", "dedupe", "log", "sources", "queue"];
+}
+
+impl Keys for ServerFile {
+    const KEYS: &'static [&'static str] = &[
+        "listen",
+        "admin_listen",
+        "max_body_bytes",
+        "request_timeout",
+        "shutdown_grace",
+        "trusted_proxies",
+        "max_connections",
+        "admin_token",
+        "tls",
+    ];
+}
+
+impl Keys for AcmeFile {
+    const KEYS: &'static [&'static str] = &["domains", "contact", "directory", "directory_ca", "cache"];
+}
+
+impl Keys for TlsFile {
+    const KEYS: &'static [&'static str] = &["cert", "key", "client_ca", "acme"];
+}
+
+impl Keys for DedupeFile {
+    const KEYS: &'static [&'static str] = &["store", "ttl", "claim_ttl", "on_store_error", "max_entries", "redis"];
+}
+
+impl Keys for RedisFile {
+    const KEYS: &'static [&'static str] = &["url", "cluster", "key_prefix", "timeout"];
+}
+
+impl Keys for LogFile {
+    const KEYS: &'static [&'static str] = &["format", "deliveries"];
+}
+
+impl Keys for SourceFile {
+    const KEYS: &'static [&'static str] = &[
+        "path",
+        "provider",
+        "secrets",
+        "tolerance",
+        "allow_ips",
+        "rate_limit",
+        "unrouted",
+        "verify",
+        "routes",
+        "sign_upstream",
+        "public_url",
+        "verify_token",
+        "dedupe_body",
+        "match",
+    ];
+}
+
+impl Keys for RateLimitFile {
+    const KEYS: &'static [&'static str] = &["per_second", "burst", "scope"];
+}
+
+impl Keys for VerifyFile {
+    const KEYS: &'static [&'static str] = &[
+        "scheme",
+        "signature_header",
+        "algorithm",
+        "encoding",
+        "signature_prefix",
+        "signature_format",
+        "param_separator",
+        "signature_param",
+        "secret_format",
+        "signed_payload",
+        "timestamp",
+        "timestamp_format",
+        "id",
+        "event_type",
+        "challenge",
+        "signed_url",
+    ];
+}
+
+impl Keys for RouteFile {
+    const KEYS: &'static [&'static str] = &[
+        "name",
+        "events",
+        "upstream",
+        "timeout",
+        "delivery",
+        "retry",
+        "concurrency",
+        "ack_status",
+        "sign_upstream",
+        "ca",
+        "filter",
+        "transform",
+        "transform_budget",
+        "headers",
+        "remove_headers",
+        "pause_after",
+        "rate",
+        "probe_every",
+        "keep_signature",
+    ];
+}
+
+impl Keys for RetryFile {
+    const KEYS: &'static [&'static str] = &["for", "attempts", "backoff", "max_backoff"];
+}
+
+impl Keys for QueueFile {
+    const KEYS: &'static [&'static str] = &["store", "path", "sync", "visibility_timeout", "dead_retention", "redis"];
+}

@@ -6,14 +6,14 @@
 use http::HeaderName;
 
 use super::errors::Errors;
-use super::file::VerifyFile;
+use super::file::{Keys as _, VerifyFile};
 use crate::verify::{
     Algorithm, Challenge, Encoding, Locator, Scheme, SecretFormat, SignatureFormat, Spec, Template, TimestampFormat,
 };
 
 /// Applies a `verify` table (a user's overrides, or a preset's fields) to `spec`.
 pub(super) fn apply_overrides(errs: &mut Errors, path: &str, spec: &mut Spec, v: VerifyFile) {
-    errs.unknown(path, &v.unknown);
+    errs.unknown(path, &v.unknown, VerifyFile::KEYS);
     let p = |k: &str| format!("{path}.{k}");
     spec.scheme = errs.choice(
         &p("scheme"),

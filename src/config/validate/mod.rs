@@ -7,7 +7,10 @@ use std::time::Duration;
 
 pub use super::errors::ConfigErrors;
 use super::errors::Errors;
-use super::file::{DedupeFile, FileConfig, LogFile, QueueFile, RedisFile, ServerFile, SourceFile, TlsFile};
+use super::file::{
+    AcmeFile, DedupeFile, FileConfig, Keys as _, LogFile, QueueFile, RateLimitFile, RedisFile, ServerFile, SourceFile,
+    TlsFile,
+};
 use super::presets;
 use super::verify_table::apply_overrides;
 use super::{
@@ -28,13 +31,13 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     let mut errs = Errors(Vec::new());
     super::env::expand_tree(&mut root, "", env, &mut errs.0);
     let file: FileConfig = errs.table("(top level)", Some(root));
-    errs.unknown("", &file.unknown);
+    errs.unknown("", &file.unknown, FileConfig::KEYS);
 
     let server_file: ServerFile = errs.table("server", file.server);
     let server = server(&mut errs, server_file);
     let dedupe = dedupe(&mut errs, file.dedupe);
     let log_file: LogFile = errs.table("log", file.log);
-    errs.unknown("log", &log_file.unknown);
+    errs.unknown("log", &log_file.unknown, LogFile::KEYS);
     let deliveries = match log_file.deliveries {
         Some(n) if n > MAX_LOG_RECORDS => {
             errs.push("log.deliveries", format!("must be between 0 and {MAX_LOG_RECORDS}"));
@@ -81,7 +84,7 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
 }
 
 fn server(errs: &mut Errors, f: ServerFile) -> ServerConfig {
-    errs.unknown("server", &f.unknown);
+    errs.unknown("server", &f.unknown, ServerFile::KEYS);
     let default_listen = SocketAddr::from(([0, 0, 0, 0], 8080));
     let listen = match f.listen.as_deref() {
         Some(t) => errs.socket("server.listen", t).unwrap_or(default_listen),
@@ -124,10 +127,10 @@ fn server(errs: &mut Errors, f: ServerFile) -> ServerConfig {
 }
 
 fn server_tls(errs: &mut Errors, f: TlsFile) -> (Option<ServerTls>, Option<crate::tls::AcmeSettings>) {
-    errs.unknown("server.tls", &f.unknown);
+    errs.unknown("server.tls", &f.unknown, TlsFile::KEYS);
     let client_ca = f.client_ca.filter(|c| !c.is_empty()).map(std::path::PathBuf::from);
     if let Some(a) = f.acme {
-        errs.unknown("server.tls.acme", &a.unknown);
+        errs.unknown("server.tls.acme", &a.unknown, AcmeFile::KEYS);
         if f.cert.is_some() || f.key.is_some() {
             errs.push("server.tls", "set either cert and key, or [server.tls.acme], not both");
         }
@@ -180,7 +183,7 @@ fn server_tls(errs: &mut Errors, f: TlsFile) -> (Option<ServerTls>, Option<crate
 
 fn queue(errs: &mut Errors, value: toml::Value, dedupe: &DedupeConfig) -> QueueConfig {
     let f: QueueFile = errs.table("queue", Some(value));
-    errs.unknown("queue", &f.unknown);
+    errs.unknown("queue", &f.unknown, QueueFile::KEYS);
     let store = match f.store.as_deref().unwrap_or("disk") {
         "disk" => {
             if f.redis.is_some() {
@@ -223,7 +226,7 @@ fn queue(errs: &mut Errors, value: toml::Value, dedupe: &DedupeConfig) -> QueueC
 
 fn dedupe(errs: &mut Errors, value: Option<toml::Value>) -> DedupeConfig {
     let f: DedupeFile = errs.table("dedupe", value);
-    errs.unknown("dedupe", &f.unknown);
+    errs.unknown("dedupe", &f.unknown, DedupeFile::KEYS);
     let redis = f.redis.unwrap_or_default();
     let store = match f.store.as_deref().unwrap_or("memory") {
         "memory" => {
@@ -277,7 +280,7 @@ fn redis_config(
     fallback: Option<&RedisConfig>,
     default_prefix: &str,
 ) -> RedisConfig {
-    errs.unknown(path, &redis.unknown);
+    errs.unknown(path, &redis.unknown, RedisFile::KEYS);
     let target = match (redis.url, redis.cluster) {
         (Some(_), Some(_)) => {
             errs.push(path, "set either url or cluster, not both");
@@ -330,7 +333,7 @@ fn source(
     queue_table: bool,
     redis_dedupe: bool,
 ) -> Option<Source> {
-    errs.unknown(path, &f.unknown);
+    errs.unknown(path, &f.unknown, SourceFile::KEYS);
     let before = errs.0.len();
 
     let src_path = match f.path {
@@ -354,7 +357,11 @@ fn source(
                 &format!("{path}.provider"),
                 format!(
                     "{}; expected one of {} (`hookgate presets` describes each)",
-                    if provider.is_empty() { "missing".to_owned() } else { format!("unknown provider {provider:?}") },
+                    match (provider.is_empty(), super::errors::closest(provider, names.iter().copied())) {
+                        (true, _) => "missing".to_owned(),
+                        (false, Some(near)) => format!("unknown provider {provider:?}; did you mean {near:?}?"),
+                        (false, None) => format!("unknown provider {provider:?}"),
+                    },
                     names.join(", ")
                 ),
             );
@@ -411,7 +418,7 @@ fn source(
 
     let rate_limit = f.rate_limit.and_then(|rl| {
         let p = format!("{path}.rate_limit");
-        errs.unknown(&p, &rl.unknown);
+        errs.unknown(&p, &rl.unknown, RateLimitFile::KEYS);
         let nz = |errs: &mut Errors, key: &str, v: Option<u64>| -> Option<NonZeroU32> {
             let v = v?;
             let out = u32::try_from(v).ok().and_then(NonZeroU32::new);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{Errors, resigner};
-use crate::config::file::RouteFile;
+use crate::config::file::{Keys as _, RetryFile, RouteFile};
 use crate::resign::Resigner;
 use crate::route::headers::RouteHeaders;
 use crate::route::policy::{QueueRoute, RetryPolicy};
@@ -81,7 +81,7 @@ fn mode(errs: &mut Errors, path: &str, f: &mut RouteFile, queue_table: bool) -> 
     let mut q = QueueRoute::default();
     if let Some(r) = f.retry.take() {
         let rp = format!("{path}.retry");
-        errs.unknown(&rp, &r.unknown);
+        errs.unknown(&rp, &r.unknown, RetryFile::KEYS);
         let d = RetryPolicy::default();
         q.retry = RetryPolicy {
             horizon: errs.duration(&format!("{rp}.for"), r.horizon.as_deref(), d.horizon),
@@ -156,7 +156,7 @@ fn route(
     queue_table: bool,
     signature_headers: &[http::HeaderName],
 ) -> Option<Route> {
-    errs.unknown(path, &f.unknown);
+    errs.unknown(path, &f.unknown, RouteFile::KEYS);
     let mut remove = f.remove_headers.take().unwrap_or_default();
     let mode = mode(errs, path, &mut f, queue_table);
     let resign = match f.sign_upstream.as_deref() {

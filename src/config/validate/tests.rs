@@ -489,3 +489,72 @@ pause_after = "1m"
         assert!(errs.contains(want), "missing {want} in:\n{errs}");
     }
 }
+
+/// SPEC §2 (round 3): a misspelt key or provider gets the closest known name.
+#[test]
+fn misspelt_keys_and_providers_get_a_suggestion() {
+    let text = r#"
+[server]
+lisen = "127.0.0.1:8080"
+[dedupe]
+stroe = "memory"
+[sources.s]
+path = "/s"
+provder = "stripe"
+secrets = ["whsec_x"]
+[[sources.s.routes]]
+evnts = ["*"]
+upstrem = "http://127.0.0.1:1/"
+retry = { atempts = 3 }
+[sources.t]
+path = "/t"
+provider = "stirpe"
+secrets = ["whsec_x"]
+[sources.t.verify]
+signature_headr = "X-Sig"
+"#;
+    let errs = load_str(text, &env).unwrap_err().to_string();
+    for want in [
+        "server.lisen: unknown key; did you mean \"listen\"?",
+        "dedupe.stroe: unknown key; did you mean \"store\"?",
+        "sources.s.provder: unknown key; did you mean \"provider\"?",
+        "sources.s.routes[0].evnts: unknown key; did you mean \"events\"?",
+        "sources.s.routes[0].upstrem: unknown key; did you mean \"upstream\"?",
+        "sources.t.provider: unknown provider \"stirpe\"; did you mean \"stripe\"?",
+        "sources.t.verify.signature_headr: unknown key; did you mean \"signature_header\"?",
+    ] {
+        assert!(errs.contains(want), "missing {want} in:\n{errs}");
+    }
+    let far = load_str("[server]\nzzzzzz = 1\n", &env).unwrap_err().to_string();
+    assert!(far.contains("server.zzzzzz: unknown key") && !far.contains("did you mean"), "{far}");
+}
+
+/// Every name a table's `Keys` lists is one of its fields: set alone it is
+/// never reported unknown.
+#[test]
+fn the_suggested_keys_are_the_tables_fields() {
+    use crate::config::file::*;
+    fn check<T: serde::de::DeserializeOwned + Keys>(get_unknown: fn(&T) -> &Unknown) {
+        for key in T::KEYS {
+            let mut t = toml::Table::new();
+            t.insert((*key).to_owned(), toml::Value::Boolean(true));
+            // A type error means serde took the key as a field; success must leave nothing unknown.
+            if let Ok(v) = toml::Value::Table(t).try_into::<T>() {
+                assert!(get_unknown(&v).is_empty(), "{key} is not a field of {}", std::any::type_name::<T>());
+            }
+        }
+    }
+    check::<FileConfig>(|v| &v.unknown);
+    check::<ServerFile>(|v| &v.unknown);
+    check::<AcmeFile>(|v| &v.unknown);
+    check::<TlsFile>(|v| &v.unknown);
+    check::<DedupeFile>(|v| &v.unknown);
+    check::<RedisFile>(|v| &v.unknown);
+    check::<LogFile>(|v| &v.unknown);
+    check::<SourceFile>(|v| &v.unknown);
+    check::<RateLimitFile>(|v| &v.unknown);
+    check::<VerifyFile>(|v| &v.unknown);
+    check::<RouteFile>(|v| &v.unknown);
+    check::<RetryFile>(|v| &v.unknown);
+    check::<QueueFile>(|v| &v.unknown);
+}
