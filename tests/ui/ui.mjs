@@ -90,11 +90,11 @@ try {
   page.on("dialog", (d) => d.accept());
   await page.fill("#r-status", "5xx");
   await page.click("#r-go");
-  await page.locator("#status", { hasText: "retried 0" }).waitFor({ timeout: 8000 });
+  await page.locator("#replay-result", { hasText: "retried 0" }).waitFor({ timeout: 8000 });
   await page.fill("#r-status", "4xx");
   await page.fill("#r-route", "orders");
   await page.click("#r-go");
-  await page.locator("#status", { hasText: "retried 1" }).waitFor({ timeout: 8000 });
+  await page.locator("#replay-result", { hasText: "retried 1" }).waitFor({ timeout: 8000 });
 
   if (errors.length) throw new Error("page errors: " + errors.join("; "));
   console.log("ui: all steps passed");
