@@ -488,7 +488,16 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(signals(app.clone(), path, stop_tx));
+    // The handlers are installed here, before "hookgate serving" is logged: a
+    // SIGTERM right after it must not find the default action (death).
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(hup), Ok(term), Ok(int)) =
+        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return ExitCode::from(1);
+    };
+    tokio::spawn(signals(app.clone(), path, stop_tx, [hup, term, int]));
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -566,14 +575,12 @@ async fn serve(path: PathBuf, cfg: Config) -> ExitCode {
 }
 
 /// SIGHUP reloads the config; SIGTERM/SIGINT start the graceful shutdown.
-async fn signals(app: std::sync::Arc<App>, path: PathBuf, stop: watch::Sender<bool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+async fn signals(
+    app: std::sync::Arc<App>,
+    path: PathBuf,
+    stop: watch::Sender<bool>,
+    [mut hup, mut term, mut int]: [tokio::signal::unix::Signal; 3],
+) {
     loop {
         tokio::select! {
             _ = hup.recv() => {

@@ -797,7 +797,8 @@ async fn queue_move_between_disk_and_redis_both_ways() {
     let named = p.seen.iter().find(|l| l.contains("still holds deliveries")).cloned().unwrap_or_default();
     assert!(named.contains(&disk) && named.contains("\"deliveries\":3") && named.contains("\"dead\":1"), "{named}");
     p.signal("-TERM");
-    assert_eq!(p.wait_exit(), 0);
+    let code = p.wait_exit();
+    assert_eq!(code, 0, "{:#?}", p.drain_lines());
 
     // The move brings all three into Redis.
     let (code, out, err) = queue_move(&config_path, &disk);
