@@ -15,25 +15,9 @@ use crate::verify::{Scheme, Spec};
 
 const TABLE: &str = include_str!("presets.toml");
 
-/// `[sources.x.verify]` keys in the order the README's table lists them.
-const VERIFY_KEYS: &[&str] = &[
-    "scheme",
-    "signature_header",
-    "algorithm",
-    "encoding",
-    "signature_prefix",
-    "signature_format",
-    "param_separator",
-    "signature_param",
-    "secret_format",
-    "signed_payload",
-    "timestamp",
-    "timestamp_format",
-    "id",
-    "event_type",
-    "challenge",
-    "signed_url",
-];
+/// `[sources.x.verify]` keys in the order the README's table lists them (the
+/// file table's own list, which `check`'s suggestions use too).
+const VERIFY_KEYS: &[&str] = <super::file::VerifyFile as super::file::Keys>::KEYS;
 
 /// One provider.
 #[derive(Debug)]
