@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use common::redis::RedisServer;
 use common::*;
 
-fn config(queue: &str, refuse: std::net::SocketAddr, gone: std::net::SocketAddr) -> String {
+/// `queue` (the [queue] table), then a tampa source with `routes` (route tables).
+fn tampa(queue: &str, routes: &str) -> String {
     format!(
         r#"[server]
 shutdown_grace = "1s"
@@ -20,7 +21,15 @@ shutdown_grace = "1s"
 path = "/webhooks/tampa"
 provider = "tampa"
 secrets = ["{SECRET}"]
+{routes}"#
+    )
+}
 
+fn config(queue: &str, refuse: std::net::SocketAddr, gone: std::net::SocketAddr) -> String {
+    tampa(
+        queue,
+        &format!(
+            r#"
 [[sources.tampa.routes]]
 name = "orders"
 events = ["order.*"]
@@ -33,6 +42,7 @@ upstream = "http://{gone}/other"
 delivery = "queue"
 retry = {{ attempts = 1 }}
 "#
+        ),
     )
 }
 
@@ -99,16 +109,10 @@ async fn bulk_replay_by_route_time_and_status_on_redis() {
 }
 
 fn one_queue_route(queue: &str, upstream: std::net::SocketAddr, extra: &str) -> String {
-    format!(
-        r#"[server]
-shutdown_grace = "1s"
-{queue}
-
-[sources.tampa]
-path = "/webhooks/tampa"
-provider = "tampa"
-secrets = ["{SECRET}"]
-
+    tampa(
+        queue,
+        &format!(
+            r#"
 [[sources.tampa.routes]]
 name = "orders"
 events = ["*"]
@@ -117,6 +121,7 @@ delivery = "queue"
 retry = {{ backoff = "20ms", max_backoff = "50ms" }}
 {extra}
 "#
+        ),
     )
 }
 

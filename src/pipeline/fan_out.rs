@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, Response};
 
-use super::{FinishOnDrop, IN_FLIGHT_RETRY, Record, STORE_RETRY, duplicate, finish_claim, queued, store, unrouted};
+use super::{
+    FinishOnDrop, IN_FLIGHT_RETRY, Record, STORE_RETRY, Seen, duplicate, finish_claim, queued, seen, store, unrouted,
+};
 use crate::ResBody;
 use crate::app::{App, Loaded};
-use crate::config::OnStoreError;
-use crate::dedupe::{Claim, ClaimOutcome};
+use crate::dedupe::Claim;
 use crate::delivery_log::Text;
 use crate::error::Rejection;
 use crate::forward::{self, ForwardError, Peer};
@@ -59,27 +60,11 @@ pub(super) async fn deliver(
     let mut claimed: Vec<(usize, Option<Claim>)> = Vec::with_capacity(chosen.len());
     let (mut in_flight, mut store_down) = (false, false);
     for (&i, outcome) in chosen.iter().zip(outcomes) {
-        match outcome {
-            Ok(ClaimOutcome::Claimed(c)) => {
-                app.store_health.ok();
-                claimed.push((i, Some(c)));
-            }
-            Ok(ClaimOutcome::Delivered) => app.store_health.ok(),
-            Ok(ClaimOutcome::InFlight) => {
-                app.store_health.ok();
-                in_flight = true;
-            }
-            Err(e) => {
-                app.metrics.store_errors.inc();
-                app.store_health.failed(&e, policy);
-                match policy {
-                    OnStoreError::Reject => store_down = true,
-                    OnStoreError::Allow => {
-                        app.metrics.undeduped.inc();
-                        claimed.push((i, None));
-                    }
-                }
-            }
+        match seen(app, outcome, policy) {
+            Seen::Go(claim) => claimed.push((i, claim)),
+            Seen::Delivered => {}
+            Seen::InFlight => in_flight = true,
+            Seen::StoreDown => store_down = true,
         }
     }
     if store_down {

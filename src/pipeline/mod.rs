@@ -233,31 +233,15 @@ async fn process(
     // under a fresh ID is a duplicate.
     let digest = source.dedupe_body.then(|| crate::verify::body_hash(&delivery.body));
     let digest = digest.as_deref().filter(|d| *d != delivery.id());
-    let claim = match loaded.store.claim(&source.name, delivery.id(), digest, dedupe).await {
-        Ok(ClaimOutcome::Claimed(claim)) => {
-            app.store_health.ok();
-            Some(claim)
-        }
-        Ok(ClaimOutcome::Delivered) => {
-            app.store_health.ok();
+    let claimed = loaded.store.claim(&source.name, delivery.id(), digest, dedupe).await;
+    let claim = match seen(app, claimed, dedupe.on_store_error) {
+        Seen::Go(claim) => claim,
+        Seen::Delivered => {
             state.metrics.dedupe_hits.inc();
             return Ok(duplicate());
         }
-        Ok(ClaimOutcome::InFlight) => {
-            app.store_health.ok();
-            return Err(Rejection::InFlight { retry_after: IN_FLIGHT_RETRY });
-        }
-        Err(e) => {
-            app.metrics.store_errors.inc();
-            app.store_health.failed(&e, dedupe.on_store_error);
-            match dedupe.on_store_error {
-                OnStoreError::Reject => return Err(Rejection::StoreUnavailable { retry_after: STORE_RETRY }),
-                OnStoreError::Allow => {
-                    app.metrics.undeduped.inc();
-                    None
-                }
-            }
-        }
+        Seen::InFlight => return Err(Rejection::InFlight { retry_after: IN_FLIGHT_RETRY }),
+        Seen::StoreDown => return Err(Rejection::StoreUnavailable { retry_after: STORE_RETRY }),
     };
 
     // route: the first whose events and filter match
@@ -289,6 +273,40 @@ async fn process(
     let (result, elapsed) = finish.await;
     record.upstream_ms = Some(elapsed.as_millis());
     result.map(|res| (res, "forwarded")).map_err(Rejection::from)
+}
+
+/// What a dedupe claim's answer means for the delivery, with the store's
+/// health and counters updated (one place for the first-match path and fan-out).
+enum Seen {
+    /// Go on: claimed (`None` when the store failed and `on_store_error = "allow"`).
+    Go(Option<Claim>),
+    Delivered,
+    InFlight,
+    /// The store failed and `on_store_error = "reject"`.
+    StoreDown,
+}
+
+fn seen(app: &App, result: Result<ClaimOutcome, crate::dedupe::StoreError>, policy: OnStoreError) -> Seen {
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            app.metrics.store_errors.inc();
+            app.store_health.failed(&e, policy);
+            return match policy {
+                OnStoreError::Reject => Seen::StoreDown,
+                OnStoreError::Allow => {
+                    app.metrics.undeduped.inc();
+                    Seen::Go(None)
+                }
+            };
+        }
+    };
+    app.store_health.ok();
+    match outcome {
+        ClaimOutcome::Claimed(c) => Seen::Go(Some(c)),
+        ClaimOutcome::Delivered => Seen::Delivered,
+        ClaimOutcome::InFlight => Seen::InFlight,
+    }
 }
 
 /// The answer when no route takes a delivery.
