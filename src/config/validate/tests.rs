@@ -558,3 +558,53 @@ fn the_suggested_keys_are_the_tables_fields() {
     check::<RetryFile>(|v| &v.unknown);
     check::<QueueFile>(|v| &v.unknown);
 }
+
+/// SPEC §15's keys: a bad broker URL or `keep_signature` off a broker route
+/// is an error at its key path, and a password never shows.
+#[test]
+fn broker_upstreams_are_validated_with_their_paths() {
+    let huge = "x".repeat(100_000);
+    let text = format!(
+        r#"
+[sources.s]
+path = "/s"
+provider = "github"
+secrets = ["s"]
+
+[[sources.s.routes]]
+name = "a"
+events = ["a"]
+upstream = "amqp://guest:pw-s3cret@127.0.0.1:5672/%2f?exchange=x"
+
+[[sources.s.routes]]
+name = "b"
+events = ["b"]
+upstream = "http://127.0.0.1:3002/b"
+keep_signature = true
+
+[[sources.s.routes]]
+name = "c"
+events = ["c"]
+upstream = "nats://127.0.0.1:4222/hooks.{{nope}}"
+
+[[sources.s.routes]]
+name = "d"
+events = ["d"]
+upstream = "redis://127.0.0.1/0?stream={huge}&maxlen=many"
+"#
+    );
+    let errs = load_str(&text, &env).unwrap_err().to_string();
+    for want in [
+        "sources.s.routes[0].upstream:",
+        "routing_key",
+        "sources.s.routes[1].keep_signature: applies to event-bus upstreams",
+        "sources.s.routes[2].upstream:",
+        "unknown placeholder {nope}",
+        "sources.s.routes[3].upstream:",
+        "maxlen",
+    ] {
+        assert!(errs.contains(want), "missing {want} in:\n{errs}");
+    }
+    assert!(!errs.contains("pw-s3cret"), "{errs}");
+    assert!(errs.len() < 250_000, "the huge key is not echoed over and over");
+}
