@@ -156,7 +156,7 @@ impl App {
     pub fn with_clock(config: Config, clock: fn() -> SystemTime) -> Result<Arc<Self>, StartError> {
         let metrics = Arc::new(Metrics::new());
         let queue = config.queue.as_ref().map(|q| Queue::start(q, &config)).transpose()?;
-        let deliveries = DeliveryLog::new(config.log.deliveries);
+        let deliveries = DeliveryLog::new(config.log.deliveries, config.log.bodies);
         let acme = config.server.acme.as_ref().map(crate::tls::acme_server_config).transpose()?;
         if let Some(crate::queue::Store::Redis(r)) = queue.as_ref().map(|q| &q.store) {
             r.set_metrics(metrics.clone());
@@ -221,7 +221,7 @@ impl App {
         if current.config.queue != config.queue {
             tracing::warn!("[queue] applies at start-up only; restart to change it (the running queue is kept)");
         }
-        self.deliveries.set_capacity(config.log.deliveries);
+        self.deliveries.set_capacity(config.log.deliveries, config.log.bodies);
         let next = Loaded::build(config, &self.metrics, Some(&current))?;
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         // Queue workers look at their route's settings again (concurrency, upstream).

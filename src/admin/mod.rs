@@ -38,7 +38,7 @@ use crate::error::json_response;
 /// How long `/readyz` waits for the store.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<ResBody> {
+pub async fn handle(app: &std::sync::Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<ResBody> {
     let path = req.uri().path();
     let read = req.method() == Method::GET || req.method() == Method::HEAD;
     match path {
@@ -56,6 +56,8 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
     match (read, &method, segments.as_slice()) {
         (true, _, ["metrics"]) => metrics(app, &req).await,
         (true, _, ["deliveries"]) => deliveries::list(app, &query),
+        (true, _, ["deliveries", entry]) => deliveries::one(app, entry),
+        (_, &Method::POST, ["deliveries", entry, "replay"]) => deliveries::replay(app, entry).await,
         (true, _, ["ui"] | ["ui", ""]) => ui::page(StatusCode::OK),
         (true, _, ["queue"]) => queue::overview(app).await,
         (true, _, ["queue", "dead"]) => queue::dead_list(app, &query).await,
@@ -73,7 +75,10 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         (
             _,
             _,
-            ["metrics" | "deliveries" | "ui" | "queue"] | ["queue", "dead" | "orphans" | "waiting" | "routes", ..],
+            ["metrics" | "deliveries" | "ui" | "queue"]
+            | ["queue", "dead" | "orphans" | "waiting" | "routes", ..]
+            | ["deliveries", _]
+            | ["deliveries", _, "replay"],
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this method is not served here"),
         _ => error(
             StatusCode::NOT_FOUND,

@@ -90,6 +90,8 @@ pub struct RedisFile {
 pub struct LogFile {
     pub format: Option<String>,
     pub deliveries: Option<u64>,
+    /// A byte size ("64MB") or a number of bytes.
+    pub bodies: Option<toml::Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -286,7 +288,7 @@ impl Keys for RedisFile {
 }
 
 impl Keys for LogFile {
-    const KEYS: &'static [&'static str] = &["format", "deliveries"];
+    const KEYS: &'static [&'static str] = &["format", "deliveries", "bodies"];
 }
 
 impl Keys for SourceFile {

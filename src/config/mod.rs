@@ -152,6 +152,9 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// Records kept by the in-memory delivery log (`GET /deliveries`); 0 turns it off.
     pub deliveries: usize,
+    /// Bytes of captured requests (headers and bodies) the log may hold; 0
+    /// (the default) captures nothing (SPEC §17).
+    pub bodies: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

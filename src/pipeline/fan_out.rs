@@ -20,7 +20,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Response};
 
 use super::{
-    FinishOnDrop, IN_FLIGHT_RETRY, Record, STORE_RETRY, Seen, duplicate, finish_claim, queued, seen, store, unrouted,
+    FinishOnDrop, IN_FLIGHT_RETRY, Payload, Record, STORE_RETRY, Seen, duplicate, finish_claim, queued, seen, store,
+    unrouted,
 };
 use crate::ResBody;
 use crate::app::{App, Loaded};
@@ -101,7 +102,7 @@ pub(super) async fn deliver(
         };
         let mut stored_headers = headers.clone();
         stored_headers.remove(http::header::CONTENT_LENGTH);
-        let stored = store(app, source, state, i, q, &delivery, stored_headers, record).await;
+        let stored = store(app, source, state, i, q, &Payload::of(&delivery), stored_headers, record).await;
         finish_claim(app, claim, stored.is_ok(), policy).await;
         if let Err(e) = stored {
             store_failed.get_or_insert(e);
@@ -162,7 +163,7 @@ pub(super) async fn deliver(
 /// Forwards to each sync route at once; commits or releases each claim.
 /// Results in route order.
 #[allow(clippy::too_many_arguments)]
-async fn forward_all(
+pub(super) async fn forward_all(
     app: Arc<App>,
     loaded: Arc<Loaded>,
     index: usize,

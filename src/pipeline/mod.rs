@@ -4,6 +4,9 @@
 //! with `match = "all"` dedupes and delivers per route: [`fan_out`].
 
 mod fan_out;
+mod replay;
+
+pub use replay::{ReplayError, X_REPLAY, replay};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use serde_json::json;
 use crate::app::{App, Loaded, SourceState};
 use crate::config::{OnStoreError, Source, Unrouted};
 use crate::dedupe::{Claim, ClaimOutcome};
-use crate::delivery_log::{Item, Text};
+use crate::delivery_log::{Capture, Item, Text};
 use crate::error::{Rejection, json_response};
 use crate::forward::{self, Peer, X_DUPLICATE};
 use crate::queue::{Meta, NewEntry, QueueRoute, RouteKey, unix_ms};
@@ -44,6 +47,10 @@ struct Record {
     route: Option<Text>,
     /// The delivery log already has this request (queue routes record it before enqueueing).
     logged: bool,
+    /// The request's headers and body, with `[log] bodies` set.
+    capture: Option<Arc<Capture>>,
+    /// Sent again by `POST /deliveries/{entry}/replay`.
+    replay: bool,
 }
 
 impl Record {
@@ -55,6 +62,8 @@ impl Record {
             client: self.client,
             upstream_ms: self.upstream_ms,
             logged: self.logged,
+            capture: self.capture.clone(),
+            replay: self.replay,
         }
         .into_item(source, outcome, status)
     }
@@ -75,7 +84,23 @@ impl Record {
             last_status: None,
             last_error: None,
             next_attempt_at: None,
+            capture: self.capture,
+            replay: self.replay,
         }
+    }
+}
+
+/// What a stored delivery is made of (a verified request's, or a replay's).
+struct Payload<'a> {
+    id: &'a str,
+    event_type: &'a str,
+    query: Option<&'a str>,
+    body: &'a Bytes,
+}
+
+impl<'a> Payload<'a> {
+    fn of(d: &'a Delivery<Verified>) -> Self {
+        Payload { id: d.id(), event_type: d.event_type(), query: d.head.uri.query(), body: &d.body }
     }
 }
 
@@ -130,6 +155,15 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr, htt
         app.deliveries.push(record.into_item(state, outcome, response.status().as_u16()));
     }
     response
+}
+
+/// The request as `[log] bodies` keeps it (credentials redacted).
+fn capture(delivery: &Delivery<Verified>, verifier: &crate::verify::Verifier) -> Capture {
+    let signature_headers = verifier.spec.signature.iter().filter_map(|l| match l {
+        crate::verify::Locator::Header(name) => Some(name),
+        _ => None,
+    });
+    Capture::of(&delivery.head.headers, delivery.head.uri.query(), &delivery.body, signature_headers)
 }
 
 /// Reads the body within the size limit and the request deadline.
@@ -213,6 +247,9 @@ async fn process(
     if tracing::enabled!(tracing::Level::INFO) || app.deliveries.enabled() {
         record.event_type = Text::new(delivery.event_type());
         record.id = Text::new(delivery.id());
+    }
+    if app.deliveries.capturing() {
+        record.capture = Some(Arc::new(capture(&delivery, &source.verifier)));
     }
 
     // challenge
@@ -411,7 +448,7 @@ async fn enqueue(
         &state.name_header,
         ours,
     );
-    let stored = store(app, source, state, route_index, q, delivery, headers, record).await;
+    let stored = store(app, source, state, route_index, q, &Payload::of(delivery), headers, record).await;
     // `store` logged it (with the record its attempts update) if there is a queue.
     record.logged = app.queue.is_some();
     finish_claim(app, claim, stored.is_ok(), policy).await;
@@ -429,7 +466,7 @@ async fn store(
     state: &SourceState,
     route_index: usize,
     q: &QueueRoute,
-    delivery: &Delivery<Verified>,
+    delivery: &Payload<'_>,
     headers: http::HeaderMap,
     record: &Record,
 ) -> Result<(), Rejection> {
@@ -448,9 +485,9 @@ async fn store(
     let meta = Meta {
         source: source.name.clone(),
         route: route_index,
-        id: delivery.id().to_owned(),
-        event_type: delivery.event_type().to_owned(),
-        query: delivery.head.uri.query().map(str::to_owned),
+        id: delivery.id.to_owned(),
+        event_type: delivery.event_type.to_owned(),
+        query: delivery.query.map(str::to_owned),
         received_ms: unix_ms(std::time::SystemTime::now()),
         log: log_seq.map(|s| (app.deliveries.epoch, s)),
     };

@@ -24,6 +24,29 @@ use crate::verify::{Challenge, Key, Scheme, Spec, Verifier, keys};
 const MAX_MEMORY_ENTRIES: u64 = 100_000_000;
 /// Upper bound of `log.deliveries` (~200 bytes a record).
 const MAX_LOG_RECORDS: u64 = 1_000_000;
+/// Upper bound of `log.bodies`.
+const MAX_LOG_BODIES: u64 = 64 << 30;
+
+/// `log.bodies`: "64MB", "1GiB" or a number of bytes; 0 when unset.
+fn log_bodies(errs: &mut Errors, value: Option<&toml::Value>) -> usize {
+    let bytes = match value {
+        None => return 0,
+        Some(toml::Value::Integer(n)) => u64::try_from(*n).ok(),
+        Some(toml::Value::String(s)) => s.trim().parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()),
+        Some(_) => None,
+    };
+    match bytes {
+        Some(n) if n <= MAX_LOG_BODIES => usize::try_from(n).unwrap_or(0),
+        Some(_) => {
+            errs.push("log.bodies", "must be at most 64GiB");
+            0
+        }
+        None => {
+            errs.push("log.bodies", "expected a size such as \"64MB\" or a number of bytes");
+            0
+        }
+    }
+}
 
 /// Parses, expands and validates a config file's text.
 pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
@@ -54,6 +77,7 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             &[("text", LogFormat::Text), ("json", LogFormat::Json)],
         ),
         deliveries,
+        bodies: log_bodies(&mut errs, log_file.bodies.as_ref()),
     };
     let queue = file.queue.map(|v| queue(&mut errs, v, &dedupe));
 

@@ -52,6 +52,20 @@ fn memory_store_bound_is_checked() {
 }
 
 #[test]
+fn log_bodies_is_a_byte_size() {
+    assert_eq!(load_str(MINIMAL, &env).unwrap().log.bodies, 0, "capture is off by default");
+    for (text, bytes) in [("\"64MB\"", 64_000_000), ("\"1 MiB\"", 1 << 20), ("4096", 4096), ("0", 0)] {
+        let cfg = load_str(&format!("[log]\nbodies = {text}\n{MINIMAL}"), &env).unwrap();
+        assert_eq!(cfg.log.bodies, bytes, "{text}");
+    }
+    let huge = format!("\"{}\"", "9".repeat(10_000));
+    for bad in ["\"lots\"", "-1", "\"65GiB\"", "true", "\"\"", "\"12 parsecs\"", huge.as_str()] {
+        let errs = load_str(&format!("[log]\nbodies = {bad}\n{MINIMAL}"), &env).unwrap_err().0;
+        assert!(errs.iter().any(|e| e.starts_with("log.bodies: ")), "{bad}: {errs:?}");
+    }
+}
+
+#[test]
 fn every_error_is_reported_with_its_path() {
     let text = r#"
 bogus_top = 1

@@ -345,7 +345,13 @@ impl RedisQueue {
         let record = pack(&id, &State::default(), &entry.encode());
         let k = self.keys(route);
         self.register(route).await?;
-        let mark = format!("{}:{}", self.key(route, 'm'), entry.meta.id);
+        // A replay (SPEC §17) is a new entry for a delivery that may have its
+        // marker still: it gets one of its own. Only hookgate sets the header
+        // (the sender's X-Hookgate-* headers are dropped before storing).
+        let mark = match entry.headers.contains_key(&crate::pipeline::X_REPLAY) {
+            true => format!("{}:{}:replay:{id}", self.key(route, 'm'), entry.meta.id),
+            false => format!("{}:{}", self.key(route, 'm'), entry.meta.id),
+        };
         let ttl = ENQUEUE_MARK_TTL.as_millis().to_string();
         let stored = self.eval(&self.scripts.enqueue, &[&k.stream, &mark], &[&record, ttl.as_bytes()]).await?;
         if int(&stored) == 0 {

@@ -3,13 +3,18 @@
 //!
 //! A ring of records numbered by a sequence: a record is found by its number
 //! in O(1) (queue attempts update theirs), paging uses the number as cursor.
-//! Records hold names, numbers and addresses only: never a body, a header
-//! value or a secret.
+//! Records hold names, numbers and addresses only; with `[log] bodies` set,
+//! a record also holds its request's [`capture::Capture`] (redacted headers
+//! and the body), kept within that many bytes, oldest dropped first.
+
+pub mod capture;
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+pub use capture::Capture;
 
 use serde_json::{Value, json};
 
@@ -103,6 +108,11 @@ pub struct Item {
     pub last_error: Option<Box<str>>,
     /// Queue routes waiting for a retry: when it is due.
     pub next_attempt_at: Option<SystemTime>,
+    /// The request's headers and body (`[log] bodies`), shared by the records
+    /// of a fan-out and of a replay.
+    pub capture: Option<Arc<Capture>>,
+    /// Sent by `POST /deliveries/{entry}/replay`, not by the sender.
+    pub replay: bool,
 }
 
 /// What `GET /deliveries` filters on.
@@ -126,6 +136,34 @@ struct Ring {
     items: VecDeque<Item>,
     /// The sequence number of `items[0]`.
     first: u64,
+    /// `[log] bodies`: the bytes captures may hold together.
+    body_budget: usize,
+    /// What the kept captures hold.
+    body_bytes: usize,
+    /// No record below this sequence number holds a capture (where dropping
+    /// the oldest capture starts looking).
+    captured_from: u64,
+}
+
+impl Ring {
+    /// Drops the oldest captures until `room` more bytes fit the budget.
+    fn make_room(&mut self, room: usize) {
+        self.captured_from = self.captured_from.max(self.first);
+        while self.body_bytes + room > self.body_budget {
+            let Some(item) = self.items.get_mut((self.captured_from - self.first) as usize) else { break };
+            if let Some(c) = item.capture.take() {
+                self.body_bytes -= c.size();
+            }
+            self.captured_from += 1;
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(c) = self.items.pop_front().and_then(|i| i.capture) {
+            self.body_bytes -= c.size();
+        }
+        self.first += 1;
+    }
 }
 
 /// Shared by every connection; one short lock per request.
@@ -133,17 +171,29 @@ pub struct DeliveryLog {
     ring: Mutex<Ring>,
     /// The ring's capacity, readable without the lock (is the log on at all?).
     capacity: std::sync::atomic::AtomicUsize,
+    /// Whether requests are captured (`[log] bodies` > 0 and the log on).
+    capturing: std::sync::atomic::AtomicBool,
     /// Tells this process's records apart from another's (queue entries outlive processes).
     pub epoch: u64,
 }
 
 impl DeliveryLog {
-    pub fn new(capacity: usize) -> Self {
+    /// A log of `capacity` records whose captures hold at most `body_budget` bytes.
+    pub fn new(capacity: usize, body_budget: usize) -> Self {
         let mut b = [0u8; 8];
         let _ = getrandom::fill(&mut b);
+        let ring = Ring {
+            capacity,
+            items: VecDeque::with_capacity(capacity.min(4096)),
+            first: 1,
+            body_budget,
+            body_bytes: 0,
+            captured_from: 1,
+        };
         DeliveryLog {
-            ring: Mutex::new(Ring { capacity, items: VecDeque::with_capacity(capacity.min(4096)), first: 1 }),
+            ring: Mutex::new(ring),
             capacity: capacity.into(),
+            capturing: (capacity > 0 && body_budget > 0).into(),
             epoch: u64::from_le_bytes(b),
         }
     }
@@ -156,29 +206,58 @@ impl DeliveryLog {
         self.capacity.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
-    /// Changes the bound (config reload); the oldest records go first.
-    pub fn set_capacity(&self, capacity: usize) {
+    /// Whether requests should be captured for the log (`[log] bodies`).
+    pub fn capturing(&self) -> bool {
+        self.capturing.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Changes the bounds (config reload); the oldest records and captures go first.
+    pub fn set_capacity(&self, capacity: usize, body_budget: usize) {
         let mut r = self.ring();
         r.capacity = capacity;
+        r.body_budget = body_budget;
         self.capacity.store(capacity, std::sync::atomic::Ordering::Relaxed);
+        self.capturing.store(capacity > 0 && body_budget > 0, std::sync::atomic::Ordering::Relaxed);
         while r.items.len() > capacity {
-            r.items.pop_front();
-            r.first += 1;
+            r.pop_front();
         }
+        r.make_room(0);
     }
 
     /// Records `item`; its sequence number, or `None` when the log is off.
-    pub fn push(&self, item: Item) -> Option<u64> {
+    pub fn push(&self, mut item: Item) -> Option<u64> {
         let mut r = self.ring();
         if r.capacity == 0 {
             return None;
         }
         if r.items.len() == r.capacity {
-            r.items.pop_front();
-            r.first += 1;
+            r.pop_front();
+        }
+        if let Some(c) = &item.capture {
+            let size = c.size();
+            // Records of one request share its capture; each counts it (a
+            // fan-out's bodies are held as long as any of its records is).
+            if size > r.body_budget {
+                item.capture = None;
+            } else {
+                r.make_room(size);
+                r.body_bytes += size;
+            }
         }
         r.items.push_back(item);
         Some(r.first + r.items.len() as u64 - 1)
+    }
+
+    /// Record `seq` as `GET /deliveries/{entry}` shows it (with its
+    /// capture's headers and body), and the capture itself.
+    pub fn get(&self, seq: u64) -> Option<(Item, Value)> {
+        let r = self.ring();
+        let item = r.items.get(seq.checked_sub(r.first)? as usize)?;
+        let mut shown = to_json(item, seq);
+        if let (Some(c), Value::Object(map)) = (&item.capture, &mut shown) {
+            c.fields(map);
+        }
+        Some((item.clone(), shown))
     }
 
     /// Changes record `seq` if it is still kept.
@@ -209,7 +288,7 @@ impl DeliveryLog {
                 next = Some(r.first + i as u64 + 1);
                 break;
             }
-            out.push(to_json(item));
+            out.push(to_json(item, r.first + i as u64));
         }
         (out, next)
     }
@@ -223,8 +302,9 @@ pub fn rfc3339_ms(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-fn to_json(i: &Item) -> Value {
+fn to_json(i: &Item, seq: u64) -> Value {
     json!({
+        "entry": seq,
         "at": rfc3339_ms(i.at),
         "source": &*i.source,
         "id": &*i.id,
@@ -241,6 +321,8 @@ fn to_json(i: &Item) -> Value {
         "last_status": i.last_status,
         "last_error": i.last_error.as_deref(),
         "next_attempt_at": i.next_attempt_at.map(rfc3339_ms),
+        "has_body": i.capture.is_some(),
+        "replay": i.replay,
     })
 }
 
@@ -278,12 +360,14 @@ mod tests {
             last_status: None,
             last_error: None,
             next_attempt_at: None,
+            capture: None,
+            replay: false,
         }
     }
 
     #[test]
     fn keeps_the_last_n_newest_first() {
-        let log = DeliveryLog::new(3);
+        let log = DeliveryLog::new(3, 0);
         for i in 0..5 {
             log.push(item("a", &format!("d{i}"), "forwarded"));
         }
@@ -296,7 +380,7 @@ mod tests {
 
     #[test]
     fn pages_with_a_cursor_and_filters() {
-        let log = DeliveryLog::new(100);
+        let log = DeliveryLog::new(100, 0);
         for i in 0..10 {
             log.push(item(if i % 2 == 0 { "a" } else { "b" }, &format!("d{i}"), "forwarded"));
         }
@@ -312,7 +396,7 @@ mod tests {
 
     #[test]
     fn updates_a_kept_record_and_ignores_a_dropped_one() {
-        let log = DeliveryLog::new(2);
+        let log = DeliveryLog::new(2, 0);
         let first = log.push(item("a", "d0", "queued")).unwrap();
         let second = log.push(item("a", "d1", "queued")).unwrap();
         log.update(second, |i| i.attempts = Some(2));
@@ -343,8 +427,44 @@ mod tests {
 
     #[test]
     fn zero_turns_it_off() {
-        let log = DeliveryLog::new(0);
+        let log = DeliveryLog::new(0, 1000);
         assert_eq!(log.push(item("a", "d", "forwarded")), None);
         assert!(log.page(&Filter::default(), 10, None).0.is_empty());
+        assert!(!log.capturing());
+    }
+
+    fn captured(source: &str, id: &str, body_len: usize) -> Item {
+        let body = bytes::Bytes::from(vec![b'x'; body_len]);
+        let capture = Capture::of(&http::HeaderMap::new(), None, &body, std::iter::empty());
+        Item { capture: Some(Arc::new(capture)), ..item(source, id, "forwarded") }
+    }
+
+    #[test]
+    fn captures_stay_within_their_bytes_oldest_dropped_first() {
+        let one = captured("a", "x", 1000).capture.unwrap().size();
+        let log = DeliveryLog::new(100, one * 3);
+        assert!(log.capturing());
+        let seqs: Vec<u64> = (0..5).map(|i| log.push(captured("a", &format!("d{i}"), 1000)).unwrap()).collect();
+        let has: Vec<bool> = seqs.iter().map(|s| log.get(*s).unwrap().0.capture.is_some()).collect();
+        assert_eq!(has, [false, false, true, true, true]);
+        let (_, shown) = log.get(seqs[4]).unwrap();
+        assert_eq!(shown["entry"], seqs[4]);
+        assert_eq!(shown["has_body"], true);
+        assert_eq!(shown["body"].as_str().unwrap().len(), 1000);
+        assert_eq!(log.get(seqs[0]).unwrap().1["has_body"], false);
+        // Larger than the whole budget: the record is kept, its body is not.
+        let big = log.push(captured("a", "big", one * 4)).unwrap();
+        assert!(log.get(big).unwrap().0.capture.is_none());
+        assert!(log.get(seqs[4]).unwrap().0.capture.is_some());
+        // Records that leave the ring free their bytes.
+        log.set_capacity(2, one * 3);
+        assert!(log.get(seqs[3]).is_none());
+        let kept = (0..3).map(|i| log.push(captured("a", &format!("e{i}"), 1000)).unwrap()).collect::<Vec<_>>();
+        assert!(kept.iter().skip(1).all(|s| log.get(*s).unwrap().0.capture.is_some()));
+        // Turned off by a reload: no new captures, the kept ones dropped.
+        log.set_capacity(2, 0);
+        assert!(!log.capturing());
+        assert!(log.get(kept[2]).unwrap().0.capture.is_none());
+        assert!(log.get(999).is_none());
     }
 }
