@@ -15,6 +15,7 @@ use crate::delivery_log::DeliveryLog;
 use crate::guard::{self, Limiter};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::queue::{Queue, QueueError};
+use crate::telemetry::stats::Stats;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub struct SourceState {
     pub name_header: HeaderValue,
     /// The name, shared with delivery-log records.
     pub name: Arc<str>,
+    /// Its minutes for `GET /stats` (kept across reloads by name).
+    pub stats: Arc<crate::telemetry::stats::Series>,
 }
 
 /// One loaded config and what was built from it.
@@ -53,6 +56,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The clock verification uses; tests may fix it.
     pub clock: fn() -> SystemTime,
+    /// Per source and minute, outcomes and upstream latency (`GET /stats`).
+    pub stats: Arc<crate::telemetry::stats::Stats>,
     /// Logs store failures once per burst, not once per request.
     pub store_health: StoreHealth,
     /// Queue mode's store, when the config has a `[queue]` table. Its settings
@@ -91,7 +96,7 @@ impl StoreHealth {
 }
 
 impl Loaded {
-    fn build(config: Config, metrics: &Metrics, previous: Option<&Loaded>) -> Result<Self, StoreError> {
+    fn build(config: Config, metrics: &Metrics, stats: &Stats, previous: Option<&Loaded>) -> Result<Self, StoreError> {
         // Keep the store (and so the memory store's contents) when its settings did not change.
         let store = match previous {
             Some(p) if p.config.dedupe.store == config.dedupe.store => p.store.clone(),
@@ -141,6 +146,7 @@ impl Loaded {
                 ),
                 name_header: HeaderValue::from_str(&s.name).unwrap_or(HeaderValue::from_static("invalid")),
                 name: s.name.as_str().into(),
+                stats: stats.for_source(&s.name),
             })
             .collect();
         Ok(Loaded { config, sources, store })
@@ -161,10 +167,12 @@ impl App {
         if let Some(crate::queue::Store::Redis(r)) = queue.as_ref().map(|q| &q.store) {
             r.set_metrics(metrics.clone());
         }
-        let loaded = Loaded::build(config, &metrics, None)?;
+        let stats = Arc::new(Stats::default());
+        let loaded = Loaded::build(config, &metrics, &stats, None)?;
         Ok(Arc::new(App {
             loaded: RwLock::new(Arc::new(loaded)),
             metrics,
+            stats,
             clock,
             store_health: StoreHealth::default(),
             queue,
@@ -222,7 +230,7 @@ impl App {
             tracing::warn!("[queue] applies at start-up only; restart to change it (the running queue is kept)");
         }
         self.deliveries.set_capacity(config.log.deliveries, config.log.bodies);
-        let next = Loaded::build(config, &self.metrics, Some(&current))?;
+        let next = Loaded::build(config, &self.metrics, &self.stats, Some(&current))?;
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         // Queue workers look at their route's settings again (concurrency, upstream).
         if let Some(q) = &self.queue {

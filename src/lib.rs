@@ -54,6 +54,7 @@ pub mod redis_conn;
 pub mod resign;
 pub mod route;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod verify;

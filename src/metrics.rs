@@ -391,10 +391,22 @@ pub struct SourceMetrics {
     pub dedupe_hits: Counter,
 }
 
+/// `outcome`'s place in [`OUTCOMES`].
+pub fn outcome_index(outcome: &str) -> Option<usize> {
+    OUTCOMES.iter().position(|o| *o == outcome)
+}
+
 impl SourceMetrics {
     pub fn outcome(&self, outcome: &str) {
-        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
-            self.outcomes[i].inc();
+        if let Some(i) = outcome_index(outcome) {
+            self.outcome_at(i);
+        }
+    }
+
+    /// The outcome at `OUTCOMES[i]`.
+    pub fn outcome_at(&self, i: usize) {
+        if let Some(c) = self.outcomes.get(i) {
+            c.inc();
         }
     }
 

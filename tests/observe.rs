@@ -183,3 +183,40 @@ async fn a_replay_to_a_queue_route_on_redis_is_a_new_entry_within_the_enqueue_wi
     assert!(eventually(Duration::from_secs(5), delivered).await);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn stats_count_outcomes_and_upstream_latency_per_source_and_minute() {
+    let mut up = spawn_upstream(Behavior::Answer(200, "ok", Duration::from_millis(30))).await;
+    let gw = spawn_gateway(&fan_out("", up.addr, up.addr)).await;
+    for i in 0..3 {
+        let r = gw.deliver("tampa", &tampa_body(&format!("s-{i}"), "user.created"), None, None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        up.next().await;
+    }
+    let forged = [("x-tampa-signature".to_owned(), "v1=00".to_owned())];
+    let r = send(&gw.url("/webhooks/tampa"), "POST", &forged, tampa_body("s-x", "user.created")).await;
+    assert!(r.status.is_client_error());
+    let forged_outcome = gw.admin_json("/deliveries?id=").await["items"][0]["outcome"].as_str().unwrap().to_owned();
+
+    let stats = gw.admin_json("/stats?window=5m").await;
+    assert_eq!(stats["window_seconds"], 300);
+    let source = &stats["sources"][0];
+    assert_eq!(source["source"], "tampa");
+    let minutes = source["minutes"].as_array().unwrap();
+    assert_eq!(minutes.len(), 5);
+    // The requests may straddle a minute's edge: add the minutes up.
+    let sum = |f: &dyn Fn(&serde_json::Value) -> u64| minutes.iter().map(f).sum::<u64>();
+    assert_eq!(sum(&|m| m["outcomes"]["forwarded"].as_u64().unwrap_or(0)), 3);
+    assert_eq!(sum(&|m| m["outcomes"][forged_outcome.as_str()].as_u64().unwrap_or(0)), 1, "{forged_outcome}");
+    assert_eq!(sum(&|m| m["upstream"].as_u64().unwrap()), 3);
+    let p50 = minutes.iter().rev().find_map(|m| m["p50_ms"].as_f64()).unwrap();
+    assert!((20.0..=500.0).contains(&p50), "an upstream taking 30 ms: p50 {p50}");
+    assert!(minutes.iter().all(|m| m["at"].as_str().unwrap().ends_with(":00.000Z")));
+
+    assert_eq!(gw.admin_json("/stats").await["window_seconds"], 3600);
+    for bad in ["window=2h", "window=5s", "window=soon"] {
+        let r = admin(&gw, "GET", &format!("/stats?{bad}")).await;
+        assert_eq!((r.status.as_u16(), r.error_code().as_str()), (400, "bad_request"), "{bad}");
+    }
+    gw.shutdown().await;
+}

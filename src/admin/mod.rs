@@ -56,6 +56,7 @@ pub async fn handle(app: &std::sync::Arc<App>, req: Request<Incoming>, peer: Soc
     match (read, &method, segments.as_slice()) {
         (true, _, ["metrics"]) => metrics(app, &req).await,
         (true, _, ["deliveries"]) => deliveries::list(app, &query),
+        (true, _, ["stats"]) => stats(app, &query),
         (true, _, ["deliveries", entry]) => deliveries::one(app, entry),
         (_, &Method::POST, ["deliveries", entry, "replay"]) => deliveries::replay(app, entry).await,
         (true, _, ["ui"] | ["ui", ""]) => ui::page(StatusCode::OK),
@@ -75,7 +76,7 @@ pub async fn handle(app: &std::sync::Arc<App>, req: Request<Incoming>, peer: Soc
         (
             _,
             _,
-            ["metrics" | "deliveries" | "ui" | "queue"]
+            ["metrics" | "deliveries" | "ui" | "queue" | "stats"]
             | ["queue", "dead" | "orphans" | "waiting" | "routes", ..]
             | ["deliveries", _]
             | ["deliveries", _, "replay"],
@@ -86,6 +87,19 @@ pub async fn handle(app: &std::sync::Arc<App>, req: Request<Incoming>, peer: Soc
             "try /healthz, /readyz, /metrics, /deliveries, /queue, /queue/dead or /ui",
         ),
     }
+}
+
+/// `GET /stats?window=1h` (SPEC §17): per source, a minute at a time, the
+/// requests by outcome and the upstream's p50/p99; `window` 1m to 1h (default 1h).
+fn stats(app: &App, query: &str) -> Response<ResBody> {
+    let window = match param(query, "window").as_deref().map(humantime::parse_duration) {
+        None => Duration::from_secs(3600),
+        Some(Ok(w)) if (Duration::from_secs(60)..=Duration::from_secs(3600)).contains(&w) => w,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "bad_request", "window is a duration from 1m to 1h"),
+    };
+    let loaded = app.current();
+    let names: Vec<&str> = loaded.config.sources.iter().map(|s| s.name.as_str()).collect();
+    json_response(StatusCode::OK, &app.stats.to_json(&names, window, std::time::SystemTime::now()))
 }
 
 /// The answer refusing this request (SPEC §8, §11), or `None` when it may go on.

@@ -187,6 +187,7 @@ pub(super) async fn forward_all(
             };
             let elapsed = sent.elapsed();
             state.metrics.upstream(i, elapsed.as_secs_f64());
+            state.stats.latency(elapsed, std::time::SystemTime::now());
             let delivered = matches!(&result, Ok(res) if res.status().is_success());
             finish_claim(app, claim, delivered, policy).await;
             (i, result, elapsed)

@@ -139,7 +139,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr, htt
                 (rejection.into_response(), code)
             }
         };
-    state.metrics.outcome(outcome);
+    if let Some(i) = crate::metrics::outcome_index(outcome) {
+        state.metrics.outcome_at(i);
+        state.stats.outcome(i, std::time::SystemTime::now());
+    }
     tracing::info!(
         source = %source.name,
         client = %record.client.unwrap_or(peer.ip()),
@@ -419,6 +422,7 @@ async fn settle(
     let result = forward::forward(&mut delivery, route, peer, &state.name_header).await;
     let elapsed = sent.elapsed();
     state.metrics.upstream(route_index, elapsed.as_secs_f64());
+    state.stats.latency(elapsed, std::time::SystemTime::now());
     let delivered = matches!(&result, Ok(res) if res.status().is_success());
     finish_claim(&app, claim, delivered, loaded.config.dedupe.on_store_error).await;
     (result, elapsed)

@@ -698,6 +698,7 @@ impl Attempt {
             _ => self.metrics.dead.inc(),
         };
         source.metrics.upstream(self.route_index, elapsed.as_secs_f64());
+        source.stats.latency(elapsed, std::time::SystemTime::now());
         let log = &self.app.deliveries;
         if let Some((epoch, record)) = meta.log
             && epoch == log.epoch

@@ -1,0 +1,1 @@
+//! Alerts (SPEC §17): filled in below.
