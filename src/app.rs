@@ -58,6 +58,8 @@ pub struct App {
     pub clock: fn() -> SystemTime,
     /// Per source and minute, outcomes and upstream latency (`GET /stats`).
     pub stats: Arc<crate::telemetry::stats::Stats>,
+    /// `[[alerts]]` (SPEC §17).
+    pub alerts: Arc<crate::telemetry::alerts::Alerts>,
     /// Logs store failures once per burst, not once per request.
     pub store_health: StoreHealth,
     /// Queue mode's store, when the config has a `[queue]` table. Its settings
@@ -168,11 +170,16 @@ impl App {
             r.set_metrics(metrics.clone());
         }
         let stats = Arc::new(Stats::default());
+        let alerts = Arc::new(crate::telemetry::alerts::Alerts::new(&config.alerts));
+        if let Some(q) = &queue {
+            q.set_alerts(alerts.clone());
+        }
         let loaded = Loaded::build(config, &metrics, &stats, None)?;
         Ok(Arc::new(App {
             loaded: RwLock::new(Arc::new(loaded)),
             metrics,
             stats,
+            alerts,
             clock,
             store_health: StoreHealth::default(),
             queue,
@@ -230,6 +237,7 @@ impl App {
             tracing::warn!("[queue] applies at start-up only; restart to change it (the running queue is kept)");
         }
         self.deliveries.set_capacity(config.log.deliveries, config.log.bodies);
+        self.alerts.set(&config.alerts);
         let next = Loaded::build(config, &self.metrics, &self.stats, Some(&current))?;
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         // Queue workers look at their route's settings again (concurrency, upstream).

@@ -13,9 +13,11 @@ use std::time::Duration;
 use common::redis::RedisServer;
 use common::*;
 
+/// Retries 30 s apart: the waiting list does not change order while the test pages through it
+/// (a retry moves an entry to a later due time, which could show it on two pages).
 fn outage_config(queue: &str, app: std::net::SocketAddr) -> String {
     format!(
-        "[server]\nshutdown_grace = \"1s\"\n{queue}\n[sources.tampa]\npath = \"/webhooks/tampa\"\nprovider = \"tampa\"\nsecrets = [\"{SECRET}\"]\n[[sources.tampa.routes]]\nname = \"orders\"\nevents = [\"*\"]\nupstream = \"http://{app}/in\"\ndelivery = \"queue\"\nretry = {{ backoff = \"2s\", max_backoff = \"4s\" }}\n"
+        "[server]\nshutdown_grace = \"1s\"\n{queue}\n[sources.tampa]\npath = \"/webhooks/tampa\"\nprovider = \"tampa\"\nsecrets = [\"{SECRET}\"]\n[[sources.tampa.routes]]\nname = \"orders\"\nevents = [\"*\"]\nupstream = \"http://{app}/in\"\ndelivery = \"queue\"\nretry = {{ backoff = \"30s\", max_backoff = \"60s\" }}\n"
     )
 }
 

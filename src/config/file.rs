@@ -22,8 +22,26 @@ pub struct FileConfig {
     pub sources: Option<toml::Value>,
     #[serde(default)]
     pub queue: Option<toml::Value>,
+    #[serde(default)]
+    pub alerts: Option<toml::Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
+}
+
+/// One `[[alerts]]` table (SPEC §17).
+#[derive(Debug, Default, Deserialize)]
+pub struct AlertFile {
+    pub url: Option<String>,
+    pub format: Option<String>,
+    pub signature_failures: Option<String>,
+    pub alert_every: Option<String>,
+    pub timeout: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+impl Keys for AlertFile {
+    const KEYS: &'static [&'static str] = &["url", "format", "signature_failures", "alert_every", "timeout"];
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -254,7 +272,7 @@ pub trait Keys {
 }
 
 impl Keys for FileConfig {
-    const KEYS: &'static [&'static str] = &["server", "dedupe", "log", "sources", "queue"];
+    const KEYS: &'static [&'static str] = &["server", "dedupe", "log", "sources", "queue", "alerts"];
 }
 
 impl Keys for ServerFile {

@@ -41,6 +41,8 @@ pub struct Config {
     pub sources: Vec<Source>,
     /// `[queue]`: present when a route has `delivery = "queue"` or the table is set.
     pub queue: Option<QueueConfig>,
+    /// `[[alerts]]` (SPEC §17), in file order.
+    pub alerts: Vec<crate::telemetry::alerts::AlertConfig>,
 }
 
 /// `[queue]` (SPEC §5).

@@ -189,6 +189,7 @@ pub(super) async fn forward_all(
             state.metrics.upstream(i, elapsed.as_secs_f64());
             state.stats.latency(elapsed, std::time::SystemTime::now());
             let delivered = matches!(&result, Ok(res) if res.status().is_success());
+            super::report(app, &state.name, route, &result);
             finish_claim(app, claim, delivered, policy).await;
             (i, result, elapsed)
         }

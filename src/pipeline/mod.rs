@@ -25,7 +25,7 @@ use crate::delivery_log::{Capture, Item, Text};
 use crate::error::{Rejection, json_response};
 use crate::forward::{self, Peer, X_DUPLICATE};
 use crate::queue::{Meta, NewEntry, QueueRoute, RouteKey, unix_ms};
-use crate::verify::{Delivery, Verified};
+use crate::verify::{Delivery, Verified, VerifyError};
 use crate::{ResBody, challenge, guard, route};
 
 /// How long a sender should wait before retrying an in-flight delivery.
@@ -134,6 +134,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr, htt
                         let advice = crate::tls::upstream_advice(&e.to_string());
                         tracing::warn!(source = %source.name, error = %e, advice, "upstream failed");
                     }
+                    Rejection::Verify(
+                        VerifyError::MissingSignature | VerifyError::MalformedSignature | VerifyError::InvalidSignature,
+                    ) => app.alerts.signature_failure(&source.name),
                     _ => {}
                 }
                 (rejection.into_response(), code)
@@ -424,8 +427,28 @@ async fn settle(
     state.metrics.upstream(route_index, elapsed.as_secs_f64());
     state.stats.latency(elapsed, std::time::SystemTime::now());
     let delivered = matches!(&result, Ok(res) if res.status().is_success());
+    report(&app, &state.name, route, &result);
     finish_claim(&app, claim, delivered, loaded.config.dedupe.on_store_error).await;
     (result, elapsed)
+}
+
+/// Tells alerts (SPEC §17) how a sync forward to `route` went: a timeout,
+/// connection error or 5xx is a failure, a 2xx a delivery, a 4xx neither.
+fn report(app: &App, source: &str, route: &route::Route, result: &Result<Response<ResBody>, forward::ForwardError>) {
+    let alerts = &app.alerts;
+    if !alerts.enabled() {
+        return;
+    }
+    match result {
+        Ok(res) if res.status().is_success() => alerts.route_ok(source, &route.label),
+        Ok(res) if res.status().is_server_error() => {
+            alerts.route_failed(source, &route.label, &format!("upstream answered {}", res.status()))
+        }
+        Ok(_) => {}
+        // Its message may quote the body.
+        Err(forward::ForwardError::Transform(_)) => alerts.route_failed(source, &route.label, "transform failed"),
+        Err(e) => alerts.route_failed(source, &route.label, &e.to_string()),
+    }
 }
 
 /// A queue route's last stage: the delivery is stored with the headers a sync

@@ -359,6 +359,8 @@ pub struct Queue {
     pub pauses: Arc<pause::Pauses>,
     /// `rate` limits kept in this process (disk store; Redis keeps them in the store).
     pub rates: Arc<rate::RateLimits>,
+    /// Where pauses and lost deliveries are reported (SPEC §17); set once by the app.
+    pub alerts: std::sync::OnceLock<Arc<crate::telemetry::alerts::Alerts>>,
 }
 
 impl Queue {
@@ -382,6 +384,7 @@ impl Queue {
             changed: Arc::default(),
             pauses: Arc::default(),
             rates: Arc::default(),
+            alerts: std::sync::OnceLock::new(),
         })
     }
 
@@ -404,6 +407,21 @@ impl Queue {
         }
     }
 
+    /// Reports pauses and lost deliveries to `alerts` from now on; what the
+    /// disk store found lost when it opened is reported at once.
+    pub fn set_alerts(&self, alerts: Arc<crate::telemetry::alerts::Alerts>) {
+        match &self.store {
+            Store::Redis(r) => r.set_alerts(alerts.clone()),
+            Store::Disk(d) => {
+                for (route, n) in d.lost() {
+                    let (source, identity) = route.as_ref().map(|r| (r.source(), r.identity())).unzip();
+                    alerts.queue_lost(source, identity.as_deref(), Some(n), "the store was damaged outside hookgate");
+                }
+            }
+        }
+        let _ = self.alerts.set(alerts);
+    }
+
     /// Pauses `route` (for every replica with Redis); whether it was not paused.
     pub async fn pause(&self, route: &RouteKey, reason: pause::Reason) -> Result<bool, QueueError> {
         let since = std::time::SystemTime::now();
@@ -416,6 +434,9 @@ impl Queue {
         let new = self.pauses.pause(route, reason.clone(), since);
         if new {
             tracing::warn!(source = route.source(), route = %route.identity(), reason = %reason.text(), "queue route paused; deliveries are stored, not attempted");
+            if let Some(a) = self.alerts.get() {
+                a.paused(route.source(), &route.identity(), &reason.text());
+            }
         }
         Ok(new)
     }

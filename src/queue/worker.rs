@@ -729,6 +729,19 @@ impl Attempt {
             }
         }
         let failed = !matches!(verdict, Verdict::Done) && !status.is_some_and(|s| s.is_client_error());
+        let alerts = &self.app.alerts;
+        if alerts.enabled() {
+            // A transform's error may quote the body: alerts say only that it failed.
+            let error = if transform_failed { Some("transform failed") } else { state_error(&transition) };
+            if matches!(verdict, Verdict::Done) {
+                alerts.route_ok(&meta.source, &route.label);
+            } else if failed {
+                alerts.route_failed(&meta.source, &route.label, error.unwrap_or("failed"));
+            }
+            if matches!(verdict, Verdict::Dead) {
+                alerts.dead_letter(&meta.source, &route.label, &meta.id, n, error);
+            }
+        }
         self.pause_or_resume(route, failed, matches!(verdict, Verdict::Done)).await;
         if failed && self.health.failed(Instant::now()) {
             // At most every 30 s per route: how many wait, why, and when the next try is.

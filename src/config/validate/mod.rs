@@ -8,8 +8,8 @@ use std::time::Duration;
 pub use super::errors::ConfigErrors;
 use super::errors::Errors;
 use super::file::{
-    AcmeFile, DedupeFile, FileConfig, Keys as _, LogFile, QueueFile, RateLimitFile, RedisFile, ServerFile, SourceFile,
-    TlsFile,
+    AcmeFile, AlertFile, DedupeFile, FileConfig, Keys as _, LogFile, QueueFile, RateLimitFile, RedisFile, ServerFile,
+    SourceFile, TlsFile,
 };
 use super::presets;
 use super::verify_table::apply_overrides;
@@ -18,6 +18,8 @@ use super::{
     RedisTarget, Secret, ServerConfig, ServerTls, Source, StoreConfig, Unrouted,
 };
 use crate::resign::Resigner;
+use crate::route::policy::Rate;
+use crate::telemetry::alerts::{ALERT_EVERY, AlertConfig, AlertFormat};
 use crate::verify::{Challenge, Key, Scheme, Spec, Verifier, keys};
 
 /// Upper bound of `dedupe.max_entries` (about 8 GB of remembered IDs).
@@ -26,6 +28,49 @@ const MAX_MEMORY_ENTRIES: u64 = 100_000_000;
 const MAX_LOG_RECORDS: u64 = 1_000_000;
 /// Upper bound of `log.bodies`.
 const MAX_LOG_BODIES: u64 = 64 << 30;
+
+/// `[[alerts]]`: each table's URL compiled into a route (so https and Unix
+/// sockets work as for upstreams), its format, threshold and interval.
+fn alerts(errs: &mut Errors, value: Option<toml::Value>) -> Vec<AlertConfig> {
+    let tables = match value {
+        None => return Vec::new(),
+        Some(toml::Value::Array(a)) => a,
+        Some(_) => {
+            errs.push("alerts", "expected [[alerts]] tables");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (i, table) in tables.into_iter().enumerate() {
+        let path = format!("alerts[{i}]");
+        let f: AlertFile = errs.table(&path, Some(table));
+        errs.unknown(&path, &f.unknown, AlertFile::KEYS);
+        let format = errs.choice(
+            &format!("{path}.format"),
+            f.format.as_deref(),
+            AlertFormat::Json,
+            &[("json", AlertFormat::Json), ("slack", AlertFormat::Slack)],
+        );
+        let alert_every = errs.duration(&format!("{path}.alert_every"), f.alert_every.as_deref(), ALERT_EVERY);
+        let timeout = errs.duration(&format!("{path}.timeout"), f.timeout.as_deref(), Duration::from_secs(5));
+        let signature_failures = f.signature_failures.as_deref().and_then(|t| match Rate::parse(t) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                errs.push(&format!("{path}.signature_failures"), e);
+                None
+            }
+        });
+        let Some(url) = f.url else {
+            errs.push(&format!("{path}.url"), "required: where alerts are POSTed (http:// or https://)");
+            continue;
+        };
+        match AlertConfig::new(&url, format, signature_failures, alert_every, timeout) {
+            Ok(a) => out.push(a),
+            Err(e) => errs.push(&format!("{path}.url"), e),
+        }
+    }
+    out
+}
 
 /// `log.bodies`: "64MB", "1GiB" or a number of bytes; 0 when unset.
 fn log_bodies(errs: &mut Errors, value: Option<&toml::Value>) -> usize {
@@ -104,7 +149,12 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         Some(_) => errs.push("sources", "must be a table of [sources.NAME] tables"),
     }
 
-    if errs.0.is_empty() { Ok(Config { server, dedupe, log, sources, queue }) } else { Err(ConfigErrors(errs.0)) }
+    let alerts = alerts(&mut errs, file.alerts);
+    if errs.0.is_empty() {
+        Ok(Config { server, dedupe, log, sources, queue, alerts })
+    } else {
+        Err(ConfigErrors(errs.0))
+    }
 }
 
 fn server(errs: &mut Errors, f: ServerFile) -> ServerConfig {

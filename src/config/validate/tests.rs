@@ -66,6 +66,39 @@ fn log_bodies_is_a_byte_size() {
 }
 
 #[test]
+fn alerts_tables_are_checked_with_their_paths_and_never_echo_the_url() {
+    let ok = load_str(
+        &format!("[[alerts]]\nurl = \"https://hooks.slack.com/services/T/B/s3cret\"\nformat = \"slack\"\nsignature_failures = \"20/m\"\nalert_every = \"5m\"\n{MINIMAL}"),
+        &env,
+    )
+    .unwrap();
+    let a = &ok.alerts[0];
+    assert_eq!((a.shown.as_str(), a.alert_every), ("https://hooks.slack.com", Duration::from_secs(300)));
+    assert_eq!(a.signature_failures.map(|r| (r.per, r.period)), Some((20, Duration::from_secs(60))));
+    assert!(load_str(MINIMAL, &env).unwrap().alerts.is_empty());
+    let bad = [
+        ("format = \"teams\"", "alerts[0].format"),
+        ("signature_failures = \"many\"", "alerts[0].signature_failures"),
+        ("alert_every = \"often\"", "alerts[0].alert_every"),
+        ("colour = \"red\"", "alerts[0]"),
+    ];
+    for (line, path) in bad {
+        let text = format!("[[alerts]]\nurl = \"http://127.0.0.1:9/s3cret\"\n{line}\n{MINIMAL}");
+        let errs = load_str(&text, &env).unwrap_err().0;
+        assert!(errs.iter().any(|e| e.starts_with(path)), "{line}: {errs:?}");
+    }
+    for url in ["ftp://host/s3cret", "not a url s3cret", "http://u:s3cret@host/"] {
+        let errs = load_str(&format!("[[alerts]]\nurl = \"{url}\"\n{MINIMAL}"), &env).unwrap_err().0;
+        assert!(errs.iter().any(|e| e.starts_with("alerts[0].url: ")), "{url}: {errs:?}");
+        assert!(errs.iter().all(|e| !e.contains("s3cret")), "{url}: {errs:?}");
+    }
+    let errs = load_str(&format!("[[alerts]]\nformat = \"json\"\n{MINIMAL}"), &env).unwrap_err().0;
+    assert!(errs.iter().any(|e| e.starts_with("alerts[0].url: required")), "{errs:?}");
+    let errs = load_str(&format!("alerts = 3\n{MINIMAL}"), &env).unwrap_err().0;
+    assert!(errs.iter().any(|e| e.starts_with("alerts")), "{errs:?}");
+}
+
+#[test]
 fn every_error_is_reported_with_its_path() {
     let text = r#"
 bogus_top = 1

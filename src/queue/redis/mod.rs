@@ -134,6 +134,8 @@ pub struct RedisQueue {
     resets: Mutex<HashMap<RouteKey, (u64, std::time::SystemTime)>>,
     /// Where lost streams are counted (`hookgate_queue_store_resets_total`).
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// Where lost streams are reported as alerts.
+    alerts: std::sync::OnceLock<Arc<crate::telemetry::alerts::Alerts>>,
     /// Delivered entries waiting to be recorded together (see [`RedisQueue::done`]).
     done_waiting: Mutex<Vec<DoneWaiting>>,
     /// When each route last claimed stale entries (see [`RedisQueue::take`]).
@@ -288,6 +290,7 @@ impl RedisQueue {
             registered: Mutex::default(),
             resets: Mutex::default(),
             metrics: std::sync::OnceLock::new(),
+            alerts: std::sync::OnceLock::new(),
             claimed_at: Mutex::default(),
             done_waiting: Mutex::default(),
             scripts: Scripts {
@@ -464,6 +467,11 @@ impl RedisQueue {
                 if let Some(m) = self.metrics.get() {
                     m.queue_store_reset(route.source(), &route.identity());
                 }
+                if let Some(a) = self.alerts.get() {
+                    let what =
+                        "its Redis stream or consumer group is gone (FLUSHALL, or Redis restarted without persistence)";
+                    a.queue_lost(Some(route.source()), Some(&route.identity()), None, what);
+                }
                 tracing::error!(
                     source = route.source(),
                     route = %route.identity(),
@@ -473,6 +481,11 @@ impl RedisQueue {
             }
         }
         e
+    }
+
+    /// Reports lost streams to `alerts` from now on.
+    pub fn set_alerts(&self, alerts: Arc<crate::telemetry::alerts::Alerts>) {
+        let _ = self.alerts.set(alerts);
     }
 
     /// Counts lost streams in `metrics` from now on.
