@@ -174,3 +174,82 @@ async fn orphans_are_shown_and_deleted_in_the_dashboard() {
     assert!(!orphaned().await, "deleted");
     gw.shutdown().await;
 }
+
+/// SPEC §17 in headless chromium (`tests/ui/observe.mjs`): the charts from
+/// `/stats`, search by delivery ID, a captured delivery's detail view with
+/// its Replay button, and Retry all for dead letters. The screenshot it
+/// takes is the one in docs/dashboard.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_charts_replay_and_retry_all_in_the_dashboard() {
+    let ui_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
+    assert!(ui_dir.join("node_modules/playwright-core").exists(), "run `npm ci` in tests/ui (bash .ci/run does)");
+    let dir = tempfile::tempdir().unwrap();
+    let mut ok = spawn_upstream(Behavior::Answer(200, "ok", Duration::from_millis(5))).await;
+    let mut refuse = spawn_upstream(Behavior::Answer(422, "refused", Duration::ZERO)).await;
+    let text = format!(
+        r#"
+[server]
+shutdown_grace = "1s"
+
+[log]
+bodies = "1MB"
+
+[queue]
+path = "{dir}"
+
+[sources.obs]
+path = "/webhooks/obs"
+provider = "generic"
+secrets = ["obs-secret"]
+
+[sources.obs.verify]
+scheme = "token"
+signature_header = "X-Token"
+id = "header:X-Id"
+event_type = "header:X-Event"
+
+[[sources.obs.routes]]
+name = "orders"
+events = ["order.*"]
+upstream = "http://{refuse}/orders"
+delivery = "queue"
+
+[[sources.obs.routes]]
+name = "app"
+events = ["*"]
+upstream = "http://{ok}/hooks"
+"#,
+        dir = dir.path().display(),
+        refuse = refuse.addr,
+        ok = ok.addr
+    );
+    let gw = spawn_gateway(&text).await;
+    let post = async |id: &str, event: &str, token: &str| {
+        let headers = h(&[("X-Token", token), ("X-Id", id), ("X-Event", event)]);
+        let body = format!("{{\"order\":\"{id}\",\"n\":1}}");
+        send(&gw.url("/webhooks/obs"), "POST", &headers, body).await.status.as_u16()
+    };
+    assert_eq!(post("obs-1", "user.created", "obs-secret").await, 200);
+    assert_eq!(post("obs-2", "user.created", "obs-secret").await, 200);
+    assert_eq!(post("obs-bad", "user.created", "wrong").await, 401);
+    assert_eq!(post("obs-order", "order.created", "obs-secret").await, 202);
+    ok.next().await;
+    ok.next().await;
+    refuse.next().await;
+    let dead = async || gw.admin_json("/queue/dead").await["items"].as_array().unwrap().len() == 1;
+    assert!(eventually(Duration::from_secs(5), dead).await, "one dead letter");
+
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let screenshot_env = screenshot.display().to_string();
+    let admin = format!("http://{}", gw.admin);
+    run_browser(&ui_dir, "observe.mjs", &[("ADMIN", &admin), ("SCREENSHOT", &screenshot_env)]).await;
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "a real screenshot");
+
+    let replayed = ok.next().await;
+    assert_eq!(replayed.headers["x-hookgate-replay"], "true");
+    assert_eq!(replayed.headers["x-hookgate-delivery-id"], "obs-2");
+    assert!(replayed.headers.get("x-token").is_none(), "the redacted token is not sent");
+    let retried = refuse.next().await;
+    assert_eq!(retried.headers["x-hookgate-delivery-id"], "obs-order");
+    gw.shutdown().await;
+}
