@@ -58,6 +58,8 @@ pub struct App {
     pub clock: fn() -> SystemTime,
     /// Per source and minute, outcomes and upstream latency (`GET /stats`).
     pub stats: Arc<crate::telemetry::stats::Stats>,
+    /// `[otel]` (SPEC §17): the span exporter, started with the app (a reload keeps it).
+    pub otel: Option<Arc<crate::telemetry::otel::Otel>>,
     /// `[[alerts]]` (SPEC §17).
     pub alerts: Arc<crate::telemetry::alerts::Alerts>,
     /// Logs store failures once per burst, not once per request.
@@ -171,6 +173,10 @@ impl App {
         }
         let stats = Arc::new(Stats::default());
         let alerts = Arc::new(crate::telemetry::alerts::Alerts::new(&config.alerts));
+        let otel = match (&config.otel, tokio::runtime::Handle::try_current()) {
+            (Some(o), Ok(_)) => Some(crate::telemetry::otel::Otel::start(o)),
+            _ => None,
+        };
         if let Some(q) = &queue {
             q.set_alerts(alerts.clone());
         }
@@ -180,6 +186,7 @@ impl App {
             metrics,
             stats,
             alerts,
+            otel,
             clock,
             store_health: StoreHealth::default(),
             queue,
@@ -232,6 +239,9 @@ impl App {
         }
         if current.config.server.acme != config.server.acme {
             tracing::warn!("[server.tls.acme] applies at start-up only; restart to change it");
+        }
+        if current.config.otel != config.otel {
+            tracing::warn!("[otel] applies at start-up only; restart to change it");
         }
         if current.config.queue != config.queue {
             tracing::warn!("[queue] applies at start-up only; restart to change it (the running queue is kept)");

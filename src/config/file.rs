@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub queue: Option<toml::Value>,
     #[serde(default)]
     pub alerts: Option<toml::Value>,
+    #[serde(default)]
+    pub otel: Option<toml::Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -38,6 +40,20 @@ pub struct AlertFile {
     pub timeout: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
+}
+
+/// `[otel]` (SPEC §17).
+#[derive(Debug, Default, Deserialize)]
+pub struct OtelFile {
+    pub endpoint: Option<String>,
+    pub service_name: Option<String>,
+    pub timeout: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+impl Keys for OtelFile {
+    const KEYS: &'static [&'static str] = &["endpoint", "service_name", "timeout"];
 }
 
 impl Keys for AlertFile {
@@ -272,7 +288,7 @@ pub trait Keys {
 }
 
 impl Keys for FileConfig {
-    const KEYS: &'static [&'static str] = &["server", "dedupe", "log", "sources", "queue", "alerts"];
+    const KEYS: &'static [&'static str] = &["server", "dedupe", "log", "sources", "queue", "alerts", "otel"];
 }
 
 impl Keys for ServerFile {

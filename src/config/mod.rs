@@ -43,6 +43,8 @@ pub struct Config {
     pub queue: Option<QueueConfig>,
     /// `[[alerts]]` (SPEC §17), in file order.
     pub alerts: Vec<crate::telemetry::alerts::AlertConfig>,
+    /// `[otel]` (SPEC §17): export traces; applies at start-up.
+    pub otel: Option<crate::telemetry::otel::OtelConfig>,
 }
 
 /// `[queue]` (SPEC §5).

@@ -30,6 +30,7 @@ use crate::delivery_log::Text;
 use crate::error::Rejection;
 use crate::forward::{self, ForwardError, Peer};
 use crate::route;
+use crate::telemetry::otel::SpanKind;
 use crate::verify::{Delivery, Verified};
 
 type Answer = Result<(Response<ResBody>, &'static str), Rejection>;
@@ -58,6 +59,7 @@ pub(super) async fn deliver(
     let outcomes =
         futures_util::future::join_all(scopes.iter().map(|s| loaded.store.claim(s, delivery.id(), digest, dedupe)))
             .await;
+    record.stage("dedupe", SpanKind::Internal, None);
     let mut claimed: Vec<(usize, Option<Claim>)> = Vec::with_capacity(chosen.len());
     let (mut in_flight, mut store_down) = (false, false);
     for (&i, outcome) in chosen.iter().zip(outcomes) {
@@ -83,6 +85,7 @@ pub(super) async fn deliver(
     }
 
     // The headers every route starts from (SPEC §3), made once.
+    record.propagate(&mut delivery.head.headers);
     let ours = forward::Ours::of(&delivery, Some(delivery.body.len()));
     let headers = forward::upstream_headers(
         std::mem::take(&mut delivery.head.headers),
@@ -116,7 +119,8 @@ pub(super) async fn deliver(
     // on in a task of their own, so each claim still says what happened.
     let mut ok = None;
     let mut failed: Option<Answer> = None;
-    if !sync.is_empty() {
+    let forwarded = !sync.is_empty();
+    if forwarded {
         let query = delivery.head.uri.query().map(str::to_owned);
         let id: Arc<str> = delivery.id().into();
         let forwards = forward_all(app.clone(), loaded.clone(), index, sync, headers, id, query, delivery.body.clone());
@@ -141,6 +145,14 @@ pub(super) async fn deliver(
         }
     }
 
+    if record.trace.is_some() {
+        let error = store_failed.as_ref().map(|e| e.code().to_owned()).or_else(|| match &failed {
+            Some(Ok((res, _))) => Some(format!("upstream answered {}", res.status())),
+            Some(Err(e)) => Some(e.code().to_owned()),
+            None => None,
+        });
+        record.stage(if forwarded { "forward" } else { "enqueue" }, SpanKind::Client, error);
+    }
     if let Some(e) = store_failed {
         return Err(e);
     }

@@ -25,6 +25,7 @@ use crate::delivery_log::{Capture, Item, Text};
 use crate::error::{Rejection, json_response};
 use crate::forward::{self, Peer, X_DUPLICATE};
 use crate::queue::{Meta, NewEntry, QueueRoute, RouteKey, unix_ms};
+use crate::telemetry::otel::SpanKind;
 use crate::verify::{Delivery, Verified, VerifyError};
 use crate::{ResBody, challenge, guard, route};
 
@@ -51,7 +52,28 @@ struct Record {
     capture: Option<Arc<Capture>>,
     /// Sent again by `POST /deliveries/{entry}/replay`.
     replay: bool,
+    /// With `[otel]`: the delivery's span and its stages so far.
+    trace: Option<Box<crate::telemetry::otel::Trace>>,
 }
+
+impl Record {
+    /// Ends a traced stage (no-op without `[otel]`).
+    fn stage(&mut self, name: &'static str, kind: SpanKind, error: Option<String>) {
+        if let Some(t) = &mut self.trace {
+            t.stage(name, kind, error);
+        }
+    }
+
+    /// With `[otel]`: the coming stage's `traceparent` into `headers`.
+    fn propagate(&self, headers: &mut http::HeaderMap) {
+        if let Some(t) = &self.trace {
+            headers.insert(TRACEPARENT.clone(), t.upstream().header());
+        }
+    }
+}
+
+/// The W3C trace context header.
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 impl Record {
     fn item(&self, source: &SourceState, outcome: &'static str, status: u16) -> Item {
@@ -64,6 +86,7 @@ impl Record {
             logged: self.logged,
             capture: self.capture.clone(),
             replay: self.replay,
+            trace: None,
         }
         .into_item(source, outcome, status)
     }
@@ -117,6 +140,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr, htt
     let source = &loaded.config.sources[index];
     let state = &loaded.sources[index];
     let mut record = Record::default();
+    if let Some(otel) = &app.otel {
+        record.trace = Some(Box::new(otel.begin(req.headers())));
+    }
     let (response, outcome) =
         // Boxed: the stage futures add up to ~1.7 KB, which hyper would
         // otherwise move around by value (memmove showed in the profile).
@@ -156,11 +182,41 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr, htt
         upstream_ms = record.upstream_ms.map(|m| m as u64),
         "delivery"
     );
+    if let (Some(otel), Some(trace)) = (&app.otel, record.trace.take()) {
+        end_trace(otel, *trace, &source.name, &record, outcome, response.status());
+    }
     if !record.logged {
         // Last, so the record's strings move into the log instead of being copied.
         app.deliveries.push(record.into_item(state, outcome, response.status().as_u16()));
     }
     response
+}
+
+/// Ends a delivery's trace: its `delivery` span with what the log line says.
+fn end_trace(
+    otel: &crate::telemetry::otel::Otel,
+    trace: crate::telemetry::otel::Trace,
+    source: &str,
+    record: &Record,
+    outcome: &'static str,
+    status: StatusCode,
+) {
+    let mut attributes = vec![
+        ("hookgate.source", source.to_owned()),
+        ("hookgate.outcome", outcome.to_owned()),
+        ("http.response.status_code", status.as_u16().to_string()),
+    ];
+    if !record.id.is_empty() {
+        attributes.push(("hookgate.delivery_id", record.id.to_string()));
+    }
+    if !record.event_type.is_empty() {
+        attributes.push(("hookgate.event_type", record.event_type.to_string()));
+    }
+    if let Some(r) = &record.route {
+        attributes.push(("hookgate.route", r.to_string()));
+    }
+    let error = (status.is_server_error() || status.is_client_error()).then(|| outcome.to_owned());
+    otel.finish(trace, attributes, error);
 }
 
 /// The request as `[log] bodies` keeps it (credentials redacted).
@@ -257,6 +313,7 @@ async fn process(
     if app.deliveries.capturing() {
         record.capture = Some(Arc::new(capture(&delivery, &source.verifier)));
     }
+    record.stage("verify", SpanKind::Internal, None);
 
     // challenge
     if let Some(res) = challenge::answer(&mut delivery, &source.verifier) {
@@ -277,6 +334,7 @@ async fn process(
     let digest = source.dedupe_body.then(|| crate::verify::body_hash(&delivery.body));
     let digest = digest.as_deref().filter(|d| *d != delivery.id());
     let claimed = loaded.store.claim(&source.name, delivery.id(), digest, dedupe).await;
+    record.stage("dedupe", SpanKind::Internal, None);
     let claim = match seen(app, claimed, dedupe.on_store_error) {
         Seen::Go(claim) => claim,
         Seen::Delivered => {
@@ -295,6 +353,7 @@ async fn process(
     };
     record.route = Some(Text::new(&route.label));
 
+    record.propagate(&mut delivery.head.headers);
     // queue: store durably, then acknowledge (the worker forwards later)
     if let Some(q) = route.queue() {
         let policy = dedupe.on_store_error;
@@ -315,6 +374,14 @@ async fn process(
     };
     let (result, elapsed) = finish.await;
     record.upstream_ms = Some(elapsed.as_millis());
+    if record.trace.is_some() {
+        let error = match &result {
+            Ok(res) if res.status().is_success() => None,
+            Ok(res) => Some(format!("upstream answered {}", res.status())),
+            Err(e) => Some(e.to_string()),
+        };
+        record.stage("forward", SpanKind::Client, error);
+    }
     result.map(|res| (res, "forwarded")).map_err(Rejection::from)
 }
 
@@ -476,6 +543,7 @@ async fn enqueue(
         ours,
     );
     let stored = store(app, source, state, route_index, q, &Payload::of(delivery), headers, record).await;
+    record.stage("enqueue", SpanKind::Internal, stored.as_ref().err().map(|e| e.code().to_owned()));
     // `store` logged it (with the record its attempts update) if there is a queue.
     record.logged = app.queue.is_some();
     finish_claim(app, claim, stored.is_ok(), policy).await;

@@ -30,6 +30,7 @@ use crate::forward;
 use crate::metrics::QueueRouteMetrics;
 use crate::route::Route;
 use crate::route::policy::{Verdict, parse_retry_after, unit_random};
+use crate::telemetry::otel;
 
 pub const X_ATTEMPT: HeaderName = HeaderName::from_static("x-hookgate-attempt");
 
@@ -642,6 +643,14 @@ impl Attempt {
         headers.insert(X_ATTEMPT, HeaderValue::from(n));
         // The stored X-Hookgate-Source is the one from enqueue; keep it current.
         headers.insert(forward::X_SOURCE, source.name_header.clone());
+        // [otel]: a span per attempt, a child of (and linked to) the delivery's enqueue span.
+        let traced = self.app.otel.as_ref().map(|_| {
+            let link = headers.get("traceparent").and_then(|v| otel::Context::parse(v.as_bytes()));
+            let ctx =
+                otel::Context { trace: link.map_or_else(otel::new_trace_id, |l| l.trace), span: otel::new_span_id() };
+            headers.insert(http::HeaderName::from_static("traceparent"), ctx.header());
+            (ctx, link, SystemTime::now())
+        });
         let started = Instant::now();
         // The route's transform, headers and re-signing, as they are now.
         let result = match forward::prepare(route, headers, meta.query.as_deref(), &meta.id, &taken.entry.body) {
@@ -680,6 +689,31 @@ impl Attempt {
         };
         if gone && let Err(e) = self.queue.pause(&self.key, super::pause::Reason::Gone).await {
             tracing::warn!(source = %meta.source, route = %route.identity, error = %e, "cannot pause the route after 410 Gone");
+        }
+        if let (Some(o), Some((ctx, link, start))) = (&self.app.otel, traced) {
+            let mut attributes = vec![
+                ("hookgate.source", meta.source.clone()),
+                ("hookgate.route", route.label.to_string()),
+                ("hookgate.delivery_id", meta.id.clone()),
+                ("hookgate.attempt", n.to_string()),
+            ];
+            if let Some(s) = status {
+                attributes.push(("http.response.status_code", s.as_u16().to_string()));
+            }
+            let failed =
+                error.clone().or_else(|| status.filter(|s| !s.is_success()).map(|s| format!("upstream answered {s}")));
+            o.send(otel::Finished {
+                trace: ctx.trace,
+                id: ctx.span,
+                parent: link.map(|l| l.span),
+                name: "attempt",
+                kind: otel::SpanKind::Client,
+                start,
+                end: SystemTime::now(),
+                attributes,
+                links: link.into_iter().collect(),
+                error: if transform_failed { Some("transform failed".into()) } else { failed },
+            });
         }
         let state = State {
             attempts: if gone { n - 1 } else { n },

@@ -8,8 +8,8 @@ use std::time::Duration;
 pub use super::errors::ConfigErrors;
 use super::errors::Errors;
 use super::file::{
-    AcmeFile, AlertFile, DedupeFile, FileConfig, Keys as _, LogFile, QueueFile, RateLimitFile, RedisFile, ServerFile,
-    SourceFile, TlsFile,
+    AcmeFile, AlertFile, DedupeFile, FileConfig, Keys as _, LogFile, OtelFile, QueueFile, RateLimitFile, RedisFile,
+    ServerFile, SourceFile, TlsFile,
 };
 use super::presets;
 use super::verify_table::apply_overrides;
@@ -20,6 +20,7 @@ use super::{
 use crate::resign::Resigner;
 use crate::route::policy::Rate;
 use crate::telemetry::alerts::{ALERT_EVERY, AlertConfig, AlertFormat};
+use crate::telemetry::otel::OtelConfig;
 use crate::verify::{Challenge, Key, Scheme, Spec, Verifier, keys};
 
 /// Upper bound of `dedupe.max_entries` (about 8 GB of remembered IDs).
@@ -70,6 +71,22 @@ fn alerts(errs: &mut Errors, value: Option<toml::Value>) -> Vec<AlertConfig> {
         }
     }
     out
+}
+
+/// `[otel]`: the collector's endpoint and the service name spans carry.
+fn otel(errs: &mut Errors, value: toml::Value) -> Option<OtelConfig> {
+    let f: OtelFile = errs.table("otel", Some(value));
+    errs.unknown("otel", &f.unknown, OtelFile::KEYS);
+    let timeout = errs.duration("otel.timeout", f.timeout.as_deref(), Duration::from_secs(5));
+    let service = f.service_name.as_deref().unwrap_or("hookgate");
+    if service.is_empty() || service.len() > 256 {
+        errs.push("otel.service_name", "1 to 256 characters");
+    }
+    let Some(endpoint) = f.endpoint else {
+        errs.push("otel.endpoint", "required: the collector's OTLP/HTTP base URL, e.g. http://collector:4318");
+        return None;
+    };
+    OtelConfig::new(&endpoint, service, timeout).map_err(|e| errs.push("otel.endpoint", e)).ok()
 }
 
 /// `log.bodies`: "64MB", "1GiB" or a number of bytes; 0 when unset.
@@ -150,8 +167,9 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     }
 
     let alerts = alerts(&mut errs, file.alerts);
+    let otel = file.otel.and_then(|v| otel(&mut errs, v));
     if errs.0.is_empty() {
-        Ok(Config { server, dedupe, log, sources, queue, alerts })
+        Ok(Config { server, dedupe, log, sources, queue, alerts, otel })
     } else {
         Err(ConfigErrors(errs.0))
     }

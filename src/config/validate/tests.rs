@@ -99,6 +99,23 @@ fn alerts_tables_are_checked_with_their_paths_and_never_echo_the_url() {
 }
 
 #[test]
+fn otel_is_checked_with_its_paths() {
+    let ok = load_str(&format!("[otel]\nendpoint = \"http://collector:4318\"\n{MINIMAL}"), &env).unwrap();
+    assert_eq!(ok.otel.as_ref().map(|o| o.service_name.as_str()), Some("hookgate"));
+    assert!(load_str(MINIMAL, &env).unwrap().otel.is_none(), "off by default");
+    for (text, path) in [
+        ("[otel]\nservice_name = \"x\"", "otel.endpoint: required"),
+        ("[otel]\nendpoint = \"grpc://c:4317\"", "otel.endpoint: "),
+        ("[otel]\nendpoint = \"http://c:4318\"\nservice_name = \"\"", "otel.service_name: "),
+        ("[otel]\nendpoint = \"http://c:4318\"\ntimeout = \"soon\"", "otel.timeout: "),
+        ("[otel]\nendpoint = \"http://c:4318\"\nsampler = 1", "otel.sampler: unknown key"),
+    ] {
+        let errs = load_str(&format!("{text}\n{MINIMAL}"), &env).unwrap_err().0;
+        assert!(errs.iter().any(|e| e.starts_with(path)), "{text}: {errs:?}");
+    }
+}
+
+#[test]
 fn every_error_is_reported_with_its_path() {
     let text = r#"
 bogus_top = 1
