@@ -13,6 +13,53 @@ use std::time::Duration;
 
 use common::*;
 
+/// `[server]` with `server` keys, `top` (tables), a queue in `dir`, and source `name` (token `{name}-secret` in
+/// `X-Token`, ID in `X-Id`, type in `X-Event`) with a queue route `orders`
+/// (`order.*`) to `refuse` and a sync route `app` for the rest to `ok`.
+fn dashboard_config(
+    server: &str,
+    top: &str,
+    name: &str,
+    dir: &Path,
+    refuse: std::net::SocketAddr,
+    ok: std::net::SocketAddr,
+) -> String {
+    format!(
+        r#"[server]
+shutdown_grace = "1s"
+{server}
+
+{top}
+
+[queue]
+path = "{dir}"
+
+[sources.{name}]
+path = "/webhooks/{name}"
+provider = "generic"
+secrets = ["{name}-secret"]
+
+[sources.{name}.verify]
+scheme = "token"
+signature_header = "X-Token"
+id = "header:X-Id"
+event_type = "header:X-Event"
+
+[[sources.{name}.routes]]
+name = "orders"
+events = ["order.*"]
+upstream = "http://{refuse}/orders"
+delivery = "queue"
+
+[[sources.{name}.routes]]
+name = "app"
+events = ["*"]
+upstream = "http://{ok}/hooks"
+"#,
+        dir = dir.display()
+    )
+}
+
 /// Runs one of tests/ui's node scripts (headless chromium) with `env`; it must
 /// end with "all steps passed" within two minutes.
 async fn run_browser(ui_dir: &Path, script: &str, env: &[(&str, &str)]) {
@@ -40,40 +87,7 @@ async fn dashboard_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let ok = spawn_upstream(ok_upstream()).await;
     let mut refuse = spawn_upstream(Behavior::Answer(422, "refused", Duration::ZERO)).await;
-    let text = format!(
-        r#"
-[server]
-admin_token = "ui-token"
-shutdown_grace = "1s"
-
-[queue]
-path = "{dir}"
-
-[sources.ui]
-path = "/webhooks/ui"
-provider = "generic"
-secrets = ["ui-secret"]
-
-[sources.ui.verify]
-scheme = "token"
-signature_header = "X-Token"
-id = "header:X-Id"
-event_type = "header:X-Event"
-
-[[sources.ui.routes]]
-name = "orders"
-events = ["order.*"]
-upstream = "http://{refuse}/orders"
-delivery = "queue"
-
-[[sources.ui.routes]]
-events = ["*"]
-upstream = "http://{ok}/hooks"
-"#,
-        dir = dir.path().display(),
-        refuse = refuse.addr,
-        ok = ok.addr
-    );
+    let text = dashboard_config("admin_token = \"ui-token\"", "", "ui", dir.path(), refuse.addr, ok.addr);
     let gw = spawn_gateway(&text).await;
     let post = async |id: &str, event: &str, token: &str| {
         let headers = h(&[("X-Token", token), ("X-Id", id), ("X-Event", event)]);
@@ -186,43 +200,7 @@ async fn deliveries_charts_replay_and_retry_all_in_the_dashboard() {
     let dir = tempfile::tempdir().unwrap();
     let mut ok = spawn_upstream(Behavior::Answer(200, "ok", Duration::from_millis(5))).await;
     let mut refuse = spawn_upstream(Behavior::Answer(422, "refused", Duration::ZERO)).await;
-    let text = format!(
-        r#"
-[server]
-shutdown_grace = "1s"
-
-[log]
-bodies = "1MB"
-
-[queue]
-path = "{dir}"
-
-[sources.obs]
-path = "/webhooks/obs"
-provider = "generic"
-secrets = ["obs-secret"]
-
-[sources.obs.verify]
-scheme = "token"
-signature_header = "X-Token"
-id = "header:X-Id"
-event_type = "header:X-Event"
-
-[[sources.obs.routes]]
-name = "orders"
-events = ["order.*"]
-upstream = "http://{refuse}/orders"
-delivery = "queue"
-
-[[sources.obs.routes]]
-name = "app"
-events = ["*"]
-upstream = "http://{ok}/hooks"
-"#,
-        dir = dir.path().display(),
-        refuse = refuse.addr,
-        ok = ok.addr
-    );
+    let text = dashboard_config("", "[log]\nbodies = \"1MB\"", "obs", dir.path(), refuse.addr, ok.addr);
     let gw = spawn_gateway(&text).await;
     let post = async |id: &str, event: &str, token: &str| {
         let headers = h(&[("X-Token", token), ("X-Id", id), ("X-Event", event)]);
