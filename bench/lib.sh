@@ -179,8 +179,19 @@ max_connections = 10000
 store = "$2"
 [dedupe.redis]
 url = "redis://127.0.0.1:${RDS:-6379}/0"
+$(observability)
 $(bench_source)
 CONF
+}
+
+# SPEC §17's switches, off unless set: BENCH_BODIES=64MB ([log] bodies),
+# BENCH_OTEL=1 ([otel] to the bench upstream, which answers every POST),
+# BENCH_ALERTS=1 (an [[alerts]] table; only failures send anything).
+observability() {
+  [ -n "${BENCH_BODIES:-}" ] && printf '[log]\nbodies = "%s"\n' "$BENCH_BODIES"
+  [ "${BENCH_OTEL:-}" = 1 ] && printf '[otel]\nendpoint = "http://127.0.0.1:%s"\n' "$UP"
+  [ "${BENCH_ALERTS:-}" = 1 ] && printf '[[alerts]]\nurl = "http://127.0.0.1:%s/alerts"\n' "$UP"
+  true
 }
 
 # One pre-signed body (fresh timestamp; bench/delivery.lua varies the ID per
