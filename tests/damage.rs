@@ -139,3 +139,23 @@ async fn damaged_queue_files_are_never_silent() {
     }
     eprintln!("{}", report.join("\n"));
 }
+
+/// SPEC §17: deliveries found lost when the store opens reach `[[alerts]]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_store_sends_a_queue_lost_alert() {
+    let root = tempfile::tempdir().unwrap();
+    let original = prepared(root.path()).await;
+    let dir = root.path().join("emptied");
+    copy(&original, &dir);
+    journals(&dir).iter().for_each(|j| std::fs::write(j, b"").unwrap());
+    let mut receiver = spawn_upstream(ok_upstream()).await;
+    let app = dead_addr().await;
+    let text = format!("{}\n[[alerts]]\nurl = \"http://{}/alerts\"\n", config(&dir, app, 0), receiver.addr);
+    let gw = spawn_gateway(&text).await;
+    let got = tokio::time::timeout(Duration::from_secs(10), receiver.next()).await.expect("a queue_lost alert");
+    let alert: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(alert["kind"], "queue_lost", "{alert}");
+    assert!(alert["details"]["lost"].as_u64().unwrap() > 0, "{alert}");
+    assert!(alert["message"].as_str().unwrap().contains("damaged"), "{alert}");
+    gw.shutdown().await;
+}

@@ -412,12 +412,7 @@ impl Queue {
     pub fn set_alerts(&self, alerts: Arc<crate::telemetry::alerts::Alerts>) {
         match &self.store {
             Store::Redis(r) => r.set_alerts(alerts.clone()),
-            Store::Disk(d) => {
-                for (route, n) in d.lost() {
-                    let (source, identity) = route.as_ref().map(|r| (r.source(), r.identity())).unzip();
-                    alerts.queue_lost(source, identity.as_deref(), Some(n), "the store was damaged outside hookgate");
-                }
-            }
+            Store::Disk(d) => d.set_alerts(alerts.clone()),
         }
         let _ = self.alerts.set(alerts);
     }

@@ -151,11 +151,13 @@ pub struct Alerts {
     /// Routes (source, route) that failed since they last delivered.
     failing: Mutex<HashSet<(String, String)>>,
     any_failing: AtomicBool,
+    /// The app's runtime, for alerts raised on threads of their own (the disk store's).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Alerts {
     pub fn new(tables: &[AlertConfig]) -> Self {
-        let a = Alerts::default();
+        let a = Alerts { runtime: tokio::runtime::Handle::try_current().ok(), ..Alerts::default() };
         a.set(tables);
         a
     }
@@ -337,9 +339,9 @@ impl Alerts {
             }
             let body = alert.body(table.format, SystemTime::now());
             let (table, kind) = (table.clone(), alert.kind);
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => drop(rt.spawn(send(table, kind, body))),
-                Err(_) => tracing::warn!(alert = %table.shown, kind = kind.name(), "no runtime to send an alert"),
+            match tokio::runtime::Handle::try_current().ok().or_else(|| self.runtime.clone()) {
+                Some(rt) => drop(rt.spawn(send(table, kind, body))),
+                None => tracing::warn!(alert = %table.shown, kind = kind.name(), "no runtime to send an alert"),
             }
         }
     }

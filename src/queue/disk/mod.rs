@@ -50,6 +50,12 @@ struct Opened {
     ledger: check::Ledger,
 }
 
+/// The app's alerts, shared with the store thread once set.
+type AlertSlot = Arc<std::sync::OnceLock<Arc<crate::telemetry::alerts::Alerts>>>;
+
+/// What a `queue_lost` alert says happened.
+const LOST_AT_OPEN: &str = "the store's files were damaged outside hookgate (found when it opened)";
+
 /// Deliveries known lost, per route (`None`: route unknown), since start.
 type Lost = Arc<Mutex<HashMap<Option<RouteKey>, u64>>>;
 
@@ -239,6 +245,7 @@ pub struct DiskQueue {
     opened: Arc<std::sync::atomic::AtomicBool>,
     /// Deliveries known lost to storage damage since start.
     lost: Lost,
+    alerts: AlertSlot,
 }
 
 struct Db {
@@ -537,11 +544,13 @@ impl DiskQueue {
         let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let opened = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let lost: Lost = Arc::default();
+        let alerts = AlertSlot::default();
         let store = StoreThread {
             path,
             fsync,
             ledger: None,
             lost: lost.clone(),
+            alerts: alerts.clone(),
             legacy,
             db: None,
             failed_at: None,
@@ -550,7 +559,18 @@ impl DiskQueue {
             opened: opened.clone(),
         };
         std::thread::Builder::new().name("hookgate-queue".into()).spawn(move || store.run(rx)).map_err(io)?;
-        Ok(DiskQueue { tx, tallies, healthy, opened, lost })
+        Ok(DiskQueue { tx, tallies, healthy, opened, lost, alerts })
+    }
+
+    /// Reports deliveries found lost to `alerts`: those found already, and
+    /// those a later open finds (an alert of the same route twice within its
+    /// `alert_every` is sent once).
+    pub fn set_alerts(&self, alerts: Arc<crate::telemetry::alerts::Alerts>) {
+        let _ = self.alerts.set(alerts.clone());
+        for (route, n) in self.lost() {
+            let (source, identity) = route.as_ref().map(|r| (r.source(), r.identity())).unzip();
+            alerts.queue_lost(source, identity.as_deref(), Some(n), LOST_AT_OPEN);
+        }
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Op) -> Result<T, QueueError> {
@@ -694,6 +714,8 @@ struct StoreThread {
     /// Beside the store: what it should hold ([`check`]).
     ledger: Option<check::Ledger>,
     lost: Lost,
+    /// Where losses found at open are reported (set by the app).
+    alerts: AlertSlot,
     /// The routes by position when the store opened (keys written by position are migrated).
     legacy: Legacy,
     db: Option<Db>,
@@ -735,6 +757,10 @@ impl StoreThread {
                 }
                 let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
                 for (route, n) in damage.lost {
+                    if let Some(a) = self.alerts.get() {
+                        let (source, identity) = route.as_ref().map(|r| (r.source(), r.identity())).unzip();
+                        a.queue_lost(source, identity.as_deref(), Some(n), LOST_AT_OPEN);
+                    }
                     *lost.entry(route).or_default() += n;
                 }
                 drop(lost);
