@@ -1,4 +1,4 @@
-//! The `hookgate` binary: `run` (default), `check`, `sign`, `presets`, `queue move` (README "Command line").
+//! The `hookgate` binary: `run` (default), `check`, `sign`, `presets`, `queue move` (docs/src/cli.md).
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -85,7 +85,7 @@ enum Command {
     Presets {
         /// A preset's name
         name: Option<String>,
-        /// Print the list as the README's Markdown table
+        /// Print the list as the guide's Markdown table (docs/src/providers.md)
         #[arg(long)]
         markdown: bool,
     },

@@ -1,4 +1,4 @@
-//! Provider presets (README "Providers") as data: `presets.toml`, compiled
+//! Provider presets (docs/src/providers.md) as data: `presets.toml`, compiled
 //! into the binary and built at first use by the same code that validates a
 //! user's `[sources.x.verify]` table, so a field has one definition.
 //!
@@ -15,7 +15,7 @@ use crate::verify::{Scheme, Spec};
 
 const TABLE: &str = include_str!("presets.toml");
 
-/// `[sources.x.verify]` keys in the order the README's table lists them (the
+/// `[sources.x.verify]` keys in the order the guide's table lists them (the
 /// file table's own list, which `check`'s suggestions use too).
 const VERIFY_KEYS: &[&str] = <super::file::VerifyFile as super::file::Keys>::KEYS;
 
@@ -125,7 +125,7 @@ impl Preset {
         }
         if !self.verify.is_empty() {
             let _ = writeln!(out, "\n[sources.{name}.verify]");
-            // In the order of the README's field table, not the map's.
+            // In the order of the guide's field table, not the map's.
             let known = VERIFY_KEYS.iter().filter_map(|k| self.verify.get_key_value(*k));
             let rest = self.verify.iter().filter(|(k, _)| !VERIFY_KEYS.contains(&k.as_str()));
             for (key, value) in known.chain(rest) {
@@ -135,7 +135,7 @@ impl Preset {
         out
     }
 
-    /// The scheme as the providers table in the README shows it.
+    /// The scheme as the providers table in docs/src/providers.md shows it.
     pub fn scheme_label(&self) -> &'static str {
         match self.spec.scheme {
             Scheme::Hmac => "hmac",
@@ -175,7 +175,7 @@ pub fn unsigned_note(plan: &crate::verify::signed::Plan) -> String {
     out
 }
 
-/// The README's provider list (a test keeps the README equal to it).
+/// The guide's provider list (a test keeps docs/src/providers.md equal to it).
 pub fn markdown_table() -> String {
     let mut out = String::from("| provider | scheme | what it is | secret |\n|---|---|---|---|\n");
     for p in all() {
@@ -269,15 +269,15 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_lists_exactly_the_table() {
-        let readme = include_str!("../../README.md");
+    fn the_guide_lists_exactly_the_table() {
+        let readme = include_str!("../../docs/src/providers.md");
         let (begin, end) = ("<!-- presets:begin -->\n", "<!-- presets:end -->");
-        let start = readme.find(begin).expect("README has the presets markers") + begin.len();
-        let stop = readme[start..].find(end).expect("README closes the presets markers") + start;
+        let start = readme.find(begin).expect("docs/src/providers.md has the presets markers") + begin.len();
+        let stop = readme[start..].find(end).expect("docs/src/providers.md closes the presets markers") + start;
         assert_eq!(
             &readme[start..stop],
             markdown_table(),
-            "README's provider table is stale: paste `hookgate presets --markdown`"
+            "docs/src/providers.md's table is stale: paste `hookgate presets --markdown`"
         );
     }
 }
