@@ -229,7 +229,10 @@ fn presets_lists_thirty_and_prints_one_as_a_verify_block() {
     assert!(err.contains("no preset named \"nope\"") && err.contains("github"), "{err}");
     let (code, out, _) = run_cli(&["presets", "--markdown"], None, &[]);
     assert_eq!(code, 0);
-    assert!(include_str!("../docs/src/providers.md").contains(&out), "the guide's provider table is not `presets --markdown`");
+    assert!(
+        include_str!("../docs/src/providers.md").contains(&out),
+        "the guide's provider table is not `presets --markdown`"
+    );
 }
 
 /// SPEC §10: `presets NAME` and `check` say which fields the signature does not cover.
