@@ -252,3 +252,83 @@ async fn redis_streams_get_an_entry_per_delivery() {
     assert!(field("x-webhook-signature").is_some(), "keep_signature keeps it: {fields}");
     gw.shutdown().await;
 }
+
+/// SPEC §15 as a user's consumers see it: one delivery fanned out to all three
+/// brokers, read back with pika, nats-py and redis-py (`tests/brokers/read_back.py`).
+#[tokio::test]
+async fn the_brokers_own_python_clients_read_what_was_published() {
+    let nats = Nats::start();
+    let js = nats.jetstream().await;
+    let stream = async_nats::jetstream::stream::Config {
+        name: "PY".into(),
+        subjects: vec!["py.>".into()],
+        ..Default::default()
+    };
+    js.create_stream(stream).await.unwrap();
+    let queue = format!("hookgate-py-{}-{}", std::process::id(), free_port());
+    let ch = rabbit_queue(&queue).await;
+    let redis = RedisServer::start();
+    let routes = format!(
+        r#"match = "all"
+
+[[sources.tampa.routes]]
+name = "nats"
+events = ["*"]
+upstream = "{nats}/py.{{source}}.{{event_type}}"
+
+[[sources.tampa.routes]]
+name = "rabbit"
+events = ["*"]
+upstream = "amqp://guest:guest@127.0.0.1:5672/%2f?routing_key={queue}"
+
+[[sources.tampa.routes]]
+name = "redis"
+events = ["*"]
+upstream = "{redis}?stream=py:{{source}}"
+"#,
+        nats = nats.url(),
+        redis = redis.url()
+    );
+    let text = format!(
+        "[sources.tampa]\npath = \"/webhooks/tampa\"\nprovider = \"tampa\"\nsecrets = [\"{SECRET}\"]\n{routes}"
+    );
+    let gw = spawn_gateway(&text).await;
+    let b = body("py-1", "invoice.paid");
+    let r = gw.deliver("tampa", &b, None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/brokers/read_back.py");
+    let redis_port = redis.url().rsplit(':').next().unwrap().trim_end_matches("/0").to_owned();
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .env("NATS_URL", nats.url())
+        .env("NATS_SUBJECT", "py.>")
+        .env("AMQP_QUEUE", &queue)
+        .env("REDIS_PORT", &redis_port)
+        .env("REDIS_STREAM", "py:tampa")
+        .output()
+        .await
+        .expect("python3 runs");
+    let _ = ch.queue_delete(queue.as_str().into(), Default::default()).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let amqp = &got["amqp"];
+    assert_eq!(amqp["body"], b.as_str());
+    assert_eq!((amqp["message_id"].as_str(), amqp["delivery_mode"].as_u64()), (Some("py-1"), Some(2)));
+    assert_eq!(amqp["content_type"], "application/json");
+    assert_eq!(amqp["headers"]["x-hookgate-source"], "tampa");
+    assert_eq!(amqp["headers"]["x-hookgate-event-type"], "invoice.paid");
+    let redis_entry = &got["redis"][0];
+    assert_eq!((redis_entry["id"].as_str(), redis_entry["body"].as_str()), (Some("py-1"), Some(b.as_str())));
+    assert_eq!(redis_entry["x-hookgate-delivery-id"], "py-1");
+    let nats_msg = &got["nats"][0];
+    assert_eq!(nats_msg["subject"], "py.tampa.invoice.paid");
+    assert_eq!(nats_msg["body"], b.as_str());
+    assert_eq!(nats_msg["headers"]["Nats-Msg-Id"], "py-1");
+    for signature in ["x-webhook-signature", "X-Webhook-Signature"] {
+        assert!(amqp["headers"].get(signature).is_none() && redis_entry.get(signature).is_none());
+        assert!(nats_msg["headers"].get(signature).is_none());
+    }
+    gw.shutdown().await;
+}
