@@ -21,11 +21,18 @@ struct Nats {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// More `nats-server` arguments (e.g. `--user`, `--pass`).
+    extra: Vec<String>,
 }
 
 impl Nats {
     fn start() -> Nats {
-        let mut n = Nats { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        Nats::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Nats {
+        let extra = extra.iter().map(|a| (*a).to_owned()).collect();
+        let mut n = Nats { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None, extra };
         n.launch();
         n
     }
@@ -34,6 +41,7 @@ impl Nats {
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -330,5 +338,39 @@ upstream = "{redis}?stream=py:{{source}}"
         assert!(amqp["headers"].get(signature).is_none() && redis_entry.get(signature).is_none());
         assert!(nats_msg["headers"].get(signature).is_none());
     }
+    gw.shutdown().await;
+}
+
+/// `nats://USER:PASS@...`: the credentials reach the server, and neither a
+/// wrong password's failure nor the admin API ever shows them.
+#[tokio::test]
+async fn nats_credentials_in_the_url_are_used_and_never_shown() {
+    let nats = Nats::start_with(&["--user", "hg", "--pass", "S3cretNats"]);
+    let client = async_nats::ConnectOptions::with_user_and_password("hg".into(), "S3cretNats".into())
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let auth = async_nats::jetstream::stream::Config {
+        name: "AUTH".into(),
+        subjects: vec!["auth.>".into()],
+        ..Default::default()
+    };
+    let stream = js.create_stream(auth).await.unwrap();
+    let good = format!("nats://hg:S3cretNats@127.0.0.1:{}/auth.{{event_type}}", nats.port);
+    let gw = spawn_gateway(&config("", &good, "")).await;
+    let r = gw.deliver("tampa", &body("a-1", "invoice.paid"), None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(stream.clone().info().await.unwrap().state.messages, 1);
+    let queue_view = gw.admin_json("/deliveries").await.to_string() + &gw.metrics().await;
+    assert!(!queue_view.contains("S3cretNats"), "{queue_view}");
+    gw.shutdown().await;
+
+    let bad = format!("nats://hg:Wr0ngNats@127.0.0.1:{}/auth.{{event_type}}", nats.port);
+    let gw = spawn_gateway(&config("", &bad, "")).await;
+    let r = gw.deliver("tampa", &body("a-2", "invoice.paid"), None, None).await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (503, "broker_unavailable"));
+    assert!(!r.text().contains("Wr0ngNats"), "{}", r.text());
+    assert_eq!(stream.clone().info().await.unwrap().state.messages, 1);
     gw.shutdown().await;
 }

@@ -101,9 +101,8 @@ impl Broker {
                 // As written: the URL parser would percent-encode the braces.
                 let after_host = url.split_once("://").map_or("", |(_, r)| r);
                 let subject = after_host.split_once('/').map_or("", |(_, p)| p);
-                if !u.username().is_empty() || u.password().is_some() {
-                    return Err(format!("{shown:?}: credentials in NATS URLs are not supported yet"));
-                }
+                // `nats://USER:PASS@HOST:PORT/...` (or `nats://TOKEN@...`): async-nats
+                // takes the credentials from the server URL; shown as `***`.
                 let mut b = base(&u);
                 b.set_path("");
                 (Kind::Nats { server: Secretly(b.as_str().into()) }, subject.to_owned())

@@ -23,6 +23,22 @@ pub(super) fn clean(v: &str) -> String {
     tokens.join(".")
 }
 
+/// `nats://USER:PASS@host` or `nats://TOKEN@host`: connect options carrying
+/// the (percent-decoded) credentials, and the address without them.
+fn credentials(server: &str) -> (async_nats::ConnectOptions, String) {
+    let Ok(mut u) = url::Url::parse(server) else { return (async_nats::ConnectOptions::new(), server.to_owned()) };
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let (user, pass) = (decode(u.username()), u.password().map(decode));
+    let options = match (user.is_empty(), pass) {
+        (true, _) => return (async_nats::ConnectOptions::new(), server.to_owned()),
+        (false, Some(pass)) => async_nats::ConnectOptions::with_user_and_password(user, pass),
+        (false, None) => async_nats::ConnectOptions::with_token(user),
+    };
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    (options, u.as_str().trim_end_matches('/').to_owned())
+}
+
 pub(super) async fn publish(
     server: &str,
     subject: &str,
@@ -35,10 +51,11 @@ pub(super) async fn publish(
         .js
         .get_or_try_init(|| async {
             // Returns at once and connects (and reconnects) in the background.
-            let client = async_nats::ConnectOptions::new()
+            let (options, address) = credentials(server);
+            let client = options
                 .name("hookgate")
                 .retry_on_initial_connect()
-                .connect(server)
+                .connect(address)
                 .await
                 .map_err(|e| format!("cannot connect to NATS: {e}"))?;
             Ok::<_, String>(async_nats::jetstream::new(client))
