@@ -179,9 +179,16 @@ pub fn unsigned_note(plan: &crate::verify::signed::Plan) -> String {
 pub fn markdown_table() -> String {
     let mut out = String::from("| provider | scheme | what it is | secret |\n|---|---|---|---|\n");
     for p in all() {
-        let _ = writeln!(out, "| `{}` | {} | {} | {} |", p.name, p.scheme_label(), p.description, p.secret);
+        let (description, secret) = (cell(&p.description), cell(&p.secret));
+        let _ = writeln!(out, "| `{}` | {} | {description} | {secret} |", p.name, p.scheme_label());
     }
     out
+}
+
+/// Text for a Markdown table cell: `<` and `>` as entities, or a renderer
+/// takes `<base64>` for an HTML tag and drops it.
+fn cell(text: &str) -> String {
+    text.replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]
