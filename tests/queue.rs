@@ -222,8 +222,12 @@ async fn attempts_used_up_is_dead_and_retry_all_and_delete_work() {
 
     // Delete one; retry the rest.
     let entry = dead["items"][0]["entry"].as_str().unwrap().to_owned();
+    let deleted_id = dead["items"][0]["id"].as_str().unwrap().to_owned();
     let admin = |p: &str| format!("http://{}{p}", gw.admin);
     assert_eq!(send(&admin(&format!("/queue/dead/{entry}")), "DELETE", &[], "").await.status, 204);
+    // The delivery log no longer calls it dead (SPEC §17, the dashboard's list).
+    let logged = gw.admin_json(&format!("/deliveries?id={deleted_id}")).await["items"][0].clone();
+    assert_eq!(logged["queue_state"], "deleted", "{logged}");
     up.drain();
     up.set(ok_upstream());
     let r = send(&admin("/queue/dead/retry?source=tampa"), "POST", &[], "").await;

@@ -131,6 +131,8 @@ async fn dead_letter_pages_delete_and_retry_all() {
     let deleted_id = newest["id"].as_str().unwrap().to_owned();
     assert_eq!(send(&format!("http://{}/queue/dead/{first}", gw.admin), "DELETE", &[], "").await.status, 204);
     assert_eq!(send(&format!("http://{}/queue/dead/{first}", gw.admin), "DELETE", &[], "").await.status, 404);
+    let logged = gw.admin_json(&format!("/deliveries?id={deleted_id}")).await["items"][0].clone();
+    assert_eq!(logged["queue_state"], "deleted", "the log no longer says dead: {logged}");
     up.drain();
     up.set(ok_upstream());
     let r = send(&format!("http://{}/queue/dead/retry?source=tampa", gw.admin), "POST", &[], "").await;

@@ -348,12 +348,21 @@ pub async fn pause_or_resume(app: &App, source: &str, route: &str, pause: bool) 
 pub async fn delete(app: &App, entry: &str) -> Response<ResBody> {
     let Some(queue) = &app.queue else { return unknown_entry() };
     match queue.store.dead_delete(entry).await {
-        Ok(true) => {
+        Ok(Some(meta)) => {
+            // The delivery log's record says so (it said "dead").
+            if let Some((epoch, seq)) = meta.and_then(|m| m.log)
+                && epoch == app.deliveries.epoch
+            {
+                app.deliveries.update(seq, |i| {
+                    i.queue_state = Some("deleted");
+                    i.next_attempt_at = None;
+                });
+            }
             let mut res = Response::new(http_body_util::Either::Left(http_body_util::Full::new(bytes::Bytes::new())));
             *res.status_mut() = StatusCode::NO_CONTENT;
             res
         }
-        Ok(false) => unknown_entry(),
+        Ok(None) => unknown_entry(),
         Err(e) => unavailable(&e),
     }
 }

@@ -99,7 +99,7 @@ pub struct Item {
     pub client: Option<IpAddr>,
     /// Queue routes: attempts made so far.
     pub attempts: Option<u32>,
-    /// Queue routes: `pending`, `scheduled`, `delivered` or `dead`.
+    /// Queue routes: `pending`, `scheduled`, `delivered`, `dead` or `deleted`.
     pub queue_state: Option<&'static str>,
     /// Queue routes: the upstream's status on the last attempt.
     pub last_status: Option<u16>,

@@ -236,11 +236,13 @@ impl Store {
         }
     }
 
-    pub async fn dead_delete(&self, entry: &str) -> Result<bool, QueueError> {
+    /// Drops a dead letter: `None` when there was none, else its meta when
+    /// it could be read (the delivery log's record it points to is updated).
+    pub async fn dead_delete(&self, entry: &str) -> Result<Option<Option<Meta>>, QueueError> {
         match self {
             Store::Disk(d) => match entry.parse::<u64>() {
                 Ok(seq) => d.dead_delete(seq).await,
-                Err(_) => Ok(false),
+                Err(_) => Ok(None),
             },
             Store::Redis(r) => r.dead_delete(entry).await,
         }

@@ -99,7 +99,7 @@ enum Op {
         source: Option<String>,
         reply: oneshot::Sender<Result<usize, QueueError>>,
     },
-    DeadDelete(u64, oneshot::Sender<Result<bool, QueueError>>),
+    DeadDelete(u64, oneshot::Sender<Result<Option<Option<crate::queue::Meta>>, QueueError>>),
     Sweep {
         older_than_ms: u64,
         reply: oneshot::Sender<Result<usize, QueueError>>,
@@ -641,7 +641,8 @@ impl DiskQueue {
         self.ask(|reply| Op::DeadRetry { seq, source, reply }).await?
     }
 
-    pub async fn dead_delete(&self, seq: u64) -> Result<bool, QueueError> {
+    /// Drops a dead letter; `None` when there was none, else its meta (when readable).
+    pub async fn dead_delete(&self, seq: u64) -> Result<Option<Option<crate::queue::Meta>>, QueueError> {
         self.ask(|r| Op::DeadDelete(seq, r)).await?
     }
 
@@ -1062,16 +1063,17 @@ impl StoreThread {
         Ok(n)
     }
 
-    fn dead_delete(&mut self, seq: u64) -> Result<bool, QueueError> {
+    fn dead_delete(&mut self, seq: u64) -> Result<Option<Option<crate::queue::Meta>>, QueueError> {
         let db = self.db.as_ref().ok_or_else(|| QueueError::Unavailable("queue store is not open".into()))?;
         let picked = dead_pick(db, Some(seq), None)?;
-        let Some((_, route)) = picked.into_iter().next() else { return Ok(false) };
+        let Some((_, route)) = picked.into_iter().next() else { return Ok(None) };
+        let meta = db.entries.get(be(seq)).ok().flatten().and_then(|v| NewEntry::decode_meta(&v).ok());
         let mut batch = db.db.batch();
         batch.remove(&db.dead, be(seq));
         batch.remove(&db.entries, be(seq));
         batch.commit().map_err(io)?;
         self.tally(&route, |t| t.dead = t.dead.saturating_sub(1));
-        Ok(true)
+        Ok(Some(meta))
     }
 
     /// Drops dead letters that died before `older_than_ms`.

@@ -99,8 +99,9 @@ return 0";
 
 /// KEYS: dead, hash. ARGV: queue id.
 const DELETE: &str = r"if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  local record = redis.call('HGET', KEYS[2], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
-  return 1
+  return record or ''
 end
 return 0";
 
@@ -936,11 +937,18 @@ impl RedisQueue {
         Ok(n)
     }
 
-    pub async fn dead_delete(&self, entry: &str) -> Result<bool, QueueError> {
-        let Some((route, id)) = parse_entry(entry) else { return Ok(false) };
+    /// Drops a dead letter; `None` when there was none, else its meta (when readable).
+    pub async fn dead_delete(&self, entry: &str) -> Result<Option<Option<crate::queue::Meta>>, QueueError> {
+        let Some((route, id)) = parse_entry(entry) else { return Ok(None) };
         let k = self.keys(&route);
         let v = self.eval(&self.scripts.delete, &[&k.dead, &k.hash], &[id.as_bytes()]).await?;
-        Ok(int(&v) == 1)
+        Ok(match v {
+            redis::Value::BulkString(record) => {
+                Some(unpack(&record).ok().and_then(|(_, _, bytes)| NewEntry::decode_meta(bytes).ok()))
+            }
+            redis::Value::SimpleString(_) | redis::Value::Okay => Some(None),
+            _ => None,
+        })
     }
 
     pub async fn sweep(&self, routes: &[RouteKey], older_than_ms: u64) -> Result<usize, QueueError> {
