@@ -48,8 +48,15 @@ pub struct Capture {
 
 /// Whether a header or parameter named `name` carries a credential.
 pub fn is_secret(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    SECRET_WORDS.iter().any(|w| lower.contains(w))
+    // One pass over the name for every word, any case, no copy.
+    static WORDS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> = std::sync::LazyLock::new(|| {
+        aho_corasick::AhoCorasick::builder().ascii_case_insensitive(true).build(SECRET_WORDS).ok()
+    });
+    match &*WORDS {
+        Some(words) => words.is_match(name),
+        // Not reached (the words are fixed and valid); redact everything rather than nothing.
+        None => true,
+    }
 }
 
 impl Capture {
