@@ -13,19 +13,8 @@ use common::*;
 
 /// `[[alerts]]` to `receiver` with `extra` keys, then a tampa source with `routes`.
 fn config(receiver: std::net::SocketAddr, extra: &str, top: &str, routes: &str) -> String {
-    format!(
-        r#"{top}
-
-[[alerts]]
-url = "http://{receiver}/alerts/T000/B000/s3cret-path"
-{extra}
-
-[sources.tampa]
-path = "/webhooks/tampa"
-provider = "tampa"
-secrets = ["{SECRET}"]
-{routes}"#
-    )
+    let alerts = format!("[[alerts]]\nurl = \"http://{receiver}/alerts/T000/B000/s3cret-path\"\n{extra}");
+    format!("{top}\n\n{alerts}\n\n{}", tampa_source(routes))
 }
 
 async fn next_alert(receiver: &mut Upstream) -> serde_json::Value {

@@ -297,10 +297,7 @@ upstream = "{redis}?stream=py:{{source}}"
         nats = nats.url(),
         redis = redis.url()
     );
-    let text = format!(
-        "[sources.tampa]\npath = \"/webhooks/tampa\"\nprovider = \"tampa\"\nsecrets = [\"{SECRET}\"]\n{routes}"
-    );
-    let gw = spawn_gateway(&text).await;
+    let gw = spawn_gateway(&tampa_source(&routes)).await;
     let b = body("py-1", "invoice.paid");
     let r = gw.deliver("tampa", &b, None, None).await;
     assert_eq!(r.status, 200, "{}", r.text());

@@ -12,14 +12,8 @@ use common::redis::RedisServer;
 use common::*;
 
 fn fan_out(top: &str, billing: std::net::SocketAddr, analytics: std::net::SocketAddr) -> String {
-    format!(
-        r#"{top}
-
-[sources.tampa]
-path = "/webhooks/tampa"
-provider = "tampa"
-secrets = ["{SECRET}"]
-match = "all"
+    let routes = format!(
+        r#"match = "all"
 
 [[sources.tampa.routes]]
 name = "billing"
@@ -31,7 +25,8 @@ name = "analytics"
 events = ["*"]
 upstream = "http://{analytics}/analytics"
 "#
-    )
+    );
+    format!("{top}\n\n{}", tampa_source(&routes))
 }
 
 async fn admin(gw: &Gateway, method: &str, path: &str) -> Reply {

@@ -164,6 +164,12 @@ pub fn tampa_body_at(id: &str, event_type: &str, at: SystemTime) -> String {
     )
 }
 
+/// The `[sources.tampa]` table (path, preset, the test secret) followed by
+/// `rest` (more source keys, then its route tables).
+pub fn tampa_source(rest: &str) -> String {
+    format!("[sources.tampa]\npath = \"/webhooks/tampa\"\nprovider = \"tampa\"\nsecrets = [\"{SECRET}\"]\n{rest}")
+}
+
 /// A one-source tampa config routed to `upstream`, plus `extra` TOML.
 pub fn tampa_config(upstream: SocketAddr, extra_source: &str, extra_top: &str) -> String {
     format!(
