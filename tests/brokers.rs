@@ -263,6 +263,9 @@ async fn redis_streams_get_an_entry_per_delivery() {
 
 /// SPEC §15 as a user's consumers see it: one delivery fanned out to all three
 /// brokers, read back with pika, nats-py and redis-py (`tests/brokers/read_back.py`).
+/// RabbitMQ is named `localhost` here: broker clients are shared per process
+/// and URL, and another test's client for `127.0.0.1` is driven by that test's
+/// runtime, which ends with it (`hookgate run`'s runtimes live as long as the process).
 #[tokio::test]
 async fn the_brokers_own_python_clients_read_what_was_published() {
     let nats = Nats::start();
@@ -287,7 +290,7 @@ upstream = "{nats}/py.{{source}}.{{event_type}}"
 [[sources.tampa.routes]]
 name = "rabbit"
 events = ["*"]
-upstream = "amqp://guest:guest@127.0.0.1:5672/%2f?routing_key={queue}"
+upstream = "amqp://guest:guest@localhost:5672/%2f?routing_key={queue}"
 
 [[sources.tampa.routes]]
 name = "redis"
