@@ -22,10 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
-use crate::route::Route;
 use crate::route::policy::Rate;
 
 /// `alert_every`'s default.
@@ -43,9 +41,7 @@ pub enum AlertFormat {
 /// One `[[alerts]]` table, compiled.
 #[derive(Debug, Clone)]
 pub struct AlertConfig {
-    /// Scheme and host, for logs.
-    pub shown: String,
-    route: Arc<Route>,
+    pub endpoint: super::Endpoint,
     pub format: AlertFormat,
     pub signature_failures: Option<Rate>,
     pub alert_every: Duration,
@@ -59,18 +55,9 @@ impl AlertConfig {
         alert_every: Duration,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let usage = "use http://HOST:PORT/PATH or https://HOST/PATH";
-        let parsed = url::Url::parse(url).map_err(|e| format!("not a URL ({e}); {usage}"))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
-            return Err(format!("scheme {:?} with host {:?}: {usage}", parsed.scheme(), parsed.host_str()));
-        }
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(format!("credentials in the URL are not sent; put them in its path or query; {usage}"));
-        }
-        // The URL's own text can hold a secret (Slack's path): errors quote none of it.
-        let route = Route::new(Vec::new(), url, timeout, None).map_err(|_| format!("invalid URL; {usage}"))?;
-        let shown = format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or_default());
-        Ok(AlertConfig { shown, route: Arc::new(route), format, signature_failures, alert_every })
+        let usage = "use http://HOST:PORT/PATH or https://HOST/PATH (credentials go in its path or query)";
+        let endpoint = super::Endpoint::new(url, url, timeout, usage)?;
+        Ok(AlertConfig { endpoint, format, signature_failures, alert_every })
     }
 }
 
@@ -341,7 +328,9 @@ impl Alerts {
             let (table, kind) = (table.clone(), alert.kind);
             match tokio::runtime::Handle::try_current().ok().or_else(|| self.runtime.clone()) {
                 Some(rt) => drop(rt.spawn(send(table, kind, body))),
-                None => tracing::warn!(alert = %table.shown, kind = kind.name(), "no runtime to send an alert"),
+                None => {
+                    tracing::warn!(alert = %table.endpoint.shown, kind = kind.name(), "no runtime to send an alert")
+                }
             }
         }
     }
@@ -350,27 +339,23 @@ impl Alerts {
 /// POSTs `body`, up to [`TRIES`] times.
 async fn send(table: AlertConfig, kind: Kind, body: Value) {
     let bytes = bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    let shown = &table.endpoint.shown;
     let mut wait = RETRY_AFTER;
     let mut last_error = String::new();
     for attempt in 1..=TRIES {
-        let mut headers = HeaderMap::with_capacity(2);
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(http::header::USER_AGENT, HeaderValue::from_static("hookgate"));
-        let route = &table.route;
-        match crate::forward::send(route, route.path.clone(), headers, bytes.clone()).await {
-            Ok(res) if res.status().is_success() => {
-                tracing::debug!(alert = %table.shown, kind = kind.name(), "alert sent");
+        match table.endpoint.post("application/json", bytes.clone()).await {
+            Ok(()) => {
+                tracing::debug!(alert = %shown, kind = kind.name(), "alert sent");
                 return;
             }
-            Ok(res) => last_error = format!("answered {}", res.status()),
-            Err(e) => last_error = e.to_string(),
+            Err(e) => last_error = e,
         }
         if attempt < TRIES {
             tokio::time::sleep(wait).await;
             wait *= 2;
         }
     }
-    tracing::warn!(alert = %table.shown, kind = kind.name(), tries = TRIES, error = %last_error, "an alert could not be sent");
+    tracing::warn!(alert = %shown, kind = kind.name(), tries = TRIES, error = %last_error, "an alert could not be sent");
 }
 
 #[cfg(test)]
@@ -408,7 +393,7 @@ mod tests {
             Duration::from_secs(5),
         )
         .unwrap();
-        assert_eq!(ok.shown, "https://hooks.slack.com");
+        assert_eq!(ok.endpoint.shown, "https://hooks.slack.com");
         for bad in ["ftp://x/s3cret", "s3cret", "http://user:s3cret@host/", "http:///s3cret", "unix:/s3cret"] {
             let e = AlertConfig::new(bad, AlertFormat::Json, None, ALERT_EVERY, Duration::from_secs(5)).unwrap_err();
             assert!(!e.contains("s3cret"), "{bad}: {e}");

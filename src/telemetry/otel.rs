@@ -24,8 +24,6 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use prost::Message as _;
 use tokio::sync::mpsc;
 
-use crate::route::Route;
-
 /// Spans sent in one request at most.
 const BATCH: usize = 512;
 /// How long a span waits for its batch at most.
@@ -36,15 +34,13 @@ const QUEUE: usize = 16_384;
 /// `[otel]`, compiled.
 #[derive(Debug, Clone)]
 pub struct OtelConfig {
-    /// Scheme and host, for logs.
-    pub shown: String,
-    route: Arc<Route>,
+    pub endpoint: super::Endpoint,
     pub service_name: String,
 }
 
 impl PartialEq for OtelConfig {
     fn eq(&self, other: &Self) -> bool {
-        self.route.upstream == other.route.upstream && self.service_name == other.service_name
+        self.endpoint.target() == other.endpoint.target() && self.service_name == other.service_name
     }
 }
 
@@ -52,19 +48,14 @@ impl OtelConfig {
     /// `endpoint` is the collector's base URL (`http://collector:4318`);
     /// spans go to its `/v1/traces` unless the URL names that path already.
     pub fn new(endpoint: &str, service_name: &str, timeout: Duration) -> Result<Self, String> {
-        let usage = "use the collector's OTLP/HTTP base URL, e.g. http://collector:4318";
-        let parsed = url::Url::parse(endpoint).map_err(|e| format!("not a URL ({e}); {usage}"))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
-            return Err(format!("scheme {:?}: {usage}", parsed.scheme()));
-        }
-        if parsed.query().is_some() || !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(format!("no query or credentials in the endpoint; {usage}"));
+        let usage = "use the collector's OTLP/HTTP base URL, e.g. http://collector:4318 (no query)";
+        if endpoint.contains('?') {
+            return Err(format!("a query in the endpoint; {usage}"));
         }
         let base = endpoint.trim_end_matches('/');
         let url = if base.ends_with("/v1/traces") { base.to_owned() } else { format!("{base}/v1/traces") };
-        let route = Route::new(Vec::new(), &url, timeout, None).map_err(|_| format!("invalid URL; {usage}"))?;
-        let shown = format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or_default());
-        Ok(OtelConfig { shown, route: Arc::new(route), service_name: service_name.to_owned() })
+        let endpoint = super::Endpoint::new(endpoint, &url, timeout, usage)?;
+        Ok(OtelConfig { endpoint, service_name: service_name.to_owned() })
     }
 }
 
@@ -317,25 +308,18 @@ async fn export(config: OtelConfig, mut rx: mpsc::Receiver<Finished>, otel: Arc<
         }
         let n = batch.len();
         let body = bytes::Bytes::from(request(&config.service_name, std::mem::take(&mut batch)).encode_to_vec());
-        let mut sent = false;
-        for _ in 0..2 {
-            let mut headers = HeaderMap::with_capacity(2);
-            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
-            headers.insert(http::header::USER_AGENT, HeaderValue::from_static("hookgate"));
-            let route = &config.route;
-            if let Ok(res) = crate::forward::send(route, route.path.clone(), headers, body.clone()).await
-                && res.status().is_success()
-            {
-                sent = true;
-                break;
-            }
+        let shown = &config.endpoint.shown;
+        // Tried twice: a pooled connection the collector closed fails the first.
+        let mut sent = config.endpoint.post("application/x-protobuf", body.clone()).await;
+        if sent.is_err() {
+            sent = config.endpoint.post("application/x-protobuf", body).await;
         }
-        if !sent {
-            tracing::warn!(collector = %config.shown, spans = n, "OpenTelemetry spans could not be exported");
+        if let Err(e) = sent {
+            tracing::warn!(collector = %shown, spans = n, error = %e, "OpenTelemetry spans could not be exported");
         }
         let dropped = otel.dropped.swap(0, Relaxed);
         if dropped > 0 {
-            tracing::warn!(collector = %config.shown, dropped, "OpenTelemetry spans dropped: the exporter is behind");
+            tracing::warn!(collector = %shown, dropped, "OpenTelemetry spans dropped: the exporter is behind");
         }
     }
 }
@@ -391,9 +375,9 @@ mod tests {
     #[test]
     fn endpoints_are_checked() {
         let c = OtelConfig::new("http://collector:4318", "hookgate", Duration::from_secs(5)).unwrap();
-        assert_eq!(c.route.upstream.as_ref(), "http://collector:4318/v1/traces");
+        assert_eq!(c.endpoint.target(), "http://collector:4318/v1/traces");
         let c = OtelConfig::new("https://otel.example/v1/traces/", "hookgate", Duration::from_secs(5)).unwrap();
-        assert_eq!(c.route.upstream.as_ref(), "https://otel.example/v1/traces");
+        assert_eq!(c.endpoint.target(), "https://otel.example/v1/traces");
         for bad in ["collector:4318", "grpc://c:4317", "http://u:p@c:4318", "http://c:4318/?k=v"] {
             assert!(OtelConfig::new(bad, "hookgate", Duration::from_secs(5)).is_err(), "{bad}");
         }

@@ -73,7 +73,7 @@ fn alerts_tables_are_checked_with_their_paths_and_never_echo_the_url() {
     )
     .unwrap();
     let a = &ok.alerts[0];
-    assert_eq!((a.shown.as_str(), a.alert_every), ("https://hooks.slack.com", Duration::from_secs(300)));
+    assert_eq!((a.endpoint.shown.as_str(), a.alert_every), ("https://hooks.slack.com", Duration::from_secs(300)));
     assert_eq!(a.signature_failures.map(|r| (r.per, r.period)), Some((20, Duration::from_secs(60))));
     assert!(load_str(MINIMAL, &env).unwrap().alerts.is_empty());
     let bad = [
