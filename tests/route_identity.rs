@@ -319,6 +319,7 @@ fn legacy_entry(id: &str, event_type: &str, position: usize) -> NewEntry {
             query: None,
             received_ms: hookgate::queue::unix_ms(std::time::SystemTime::now()),
             log: None,
+            replay: false,
         },
         // As stored: the headers a sync route would forward.
         headers: http::HeaderMap::from_iter([(

@@ -44,6 +44,8 @@ pub struct Capture {
     /// The query string, credentials redacted.
     pub query: Option<Box<str>>,
     pub body: Bytes,
+    /// What it holds in bytes, counted once when made.
+    size: usize,
 }
 
 /// Whether a header or parameter named `name` carries a credential.
@@ -74,13 +76,15 @@ impl Capture {
             let value = if secret { HeaderValue::from_static(REDACTED) } else { value.clone() };
             kept.append(name.clone(), value);
         }
-        Capture { headers: kept, query: query.map(redact_query), body: body.clone() }
+        let query = query.map(redact_query);
+        let header_bytes: usize = kept.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum();
+        let size = body.len() + header_bytes + query.as_deref().map_or(0, str::len) + 64;
+        Capture { headers: kept, query, body: body.clone(), size }
     }
 
     /// What it holds in bytes, as counted against `[log] bodies`.
     pub fn size(&self) -> usize {
-        let headers: usize = self.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum();
-        self.body.len() + headers + self.query.as_deref().map_or(0, str::len) + 64
+        self.size
     }
 
     /// Whether a captured header's value was redacted (replays leave it out).

@@ -6,7 +6,7 @@
 mod fan_out;
 mod replay;
 
-pub use replay::{ReplayError, X_REPLAY, replay};
+pub use replay::{ReplayError, replay};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -585,6 +585,7 @@ async fn store(
         query: delivery.query.map(str::to_owned),
         received_ms: unix_ms(std::time::SystemTime::now()),
         log: log_seq.map(|s| (app.deliveries.epoch, s)),
+        replay: record.replay,
     };
     let entry = NewEntry { meta, headers, body: delivery.body.clone() };
     match queue.enqueue(RouteKey::new(&source.name, &route.identity), entry).await {

@@ -23,7 +23,7 @@ use crate::forward::{self, Peer};
 use crate::route;
 
 /// The header that marks a replayed request toward the app.
-pub static X_REPLAY: HeaderName = HeaderName::from_static("x-hookgate-replay");
+static X_REPLAY: HeaderName = HeaderName::from_static("x-hookgate-replay");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {

@@ -110,6 +110,10 @@ pub struct Meta {
     /// The delivery-log record of this process that follows the entry: `(epoch, seq)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<(u64, u64)>,
+    /// Stored by `POST /deliveries/{entry}/replay`, not by the sender: not
+    /// the sender's retry of an earlier enqueue (SPEC §17).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
 }
 
 /// A delivery ready to store: the headers are the ones a sync route would
@@ -198,14 +202,14 @@ const META_V1: u8 = 1;
 const META_FIXED: usize = 1 + 8 + 4 + 1 + 16;
 
 impl Meta {
-    /// `[1][u64 received_ms][u32 route][u8 flags: 1 query, 2 log][u64 epoch][u64 seq]`
+    /// `[1][u64 received_ms][u32 route][u8 flags: 1 query, 2 log, 4 replay][u64 epoch][u64 seq]`
     /// then source, id, event type and query, each `[u32 len][UTF-8]`
     /// (all integers big-endian). Reading it costs a tenth of the JSON it replaced.
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(META_V1);
         out.extend_from_slice(&self.received_ms.to_be_bytes());
         out.extend_from_slice(&(self.route as u32).to_be_bytes());
-        out.push(u8::from(self.query.is_some()) | (u8::from(self.log.is_some()) << 1));
+        out.push(u8::from(self.query.is_some()) | (u8::from(self.log.is_some()) << 1) | (u8::from(self.replay) << 2));
         let (epoch, seq) = self.log.unwrap_or((0, 0));
         out.extend_from_slice(&epoch.to_be_bytes());
         out.extend_from_slice(&seq.to_be_bytes());
@@ -235,7 +239,8 @@ impl Meta {
             std::str::from_utf8(t).map(str::to_owned).map_err(|_| Damaged("meta text"))
         };
         let (source, id, event_type, query) = (text()?, text()?, text()?, text()?);
-        Ok(Meta { source, route, id, event_type, query: (flags & 1 != 0).then_some(query), received_ms, log })
+        let query = (flags & 1 != 0).then_some(query);
+        Ok(Meta { source, route, id, event_type, query, received_ms, log, replay: flags & 4 != 0 })
     }
 }
 
@@ -307,6 +312,7 @@ mod tests {
                 query: Some("x=1".into()),
                 received_ms: 1_700_000_000_123,
                 log: Some((7, 9)),
+                replay: true,
             },
             headers,
             body: Bytes::from_static(b"\x00\xffbody\r\n"),
@@ -320,7 +326,7 @@ mod tests {
         for cut in [0, 3, 10, 30, 60] {
             assert!(NewEntry::decode(Bytes::copy_from_slice(&bytes[..cut])).is_err(), "cut at {cut}");
         }
-        let plain = Meta { query: None, log: None, ..e.meta.clone() };
+        let plain = Meta { query: None, log: None, replay: false, ..e.meta.clone() };
         let bytes = NewEntry { meta: plain.clone(), ..e.clone() }.encode();
         assert_eq!(NewEntry::decode_meta(&bytes).unwrap(), plain);
         let empty = NewEntry { headers: HeaderMap::new(), body: Bytes::new(), ..e };

@@ -1159,6 +1159,7 @@ mod tests {
                 query: None,
                 received_ms,
                 log: None,
+                replay: false,
             },
             headers: http::HeaderMap::new(),
             body: bytes::Bytes::from_static(b"{}"),

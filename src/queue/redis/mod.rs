@@ -349,10 +349,9 @@ impl RedisQueue {
         let record = pack(&id, &State::default(), &entry.encode());
         let k = self.keys(route);
         self.register(route).await?;
-        // A replay (SPEC §17) is a new entry for a delivery that may have its
-        // marker still: it gets one of its own. Only hookgate sets the header
-        // (the sender's X-Hookgate-* headers are dropped before storing).
-        let mark = match entry.headers.contains_key(&crate::pipeline::X_REPLAY) {
+        // The marker makes a sender's retry after a late write idempotent; a
+        // replay (SPEC §17) is not such a retry: a marker of its own.
+        let mark = match entry.meta.replay {
             true => format!("{}:{}:replay:{id}", self.key(route, 'm'), entry.meta.id),
             false => format!("{}:{}", self.key(route, 'm'), entry.meta.id),
         };
