@@ -38,17 +38,34 @@ async fn prepared(root: &Path) -> PathBuf {
     dir
 }
 
+/// Copies a closed queue directory. The store's background threads may still
+/// retire a journal for a moment after the gateway stopped (fjall deletes a
+/// flushed journal on its own thread), so a file that vanishes mid-copy starts
+/// the copy over, a bounded number of times.
 fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
+    for _ in 0..50 {
+        let _ = std::fs::remove_dir_all(to);
+        match copy_tree(from, to) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("copying {}: {e}", from.display()),
         }
     }
+    panic!("{} kept changing while it was copied", from.display());
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 fn journals(dir: &Path) -> Vec<PathBuf> {
