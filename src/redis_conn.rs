@@ -95,10 +95,22 @@ fn thread_slot() -> usize {
 impl RedisConn {
     /// Sets up the client without connecting.
     pub fn new(cfg: &RedisConfig) -> Result<Self, RedisError> {
+        Self::with_roots(cfg, None)
+    }
+
+    /// As [`RedisConn::new`]; a `rediss://` server is then verified against
+    /// `roots` (PEM) instead of the system's roots.
+    pub fn with_roots(cfg: &RedisConfig, roots: Option<&[u8]>) -> Result<Self, RedisError> {
         let t = cfg.timeout;
         let conn = match &cfg.target {
             RedisTarget::Single(url) => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = match roots {
+                    Some(pem) => redis::Client::build_with_tls(
+                        url.as_str(),
+                        redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) },
+                    )?,
+                    None => redis::Client::open(url.as_str())?,
+                };
                 let mc = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(t))
                     .set_response_timeout(Some(t))

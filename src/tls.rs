@@ -236,6 +236,13 @@ pub fn upstream_advice(error: &str) -> Option<&'static str> {
     })
 }
 
+/// The PEM text of a CA file, checked to hold at least one certificate that
+/// can be a root (for clients such as the `rediss://` one that take PEM).
+pub fn ca_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
+    roots(path)?;
+    std::fs::read(path).map_err(|e| TlsError::Ca(path.to_owned(), e.to_string()))
+}
+
 /// For an `https://` upstream: trust `ca` when given, else the system's roots
 /// (read once per process).
 pub fn upstream_client(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {

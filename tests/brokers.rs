@@ -261,6 +261,46 @@ async fn redis_streams_get_an_entry_per_delivery() {
     gw.shutdown().await;
 }
 
+/// `rediss://`: the entry goes over TLS to a `redis-server` with a test CA's
+/// certificate, trusted through the route's `ca`; without it the system's
+/// roots do not know that CA and the delivery is a failure (503), never a
+/// plain-text fallback.
+#[tokio::test]
+async fn redis_streams_over_tls_trust_the_routes_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::tls::Ca::new("redis test CA");
+    let leaf = ca.issue(&["127.0.0.1"], "redis");
+    let cert = common::tls::write(dir.path(), "redis.pem", &leaf.cert);
+    let key = common::tls::write(dir.path(), "redis.key", &leaf.key);
+    let ca_file = common::tls::write(dir.path(), "ca.pem", &ca.pem());
+    let tls_port = free_port().to_string();
+    let redis = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let upstream = format!("rediss://127.0.0.1:{tls_port}/0?stream=tls:{{source}}");
+    let gw = spawn_gateway(&config("", &upstream, &format!("ca = \"{}\"", ca_file.display()))).await;
+    let b = body("tls-1", "invoice.paid");
+    let r = gw.deliver("tampa", &b, None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let fields = redis.cli(&["XRANGE", "tls:tampa", "-", "+"]);
+    assert!(fields.lines().any(|l| l == "tls-1") && fields.contains(&b), "{fields}");
+    gw.shutdown().await;
+
+    let untrusted = format!("rediss://127.0.0.1:{tls_port}/0?stream=untrusted");
+    let gw = spawn_gateway(&config("", &untrusted, "")).await;
+    let r = gw.deliver("tampa", &body("tls-2", "invoice.paid"), None, None).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(redis.cli(&["XLEN", "untrusted"]), "0");
+    gw.shutdown().await;
+}
+
 /// SPEC §15 as a user's consumers see it: one delivery fanned out to all three
 /// brokers, read back with pika, nats-py and redis-py (`tests/brokers/read_back.py`).
 /// RabbitMQ is named `localhost` here: broker clients are shared per process

@@ -247,6 +247,14 @@ ca = "{cert}"
 events = ["*"]
 upstream = "https://localhost:1/x"
 ca = "{junk}"
+[[sources.a.routes]]
+events = ["*"]
+upstream = "redis://127.0.0.1:1/0?stream=s"
+ca = "{cert}"
+[[sources.a.routes]]
+events = ["*"]
+upstream = "rediss://127.0.0.1:1/0?stream=s"
+ca = "{junk}"
 "#,
         missing = dir.path().join("missing.pem").display(),
         junk = junk.display(),
@@ -257,8 +265,10 @@ ca = "{junk}"
         "server.tls.cert:",
         "missing.pem",
         "sources.a.routes[0].upstream: invalid URL \"ftp://127.0.0.1/x\": unknown scheme",
-        "sources.a.routes[1].ca: ca applies to https:// upstreams only",
+        "sources.a.routes[1].ca: ca applies to https:// and rediss:// upstreams only",
         "sources.a.routes[2].ca:",
+        "sources.a.routes[3].ca: ca applies to https:// and rediss:// upstreams only",
+        "sources.a.routes[4].ca:",
     ] {
         assert!(errs.contains(want), "missing {want:?} in\n{errs}");
     }

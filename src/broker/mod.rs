@@ -39,9 +39,28 @@ pub struct Broker {
 
 #[derive(Debug)]
 enum Kind {
-    Nats { server: Secretly },
-    Amqp { uri: Secretly, exchange: Box<str> },
-    Redis { url: Secretly, maxlen: Option<u64> },
+    Nats {
+        server: Secretly,
+    },
+    Amqp {
+        uri: Secretly,
+        exchange: Box<str>,
+    },
+    /// `client` names the shared client: the URL, and the CA file when set.
+    Redis {
+        url: Secretly,
+        maxlen: Option<u64>,
+        roots: Option<Roots>,
+        client: Secretly,
+    },
+}
+
+/// The CA a `rediss://` server is verified against (the route's `ca`).
+#[derive(Debug, Clone)]
+pub struct Roots {
+    /// The file it came from: clients are shared per URL and CA file.
+    pub path: Box<str>,
+    pub pem: Arc<[u8]>,
 }
 
 /// A URL that may hold a password: never printed.
@@ -63,7 +82,7 @@ enum Part {
 
 /// Usage, for errors.
 const FORMS: &str = "nats://HOST:PORT/SUBJECT, amqp://USER:PASS@HOST:PORT/VHOST?exchange=X&routing_key=K \
-                     or redis://HOST:PORT/DB?stream=KEY";
+                     or redis[s]://HOST:PORT/DB?stream=KEY";
 
 impl Broker {
     /// `None` when `url` is not a broker URL; else the broker or what is wrong
@@ -116,7 +135,7 @@ impl Broker {
                 let exchange = query.get("exchange").cloned().unwrap_or_default();
                 (Kind::Amqp { uri: Secretly(base(&u).as_str().into()), exchange: exchange.into() }, key.clone())
             }
-            "redis" => {
+            "redis" | "rediss" => {
                 let Some(key) = query.get("stream") else {
                     return Err(format!("{shown:?} needs ?stream=KEY"));
                 };
@@ -129,15 +148,30 @@ impl Broker {
                             .ok_or_else(|| format!("maxlen in {shown:?} must be a positive whole number"))?,
                     ),
                 };
-                (Kind::Redis { url: Secretly(base(&u).as_str().into()), maxlen }, key.clone())
+                let url: Box<str> = base(&u).as_str().into();
+                let client = Secretly(url.clone());
+                (Kind::Redis { url: Secretly(url), maxlen, roots: None, client }, key.clone())
             }
-            _ => return Err(format!("{shown:?}: rediss:// (Redis over TLS) is not supported yet; use redis://")),
+            _ => unreachable!("parse() passes known schemes only"),
         };
         let target = template(&target).map_err(|e| format!("{e} in {shown:?}"))?;
         if target.is_empty() {
             return Err(format!("{shown:?} names no subject, routing key or stream; use {FORMS}"));
         }
         Ok(Broker { kind, shown: shown.into(), target })
+    }
+
+    /// Verifies a `rediss://` server against `roots` instead of the system's
+    /// roots; an error for any other broker URL.
+    pub fn trust(&mut self, roots: Roots) -> Result<(), &'static str> {
+        match &mut self.kind {
+            Kind::Redis { url, roots: r, client, .. } if url.0.starts_with("rediss://") => {
+                client.0 = format!("{} {}", url.0, roots.path).into();
+                *r = Some(roots);
+                Ok(())
+            }
+            _ => Err("ca applies to https:// and rediss:// upstreams only"),
+        }
     }
 
     /// The subject, routing key or stream key for one delivery.
@@ -173,8 +207,15 @@ impl Broker {
             match &self.kind {
                 Kind::Nats { server } => nats::publish(&server.0, &target, &id, &headers, body).await,
                 Kind::Amqp { uri, exchange } => amqp::publish(&uri.0, exchange, &target, &id, &headers, &body).await,
-                Kind::Redis { url, maxlen } => {
-                    redis_stream::publish(&url.0, *maxlen, &target, &id, &headers, &body, timeout).await
+                Kind::Redis { url, maxlen, roots, client } => {
+                    let to = redis_stream::Stream {
+                        url: &url.0,
+                        roots: roots.as_ref(),
+                        client: &client.0,
+                        maxlen: *maxlen,
+                        key: &target,
+                    };
+                    redis_stream::publish(to, &id, &headers, &body, timeout).await
                 }
             }
         };
@@ -282,6 +323,12 @@ mod tests {
         assert!(!format!("{b:?}").contains("s3cret"), "{b:?}");
         let b = parse("redis://127.0.0.1:6379/0?stream=hooks:{source}&maxlen=1000").unwrap();
         assert!(matches!(b.kind, Kind::Redis { maxlen: Some(1000), .. }));
+        let mut tls = parse("rediss://:pw-secret@127.0.0.1:6380/0?stream=s").unwrap();
+        assert_eq!(&*tls.shown, "rediss://:***@127.0.0.1:6380/0?stream=s");
+        let roots = Roots { path: "ca.pem".into(), pem: Arc::from(&b"pem"[..]) };
+        assert!(tls.trust(roots.clone()).is_ok());
+        assert!(parse("redis://127.0.0.1/0?stream=s").unwrap().trust(roots.clone()).is_err(), "plain redis://");
+        assert!(parse("nats://127.0.0.1/s").unwrap().trust(roots).is_err());
         for (bad, words) in [
             ("nats://127.0.0.1:4222/", "names no subject"),
             ("nats://127.0.0.1:4222/a.{nope}", "unknown placeholder {nope}"),
@@ -291,7 +338,6 @@ mod tests {
             ("redis://127.0.0.1/0", "stream=KEY"),
             ("redis://127.0.0.1/0?stream=s&maxlen=0", "maxlen"),
             ("redis://127.0.0.1/0?stream=s&maxlen=-1", "maxlen"),
-            ("rediss://127.0.0.1/0?stream=s", "not supported"),
             ("nats:///subject", "no host"),
             ("amqp://u:pw-secret@[::1/v?routing_key=k", "invalid URL"),
         ] {

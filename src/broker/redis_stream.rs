@@ -16,18 +16,27 @@ pub(super) fn clean(v: &str) -> String {
     v.chars().map(|c| if c.is_whitespace() || c.is_control() || matches!(c, '{' | '}') { '_' } else { c }).collect()
 }
 
+/// Where one entry goes.
+pub(super) struct Stream<'a> {
+    pub url: &'a str,
+    pub roots: Option<&'a super::Roots>,
+    /// The shared client's name (the URL, and the CA file when set).
+    pub client: &'a str,
+    pub maxlen: Option<u64>,
+    pub key: &'a str,
+}
+
 pub(super) async fn publish(
-    url: &str,
-    maxlen: Option<u64>,
-    key: &str,
+    to: Stream<'_>,
     id: &str,
     headers: &HeaderMap,
     body: &[u8],
     timeout: Duration,
 ) -> Result<(), String> {
-    let conn = super::shared(&CONNS, url, || {
+    let Stream { url, roots, client, maxlen, key } = to;
+    let conn = super::shared(&CONNS, client, || {
         let cfg = RedisConfig { target: RedisTarget::Single(url.to_owned()), key_prefix: String::new(), timeout };
-        RedisConn::new(&cfg).map_err(|e| format!("invalid Redis URL: {:?}", e.kind()))
+        RedisConn::with_roots(&cfg, roots.map(|r| &*r.pem)).map_err(|e| format!("invalid Redis URL: {:?}", e.kind()))
     });
     let conn = conn.as_ref().as_ref().map_err(Clone::clone)?;
     let mut cmd = redis::cmd("XADD");

@@ -185,7 +185,7 @@ impl Route {
                 _ => return Err(format!("invalid URL {upstream:?}: unknown scheme; {usage}")),
             };
             if ca.is_some() && !tls {
-                return Err("ca applies to https:// upstreams only".into());
+                return Err("ca applies to https:// and rediss:// upstreams only".into());
             }
             let port = authority.port_u16().unwrap_or(default_port);
             let connect = if tls {

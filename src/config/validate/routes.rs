@@ -181,9 +181,15 @@ fn route(
         errs.push(&format!("{path}.keep_signature"), "applies to event-bus upstreams (nats://, amqp://, redis://)");
     }
     let route = match broker {
-        Some(Ok(b)) => {
-            if ca.is_some() {
-                errs.push(&format!("{path}.ca"), "applies to https:// upstreams only");
+        Some(Ok(mut b)) => {
+            if let Some(ca) = ca {
+                let roots = crate::tls::ca_pem(ca).map_err(|e| e.to_string()).and_then(|pem| {
+                    let path = ca.display().to_string().into();
+                    b.trust(crate::broker::Roots { path, pem: pem.into() }).map_err(str::to_owned)
+                });
+                if let Err(e) = roots {
+                    errs.push(&format!("{path}.ca"), e);
+                }
             }
             // Messages carry the sender's headers less its signatures (they
             // sign the sender's request, not the message) unless asked.
