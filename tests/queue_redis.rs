@@ -430,6 +430,7 @@ fn stored_entry(i: usize) -> hookgate::queue::NewEntry {
             received_ms: 1_700_000_000_000 + i as u64,
             log: None,
             replay: false,
+            order_key: None,
         },
         headers: http::HeaderMap::from_iter([(
             http::HeaderName::from_static("x-n"),

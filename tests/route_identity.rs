@@ -320,6 +320,7 @@ fn legacy_entry(id: &str, event_type: &str, position: usize) -> NewEntry {
             received_ms: hookgate::queue::unix_ms(std::time::SystemTime::now()),
             log: None,
             replay: false,
+            order_key: None,
         },
         // As stored: the headers a sync route would forward.
         headers: http::HeaderMap::from_iter([(

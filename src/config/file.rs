@@ -231,6 +231,8 @@ pub struct RouteFile {
     /// Queue routes: attempts started per second/minute/hour (SPEC §16).
     pub rate: Option<String>,
     pub probe_every: Option<String>,
+    /// Queue routes: one at a time per value of this locator (SPEC §16).
+    pub order_by: Option<String>,
     /// Event-bus upstreams: keep the sender's signature headers in the message.
     pub keep_signature: Option<bool>,
     #[serde(flatten)]
@@ -389,6 +391,7 @@ impl Keys for RouteFile {
         "pause_after",
         "rate",
         "probe_every",
+        "order_by",
         "keep_signature",
     ];
 }

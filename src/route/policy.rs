@@ -72,7 +72,7 @@ impl Rate {
 }
 
 /// A route with `delivery = "queue"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueRoute {
     pub retry: RetryPolicy,
     /// Attempts in flight to this route at once, per process; 0 holds every
@@ -86,6 +86,38 @@ pub struct QueueRoute {
     pub probe_every: Duration,
     /// `rate`: at most this many attempts started (all replicas together with Redis).
     pub rate: Option<Rate>,
+    /// `order_by`: same key, one at a time, in the order received (SPEC §16).
+    pub order_by: Option<OrderBy>,
+}
+
+/// Where a queue route's ordering key is read: a header or a JSON pointer
+/// into the body. Deliveries without it are not ordered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderBy {
+    Header(http::HeaderName),
+    Json(String),
+}
+
+impl OrderBy {
+    pub fn parse(text: &str) -> Result<OrderBy, String> {
+        match crate::verify::Locator::parse(text) {
+            Ok(crate::verify::Locator::Header(h)) => Ok(OrderBy::Header(h)),
+            Ok(crate::verify::Locator::Json(p)) if !p.is_empty() => Ok(OrderBy::Json(p)),
+            _ => Err(format!("{text:?}: use \"header:NAME\" or \"json:/pointer\" (e.g. \"json:/data/customer\")")),
+        }
+    }
+
+    /// The key of one delivery, as stored: the lowercase hex of the first 16
+    /// bytes of the SHA-256 of its value (bounded in size whatever the
+    /// sender puts there); `None` when the delivery has no such value.
+    pub fn key(&self, headers: &http::HeaderMap, body: &[u8]) -> Option<String> {
+        use sha2::Digest as _;
+        let digest = match self {
+            OrderBy::Header(h) => sha2::Sha256::digest(headers.get(h)?.as_bytes()),
+            OrderBy::Json(p) => sha2::Sha256::digest(crate::verify::json::pointer_text(body, p)?.as_bytes()),
+        };
+        Some(hex::encode(&digest[..16]))
+    }
 }
 
 impl Default for QueueRoute {
@@ -97,6 +129,7 @@ impl Default for QueueRoute {
             pause_after: None,
             probe_every: Duration::from_secs(60),
             rate: None,
+            order_by: None,
         }
     }
 }
@@ -271,5 +304,27 @@ mod tests {
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
         assert_eq!(parse_retry_after(later.as_bytes(), now), Some(Duration::from_secs(30)));
         assert_eq!(parse_retry_after(b"soon", now), None);
+    }
+
+    #[test]
+    fn order_keys_are_bounded_hashes_of_the_value() {
+        let by_json = OrderBy::parse("json:/data/customer").unwrap();
+        let by_header = OrderBy::parse("header:X-Customer").unwrap();
+        let h = http::HeaderMap::new();
+        let a = by_json.key(&h, br#"{"data":{"customer":"cus_1"}}"#).unwrap();
+        assert_eq!(a.len(), 32);
+        assert_eq!(Some(a.clone()), by_json.key(&h, br#"{"data":{"customer":"cus_1","x":1}}"#));
+        assert_ne!(Some(a), by_json.key(&h, br#"{"data":{"customer":"cus_2"}}"#));
+        // Missing, not JSON, or hostile: no key (not ordered), never a panic.
+        for body in [&b"{}"[..], b"not json", b"", &[b'['; 100_000][..], b"{\"data\":{\"customer\":"] {
+            assert_eq!(by_json.key(&h, body), None);
+        }
+        let mut h = http::HeaderMap::new();
+        assert_eq!(by_header.key(&h, b""), None);
+        h.insert("x-customer", http::HeaderValue::from_str(&"v".repeat(64 * 1024)).unwrap());
+        assert_eq!(by_header.key(&h, b"").map(|k| k.len()), Some(32), "a huge value is hashed");
+        for bad in ["", "data", "json:", "json:data", "signature:t", "digest:json:/a", "header:bad name"] {
+            assert!(OrderBy::parse(bad).is_err(), "{bad}");
+        }
     }
 }

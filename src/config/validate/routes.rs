@@ -69,6 +69,7 @@ fn mode(errs: &mut Errors, path: &str, f: &mut RouteFile, queue_table: bool) -> 
         ("pause_after", f.pause_after.is_some()),
         ("rate", f.rate.is_some()),
         ("probe_every", f.probe_every.is_some()),
+        ("order_by", f.order_by.is_some()),
     ];
     if !queued {
         for (key, set) in queue_keys {
@@ -116,6 +117,12 @@ fn mode(errs: &mut Errors, path: &str, f: &mut RouteFile, queue_table: bool) -> 
         match crate::route::policy::Rate::parse(t) {
             Ok(r) => q.rate = Some(r),
             Err(e) => errs.push(&format!("{path}.rate"), e),
+        }
+    }
+    if let Some(t) = f.order_by.as_deref() {
+        match crate::route::policy::OrderBy::parse(t) {
+            Ok(o) => q.order_by = Some(o),
+            Err(e) => errs.push(&format!("{path}.order_by"), e),
         }
     }
     if let Some(t) = f.pause_after.as_deref() {

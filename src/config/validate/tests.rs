@@ -526,6 +526,7 @@ delivery = "queue"
 rate = "fast"
 pause_after = "0s"
 probe_every = "1ms"
+order_by = "data.customer"
 
 [[sources.s.routes]]
 name = "b"
@@ -533,6 +534,7 @@ events = ["b"]
 upstream = "http://127.0.0.1:3002/b"
 delivery = "queue"
 probe_every = "1m"
+order_by = "signature:t"
 
 [[sources.s.routes]]
 name = "c"
@@ -540,6 +542,14 @@ events = ["c"]
 upstream = "http://127.0.0.1:3002/c"
 rate = "5/s"
 pause_after = "1m"
+order_by = "json:/id"
+
+[[sources.s.routes]]
+name = "d"
+events = ["d"]
+upstream = "http://127.0.0.1:3002/d"
+delivery = "queue"
+order_by = "json:"
 "#;
     let errs = load_str(text, &env).unwrap_err().to_string();
     for want in [
@@ -549,6 +559,10 @@ pause_after = "1m"
         "sources.s.routes[1].probe_every: applies with pause_after",
         "sources.s.routes[2].rate: applies to delivery = \"queue\" routes only",
         "sources.s.routes[2].pause_after: applies to delivery = \"queue\" routes only",
+        "sources.s.routes[0].order_by: \"data.customer\": use \"header:NAME\" or \"json:/pointer\"",
+        "sources.s.routes[1].order_by: \"signature:t\": use",
+        "sources.s.routes[2].order_by: applies to delivery = \"queue\" routes only",
+        "sources.s.routes[3].order_by: \"json:\": use",
     ] {
         assert!(errs.contains(want), "missing {want} in:\n{errs}");
     }

@@ -78,6 +78,8 @@ impl Db {
         let mut placed: HashSet<u64> = HashSet::new();
         let mut batch = self.db.batch();
         let mut changed = false;
+        let parked_before = self.parked.len().map_err(io)?;
+        let heads_before = self.heads.len().map_err(io)?;
         for space in [&self.fresh, &self.retry] {
             for g in space.iter() {
                 let k = g.key().map_err(io)?;
@@ -91,6 +93,18 @@ impl Db {
                     *damage.lost.entry(Some(route)).or_default() += 1;
                 }
             }
+        }
+        // Ordering ([`super::order`]): parked entries have their place too;
+        // a key whose head is gone gets its next one as head.
+        let live = placed.clone();
+        if parked_before + heads_before > 0 {
+            let (lost, parked) =
+                self.check_order(&mut batch, &live, crate::queue::unix_ms(std::time::SystemTime::now()))?;
+            for (route, n) in lost {
+                *damage.lost.entry(Some(route)).or_default() += n;
+            }
+            placed.extend(parked);
+            changed = true;
         }
         for g in self.dead.iter() {
             let (k, v) = g.into_inner().map_err(io)?;
@@ -131,8 +145,10 @@ impl Db {
         if let Some((next, stored)) = ledger {
             // Fewer deliveries stored than the ledger recorded last, and
             // sequence numbers it saw given out gone with them: lost.
-            let now_stored =
-                (self.fresh.len().map_err(io)? + self.retry.len().map_err(io)? + self.dead.len().map_err(io)?) as u64;
+            let now_stored = (self.fresh.len().map_err(io)?
+                + self.retry.len().map_err(io)?
+                + self.dead.len().map_err(io)?
+                + self.parked.len().map_err(io)?) as u64;
             let counted: u64 = damage.lost.values().sum();
             let gone = next.saturating_sub(self.next_seq).min(stored.saturating_sub(now_stored + counted));
             if gone > 0 {

@@ -29,6 +29,7 @@ use super::{Counts, DeadItem, DeadPage, Handle, Legacy, QueueError, Slot, Taken,
 
 mod check;
 mod offline;
+mod order;
 mod routes;
 
 pub use offline::{Location, Offline};
@@ -65,6 +66,8 @@ type Lost = Arc<Mutex<HashMap<Option<RouteKey>, u64>>>;
 #[derive(Debug, Default, Clone, Copy)]
 struct Tally {
     fresh: u64,
+    /// Waiting behind an earlier delivery of their `order_by` key ([`order`]).
+    parked: u64,
     retry: u64,
     dead: u64,
     taken_fresh: u64,
@@ -75,9 +78,9 @@ type Tallies = Arc<Mutex<HashMap<RouteKey, Tally>>>;
 
 /// One request to the store thread.
 enum Op {
-    /// The route, the entry's receive time (unix ms) and its encoding (done
-    /// by the caller, off the store thread's serial path).
-    Enqueue(RouteKey, u64, Vec<u8>, Reply<Result<u64, QueueError>>),
+    /// The route, the entry's receive time (unix ms), its `order_by` key and
+    /// its encoding (done by the caller, off the store thread's serial path).
+    Enqueue(RouteKey, u64, Option<String>, Vec<u8>, Reply<Result<u64, QueueError>>),
     Take {
         route: RouteKey,
         limit: usize,
@@ -233,6 +236,8 @@ struct Finished {
     seq: u64,
     slot: Slot,
     route: RouteKey,
+    /// Its `order_by` key: done or dead, it lets the next of its key go.
+    order: Option<String>,
 }
 
 /// The handle the rest of the gateway uses. Cheap to clone.
@@ -254,6 +259,9 @@ struct Db {
     fresh: Keyspace,
     retry: Keyspace,
     dead: Keyspace,
+    /// Ordering by key ([`order`]).
+    heads: Keyspace,
+    parked: Keyspace,
     next_seq: u64,
     /// Where the next scan of a route's `retry` (true) or `fresh` (false) keys starts.
     cursors: HashMap<(bool, RouteKey), Vec<u8>>,
@@ -312,17 +320,31 @@ impl Db {
         const MB: u64 = 1024 * 1024;
         let (entries, fresh, retry, dead) =
             (ks("entries", 16 * MB)?, ks("fresh", 4 * MB)?, ks("retry", 4 * MB)?, ks("dead", 4 * MB)?);
+        let (heads, parked) = (ks("heads", MB)?, ks("parked", 4 * MB)?);
         let next_seq = match entries.last_key_value() {
             Some(g) => read_u64(&g.key().map_err(io)?) + 1,
             None => 1,
         };
-        let mut db =
-            Db { db, entries, fresh, retry, dead, next_seq, cursors: HashMap::new(), cursor_reset: HashMap::new() };
+        let mut db = Db {
+            db,
+            entries,
+            fresh,
+            retry,
+            dead,
+            heads,
+            parked,
+            next_seq,
+            cursors: HashMap::new(),
+            cursor_reset: HashMap::new(),
+        };
         let (ledger, previous) = check::Ledger::open(path)?;
         let damage = db.check(path, previous)?;
         db.migrate(legacy)?;
-        let Db { db, entries, fresh, retry, dead, next_seq, .. } = db;
         let mut tallies: HashMap<RouteKey, Tally> = HashMap::new();
+        for (route, n) in db.parked_counts()? {
+            tallies.entry(route).or_default().parked = n;
+        }
+        let Db { db, entries, fresh, retry, dead, heads, parked, next_seq, .. } = db;
         for (space, which) in [(&fresh, 0), (&retry, 1)] {
             for g in space.iter() {
                 let k = g.key().map_err(io)?;
@@ -338,8 +360,18 @@ impl Db {
                 tallies.entry(route).or_default().dead += 1;
             }
         }
-        let db =
-            Db { db, entries, fresh, retry, dead, next_seq, cursors: HashMap::new(), cursor_reset: HashMap::new() };
+        let db = Db {
+            db,
+            entries,
+            fresh,
+            retry,
+            dead,
+            heads,
+            parked,
+            next_seq,
+            cursors: HashMap::new(),
+            cursor_reset: HashMap::new(),
+        };
         Ok(Opened { db, tallies, damage, ledger })
     }
 
@@ -582,7 +614,8 @@ impl DiskQueue {
     /// Stores `entry`; its sequence number.
     pub async fn enqueue(&self, route: RouteKey, entry: NewEntry) -> Result<u64, QueueError> {
         let (received_ms, bytes) = (entry.meta.received_ms, entry.encode());
-        self.ask(|r| Op::Enqueue(route, received_ms, bytes, Reply::new(r))).await?
+        let order = entry.meta.order_key;
+        self.ask(|r| Op::Enqueue(route, received_ms, order, bytes, Reply::new(r))).await?
     }
 
     pub async fn take(
@@ -623,9 +656,11 @@ impl DiskQueue {
             Slot::Fresh(k) | Slot::Retry(k) => k,
         };
         let route = RouteKey::split(key).ok_or(QueueError::BadInput("damaged schedule key"))?.0;
+        let order = taken.entry.meta.order_key;
         // The entry (headers, body) is dropped here, not on the store thread.
-        drop(taken.entry);
-        self.ask(|r| Op::Finish(Finished { seq, slot, route }, t, Reply::new(r))).await?
+        drop(taken.entry.headers);
+        drop(taken.entry.body);
+        self.ask(|r| Op::Finish(Finished { seq, slot, route, order }, t, Reply::new(r))).await?
     }
 
     pub async fn dead_list(
@@ -674,7 +709,7 @@ impl DiskQueue {
     /// The routes the store holds entries of (dead letters included).
     pub fn stored_routes(&self) -> Vec<RouteKey> {
         let tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
-        tallies.iter().filter(|(_, t)| t.fresh + t.retry + t.dead > 0).map(|(k, _)| k.clone()).collect()
+        tallies.iter().filter(|(_, t)| t.fresh + t.parked + t.retry + t.dead > 0).map(|(k, _)| k.clone()).collect()
     }
 
     pub async fn oldest_fresh_ms(&self, route: RouteKey) -> Option<u64> {
@@ -685,7 +720,7 @@ impl DiskQueue {
     pub fn counts(&self, route: &RouteKey) -> (Counts, u64) {
         let t = self.tallies.lock().unwrap_or_else(|p| p.into_inner()).get(route).copied().unwrap_or_default();
         let counts = Counts {
-            pending: t.fresh.saturating_sub(t.taken_fresh),
+            pending: t.fresh.saturating_sub(t.taken_fresh) + t.parked,
             scheduled: t.retry.saturating_sub(t.taken_retry),
             dead: t.dead,
         };
@@ -812,8 +847,13 @@ impl StoreThread {
     /// The ledger says what the store holds now ([`check`]).
     fn record_ledger(&mut self) {
         let (Some(db), Some(ledger)) = (self.db.as_ref(), self.ledger.as_mut()) else { return };
-        let stored =
-            self.tallies.lock().unwrap_or_else(|p| p.into_inner()).values().map(|t| t.fresh + t.retry + t.dead).sum();
+        let stored = self
+            .tallies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|t| t.fresh + t.parked + t.retry + t.dead)
+            .sum();
         ledger.record(db.next_seq, stored);
     }
 
@@ -828,11 +868,20 @@ impl StoreThread {
         };
         let mut batch = db.db.batch();
         let mut done = Vec::with_capacity(ops.len());
+        let mut released = Vec::new();
+        let now_ms = crate::queue::unix_ms(std::time::SystemTime::now());
         for op in ops {
-            let Op::Finish(Finished { seq, slot, route }, t, reply) = op else { continue };
+            let Op::Finish(Finished { seq, slot, route, order }, t, reply) = op else { continue };
             match &slot {
                 Slot::Fresh(k) => batch.remove(&db.fresh, k.clone()),
                 Slot::Retry(k) => batch.remove(&db.retry, k.clone()),
+            }
+            if let Some(key) = order.as_deref().filter(|_| !matches!(t, Transition::Retry { .. })) {
+                match db.release(&mut batch, &route, key, seq, now_ms) {
+                    Ok(true) => released.push(route.clone()),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "cannot read the queue's ordering state"),
+                }
             }
             match &t {
                 Transition::Done => batch.remove(&db.entries, be(seq)),
@@ -849,6 +898,12 @@ impl StoreThread {
         }
         match batch.commit().map_err(io) {
             Ok(()) => {
+                for route in released {
+                    self.tally(&route, |c| {
+                        c.parked = c.parked.saturating_sub(1);
+                        c.fresh += 1;
+                    });
+                }
                 for (route, slot, t, reply) in done {
                     self.tally(&route, |c| {
                         match slot {
@@ -882,7 +937,7 @@ impl StoreThread {
     fn enqueue_batch(&mut self, ops: Vec<Op>, answers: &mut Answers) {
         let Some(db) = self.db.as_mut() else {
             for op in ops {
-                if let Op::Enqueue(_, _, _, reply) = op {
+                if let Op::Enqueue(_, _, _, _, reply) = op {
                     reply.now(Err(QueueError::Unavailable("queue store is not open".into())));
                 }
             }
@@ -890,27 +945,42 @@ impl StoreThread {
         };
         let mut batch = db.db.batch();
         let mut done = Vec::with_capacity(ops.len());
+        let mut heads = order::NewHeads::default();
+        let mut failed = None;
         for op in ops {
-            let Op::Enqueue(route, received_ms, bytes, reply) = op else { continue };
+            let Op::Enqueue(route, received_ms, order, bytes, reply) = op else { continue };
             let seq = db.next_seq;
             db.next_seq += 1;
             batch.insert(&db.entries, be(seq), bytes);
-            batch.insert(&db.fresh, schedule_key(&route, received_ms, seq), Vec::<u8>::new());
-            done.push((route, seq, reply));
+            let parked = match order.as_deref().map(|key| db.admit(&mut batch, &mut heads, &route, key, seq)) {
+                Some(Ok(parked)) => parked,
+                Some(Err(e)) => {
+                    failed = Some(e);
+                    false
+                }
+                None => false,
+            };
+            if !parked {
+                batch.insert(&db.fresh, schedule_key(&route, received_ms, seq), Vec::<u8>::new());
+            }
+            done.push((route, seq, parked, reply));
         }
-        let mut result = batch.commit().map_err(io);
+        let mut result = match failed {
+            Some(e) => Err(e),
+            None => batch.commit().map_err(io),
+        };
         if result.is_ok() && self.fsync {
             result = db.db.persist(PersistMode::SyncData).map_err(io);
         }
         match result {
             Ok(()) => {
-                for (route, seq, reply) in done {
-                    self.tally(&route, |t| t.fresh += 1);
+                for (route, seq, parked, reply) in done {
+                    self.tally(&route, |t| if parked { t.parked += 1 } else { t.fresh += 1 });
                     reply.later(Ok(seq), answers);
                 }
             }
             Err(e) => {
-                for (_, _, reply) in done {
+                for (_, _, _, reply) in done {
                     reply.later(Err(e.clone()), answers);
                 }
                 self.failed(&e);
@@ -1027,21 +1097,36 @@ impl StoreThread {
         let picked = dead_pick(db, seq, source)?;
         let mut batch = db.db.batch();
         let mut moved = Vec::new();
+        let mut parked = Vec::new();
+        let mut heads = order::NewHeads::default();
         for (seq, route) in picked {
-            let received_ms = match db.entries.get(be(seq)).map_err(io)? {
-                Some(bytes) => NewEntry::decode_meta(&bytes).map(|m| m.received_ms).unwrap_or(0),
+            let (received_ms, order) = match db.entries.get(be(seq)).map_err(io)? {
+                Some(bytes) => NewEntry::decode_meta(&bytes).map(|m| (m.received_ms, m.order_key)).unwrap_or((0, None)),
                 None => {
                     batch.remove(&db.dead, be(seq));
                     continue;
                 }
             };
             batch.remove(&db.dead, be(seq));
+            // An ordered one waits behind its key's head again, in arrival order.
+            if let Some(key) = order
+                && db.admit(&mut batch, &mut heads, &route, &key, seq)?
+            {
+                parked.push(route);
+                continue;
+            }
             let key = schedule_key(&route, received_ms, seq);
             batch.insert(&db.fresh, key.clone(), Vec::<u8>::new());
             moved.push((route, key));
         }
         batch.commit().map_err(io)?;
-        let n = moved.len();
+        let n = moved.len() + parked.len();
+        for route in parked {
+            self.tally(&route, |t| {
+                t.dead = t.dead.saturating_sub(1);
+                t.parked += 1;
+            });
+        }
         if let Some(db) = self.db.as_mut() {
             // A revived entry keeps its place by arrival, usually behind the
             // route's scan cursor: move the cursor back to it, so the next
@@ -1160,6 +1245,7 @@ mod tests {
                 received_ms,
                 log: None,
                 replay: false,
+                order_key: None,
             },
             headers: http::HeaderMap::new(),
             body: bytes::Bytes::from_static(b"{}"),

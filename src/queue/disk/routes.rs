@@ -45,6 +45,10 @@ impl Db {
             batch.insert(&self.dead, k.to_vec(), value);
             *moved.entry((route, to)).or_default() += 1;
         }
+        let now_ms = crate::queue::unix_ms(std::time::SystemTime::now());
+        for (route, to) in self.unpark_moved(&mut batch, &|r, seq| Ok(target(r, meta(seq)?.as_ref())), now_ms)? {
+            *moved.entry((route, to)).or_default() += 1;
+        }
         if moved.is_empty() {
             return Ok(Vec::new());
         }
@@ -99,6 +103,7 @@ impl Db {
                 n += 1;
             }
         }
+        n += self.purge_order(&mut batch, route)?;
         batch.commit().map_err(io)?;
         self.db.persist(PersistMode::SyncAll).map_err(io)?;
         Ok(n)
@@ -121,6 +126,7 @@ impl Db {
                 t.dead += 1;
             }
         }
+        t.parked = self.count_parked(route)?;
         Ok(t)
     }
 }

@@ -42,6 +42,7 @@ use super::{Counts, DeadItem, DeadPage, Handle, QueueError, Taken, TakenEntry, T
 use crate::config::RedisConfig;
 use crate::redis_conn::{RedisConn, Script};
 
+mod order;
 mod routes;
 
 pub use routes::Location;
@@ -142,6 +143,8 @@ pub struct RedisQueue {
     /// When each route last claimed stale entries (see [`RedisQueue::take`]).
     claimed_at: Mutex<HashMap<RouteKey, Instant>>,
     scripts: Scripts,
+    /// Ordering by key ([`order`]).
+    order: order::Scripts,
     /// Makes queue IDs unique within this process.
     counter: AtomicU64,
     id_base: String,
@@ -303,6 +306,7 @@ impl RedisQueue {
                 delete: Script::new(DELETE),
                 sweep: Script::new(SWEEP),
             },
+            order: order::Scripts::default(),
             counter: AtomicU64::new(0),
             id_base: tag,
         })
@@ -320,6 +324,11 @@ impl RedisQueue {
     /// One of `route`'s keys (see the module docs); a delivered outcome
     /// builds only its stream's.
     fn key(&self, route: &RouteKey, kind: char) -> String {
+        let mut buf = [0u8; 4];
+        self.key_named(route, kind.encode_utf8(&mut buf))
+    }
+
+    fn key_named(&self, route: &RouteKey, kind: &str) -> String {
         // A legacy key (by position) is the stream the previous versions wrote.
         match route.legacy_index() {
             Some(i) => format!("{}{{{}:{i}}}:{kind}", self.prefix, route.source()),
@@ -356,8 +365,11 @@ impl RedisQueue {
             false => format!("{}:{}", self.key(route, 'm'), entry.meta.id),
         };
         let ttl = ENQUEUE_MARK_TTL.as_millis().to_string();
-        let stored = self.eval(&self.scripts.enqueue, &[&k.stream, &mark], &[&record, ttl.as_bytes()]).await?;
-        if int(&stored) == 0 {
+        let stored = match &entry.meta.order_key {
+            Some(key) => self.enqueue_ordered(route, &k, &mark, &id, &record, key, &ttl).await?,
+            None => int(&self.eval(&self.scripts.enqueue, &[&k.stream, &mark], &[&record, ttl.as_bytes()]).await?) == 1,
+        };
+        if !stored {
             tracing::info!(source = %entry.meta.source, delivery_id = %entry.meta.id, "queued delivery was stored already (an earlier try reached Redis late); not stored again");
         }
         Ok(())
@@ -648,7 +660,12 @@ impl RedisQueue {
         let Handle::Redis { route, stream, stream_id, id, stored } = &taken.handle else {
             return Err(QueueError::BadInput("not a Redis queue entry"));
         };
+        let order = taken.entry.meta.order_key.as_deref();
         let (dead, score, state) = match t {
+            Transition::Done if let Some(key) = order => {
+                self.finish_ordered(route, stream_id, id, key, order::Outcome::Done).await?;
+                return Ok(());
+            }
             // The common case builds no key: its stream's came with the take.
             Transition::Done => return self.done(stream.clone(), stream_id.clone()).await,
             Transition::Retry { due_ms, state } => (false, *due_ms, state),
@@ -658,6 +675,13 @@ impl RedisQueue {
         let set = if dead { &k.dead } else { &k.delayed };
         let record = pack(id, state, stored);
         let score = score.to_string();
+        if dead && let Some(key) = order {
+            let outcome = order::Outcome::Dead { score: &score, record: &record };
+            if !self.finish_ordered(route, stream_id, id, key, outcome).await? {
+                tracing::debug!(id, "queue entry was claimed by another replica meanwhile; its outcome is theirs");
+            }
+            return Ok(());
+        }
         let claimed = self
             .eval(
                 &self.scripts.park,
@@ -683,7 +707,8 @@ impl RedisQueue {
         };
         let scheduled = int(&self.query(redis::cmd("ZCARD").arg(&k.delayed)).await?);
         let dead = int(&self.query(redis::cmd("ZCARD").arg(&k.dead)).await?);
-        Ok((Counts { pending: len.saturating_sub(taken), scheduled, dead }, taken))
+        let parked = self.parked(route).await?;
+        Ok((Counts { pending: len.saturating_sub(taken) + parked, scheduled, dead }, taken))
     }
 
     /// When the oldest stored delivery that is neither done nor dead arrived:
@@ -858,6 +883,9 @@ impl RedisQueue {
         };
         let (_, _, bytes) = unpack(&record).map_err(damaged)?;
         let fresh = pack(id, &State::default(), bytes);
+        if let Some(key) = NewEntry::decode_meta(bytes).ok().and_then(|m| m.order_key) {
+            return self.revive_ordered(route, id, &fresh, &key).await;
+        }
         let v = self.eval(&self.scripts.revive, &[&k.stream, &k.dead, &k.hash], &[id.as_bytes(), &fresh]).await?;
         Ok(int(&v) == 1)
     }

@@ -109,14 +109,40 @@ impl RedisQueue {
                 n += 1;
             }
         }
+        // Parked behind an ordering key: into the target's stream (ordering
+        // does not follow a move); the route's ordering state goes.
+        let o = self.order_keys(from);
+        let parked = self.query(redis::cmd("ZRANGE").arg(&o.parked).arg(0).arg(-1)).await?;
+        let mut kept = false;
+        for member in items(&parked).iter().filter_map(text) {
+            let id = member.splitn(3, ':').nth(2).unwrap_or_default().to_owned();
+            if let Value::BulkString(record) = self.query(redis::cmd("HGET").arg(&k.hash).arg(&id)).await? {
+                let to = target(meta(&record).as_ref());
+                if to == *from {
+                    kept = true;
+                    continue;
+                }
+                let tk = self.keys(&to);
+                self.register(&to).await?;
+                self.ensure_group(&to, &tk).await?;
+                self.query(redis::cmd("XADD").arg(&tk.stream).arg("*").arg("p").arg(record.as_slice())).await?;
+                self.query(redis::cmd("HDEL").arg(&k.hash).arg(&id)).await?;
+                n += 1;
+            }
+            self.query(redis::cmd("ZREM").arg(&o.parked).arg(&member)).await?;
+        }
+        if !kept {
+            self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.counter)).await?;
+        }
         Ok(n)
     }
 
     /// Every delivery of `route` dropped (an orphan deleted); how many.
     pub async fn purge(&self, route: &RouteKey) -> Result<u64, QueueError> {
-        let k = self.keys(route);
+        let (k, o) = (self.keys(route), self.order_keys(route));
         let (c, taken) = self.depth(route).await?;
         self.query(redis::cmd("DEL").arg(&k.stream).arg(&k.delayed).arg(&k.dead).arg(&k.hash)).await?;
+        self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.parked).arg(&o.counter)).await?;
         self.query(redis::cmd("SREM").arg(self.registry()).arg(route.as_bytes())).await?;
         self.registered.lock().unwrap_or_else(|p| p.into_inner()).remove(route);
         self.forget_group(route);

@@ -1,0 +1,178 @@
+//! Ordering by key in Redis (SPEC §16 `order_by`), for all replicas
+//! together: of a route's deliveries with the same key, only the key's head
+//! is in the stream (or waiting for a retry); the others wait, by arrival, in
+//! the route's parked set. Each step is one script on the route's keys (one
+//! hash tag, so one Cluster slot):
+//!
+//! - `…:oh` — a hash: key → the queue ID of its head;
+//! - `…:p` — a sorted set, all scores 0, members `<key>:<seq, 20 digits>:<queue id>`
+//!   (so a key's parked entries sort by arrival), their records in `…:h`;
+//! - `…:c` — the counter that numbers parked entries.
+//!
+//! The head's outcome (done or dead) and the release of the next of its key
+//! are one script, so a replica that dies in between leaves nothing stuck: the
+//! head stays in the group's pending list and is claimed again.
+
+use super::{Keys, QueueError, RedisQueue, RouteKey, int};
+use crate::redis_conn::Script;
+
+/// The Lua that puts a record (`ARGV[2]`, queue ID `ARGV[1]`, key `ARGV[3]`)
+/// in the stream as its key's head, or parks it. KEYS: stream, hash, heads,
+/// parked, counter.
+macro_rules! admit {
+    () => {
+        r"if redis.call('HSETNX', KEYS[3], ARGV[3], ARGV[1]) == 1 then
+    redis.call('XADD', KEYS[1], '*', 'p', ARGV[2])
+    redis.call('HDEL', KEYS[2], ARGV[1])
+  else
+    local n = redis.call('INCR', KEYS[5])
+    redis.call('ZADD', KEYS[4], 0, ARGV[3] .. ':' .. string.format('%020d', n) .. ':' .. ARGV[1])
+    redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  end"
+    };
+}
+
+/// An enqueue (once per delivery, as [`super::ENQUEUE`]). KEYS: stream,
+/// hash, heads, parked, counter, marker. ARGV: queue ID, record, key, marker TTL.
+const ENQUEUE: &str = concat!(
+    r"if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[4]) then
+  ",
+    admit!(),
+    r"
+  return 1
+end
+return 0"
+);
+
+/// A dead letter back, behind its key's waiting deliveries if it has a head.
+/// KEYS: stream, hash, heads, parked, counter, dead. ARGV: queue ID, record, key.
+const REVIVE: &str = concat!(
+    r"if redis.call('ZREM', KEYS[6], ARGV[1]) == 1 then
+  ",
+    admit!(),
+    r"
+  return 1
+end
+return 0"
+);
+
+/// A head's outcome, done (`ARGV[6]` = '0') or dead ('1', its record `ARGV[4]`
+/// into the dead set at score `ARGV[3]`), then the next of its key into the
+/// stream. Nothing when the entry is not this replica's any more (`XACK`
+/// found nothing). KEYS: stream, hash, heads, parked, dead. ARGV: stream ID,
+/// queue ID, score, record, key, dead.
+const FINISH: &str = r"if redis.call('XACK', KEYS[1], 'hookgate', ARGV[1]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[1])
+if ARGV[6] == '1' then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+  redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
+end
+if redis.call('HGET', KEYS[3], ARGV[5]) ~= ARGV[2] then return 1 end
+while true do
+  local next = redis.call('ZRANGEBYLEX', KEYS[4], '[' .. ARGV[5] .. ':', '[' .. ARGV[5] .. ';', 'LIMIT', 0, 1)[1]
+  if not next then
+    redis.call('HDEL', KEYS[3], ARGV[5])
+    return 1
+  end
+  redis.call('ZREM', KEYS[4], next)
+  local id = string.sub(next, #ARGV[5] + 23)
+  local record = redis.call('HGET', KEYS[2], id)
+  if record then
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('HSET', KEYS[3], ARGV[5], id)
+    redis.call('XADD', KEYS[1], '*', 'p', record)
+    return 1
+  end
+end";
+
+pub(super) struct Scripts {
+    enqueue: Script,
+    revive: Script,
+    finish: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts { enqueue: Script::new(ENQUEUE), revive: Script::new(REVIVE), finish: Script::new(FINISH) }
+    }
+}
+
+/// A route's ordering keys (see the module docs).
+pub(super) struct OrderKeys {
+    pub heads: String,
+    pub parked: String,
+    pub counter: String,
+}
+
+/// What [`RedisQueue::finish_ordered`] records.
+pub(super) enum Outcome<'a> {
+    Done,
+    Dead { score: &'a str, record: &'a [u8] },
+}
+
+impl RedisQueue {
+    pub(super) fn order_keys(&self, route: &RouteKey) -> OrderKeys {
+        OrderKeys {
+            heads: self.key_named(route, "oh"),
+            parked: self.key_named(route, "p"),
+            counter: self.key_named(route, "c"),
+        }
+    }
+
+    /// Stores `record` (queue ID `id`) as its key's head or parked behind it;
+    /// whether it was stored (not there already per `marker`).
+    pub(super) async fn enqueue_ordered(
+        &self,
+        route: &RouteKey,
+        k: &Keys,
+        marker: &str,
+        id: &str,
+        record: &[u8],
+        key: &str,
+        ttl_ms: &str,
+    ) -> Result<bool, QueueError> {
+        let o = self.order_keys(route);
+        let keys = [&*k.stream, &*k.hash, &*o.heads, &*o.parked, &*o.counter, marker];
+        let v =
+            self.eval(&self.order.enqueue, &keys, &[id.as_bytes(), record, key.as_bytes(), ttl_ms.as_bytes()]).await?;
+        Ok(int(&v) == 1)
+    }
+
+    pub(super) async fn revive_ordered(
+        &self,
+        route: &RouteKey,
+        id: &str,
+        record: &[u8],
+        key: &str,
+    ) -> Result<bool, QueueError> {
+        let (k, o) = (self.keys(route), self.order_keys(route));
+        let keys = [&*k.stream, &*k.hash, &*o.heads, &*o.parked, &*o.counter, &*k.dead];
+        let v = self.eval(&self.order.revive, &keys, &[id.as_bytes(), record, key.as_bytes()]).await?;
+        Ok(int(&v) == 1)
+    }
+
+    /// A head done or dead, and the next of its key released; whether this
+    /// replica still owned the entry.
+    pub(super) async fn finish_ordered(
+        &self,
+        route: &RouteKey,
+        stream_id: &str,
+        id: &str,
+        key: &str,
+        outcome: Outcome<'_>,
+    ) -> Result<bool, QueueError> {
+        let (k, o) = (self.keys(route), self.order_keys(route));
+        let (dead, score, record) = match outcome {
+            Outcome::Done => ("0", "0", &b""[..]),
+            Outcome::Dead { score, record } => ("1", score, record),
+        };
+        let keys = [&*k.stream, &*k.hash, &*o.heads, &*o.parked, &*k.dead];
+        let args = [stream_id.as_bytes(), id.as_bytes(), score.as_bytes(), record, key.as_bytes(), dead.as_bytes()];
+        Ok(int(&self.eval(&self.order.finish, &keys, &args).await?) == 1)
+    }
+
+    /// Parked deliveries of `route` (they count as pending).
+    pub(super) async fn parked(&self, route: &RouteKey) -> Result<u64, QueueError> {
+        Ok(int(&self.query(redis::cmd("ZCARD").arg(self.key_named(route, "p"))).await?))
+    }
+}

@@ -1,0 +1,302 @@
+//! SPEC §16 `order_by` end to end, on the disk store, on Redis and with two
+//! replicas sharing Redis: deliveries with the same key are attempted one at
+//! a time in the order received, a failing head holds back only its own key,
+//! a dead letter releases its key, other keys flow in parallel.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use common::redis::RedisServer;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// An app that logs each attempt's delivery ID when it starts, answers 500
+/// to the IDs in `failing` and 200 to the others after `delay`.
+struct App {
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    failing: Arc<Mutex<HashSet<String>>>,
+    /// The most attempts of one key it was answering at once.
+    overlap: Arc<Mutex<(std::collections::HashMap<String, u32>, u32)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl App {
+    async fn start(delay: Duration) -> App {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let failing: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let overlap: Arc<Mutex<(std::collections::HashMap<String, u32>, u32)>> = Arc::default();
+        let (l, f, o) = (log.clone(), failing.clone(), overlap.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (l, f, o) = (l.clone(), f.clone(), o.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (l, f, o) = (l.clone(), f.clone(), o.clone());
+                        async move {
+                            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                            let id = v["id"].as_str().unwrap_or_default().to_owned();
+                            let key = v["data"]["key"].as_str().unwrap_or_default().to_owned();
+                            l.lock().unwrap().push(id.clone());
+                            {
+                                let mut o = o.lock().unwrap();
+                                let n = o.0.entry(key.clone()).or_default();
+                                *n += 1;
+                                let n = *n;
+                                o.1 = o.1.max(n);
+                            }
+                            tokio::time::sleep(delay).await;
+                            *o.lock().unwrap().0.get_mut(&key).unwrap() -= 1;
+                            let status = if f.lock().unwrap().contains(&id) { 500 } else { 200 };
+                            let mut res = http::Response::new(Full::new(Bytes::from_static(b"ok")));
+                            *res.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(res)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        App { addr, log, failing, overlap, task }
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn fail(&self, id: &str, yes: bool) {
+        let mut f = self.failing.lock().unwrap();
+        if yes {
+            f.insert(id.to_owned());
+        } else {
+            f.remove(id);
+        }
+    }
+
+    fn most_at_once_per_key(&self) -> u32 {
+        self.overlap.lock().unwrap().1
+    }
+}
+
+fn body(id: &str, key: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","type":"order.updated","timestamp":"{}","data":{{"key":"{key}"}}}}"#,
+        humantime::format_rfc3339_seconds(SystemTime::now())
+    )
+}
+
+fn config(queue: &str, app: SocketAddr, attempts: u32) -> String {
+    format!(
+        r#"[server]
+shutdown_grace = "1s"
+{queue}
+{}
+[[sources.tampa.routes]]
+name = "orders"
+events = ["*"]
+upstream = "http://{app}/orders"
+delivery = "queue"
+concurrency = 8
+order_by = "json:/data/key"
+retry = {{ backoff = "50ms", max_backoff = "100ms", attempts = {attempts} }}
+"#,
+        tampa_source("")
+    )
+}
+
+/// The order in which `ids` were first attempted, as the app saw them.
+fn firsts(log: &[String], ids: &[&str]) -> Vec<String> {
+    let mut seen = Vec::new();
+    for id in log {
+        if ids.contains(&id.as_str()) && !seen.contains(id) {
+            seen.push(id.clone());
+        }
+    }
+    seen
+}
+
+/// A failing head holds back its key while another key flows; it then
+/// goes, the rest of its key after it, in order.
+async fn a_failing_head_blocks_only_its_key(queue: &str) {
+    let app = App::start(Duration::from_millis(20)).await;
+    app.fail("a1", true);
+    let gw = spawn_gateway(&config(queue, app.addr, 100)).await;
+    for id in ["a1", "a2", "a3"] {
+        assert_eq!(gw.deliver("tampa", &body(id, "a"), None, None).await.status, 202);
+    }
+    for id in ["b1", "b2", "b3", "b4"] {
+        assert_eq!(gw.deliver("tampa", &body(id, "b"), None, None).await.status, 202);
+    }
+    let b_done = async || firsts(&app.log(), &["b1", "b2", "b3", "b4"]).len() == 4;
+    assert!(eventually(Duration::from_secs(10), b_done).await, "key b flows: {:?}", app.log());
+    assert!(
+        eventually(Duration::from_secs(10), async || app.log().iter().filter(|i| *i == "a1").count() >= 3).await,
+        "a1 is retried: {:?}",
+        app.log()
+    );
+    let log = app.log();
+    assert_eq!(firsts(&log, &["b1", "b2", "b3", "b4"]), ["b1", "b2", "b3", "b4"], "{log:?}");
+    assert!(!log.iter().any(|i| i == "a2" || i == "a3"), "a2/a3 wait for a1: {log:?}");
+    let route = gw.admin_json("/queue").await["routes"][0].clone();
+    assert_eq!(route["pending"], 2, "the two parked count as pending: {route}");
+    app.fail("a1", false);
+    let all = async || firsts(&app.log(), &["a1", "a2", "a3"]).len() == 3;
+    assert!(eventually(Duration::from_secs(10), all).await, "{:?}", app.log());
+    let log = app.log();
+    let last_a1 = log.iter().rposition(|i| i == "a1").unwrap();
+    let first_a2 = log.iter().position(|i| i == "a2").unwrap();
+    assert!(last_a1 < first_a2, "a2 only after a1 was delivered: {log:?}");
+    assert_eq!(firsts(&log, &["a1", "a2", "a3"]), ["a1", "a2", "a3"]);
+    assert_eq!(app.most_at_once_per_key(), 1, "one at a time per key");
+    let settled = async || {
+        let r = gw.admin_json("/queue").await["routes"][0].clone();
+        r["pending"] == 0 && r["in_flight"] == 0 && r["scheduled"] == 0
+    };
+    assert!(eventually(Duration::from_secs(10), settled).await);
+    gw.shutdown().await;
+}
+
+/// Many keys go in parallel; each key's deliveries arrive in order.
+async fn many_keys_in_parallel_each_in_order(queue: &str) {
+    let app = App::start(Duration::from_millis(10)).await;
+    let gw = spawn_gateway(&config(queue, app.addr, 100)).await;
+    let keys = ["k0", "k1", "k2", "k3", "k4"];
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        for k in keys {
+            let id = format!("{k}-{n}");
+            assert_eq!(gw.deliver("tampa", &body(&id, k), None, None).await.status, 202);
+            ids.push(id);
+        }
+    }
+    assert!(eventually(Duration::from_secs(15), async || app.log().len() >= ids.len()).await, "{:?}", app.log());
+    let log = app.log();
+    for k in keys {
+        let of_key: Vec<&String> = log.iter().filter(|i| i.starts_with(&format!("{k}-"))).collect();
+        let want: Vec<String> = (0..6).map(|n| format!("{k}-{n}")).collect();
+        assert_eq!(of_key, want.iter().collect::<Vec<_>>(), "key {k}");
+    }
+    assert_eq!(app.most_at_once_per_key(), 1, "one at a time per key");
+    gw.shutdown().await;
+}
+
+/// A head that dies (attempts used up) releases its key.
+async fn a_dead_letter_releases_its_key(queue: &str) {
+    let app = App::start(Duration::ZERO).await;
+    app.fail("d1", true);
+    let gw = spawn_gateway(&config(queue, app.addr, 2)).await;
+    for id in ["d1", "d2"] {
+        assert_eq!(gw.deliver("tampa", &body(id, "d"), None, None).await.status, 202);
+    }
+    assert!(eventually(Duration::from_secs(10), async || app.log().contains(&"d2".to_owned())).await);
+    assert_eq!(app.log(), ["d1", "d1", "d2"], "d2 after d1 died");
+    assert_eq!(gw.admin_json("/queue").await["routes"][0]["dead"], 1);
+    gw.shutdown().await;
+}
+
+fn disk() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = format!("[queue]\npath = \"{}\"", dir.path().display());
+    (dir, q)
+}
+
+fn redis_queue(redis: &RedisServer) -> String {
+    format!("[queue]\nstore = \"redis\"\n[queue.redis]\nurl = \"{}\"", redis.url())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_disk_a_failing_head_blocks_only_its_key() {
+    let (_d, q) = disk();
+    a_failing_head_blocks_only_its_key(&q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_a_failing_head_blocks_only_its_key() {
+    let redis = RedisServer::start();
+    a_failing_head_blocks_only_its_key(&redis_queue(&redis)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_disk_many_keys_in_parallel_each_in_order() {
+    let (_d, q) = disk();
+    many_keys_in_parallel_each_in_order(&q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_many_keys_in_parallel_each_in_order() {
+    let redis = RedisServer::start();
+    many_keys_in_parallel_each_in_order(&redis_queue(&redis)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_disk_a_dead_letter_releases_its_key() {
+    let (_d, q) = disk();
+    a_dead_letter_releases_its_key(&q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_a_dead_letter_releases_its_key() {
+    let redis = RedisServer::start();
+    a_dead_letter_releases_its_key(&redis_queue(&redis)).await;
+}
+
+/// Two replicas share the Redis store: deliveries received by either, one
+/// key, attempted one at a time in the order received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_keep_one_keys_order_with_redis() {
+    let redis = RedisServer::start();
+    let app = App::start(Duration::from_millis(10)).await;
+    let text = config(&redis_queue(&redis), app.addr, 100);
+    let (one, two) = (spawn_gateway(&text).await, spawn_gateway(&text).await);
+    let ids: Vec<String> = (0..20).map(|n| format!("r-{n}")).collect();
+    for (n, id) in ids.iter().enumerate() {
+        let gw = if n % 2 == 0 { &one } else { &two };
+        assert_eq!(gw.deliver("tampa", &body(id, "shared"), None, None).await.status, 202);
+    }
+    assert!(eventually(Duration::from_secs(15), async || app.log().len() >= ids.len()).await, "{:?}", app.log());
+    assert_eq!(app.log(), ids, "in the order received, across replicas");
+    assert_eq!(app.most_at_once_per_key(), 1);
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
+/// Enqueued with the key's head parked behind an earlier one, then the
+/// ordering survives a restart of the disk store: what was parked is still
+/// waiting, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_disk_order_survives_a_restart() {
+    let (dir, q) = disk();
+    let down = dead_addr().await;
+    let gw = spawn_gateway(&config(&q, down, 100)).await;
+    for n in 0..5 {
+        assert_eq!(gw.deliver("tampa", &body(&format!("s-{n}"), "s"), None, None).await.status, 202);
+    }
+    gw.shutdown().await;
+    let app = App::start(Duration::ZERO).await;
+    let gw = spawn_gateway(&config(&q, app.addr, 100)).await;
+    assert!(eventually(Duration::from_secs(15), async || app.log().len() >= 5).await, "{:?}", app.log());
+    let want: Vec<String> = (0..5).map(|n| format!("s-{n}")).collect();
+    assert_eq!(firsts(&app.log(), &want.iter().map(String::as_str).collect::<Vec<_>>()), want);
+    gw.shutdown().await;
+    drop(dir);
+}
