@@ -25,11 +25,17 @@ end
 -- BENCH_UNIQUE_BODY=1 (a token source, bench/lib.sh): the body changes per
 -- request too, so the body-digest claim sees a new body every time.
 local unique = os.getenv("BENCH_UNIQUE_BODY") == "1"
+-- BENCH_ORDER_KEYS=N (bench/order.sh): an X-Order-Key header taking N values
+-- in turn, for a route with order_by = "header:X-Order-Key".
+local order_keys = tonumber(os.getenv("BENCH_ORDER_KEYS") or "0")
 
 function request()
   counter = counter + 1
   local id = prefix .. "-" .. counter
   wrk.headers["X-Delivery-ID"] = id
+  if order_keys > 0 then
+    wrk.headers["X-Order-Key"] = tostring(counter % order_keys)
+  end
   if unique then
     return wrk.format(nil, nil, nil, (wrk.body:gsub('"id":"bench"', '"id":"' .. id .. '"', 1)))
   end

@@ -28,6 +28,7 @@ $store
 $(bench_source)
 delivery = "queue"
 concurrency = $2
+${ORDER_BY:+order_by = \"$ORDER_BY\"}
 CONF
 }
 

@@ -502,14 +502,15 @@ impl RouteWorker {
     /// freed slot may have run after the retry was recorded but before this,
     /// skipping a retry already due as in flight and coming back short
     /// without its due time, and nothing else would wake the worker for it
-    /// before the store's idle check (5 s on disk).
+    /// before the store's idle check (5 s on disk). The same after an ordered
+    /// delivery's outcome: the next of its key became takeable only then.
     fn reap(&mut self, first: Option<Result<Finished, tokio::task::JoinError>>) {
         // A panicked or aborted attempt has no ident to give back; its entry
         // stays in flight until this worker holds nothing.
         let attempts = &mut self.attempts;
         for done in first.into_iter().chain(std::iter::from_fn(|| attempts.try_join_next())).flatten() {
             self.in_flight.remove(&done.ident);
-            if done.scheduled_retry {
+            if done.retake {
                 self.exhausted = false;
                 self.retake |= self.taking.is_some();
             }
@@ -593,8 +594,10 @@ impl InFlight {
 /// What an attempt hands back once its outcome is recorded.
 struct Finished {
     ident: String,
-    /// Its outcome was a retry (recorded in the store).
-    scheduled_retry: bool,
+    /// Its recorded outcome may have made an entry takeable that a take
+    /// running meanwhile did not see: a retry (itself, once due), or the next
+    /// delivery of its `order_by` key (released when it was done or dead).
+    retake: bool,
 }
 
 /// A take in progress: what it took, and how many it asked for.
@@ -793,13 +796,13 @@ impl Attempt {
         {
             tracing::info!(source = %meta.source, route = %route.identity, down_for_ms = down_for.as_millis() as u64, failed_attempts = failures, "queue route's app delivers again");
         }
-        let scheduled_retry = matches!(transition, Transition::Retry { .. });
+        let retake = matches!(transition, Transition::Retry { .. }) || meta.order_key.is_some();
         if let Err(e) = self.queue.store.finish(taken, transition).await {
             // Left as it was: it is attempted again (at-least-once).
             tracing::error!(error = %e, "cannot record a queue attempt's outcome");
-            return Finished { ident, scheduled_retry: false };
+            return Finished { ident, retake: false };
         }
-        Finished { ident, scheduled_retry }
+        Finished { ident, retake }
     }
 }
 

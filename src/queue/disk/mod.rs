@@ -262,6 +262,9 @@ struct Db {
     /// Ordering by key ([`order`]).
     heads: Keyspace,
     parked: Keyspace,
+    /// Per ordering key with parked entries, where the next look for them
+    /// starts ([`order`]): a key's released entries leave tombstones behind.
+    parked_from: std::cell::RefCell<HashMap<Vec<u8>, u64>>,
     next_seq: u64,
     /// Where the next scan of a route's `retry` (true) or `fresh` (false) keys starts.
     cursors: HashMap<(bool, RouteKey), Vec<u8>>,
@@ -333,6 +336,7 @@ impl Db {
             dead,
             heads,
             parked,
+            parked_from: Default::default(),
             next_seq,
             cursors: HashMap::new(),
             cursor_reset: HashMap::new(),
@@ -368,6 +372,7 @@ impl Db {
             dead,
             heads,
             parked,
+            parked_from: Default::default(),
             next_seq,
             cursors: HashMap::new(),
             cursor_reset: HashMap::new(),

@@ -61,6 +61,11 @@ impl Db {
         let g = group(route, key);
         if new_heads.0.contains(&g) || self.heads.contains_key(&g).map_err(io)? {
             batch.insert(&self.parked, parked_key(&g, seq), Vec::<u8>::new());
+            // A revived dead letter parks before the look-up's start: start over.
+            let mut from = self.parked_from.borrow_mut();
+            if from.get(&g).is_some_and(|f| seq < *f) {
+                from.remove(&g);
+            }
             return Ok(true);
         }
         batch.insert(&self.heads, g.clone(), be(seq));
@@ -89,16 +94,23 @@ impl Db {
     }
 
     /// The first parked entry of `g` becomes its head, or the head goes.
+    /// The look-up starts after the last one released (a key's released
+    /// entries are tombstones until compaction; walking them on every
+    /// release made a one-key backlog quadratic).
     fn promote(&self, batch: &mut WriteBatch, route: &RouteKey, g: &[u8], now_ms: u64) -> Result<bool, QueueError> {
-        let next = self.parked.prefix(g).next().map(|e| e.key().map_err(io)).transpose()?;
+        let start = parked_key(g, self.parked_from.borrow().get(g).copied().unwrap_or(0));
+        let end = parked_key(g, u64::MAX);
+        let next = self.parked.range(start..=end).next().map(|e| e.key().map_err(io)).transpose()?;
         match next.as_deref().and_then(split_parked) {
             Some((_, next)) => {
+                self.parked_from.borrow_mut().insert(g.to_vec(), next + 1);
                 batch.remove(&self.parked, parked_key(g, next));
                 batch.insert(&self.heads, g.to_vec(), be(next));
                 batch.insert(&self.fresh, schedule_key(route, now_ms, next), Vec::<u8>::new());
                 Ok(true)
             }
             None => {
+                self.parked_from.borrow_mut().remove(g);
                 batch.remove(&self.heads, g.to_vec());
                 Ok(false)
             }
