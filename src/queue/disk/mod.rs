@@ -262,9 +262,8 @@ struct Db {
     /// Ordering by key ([`order`]).
     heads: Keyspace,
     parked: Keyspace,
-    /// Per ordering key with parked entries, where the next look for them
-    /// starts ([`order`]): a key's released entries leave tombstones behind.
-    parked_from: std::cell::RefCell<HashMap<Vec<u8>, u64>>,
+    /// The keys with parked entries, in memory ([`order`]).
+    groups: order::Groups,
     next_seq: u64,
     /// Where the next scan of a route's `retry` (true) or `fresh` (false) keys starts.
     cursors: HashMap<(bool, RouteKey), Vec<u8>>,
@@ -336,7 +335,7 @@ impl Db {
             dead,
             heads,
             parked,
-            parked_from: Default::default(),
+            groups: Default::default(),
             next_seq,
             cursors: HashMap::new(),
             cursor_reset: HashMap::new(),
@@ -348,7 +347,7 @@ impl Db {
         for (route, n) in db.parked_counts()? {
             tallies.entry(route).or_default().parked = n;
         }
-        let Db { db, entries, fresh, retry, dead, heads, parked, next_seq, .. } = db;
+        let Db { db, entries, fresh, retry, dead, heads, parked, groups, next_seq, .. } = db;
         for (space, which) in [(&fresh, 0), (&retry, 1)] {
             for g in space.iter() {
                 let k = g.key().map_err(io)?;
@@ -372,7 +371,7 @@ impl Db {
             dead,
             heads,
             parked,
-            parked_from: Default::default(),
+            groups,
             next_seq,
             cursors: HashMap::new(),
             cursor_reset: HashMap::new(),

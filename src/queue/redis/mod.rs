@@ -150,8 +150,14 @@ pub struct RedisQueue {
     id_base: String,
 }
 
-/// A delivered entry waiting to be recorded: stream key, stream ID, who waits.
-type DoneWaiting = (Arc<str>, String, oneshot::Sender<Result<(), QueueError>>);
+/// A delivered entry waiting to be recorded.
+struct DoneWaiting {
+    stream: Arc<str>,
+    stream_id: String,
+    /// An ordered entry's queue ID and `order_by` key: its key's next goes.
+    order: Option<(String, String)>,
+    tx: oneshot::Sender<Result<(), QueueError>>,
+}
 
 /// Held by the task that sends a batch of outcomes until it took the batch:
 /// if that task is cancelled first, what waits is failed (and attempted
@@ -175,8 +181,8 @@ impl Drop for DoneLead<'_> {
             return;
         }
         let left = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
-        for (_, _, tx) in left {
-            let _ = tx.send(Err(unavailable("the task recording this outcome was cancelled")));
+        for d in left {
+            let _ = d.tx.send(Err(unavailable("the task recording this outcome was cancelled")));
         }
     }
 }
@@ -615,41 +621,52 @@ impl RedisQueue {
     /// scheduler tick (on any thread) go to Redis together, one `XACK` and
     /// one `XDEL` per stream in one round trip: the first of them waits one
     /// yield for the rest, then sends them all. Before, each was a Lua call
-    /// of its own (~7 us of Redis's one thread per delivery).
-    async fn done(&self, stream: Arc<str>, stream_id: String) -> Result<(), QueueError> {
+    /// of its own (~7 us of Redis's one thread per delivery). A stream with
+    /// ordered entries among them goes as one script call that also lets
+    /// each one's next go ([`order`]).
+    async fn done(
+        &self,
+        stream: Arc<str>,
+        stream_id: String,
+        order: Option<(String, String)>,
+    ) -> Result<(), QueueError> {
         let (tx, rx) = oneshot::channel();
         let lead = {
             let mut waiting = self.done_waiting.lock().unwrap_or_else(|p| p.into_inner());
-            waiting.push((stream, stream_id, tx));
+            waiting.push(DoneWaiting { stream, stream_id, order, tx });
             waiting.len() == 1
         };
         if lead {
             let lead = DoneLead { waiting: &self.done_waiting, armed: true };
             tokio::task::yield_now().await;
             let mut batch = lead.take();
-            batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            batch.sort_unstable_by(|a, b| a.stream.cmp(&b.stream));
             while !batch.is_empty() {
-                let n = batch.iter().take_while(|d| d.0 == batch[0].0).count();
+                let n = batch.iter().take_while(|d| d.stream == batch[0].stream).count();
                 let group: Vec<_> = batch.drain(..n).collect();
-                // Acknowledged, then deleted from the stream, in one round trip
-                // (no script: deleting an ID that another replica claimed and
-                // finished meanwhile is a no-op, so nothing needs checking).
-                let mut pipe = redis::pipe();
-                let ack = pipe.cmd("XACK").arg(&*group[0].0).arg(GROUP);
-                for d in &group {
-                    ack.arg(&d.1);
-                }
-                let del = pipe.ignore().cmd("XDEL").arg(&*group[0].0);
-                for d in &group {
-                    del.arg(&d.1);
-                }
-                pipe.ignore();
-                let result = match self.conn.pipe(&pipe).await {
-                    Ok(r) => r.map(drop).map_err(unavailable),
-                    Err(_) => Err(unavailable("Redis did not answer in time")),
+                let result = if group.iter().any(|d| d.order.is_some()) {
+                    self.done_ordered(&group).await
+                } else {
+                    // Acknowledged, then deleted from the stream, in one round trip
+                    // (no script: deleting an ID that another replica claimed and
+                    // finished meanwhile is a no-op, so nothing needs checking).
+                    let mut pipe = redis::pipe();
+                    let ack = pipe.cmd("XACK").arg(&*group[0].stream).arg(GROUP);
+                    for d in &group {
+                        ack.arg(&d.stream_id);
+                    }
+                    let del = pipe.ignore().cmd("XDEL").arg(&*group[0].stream);
+                    for d in &group {
+                        del.arg(&d.stream_id);
+                    }
+                    pipe.ignore();
+                    match self.conn.pipe(&pipe).await {
+                        Ok(r) => r.map(drop).map_err(unavailable),
+                        Err(_) => Err(unavailable("Redis did not answer in time")),
+                    }
                 };
-                for (_, _, tx) in group {
-                    let _ = tx.send(result.clone());
+                for d in group {
+                    let _ = d.tx.send(result.clone());
                 }
             }
         }
@@ -662,12 +679,11 @@ impl RedisQueue {
         };
         let order = taken.entry.meta.order_key.as_deref();
         let (dead, score, state) = match t {
-            Transition::Done if let Some(key) = order => {
-                self.finish_ordered(route, stream_id, id, key, order::Outcome::Done).await?;
-                return Ok(());
-            }
             // The common case builds no key: its stream's came with the take.
-            Transition::Done => return self.done(stream.clone(), stream_id.clone()).await,
+            Transition::Done => {
+                let order = order.map(|key| (id.clone(), key.to_owned()));
+                return self.done(stream.clone(), stream_id.clone(), order).await;
+            }
             Transition::Retry { due_ms, state } => (false, *due_ms, state),
             Transition::Dead { state } => (true, state.dead_ms.unwrap_or(0), state),
         };
@@ -676,8 +692,7 @@ impl RedisQueue {
         let record = pack(id, state, stored);
         let score = score.to_string();
         if dead && let Some(key) = order {
-            let outcome = order::Outcome::Dead { score: &score, record: &record };
-            if !self.finish_ordered(route, stream_id, id, key, outcome).await? {
+            if !self.dead_ordered(route, stream_id, id, key, &score, &record).await? {
                 tracing::debug!(id, "queue entry was claimed by another replica meanwhile; its outcome is theirs");
             }
             return Ok(());

@@ -56,44 +56,97 @@ end
 return 0"
 );
 
-/// A head's outcome, done (`ARGV[6]` = '0') or dead ('1', its record `ARGV[4]`
-/// into the dead set at score `ARGV[3]`), then the next of its key into the
-/// stream. Nothing when the entry is not this replica's any more (`XACK`
-/// found nothing). KEYS: stream, hash, heads, parked, dead. ARGV: stream ID,
-/// queue ID, score, record, key, dead.
-const FINISH: &str = r"if redis.call('XACK', KEYS[1], 'hookgate', ARGV[1]) == 0 then return 0 end
+/// The Lua that lets the next parked entry of key `KEY` go once its head
+/// `ID` is done or dead: into the stream as the new head, or the key has no
+/// head any more. KEYS: stream, hash, heads, parked.
+macro_rules! release {
+    ($key:literal, $id:literal) => {
+        concat!(
+            "if redis.call('HGET', KEYS[3], ",
+            $key,
+            ") == ",
+            $id,
+            r" then
+  while true do
+    local next = redis.call('ZRANGEBYLEX', KEYS[4], '[' .. ",
+            $key,
+            r" .. ':', '[' .. ",
+            $key,
+            r" .. ';', 'LIMIT', 0, 1)[1]
+    if not next then
+      redis.call('HDEL', KEYS[3], ",
+            $key,
+            r")
+      break
+    end
+    redis.call('ZREM', KEYS[4], next)
+    local nid = string.sub(next, #",
+            $key,
+            r" + 23)
+    local record = redis.call('HGET', KEYS[2], nid)
+    if record then
+      redis.call('HDEL', KEYS[2], nid)
+      redis.call('HSET', KEYS[3], ",
+            $key,
+            r", nid)
+      redis.call('XADD', KEYS[1], '*', 'p', record)
+      break
+    end
+  end
+end"
+        )
+    };
+}
+
+/// A head's outcome, dead (its record `ARGV[4]` into the dead set `KEYS[5]`
+/// at score `ARGV[3]`), then the next of its key into the stream. Nothing
+/// when the entry is not this replica's any more (`XACK` found nothing).
+/// KEYS: stream, hash, heads, parked, dead. ARGV: stream ID, queue ID, score,
+/// record, key.
+const DEAD: &str = concat!(
+    r"if redis.call('XACK', KEYS[1], 'hookgate', ARGV[1]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[1])
-if ARGV[6] == '1' then
-  redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
-  redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
+",
+    release!("ARGV[5]", "ARGV[2]"),
+    r"
+return 1"
+);
+
+/// Deliveries of one stream done together (one scheduler tick's, as the
+/// unordered `XACK`/`XDEL` batch): ARGV is triples of stream ID, queue ID and
+/// key (empty: not ordered). KEYS: stream, hash, heads, parked.
+const DONE: &str = concat!(
+    r"for i = 1, #ARGV, 3 do
+  local sid, id, key = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('XACK', KEYS[1], 'hookgate', sid) == 1 then
+    redis.call('XDEL', KEYS[1], sid)
+    if key ~= '' then
+      ",
+    release!("key", "id"),
+    r"
+    end
+  end
 end
-if redis.call('HGET', KEYS[3], ARGV[5]) ~= ARGV[2] then return 1 end
-while true do
-  local next = redis.call('ZRANGEBYLEX', KEYS[4], '[' .. ARGV[5] .. ':', '[' .. ARGV[5] .. ';', 'LIMIT', 0, 1)[1]
-  if not next then
-    redis.call('HDEL', KEYS[3], ARGV[5])
-    return 1
-  end
-  redis.call('ZREM', KEYS[4], next)
-  local id = string.sub(next, #ARGV[5] + 23)
-  local record = redis.call('HGET', KEYS[2], id)
-  if record then
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('HSET', KEYS[3], ARGV[5], id)
-    redis.call('XADD', KEYS[1], '*', 'p', record)
-    return 1
-  end
-end";
+return 1"
+);
 
 pub(super) struct Scripts {
     enqueue: Script,
     revive: Script,
-    finish: Script,
+    dead: Script,
+    done: Script,
 }
 
 impl Default for Scripts {
     fn default() -> Self {
-        Scripts { enqueue: Script::new(ENQUEUE), revive: Script::new(REVIVE), finish: Script::new(FINISH) }
+        Scripts {
+            enqueue: Script::new(ENQUEUE),
+            revive: Script::new(REVIVE),
+            dead: Script::new(DEAD),
+            done: Script::new(DONE),
+        }
     }
 }
 
@@ -102,12 +155,6 @@ pub(super) struct OrderKeys {
     pub heads: String,
     pub parked: String,
     pub counter: String,
-}
-
-/// What [`RedisQueue::finish_ordered`] records.
-pub(super) enum Outcome<'a> {
-    Done,
-    Dead { score: &'a str, record: &'a [u8] },
 }
 
 impl RedisQueue {
@@ -151,24 +198,36 @@ impl RedisQueue {
         Ok(int(&v) == 1)
     }
 
-    /// A head done or dead, and the next of its key released; whether this
-    /// replica still owned the entry.
-    pub(super) async fn finish_ordered(
+    /// A head dead (`record` at `score` into the dead set), and the next of
+    /// its key released; whether this replica still owned the entry.
+    pub(super) async fn dead_ordered(
         &self,
         route: &RouteKey,
         stream_id: &str,
         id: &str,
         key: &str,
-        outcome: Outcome<'_>,
+        score: &str,
+        record: &[u8],
     ) -> Result<bool, QueueError> {
         let (k, o) = (self.keys(route), self.order_keys(route));
-        let (dead, score, record) = match outcome {
-            Outcome::Done => ("0", "0", &b""[..]),
-            Outcome::Dead { score, record } => ("1", score, record),
-        };
         let keys = [&*k.stream, &*k.hash, &*o.heads, &*o.parked, &*k.dead];
-        let args = [stream_id.as_bytes(), id.as_bytes(), score.as_bytes(), record, key.as_bytes(), dead.as_bytes()];
-        Ok(int(&self.eval(&self.order.finish, &keys, &args).await?) == 1)
+        let args = [stream_id.as_bytes(), id.as_bytes(), score.as_bytes(), record, key.as_bytes()];
+        Ok(int(&self.eval(&self.order.dead, &keys, &args).await?) == 1)
+    }
+
+    /// One stream's batch of delivered entries ([`RedisQueue::done`]) when
+    /// some are ordered: one script call.
+    pub(super) async fn done_ordered(&self, group: &[super::DoneWaiting]) -> Result<(), QueueError> {
+        let stream = &*group[0].stream;
+        // The route's other keys: the stream's with another kind (`…:s`).
+        let base = stream.strip_suffix('s').unwrap_or(stream);
+        let (hash, heads, parked) = (format!("{base}h"), format!("{base}oh"), format!("{base}p"));
+        let mut args: Vec<&[u8]> = Vec::with_capacity(group.len() * 3);
+        for d in group {
+            let (id, key) = d.order.as_ref().map_or(("", ""), |(i, k)| (i.as_str(), k.as_str()));
+            args.extend([d.stream_id.as_bytes(), id.as_bytes(), key.as_bytes()]);
+        }
+        self.eval(&self.order.done, &[stream, &hash, &heads, &parked], &args).await.map(drop)
     }
 
     /// Parked deliveries of `route` (they count as pending).
