@@ -586,7 +586,7 @@ async fn store(
         received_ms: unix_ms(std::time::SystemTime::now()),
         log: log_seq.map(|s| (app.deliveries.epoch, s)),
         replay: record.replay,
-        order_key: q.order_by.as_ref().and_then(|o| o.key(&headers, &delivery.body)),
+        order_key: q.order_by.as_ref().and_then(|o| o.key(&headers, delivery.body)),
     };
     let entry = NewEntry { meta, headers, body: delivery.body.clone() };
     match queue.enqueue(RouteKey::new(&source.name, &route.identity), entry).await {

@@ -347,8 +347,7 @@ impl Db {
         for (route, n) in db.parked_counts()? {
             tallies.entry(route).or_default().parked = n;
         }
-        let Db { db, entries, fresh, retry, dead, heads, parked, groups, next_seq, .. } = db;
-        for (space, which) in [(&fresh, 0), (&retry, 1)] {
+        for (space, which) in [(&db.fresh, 0), (&db.retry, 1)] {
             for g in space.iter() {
                 let k = g.key().map_err(io)?;
                 if let Some((route, _)) = RouteKey::split(&k) {
@@ -357,25 +356,14 @@ impl Db {
                 }
             }
         }
-        for g in dead.iter() {
+        for g in db.dead.iter() {
             let v = g.value().map_err(io)?;
             if let Some((route, _)) = RouteKey::split(&v) {
                 tallies.entry(route).or_default().dead += 1;
             }
         }
-        let db = Db {
-            db,
-            entries,
-            fresh,
-            retry,
-            dead,
-            heads,
-            parked,
-            groups,
-            next_seq,
-            cursors: HashMap::new(),
-            cursor_reset: HashMap::new(),
-        };
+        db.cursors.clear();
+        db.cursor_reset.clear();
         Ok(Opened { db, tallies, damage, ledger })
     }
 
@@ -1369,5 +1357,48 @@ mod tests {
         assert_eq!(ids(&t), ["e49"]);
         assert_eq!(t.entries[0].state.attempts, 1);
         assert_eq!(q.counts(&route), (Counts { pending: 0, scheduled: 0, dead: 0 }, 1), "e49 is taken again");
+    }
+
+    /// `order_by` on disk: only a key's head is taken; done, retried, dead
+    /// and revived, its key's entries go one at a time in the order received.
+    #[tokio::test]
+    async fn ordered_entries_go_one_at_a_time_per_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = DiskQueue::start(dir.path().to_owned(), true, Legacy::default()).unwrap();
+        let route = RouteKey::new("s", "r");
+        let (ka, kb) = ("a".repeat(32), "b".repeat(32));
+        let keyed = |id: &str, at: u64, key: &str| {
+            let mut e = entry(id, at);
+            e.meta.order_key = Some(key.to_owned());
+            e
+        };
+        let mut seqs = HashMap::new();
+        for (i, (id, key)) in [("a1", &ka), ("a2", &ka), ("b1", &kb), ("a3", &ka)].into_iter().enumerate() {
+            seqs.insert(id, q.enqueue(route.clone(), keyed(id, 1000 + i as u64, key)).await.unwrap());
+        }
+        let take = async || q.take(route.clone(), 8, HashSet::new(), 5000).await.unwrap();
+        let t = take().await;
+        assert_eq!(ids(&t), ["a1", "b1"], "the heads only");
+        assert_eq!(q.counts(&route).0.pending, 2, "a2 and a3 wait, counted as pending");
+        let mut it = t.entries.into_iter();
+        q.finish(it.next().unwrap(), Transition::Done).await.unwrap();
+        q.finish(it.next().unwrap(), Transition::Done).await.unwrap();
+        let t = take().await;
+        assert_eq!(ids(&t), ["a2"]);
+        let state = State { attempts: 1, last_status: Some(503), last_error: None, dead_ms: None };
+        let retry = Transition::Retry { due_ms: 9000, state: state.clone() };
+        q.finish(t.entries.into_iter().next().unwrap(), retry).await.unwrap();
+        assert!(take().await.entries.is_empty(), "a3 waits for a2's retry");
+        let t = q.take(route.clone(), 8, HashSet::new(), 9000).await.unwrap();
+        assert_eq!(ids(&t), ["a2"]);
+        let dead = Transition::Dead { state: State { dead_ms: Some(9000), ..state } };
+        q.finish(t.entries.into_iter().next().unwrap(), dead).await.unwrap();
+        let t = take().await;
+        assert_eq!(ids(&t), ["a3"], "a dead letter lets the next go");
+        // a2 revived while a3 is the head: it waits behind it.
+        assert_eq!(q.dead_retry(Some(seqs["a2"]), None).await.unwrap(), 1);
+        assert!(q.take(route.clone(), 8, HashSet::from([seqs["a3"]]), 9000).await.unwrap().entries.is_empty());
+        q.finish(t.entries.into_iter().next().unwrap(), Transition::Done).await.unwrap();
+        assert_eq!(ids(&take().await), ["a2"]);
     }
 }

@@ -71,6 +71,9 @@ impl Group {
 /// The keys with parked entries, by group (the store thread's only).
 pub(super) type Groups = std::cell::RefCell<HashMap<Vec<u8>, Group>>;
 
+/// Where a moved route's entry goes, given its route and sequence number.
+pub(super) type MoveTarget<'a> = &'a dyn Fn(&RouteKey, u64) -> Result<Option<RouteKey>, QueueError>;
+
 /// Heads given out by the batch being built (not yet readable from the store).
 #[derive(Default)]
 pub(super) struct NewHeads(HashMap<Vec<u8>, u64>);
@@ -230,7 +233,7 @@ impl Db {
     pub(super) fn unpark_moved(
         &self,
         batch: &mut WriteBatch,
-        target: &dyn Fn(&RouteKey, u64) -> Result<Option<RouteKey>, QueueError>,
+        target: MoveTarget<'_>,
         now_ms: u64,
     ) -> Result<Vec<(RouteKey, RouteKey)>, QueueError> {
         let mut moved = Vec::new();

@@ -372,7 +372,7 @@ impl RedisQueue {
         };
         let ttl = ENQUEUE_MARK_TTL.as_millis().to_string();
         let stored = match &entry.meta.order_key {
-            Some(key) => self.enqueue_ordered(route, &k, &mark, &id, &record, key, &ttl).await?,
+            Some(key) => self.enqueue_ordered(route, &k, &mark, (&id, &record), key, &ttl).await?,
             None => int(&self.eval(&self.scripts.enqueue, &[&k.stream, &mark], &[&record, ttl.as_bytes()]).await?) == 1,
         };
         if !stored {

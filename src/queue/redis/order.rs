@@ -173,8 +173,7 @@ impl RedisQueue {
         route: &RouteKey,
         k: &Keys,
         marker: &str,
-        id: &str,
-        record: &[u8],
+        (id, record): (&str, &[u8]),
         key: &str,
         ttl_ms: &str,
     ) -> Result<bool, QueueError> {
