@@ -359,6 +359,8 @@ pub struct Queue {
     pub changed: Arc<Notify>,
     /// Paused routes (SPEC §16); with Redis, this process's copy of the store's.
     pub pauses: Arc<pause::Pauses>,
+    /// Disk store: where the pauses are kept across restarts; one write at a time.
+    pause_file: Option<(pause::PauseFile, Arc<tokio::sync::Mutex<()>>)>,
     /// `rate` limits kept in this process (disk store; Redis keeps them in the store).
     pub rates: Arc<rate::RateLimits>,
     /// Where pauses and lost deliveries are reported (SPEC §17); set once by the app.
@@ -370,6 +372,15 @@ impl Queue {
     /// (what keys stored by route position, before identities, belong to).
     pub fn start(config: &QueueConfig, routes: &crate::config::Config) -> Result<Queue, QueueError> {
         let legacy = Legacy::of(routes);
+        let pauses = Arc::new(pause::Pauses::default());
+        let mut pause_file = None;
+        if let QueueStoreConfig::Disk { path, .. } = &config.store {
+            let file = pause::PauseFile::in_dir(path);
+            for (route, p) in file.read() {
+                pauses.pause(&route, p.reason, p.since);
+            }
+            pause_file = Some((file, Arc::default()));
+        }
         let store = match &config.store {
             QueueStoreConfig::Disk { path, fsync } => {
                 Store::Disk(disk::DiskQueue::start(path.clone(), *fsync, legacy.clone())?)
@@ -384,7 +395,8 @@ impl Queue {
             config: config.clone(),
             legacy,
             changed: Arc::default(),
-            pauses: Arc::default(),
+            pauses,
+            pause_file,
             rates: Arc::default(),
             alerts: std::sync::OnceLock::new(),
         })
@@ -430,6 +442,7 @@ impl Queue {
         }
         let new = self.pauses.pause(route, reason.clone(), since);
         if new {
+            self.keep_pauses().await;
             tracing::warn!(source = route.source(), route = %route.identity(), reason = %reason.text(), "queue route paused; deliveries are stored, not attempted");
             if let Some(a) = self.alerts.get() {
                 a.paused(route.source(), &route.identity(), &reason.text());
@@ -445,10 +458,21 @@ impl Queue {
         }
         let was = self.pauses.resume(route);
         if was {
+            self.keep_pauses().await;
             tracing::info!(source = route.source(), route = %route.identity(), "queue route resumed");
             self.wake_all();
         }
         Ok(was)
+    }
+
+    /// Disk store: the pauses as they are now into the pause file. A failed
+    /// write is logged; the pause holds in this process either way.
+    async fn keep_pauses(&self) {
+        let Some((file, lock)) = &self.pause_file else { return };
+        let _one = lock.lock().await;
+        if let Err(e) = file.write(self.pauses.all()).await {
+            tracing::error!(error = %e, "cannot write the queue's pause file; pauses end with this process");
+        }
     }
 
     /// Redis: reads the store's pauses into this process's copy (every replica

@@ -8,7 +8,8 @@
 //! The worker asks one question ([`Pauses::allowance`]: "how many may I start
 //! now?") and reports what it did. With `store = "redis"` a pause is written to
 //! the store and read back by every replica ([`super::redis`]), so a pause by one
-//! holds for all.
+//! holds for all. With the disk store the pauses are kept in a file beside it
+//! ([`PauseFile`]), so a pause outlives a restart.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -64,6 +65,76 @@ impl Reason {
 pub struct Pause {
     pub since: SystemTime,
     pub reason: Reason,
+}
+
+impl Pause {
+    /// As stored (a Redis hash field and value, a line of [`PauseFile`]): the
+    /// route key in hex, and `<since unix ms> <reason>`.
+    pub fn encode(&self, route: &RouteKey) -> (String, String) {
+        (hex::encode(route.as_bytes()), format!("{} {}", super::unix_ms(self.since), self.reason.encode()))
+    }
+
+    /// Back from [`Pause::encode`]; `None` unless well formed.
+    pub fn decode(field: &str, value: &str) -> Option<(RouteKey, Pause)> {
+        let route = RouteKey::from_bytes(&hex::decode(field).ok()?)?;
+        let (since, reason) = value.split_once(' ')?;
+        let since = std::time::UNIX_EPOCH + Duration::from_millis(since.parse().ok()?);
+        Some((route, Pause { since, reason: Reason::decode(reason)? }))
+    }
+}
+
+/// The disk store's pauses: `pauses` in its directory, a line per paused
+/// route (`<route hex> <since unix ms> <reason>`), replaced whole (written
+/// beside, synced, renamed) at every pause and resume.
+#[derive(Debug, Clone)]
+pub struct PauseFile(std::path::PathBuf);
+
+impl PauseFile {
+    pub fn in_dir(dir: &std::path::Path) -> PauseFile {
+        PauseFile(dir.join("pauses"))
+    }
+
+    /// What the file holds; nothing when there is none. A line that cannot
+    /// be read is skipped with a warning (that route is not paused).
+    pub fn read(&self) -> Vec<(RouteKey, Pause)> {
+        let Ok(text) = std::fs::read_to_string(&self.0) else { return Vec::new() };
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|line| {
+                let got = line.split_once(' ').and_then(|(field, value)| Pause::decode(field, value));
+                if got.is_none() {
+                    tracing::warn!(path = %self.0.display(), "unreadable line in the queue's pause file; that route is not paused");
+                }
+                got
+            })
+            .collect()
+    }
+
+    /// Replaces the file with `all` (off the runtime's threads).
+    pub async fn write(&self, all: Vec<(RouteKey, Pause)>) -> std::io::Result<()> {
+        let path = self.0.clone();
+        let text: String = all
+            .iter()
+            .map(|(route, p)| {
+                let (field, value) = p.encode(route);
+                format!("{field} {value}\n")
+            })
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let tmp = path.with_extension("new");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
 }
 
 #[derive(Debug)]
@@ -172,5 +243,34 @@ mod tests {
             assert_eq!(Reason::decode(&reason.encode()), Some(reason));
         }
         assert_eq!(Reason::decode("failing:x"), None);
+    }
+
+    /// The disk store's pause file: what is written is read back; damaged
+    /// lines are skipped, a missing file is no pause.
+    #[tokio::test]
+    async fn the_pause_file_round_trips_and_skips_what_it_cannot_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = PauseFile::in_dir(dir.path());
+        assert!(file.read().is_empty(), "no file yet");
+        let since = std::time::UNIX_EPOCH + Duration::from_millis(1_796_000_000_123);
+        let all = vec![
+            (RouteKey::new("stripe", "orders"), Pause { since, reason: Reason::Api }),
+            (
+                RouteKey::new("gh", "ci"),
+                Pause { since, reason: Reason::Failing { probe_every: Duration::from_secs(60) } },
+            ),
+        ];
+        file.write(all.clone()).await.unwrap();
+        let mut back = file.read();
+        back.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut want = all.clone();
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(back, want);
+        let good = std::fs::read_to_string(dir.path().join("pauses")).unwrap();
+        std::fs::write(dir.path().join("pauses"), format!("zz 1 api\n{}\n\nnot a line\n00 x gone\n", good.trim()))
+            .unwrap();
+        assert_eq!(file.read().len(), 2, "the two good lines");
+        file.write(Vec::new()).await.unwrap();
+        assert!(file.read().is_empty());
     }
 }

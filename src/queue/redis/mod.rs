@@ -912,17 +912,16 @@ impl RedisQueue {
     }
 
     pub async fn pause_write(&self, route: &RouteKey, pause: Option<&super::pause::Pause>) -> Result<(), QueueError> {
-        let field = hex::encode(route.as_bytes());
         let cmd = match pause {
             Some(p) => {
-                let since = super::unix_ms(p.since);
+                let (field, value) = p.encode(route);
                 let mut c = redis::cmd("HSET");
-                c.arg(self.paused_key()).arg(field).arg(format!("{since} {}", p.reason.encode()));
+                c.arg(self.paused_key()).arg(field).arg(value);
                 c
             }
             None => {
                 let mut c = redis::cmd("HDEL");
-                c.arg(self.paused_key()).arg(field);
+                c.arg(self.paused_key()).arg(hex::encode(route.as_bytes()));
                 c
             }
         };
@@ -932,15 +931,7 @@ impl RedisQueue {
     pub async fn pauses_read(&self) -> Result<Vec<(RouteKey, super::pause::Pause)>, QueueError> {
         let v = self.query(redis::cmd("HGETALL").arg(self.paused_key())).await?;
         let flat: Vec<String> = items(&v).iter().filter_map(text).collect();
-        Ok(flat
-            .chunks(2)
-            .filter_map(|kv| {
-                let route = RouteKey::from_bytes(&hex::decode(kv.first()?).ok()?)?;
-                let (since, reason) = kv.get(1)?.split_once(' ')?;
-                let since = std::time::UNIX_EPOCH + Duration::from_millis(since.parse().ok()?);
-                Some((route, super::pause::Pause { since, reason: super::pause::Reason::decode(reason)? }))
-            })
-            .collect())
+        Ok(flat.chunks(2).filter_map(|kv| super::pause::Pause::decode(kv.first()?, kv.get(1)?)).collect())
     }
 
     /// Up to `want` of `route`'s rate permits, shared by every replica: how
