@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use common::redis::RedisServer;
+use common::redis::{RedisCluster, RedisServer};
 use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -260,6 +260,16 @@ async fn on_disk_a_dead_letter_releases_its_key() {
 async fn on_redis_a_dead_letter_releases_its_key() {
     let redis = RedisServer::start();
     a_dead_letter_releases_its_key(&redis_queue(&redis)).await;
+}
+
+/// Redis Cluster (3 masters): every ordering script touches one slot (the
+/// route's hash tag), so the same holds there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_cluster_a_failing_head_blocks_only_its_key() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();
+    let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let q = format!("[queue]\nstore = \"redis\"\n[queue.redis]\ncluster = [{}]", nodes.join(", "));
+    a_failing_head_blocks_only_its_key(&q).await;
 }
 
 /// Two replicas share the Redis store: deliveries received by either, one
