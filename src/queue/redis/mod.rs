@@ -154,8 +154,8 @@ pub struct RedisQueue {
 struct DoneWaiting {
     stream: Arc<str>,
     stream_id: String,
-    /// An ordered entry's queue ID and `order_by` key: its key's next goes.
-    order: Option<(String, String)>,
+    /// An ordered entry's route, queue ID and `order_by` key: its key's next goes.
+    order: Option<(RouteKey, String, String)>,
     tx: oneshot::Sender<Result<(), QueueError>>,
 }
 
@@ -628,7 +628,7 @@ impl RedisQueue {
         &self,
         stream: Arc<str>,
         stream_id: String,
-        order: Option<(String, String)>,
+        order: Option<(RouteKey, String, String)>,
     ) -> Result<(), QueueError> {
         let (tx, rx) = oneshot::channel();
         let lead = {
@@ -644,8 +644,8 @@ impl RedisQueue {
             while !batch.is_empty() {
                 let n = batch.iter().take_while(|d| d.stream == batch[0].stream).count();
                 let group: Vec<_> = batch.drain(..n).collect();
-                let result = if group.iter().any(|d| d.order.is_some()) {
-                    self.done_ordered(&group).await
+                let result = if let Some((route, ..)) = group.iter().find_map(|d| d.order.as_ref()) {
+                    self.done_ordered(route, &group).await
                 } else {
                     // Acknowledged, then deleted from the stream, in one round trip
                     // (no script: deleting an ID that another replica claimed and
@@ -681,7 +681,7 @@ impl RedisQueue {
         let (dead, score, state) = match t {
             // The common case builds no key: its stream's came with the take.
             Transition::Done => {
-                let order = order.map(|key| (id.clone(), key.to_owned()));
+                let order = order.map(|key| (route.clone(), id.clone(), key.to_owned()));
                 return self.done(stream.clone(), stream_id.clone(), order).await;
             }
             Transition::Retry { due_ms, state } => (false, *due_ms, state),

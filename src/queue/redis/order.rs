@@ -216,17 +216,15 @@ impl RedisQueue {
 
     /// One stream's batch of delivered entries ([`RedisQueue::done`]) when
     /// some are ordered: one script call.
-    pub(super) async fn done_ordered(&self, group: &[super::DoneWaiting]) -> Result<(), QueueError> {
-        let stream = &*group[0].stream;
-        // The route's other keys: the stream's with another kind (`…:s`).
-        let base = stream.strip_suffix('s').unwrap_or(stream);
-        let (hash, heads, parked) = (format!("{base}h"), format!("{base}oh"), format!("{base}p"));
+    pub(super) async fn done_ordered(&self, route: &RouteKey, group: &[super::DoneWaiting]) -> Result<(), QueueError> {
+        let (k, o) = (self.keys(route), self.order_keys(route));
         let mut args: Vec<&[u8]> = Vec::with_capacity(group.len() * 3);
         for d in group {
-            let (id, key) = d.order.as_ref().map_or(("", ""), |(i, k)| (i.as_str(), k.as_str()));
+            let (id, key) = d.order.as_ref().map_or(("", ""), |(_, i, k)| (i.as_str(), k.as_str()));
             args.extend([d.stream_id.as_bytes(), id.as_bytes(), key.as_bytes()]);
         }
-        self.eval(&self.order.done, &[stream, &hash, &heads, &parked], &args).await.map(drop)
+        // The batch is one stream's (the route's): its keys share one slot.
+        self.eval(&self.order.done, &[&*k.stream, &*k.hash, &*o.heads, &*o.parked], &args).await.map(drop)
     }
 
     /// Parked deliveries of `route` (they count as pending).
