@@ -27,6 +27,9 @@ NATS=$(free_port)
 nats-server -js -a 127.0.0.1 -p "$NATS" -sd "$WORK/nats" >/dev/null 2>&1 & PIDS+=($!)
 wait_port "$NATS"
 QUEUE=hookgate-bench-$$
+# the machine's RabbitMQ keeps the run's queue unless it is deleted: a queue
+# left with millions of messages slows every later run
+trap 'rabbitmqctl delete_queue "$QUEUE" >/dev/null 2>&1 || true; cleanup' EXIT
 declare -A URLS=(
   [nats]="nats://127.0.0.1:$NATS/bench.hooks"
   [amqp]="amqp://guest:guest@127.0.0.1:5672/%2f?routing_key=$QUEUE"
@@ -53,8 +56,18 @@ for p in $HTTP $HG_nats $HG_amqp $HG_redis; do wait_port "$p"; done
 sign_body "$BIN" "$WORK/http.toml"
 for p in $HTTP $HG_nats $HG_amqp $HG_redis $BARE_nats $BARE_amqp $BARE_redis; do sanity "$p"; done
 
+# Each run starts on an empty queue and stream: a backlog that grows over the
+# run makes RabbitMQ (and Redis, with memory) slower for whoever runs later.
+# (The NATS stream keeps at most 200k messages, see examples/bare_publish.)
+reset() { # broker
+  case $1 in
+    amqp) rabbitmqctl purge_queue "$QUEUE" >/dev/null 2>&1 || true ;;
+    redis) redis-cli -p "$RDS" DEL bench >/dev/null ;;
+  esac
+}
 one() { # name port
   local out
+  case $1 in bare-* | hookgate-*) reset "${1#*-}" ;; esac
   out=$(load "$2" 2 50 "$DURATION")
   RPS[$1]+="$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$out") "
   echo "  $1: $(grep -o 'rps=[0-9.]*' <<<"$out") $(grep -o 'p99_us=[0-9]*' <<<"$out") $(grep -o 'non2xx=[0-9]*' <<<"$out")"
@@ -63,8 +76,12 @@ for r in $(seq 1 "$ROUNDS"); do
   echo "round $r"
   one hookgate-http "$HTTP"
   for b in nats amqp redis; do
-    eval "one bare-$b \$BARE_$b"
-    eval "one hookgate-$b \$HG_$b"
+    # who runs first alternates by round, so neither always follows the other
+    if (( r % 2 )); then
+      eval "one bare-$b \$BARE_$b"; eval "one hookgate-$b \$HG_$b"
+    else
+      eval "one hookgate-$b \$HG_$b"; eval "one bare-$b \$BARE_$b"
+    fi
   done
 done
 python3 - <<PY

@@ -4,7 +4,7 @@
 //! settings hookgate uses, answering 200 once the broker confirmed:
 //!
 //! - `nats://HOST:PORT/SUBJECT`: async-nats JetStream publish (to a stream
-//!   BENCH on SUBJECT, made if missing) with
+//!   BENCH on SUBJECT, made if missing, keeping the newest 200k) with
 //!   `Nats-Msg-Id` (the request's `X-Delivery-ID`), waiting for the PubAck;
 //! - `amqp://USER:PASS@HOST:PORT/VHOST?routing_key=Q`: lapin, one channel in
 //!   confirm mode, persistent + mandatory + `message_id`, waiting for the
@@ -49,6 +49,9 @@ impl Client {
                 let stream = async_nats::jetstream::stream::Config {
                     name: "BENCH".into(),
                     subjects: vec![subject.to_owned()],
+                    // bounded, so a long benchmark does not slow itself down
+                    // by filling the disk (old messages go first)
+                    max_messages: 200_000,
                     ..Default::default()
                 };
                 js.get_or_create_stream(stream).await.expect("stream");

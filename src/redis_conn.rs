@@ -138,16 +138,22 @@ impl RedisConn {
     /// One command, bounded by the timeout. `Ok(Err(_))` is an error reply or a
     /// connection failure, kept whole so callers can look at its kind.
     pub async fn query(&self, cmd: &Cmd) -> Result<Result<Value, RedisError>, Elapsed> {
-        self.send(Request::Cmd(cmd)).await
+        self.send(Request::Cmd(cmd), self.timeout).await
+    }
+
+    /// As [`RedisConn::query`], bounded by `timeout` instead of the client's
+    /// (a client shared by callers with deadlines of their own).
+    pub async fn query_within(&self, cmd: &Cmd, timeout: Duration) -> Result<Result<Value, RedisError>, Elapsed> {
+        self.send(Request::Cmd(cmd), timeout).await
     }
 
     /// Commands sent together, answered together, bounded by the timeout.
     /// All keys must hash to one slot (hash tags) for Cluster.
     pub async fn pipe(&self, pipe: &Pipeline) -> Result<Result<Value, RedisError>, Elapsed> {
-        self.send(Request::Pipe(pipe)).await
+        self.send(Request::Pipe(pipe), self.timeout).await
     }
 
-    async fn send(&self, req: Request<'_>) -> Result<Result<Value, RedisError>, Elapsed> {
+    async fn send(&self, req: Request<'_>, timeout: Duration) -> Result<Result<Value, RedisError>, Elapsed> {
         let once = || async {
             match &self.conn {
                 Conn::Single(m) => req.on(&mut m[thread_slot() % m.len()].clone()).await,
@@ -168,7 +174,7 @@ impl RedisConn {
                 other => other,
             }
         };
-        tokio::time::timeout(self.timeout, run).await.map_err(|_| Elapsed)
+        tokio::time::timeout(timeout, run).await.map_err(|_| Elapsed)
     }
 
     /// `EVALSHA`, or `EVAL` when this node has not cached the script yet. All

@@ -46,12 +46,14 @@ enum Kind {
         uri: Secretly,
         exchange: Box<str>,
     },
-    /// `client` names the shared client: the URL, and the CA file when set.
+    /// `client` names the shared client: the URL, and the CA file when set;
+    /// `conn` keeps it once looked up, so a publish takes no lock.
     Redis {
         url: Secretly,
         maxlen: Option<u64>,
         roots: Option<Roots>,
         client: Secretly,
+        conn: redis_stream::Cached,
     },
 }
 
@@ -150,7 +152,7 @@ impl Broker {
                 };
                 let url: Box<str> = base(&u).as_str().into();
                 let client = Secretly(url.clone());
-                (Kind::Redis { url: Secretly(url), maxlen, roots: None, client }, key.clone())
+                (Kind::Redis { url: Secretly(url), maxlen, roots: None, client, conn: Default::default() }, key.clone())
             }
             _ => unreachable!("parse() passes known schemes only"),
         };
@@ -174,8 +176,12 @@ impl Broker {
         }
     }
 
-    /// The subject, routing key or stream key for one delivery.
-    fn target(&self, headers: &HeaderMap, route: &str) -> String {
+    /// The subject, routing key or stream key for one delivery (borrowed
+    /// when it has no placeholders).
+    fn target(&self, headers: &HeaderMap, route: &str) -> std::borrow::Cow<'_, str> {
+        if let [Part::Text(t)] = &self.target[..] {
+            return std::borrow::Cow::Borrowed(t);
+        }
         let value = |name: &http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let clean: fn(&str) -> String = match self.kind {
             Kind::Nats { .. } => nats::clean,
@@ -202,34 +208,43 @@ impl Broker {
         timeout: Duration,
     ) -> Result<Response<ResBody>, ForwardError> {
         let target = self.target(&headers, route);
-        let id = headers.get(X_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-        let published = async {
-            match &self.kind {
-                Kind::Nats { server } => nats::publish(&server.0, &target, &id, &headers, body).await,
-                Kind::Amqp { uri, exchange } => amqp::publish(&uri.0, exchange, &target, &id, &headers, &body).await,
-                Kind::Redis { url, maxlen, roots, client } => {
-                    let to = redis_stream::Stream {
-                        url: &url.0,
-                        roots: roots.as_ref(),
-                        client: &client.0,
-                        maxlen: *maxlen,
-                        key: &target,
-                    };
-                    redis_stream::publish(to, &id, &headers, &body, timeout).await
-                }
+        let id = headers.get(X_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let late = || format!("{} did not confirm within {timeout:?}", self.shown);
+        let published = match &self.kind {
+            Kind::Nats { server } => {
+                let publish = nats::publish(&server.0, &target, id, &headers, body);
+                tokio::time::timeout(timeout, publish).await.unwrap_or_else(|_| Err(late()))
+            }
+            Kind::Amqp { uri, exchange } => {
+                let publish = amqp::publish(&uri.0, exchange, &target, id, &headers, &body);
+                tokio::time::timeout(timeout, publish).await.unwrap_or_else(|_| Err(late()))
+            }
+            // Bounded by `timeout` inside (the Redis client's own deadline).
+            Kind::Redis { url, maxlen, roots, client, conn } => {
+                let to = redis_stream::Stream {
+                    url: &url.0,
+                    roots: roots.as_ref(),
+                    client: &client.0,
+                    conn,
+                    maxlen: *maxlen,
+                    key: &target,
+                };
+                redis_stream::publish(to, id, &headers, &body, timeout).await
             }
         };
-        match tokio::time::timeout(timeout, published).await {
-            Ok(Ok(())) => {
-                let body = format!(r#"{{"ok":true,"published":true,"to":{}}}"#, serde_json::json!(target));
+        match published {
+            Ok(()) => {
+                let mut body = String::with_capacity(40 + target.len());
+                body.push_str(r#"{"ok":true,"published":true,"to":"#);
+                body.push_str(&serde_json::to_string(&*target).unwrap_or_default());
+                body.push('}');
                 let mut res = Response::new(http_body_util::Either::Left(http_body_util::Full::new(Bytes::from(body))));
                 *res.status_mut() = StatusCode::OK;
                 res.headers_mut()
                     .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
                 Ok(res)
             }
-            Ok(Err(e)) => Err(ForwardError::Broker(scrub(&e, self))),
-            Err(_) => Err(ForwardError::Broker(format!("{} did not confirm within {timeout:?}", self.shown))),
+            Err(e) => Err(ForwardError::Broker(scrub(&e, self))),
         }
     }
 }

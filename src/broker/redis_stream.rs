@@ -2,14 +2,26 @@
 //! delivered when the server answers with the entry's ID. The headers go as
 //! fields named by their lowercase names (`id` and `body` are ours).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::HeaderMap;
 
 use crate::redis_conn::{RedisConfig, RedisConn, RedisTarget};
 
-static CONNS: super::Clients<Result<RedisConn, String>> = OnceLock::new();
+type Client = Result<RedisConn, String>;
+
+static CONNS: super::Clients<Client> = OnceLock::new();
+
+/// A route's handle on its shared client, looked up on first use.
+#[derive(Default)]
+pub(super) struct Cached(OnceLock<Arc<Client>>);
+
+impl std::fmt::Debug for Cached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cached")
+    }
+}
 
 /// Stream keys: no whitespace or control characters, no braces (hash tags).
 pub(super) fn clean(v: &str) -> String {
@@ -22,6 +34,7 @@ pub(super) struct Stream<'a> {
     pub roots: Option<&'a super::Roots>,
     /// The shared client's name (the URL, and the CA file when set).
     pub client: &'a str,
+    pub conn: &'a Cached,
     pub maxlen: Option<u64>,
     pub key: &'a str,
 }
@@ -33,10 +46,13 @@ pub(super) async fn publish(
     body: &[u8],
     timeout: Duration,
 ) -> Result<(), String> {
-    let Stream { url, roots, client, maxlen, key } = to;
-    let conn = super::shared(&CONNS, client, || {
-        let cfg = RedisConfig { target: RedisTarget::Single(url.to_owned()), key_prefix: String::new(), timeout };
-        RedisConn::with_roots(&cfg, roots.map(|r| &*r.pem)).map_err(|e| format!("invalid Redis URL: {:?}", e.kind()))
+    let Stream { url, roots, client, conn, maxlen, key } = to;
+    let conn = conn.0.get_or_init(|| {
+        super::shared(&CONNS, client, || {
+            let cfg = RedisConfig { target: RedisTarget::Single(url.to_owned()), key_prefix: String::new(), timeout };
+            RedisConn::with_roots(&cfg, roots.map(|r| &*r.pem))
+                .map_err(|e| format!("invalid Redis URL: {:?}", e.kind()))
+        })
     });
     let conn = conn.as_ref().as_ref().map_err(Clone::clone)?;
     let mut cmd = redis::cmd("XADD");
@@ -48,7 +64,7 @@ pub(super) async fn publish(
     for (k, v) in headers.iter().filter(|(k, _)| !matches!(k.as_str(), "id" | "body")) {
         cmd.arg(k.as_str()).arg(v.as_bytes());
     }
-    match conn.query(&cmd).await {
+    match conn.query_within(&cmd, timeout).await {
         Ok(Ok(redis::Value::BulkString(_) | redis::Value::SimpleString(_) | redis::Value::VerbatimString { .. })) => {
             Ok(())
         }
