@@ -1087,31 +1087,46 @@ impl StoreThread {
     fn dead_retry(&mut self, seq: Option<u64>, source: Option<&str>) -> Result<usize, QueueError> {
         let db = self.db.as_ref().ok_or_else(|| QueueError::Unavailable("queue store is not open".into()))?;
         let picked = dead_pick(db, seq, source)?;
-        let mut batch = db.db.batch();
-        let mut moved = Vec::new();
-        let mut parked = Vec::new();
-        let mut heads = order::NewHeads::default();
-        for (seq, route) in picked {
-            let (received_ms, order) = match db.entries.get(be(seq)).map_err(io)? {
-                Some(bytes) => NewEntry::decode_meta(&bytes).map(|m| (m.received_ms, m.order_key)).unwrap_or((0, None)),
-                None => {
-                    batch.remove(&db.dead, be(seq));
+        // `admit` parks entries in memory as it goes: if anything fails from
+        // here on, the store is opened again, which builds that state from
+        // what was written.
+        let revived = || -> Result<_, QueueError> {
+            let mut batch = db.db.batch();
+            let mut moved = Vec::new();
+            let mut parked = Vec::new();
+            let mut heads = order::NewHeads::default();
+            for (seq, route) in picked {
+                let (received_ms, order) = match db.entries.get(be(seq)).map_err(io)? {
+                    Some(bytes) => {
+                        NewEntry::decode_meta(&bytes).map(|m| (m.received_ms, m.order_key)).unwrap_or((0, None))
+                    }
+                    None => {
+                        batch.remove(&db.dead, be(seq));
+                        continue;
+                    }
+                };
+                batch.remove(&db.dead, be(seq));
+                // An ordered one waits behind its key's head again, in arrival order.
+                if let Some(key) = order
+                    && db.admit(&mut batch, &mut heads, &route, &key, seq)?
+                {
+                    parked.push(route);
                     continue;
                 }
-            };
-            batch.remove(&db.dead, be(seq));
-            // An ordered one waits behind its key's head again, in arrival order.
-            if let Some(key) = order
-                && db.admit(&mut batch, &mut heads, &route, &key, seq)?
-            {
-                parked.push(route);
-                continue;
+                let key = schedule_key(&route, received_ms, seq);
+                batch.insert(&db.fresh, key.clone(), Vec::<u8>::new());
+                moved.push((route, key));
             }
-            let key = schedule_key(&route, received_ms, seq);
-            batch.insert(&db.fresh, key.clone(), Vec::<u8>::new());
-            moved.push((route, key));
-        }
-        batch.commit().map_err(io)?;
+            batch.commit().map_err(io)?;
+            Ok((moved, parked))
+        };
+        let (moved, parked) = match revived() {
+            Ok(r) => r,
+            Err(e) => {
+                self.failed(&e);
+                return Err(e);
+            }
+        };
         let n = moved.len() + parked.len();
         for route in parked {
             self.tally(&route, |t| {

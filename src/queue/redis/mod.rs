@@ -112,8 +112,19 @@ for _, id in ipairs(ids) do redis.call('HDEL', KEYS[2], id) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 return #ids";
 
+/// A route's counts read at one instant (one script: Redis runs nothing
+/// between its commands), so an entry moving between the stream and the
+/// retry set is never counted twice or not at all. KEYS: stream, retry set,
+/// dead set, parked set. Returns stream length, taken (the group's pending
+/// count; 0 without a group), retries, dead, parked.
+const DEPTH: &str = r"local taken = 0
+local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1])
+if ok then taken = p[1] end
+return {redis.call('XLEN', KEYS[1]), taken, redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[4])}";
+
 struct Scripts {
     enqueue: Script,
+    depth: Script,
     promote: Script,
     park: Script,
     revive: Script,
@@ -305,6 +316,7 @@ impl RedisQueue {
             done_waiting: Mutex::default(),
             scripts: Scripts {
                 enqueue: Script::new(ENQUEUE),
+                depth: Script::new(DEPTH),
                 rate: Script::new(super::rate::GCRA),
                 promote: Script::new(PROMOTE),
                 park: Script::new(PARK),
@@ -712,17 +724,13 @@ impl RedisQueue {
 
     pub async fn depth(&self, route: &RouteKey) -> Result<(Counts, u64), QueueError> {
         let k = self.keys(route);
-        let len = int(&self.query(redis::cmd("XLEN").arg(&k.stream)).await?);
-        let taken = match self.conn.query(redis::cmd("XPENDING").arg(&k.stream).arg(GROUP)).await {
-            Ok(Ok(v)) => items(&v).first().map(int).unwrap_or(0),
-            // No group yet: nothing was taken.
-            Ok(Err(e)) if e.to_string().contains("NOGROUP") => 0,
-            Ok(Err(e)) => return Err(unavailable(e)),
-            Err(_) => return Err(unavailable("Redis did not answer in time")),
+        let parked = self.order_keys(route).parked;
+        let keys = [k.stream.as_str(), &k.delayed, &k.dead, &parked];
+        let v = self.eval(&self.scripts.depth, &keys, &[GROUP.as_bytes()]).await?;
+        let n: Vec<u64> = items(&v).iter().map(int).collect();
+        let [len, taken, scheduled, dead, parked] = n[..] else {
+            return Err(unavailable(format!("Redis answered the depth script with {v:?}")));
         };
-        let scheduled = int(&self.query(redis::cmd("ZCARD").arg(&k.delayed)).await?);
-        let dead = int(&self.query(redis::cmd("ZCARD").arg(&k.dead)).await?);
-        let parked = self.parked(route).await?;
         Ok((Counts { pending: len.saturating_sub(taken) + parked, scheduled, dead }, taken))
     }
 

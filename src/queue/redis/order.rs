@@ -226,9 +226,4 @@ impl RedisQueue {
         // The batch is one stream's (the route's): its keys share one slot.
         self.eval(&self.order.done, &[&*k.stream, &*k.hash, &*o.heads, &*o.parked], &args).await.map(drop)
     }
-
-    /// Parked deliveries of `route` (they count as pending).
-    pub(super) async fn parked(&self, route: &RouteKey) -> Result<u64, QueueError> {
-        Ok(int(&self.query(redis::cmd("ZCARD").arg(self.key_named(route, "p"))).await?))
-    }
 }
