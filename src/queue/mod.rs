@@ -54,6 +54,8 @@ pub enum QueueError {
 pub enum Slot {
     Fresh(Vec<u8>),
     Retry(Vec<u8>),
+    /// An `order_by` key's head released from its parked key, taken from there.
+    Parked(Vec<u8>),
 }
 
 /// How the store finds a taken entry again to record its outcome.

@@ -98,8 +98,7 @@ impl Db {
         // a key whose head is gone gets its next one as head.
         let live = placed.clone();
         if parked_before + heads_before > 0 {
-            let (lost, parked) =
-                self.check_order(&mut batch, &live, crate::queue::unix_ms(std::time::SystemTime::now()))?;
+            let (lost, parked) = self.check_order(&mut batch, &live)?;
             for (route, n) in lost {
                 *damage.lost.entry(Some(route)).or_default() += n;
             }

@@ -264,6 +264,8 @@ struct Db {
     parked: Keyspace,
     /// The keys with parked entries, in memory ([`order`]).
     groups: order::Groups,
+    /// Released heads still in `parked`, per route, oldest release first.
+    ready: order::Ready,
     next_seq: u64,
     /// Where the next scan of a route's `retry` (true) or `fresh` (false) keys starts.
     cursors: HashMap<(bool, RouteKey), Vec<u8>>,
@@ -336,6 +338,7 @@ impl Db {
             heads,
             parked,
             groups: Default::default(),
+            ready: Default::default(),
             next_seq,
             cursors: HashMap::new(),
             cursor_reset: HashMap::new(),
@@ -345,7 +348,10 @@ impl Db {
         db.migrate(legacy)?;
         let mut tallies: HashMap<RouteKey, Tally> = HashMap::new();
         for (route, n) in db.parked_counts()? {
-            tallies.entry(route).or_default().parked = n;
+            let ready = db.ready_len(&route);
+            let t = tallies.entry(route).or_default();
+            t.parked = n.saturating_sub(ready);
+            t.fresh += ready;
         }
         for (space, which) in [(&db.fresh, 0), (&db.retry, 1)] {
             for g in space.iter() {
@@ -419,13 +425,15 @@ impl Db {
             self.cursors.insert((true, route.clone()), k);
         }
 
+        self.take_ready(route, limit, skip, &mut out)?;
         if out.len() < limit {
             let cursor = self.cursors.get(&(false, route.clone())).cloned();
             let from = cursor.clone().unwrap_or_else(|| route.as_bytes().to_vec());
             let seen = self.scan_fresh(route, from, &end, limit, skip, &mut out)?;
             // The scan reached the end yet saw fewer entries than are stored:
             // some are behind the cursor (a revived dead letter). Look again from the start.
-            if cursor.is_some() && out.len() < limit && seen < tally.fresh {
+            // (Released heads count as fresh but stay in `parked`.)
+            if cursor.is_some() && out.len() < limit && seen < tally.fresh.saturating_sub(self.ready_len(route)) {
                 self.cursors.remove(&(false, route.clone()));
                 let mut skip = skip.clone();
                 skip.extend(out.iter().map(|e| e.0));
@@ -550,6 +558,7 @@ impl Db {
             let (space, key) = match &slot {
                 Slot::Fresh(k) => (&self.fresh, k.clone()),
                 Slot::Retry(k) => (&self.retry, k.clone()),
+                Slot::Parked(k) => (&self.parked, k.clone()),
             };
             space.remove(key).map_err(io)?;
             return Ok(None);
@@ -628,7 +637,7 @@ impl DiskQueue {
                     let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(c) = tallies.get_mut(&route) {
                         match slot {
-                            Slot::Fresh(_) => c.taken_fresh = c.taken_fresh.saturating_sub(1),
+                            Slot::Fresh(_) | Slot::Parked(_) => c.taken_fresh = c.taken_fresh.saturating_sub(1),
                             Slot::Retry(_) => c.taken_retry = c.taken_retry.saturating_sub(1),
                         }
                     }
@@ -645,7 +654,7 @@ impl DiskQueue {
         // The route the entry is stored under (its schedule key's prefix), not
         // the one it was enqueued for: moved orphans and migrated keys differ.
         let key = match &slot {
-            Slot::Fresh(k) | Slot::Retry(k) => k,
+            Slot::Fresh(k) | Slot::Retry(k) | Slot::Parked(k) => k,
         };
         let route = RouteKey::split(key).ok_or(QueueError::BadInput("damaged schedule key"))?.0;
         let order = taken.entry.meta.order_key;
@@ -861,15 +870,23 @@ impl StoreThread {
         let mut batch = db.db.batch();
         let mut done = Vec::with_capacity(ops.len());
         let mut released = Vec::new();
-        let now_ms = crate::queue::unix_ms(std::time::SystemTime::now());
         for op in ops {
             let Op::Finish(Finished { seq, slot, route, order }, t, reply) = op else { continue };
             match &slot {
                 Slot::Fresh(k) => batch.remove(&db.fresh, k.clone()),
                 Slot::Retry(k) => batch.remove(&db.retry, k.clone()),
+                Slot::Parked(k) => {
+                    db.unready(&route, k);
+                    batch.remove(&db.parked, k.clone());
+                    // A released head now waits for a retry: `heads` names it,
+                    // so an open finds it the key's head ([`order`]).
+                    if let (Some(key), Transition::Retry { .. }) = (order.as_deref(), &t) {
+                        batch.insert(&db.heads, order::group(&route, key), be(seq));
+                    }
+                }
             }
             if let Some(key) = order.as_deref().filter(|_| !matches!(t, Transition::Retry { .. })) {
-                match db.release(&mut batch, &route, key, seq, now_ms) {
+                match db.release(&mut batch, &route, key, seq) {
                     Ok(true) => released.push(route.clone()),
                     Ok(false) => {}
                     Err(e) => tracing::error!(error = %e, "cannot read the queue's ordering state"),
@@ -899,7 +916,7 @@ impl StoreThread {
                 for (route, slot, t, reply) in done {
                     self.tally(&route, |c| {
                         match slot {
-                            Slot::Fresh(_) => {
+                            Slot::Fresh(_) | Slot::Parked(_) => {
                                 c.fresh = c.fresh.saturating_sub(1);
                                 c.taken_fresh = c.taken_fresh.saturating_sub(1);
                             }
@@ -1415,5 +1432,66 @@ mod tests {
         assert!(q.take(route.clone(), 8, HashSet::from([seqs["a3"]]), 9000).await.unwrap().entries.is_empty());
         q.finish(t.entries.into_iter().next().unwrap(), Transition::Done).await.unwrap();
         assert_eq!(ids(&take().await), ["a2"]);
+    }
+
+    /// A released head is taken from its parked key (a release writes
+    /// nothing); a reopen finds each key's head again: a released one left in
+    /// flight is takeable, a released one waiting for a retry still holds its
+    /// key, and what was parked behind them still waits, in order.
+    #[tokio::test]
+    async fn released_heads_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = RouteKey::new("s", "r");
+        let (ka, kb) = ("a".repeat(32), "b".repeat(32));
+        let keyed = |id: &str, at: u64, key: &str| {
+            let mut e = entry(id, at);
+            e.meta.order_key = Some(key.to_owned());
+            e
+        };
+        let q = DiskQueue::start(dir.path().to_owned(), true, Legacy::default()).unwrap();
+        for (i, (id, key)) in [("a1", &ka), ("b1", &kb), ("a2", &ka), ("b2", &kb), ("a3", &ka)].into_iter().enumerate()
+        {
+            q.enqueue(route.clone(), keyed(id, 1000 + i as u64, key)).await.unwrap();
+        }
+        let t = q.take(route.clone(), 8, HashSet::new(), 5000).await.unwrap();
+        assert_eq!(ids(&t), ["a1", "b1"]);
+        for e in t.entries {
+            q.finish(e, Transition::Done).await.unwrap();
+        }
+        let t = q.take(route.clone(), 8, HashSet::new(), 5000).await.unwrap();
+        assert_eq!(ids(&t), ["a2", "b2"], "released heads, taken from parked");
+        assert!(t.entries.iter().all(|e| matches!(&e.handle, Handle::Disk { slot: Slot::Parked(_), .. })));
+        assert_eq!(q.counts(&route).0.pending, 1, "a3 waits");
+        let mut it = t.entries.into_iter();
+        let state = State { attempts: 1, last_status: Some(503), last_error: None, dead_ms: None };
+        q.finish(it.next().unwrap(), Transition::Retry { due_ms: 9000, state }).await.unwrap();
+        // b2 stays in flight: the process ends before its outcome is recorded.
+        drop(it);
+        drop(q);
+
+        let q = DiskQueue::start(dir.path().to_owned(), true, Legacy::default()).unwrap();
+        let mut opened = false;
+        for _ in 0..300 {
+            if q.opened() {
+                opened = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(opened, "the store opens again");
+        let (c, _) = q.counts(&route);
+        assert_eq!((c.pending, c.scheduled), (2, 1), "b2 again and a3 waiting, a2's retry");
+        let t = q.take(route.clone(), 8, HashSet::new(), 5000).await.unwrap();
+        assert_eq!(ids(&t), ["b2"], "a2 holds its key while it waits for its retry");
+        q.finish(t.entries.into_iter().next().unwrap(), Transition::Done).await.unwrap();
+        assert!(q.take(route.clone(), 8, HashSet::new(), 5000).await.unwrap().entries.is_empty());
+        for want in ["a2", "a3"] {
+            let t = q.take(route.clone(), 8, HashSet::new(), 9000).await.unwrap();
+            assert_eq!(ids(&t), [want]);
+            q.finish(t.entries.into_iter().next().unwrap(), Transition::Done).await.unwrap();
+        }
+        assert!(q.take(route.clone(), 8, HashSet::new(), 9000).await.unwrap().entries.is_empty());
+        let (c, taken) = q.counts(&route);
+        assert_eq!((c.pending, c.scheduled, c.dead, taken), (0, 0, 0, 0));
     }
 }

@@ -1,22 +1,26 @@
 //! Ordering by key on disk (SPEC §16 `order_by`): of the deliveries of one
-//! route with the same key, only the oldest stored one (the key's head) has
-//! a schedule key in `fresh` or `retry`; the others wait in `parked`, by
-//! arrival (their sequence number), and do not exist for takes. When the head
-//! is done or dead, the next one of its key moves to `fresh` in the same
-//! batch. A head waiting for a retry keeps its key: only that key waits.
+//! route with the same key, only one (the key's head) can be taken. The
+//! first of a key gets a schedule key in `fresh` as any delivery; the others
+//! wait in `parked`, by arrival (their sequence number), and do not exist for
+//! takes. When the head is done or dead, the next one of its key becomes the
+//! head where it is: it stays in `parked` and is handed out from there
+//! ([`super::Slot::Parked`]), so a release writes nothing. A head waiting for
+//! a retry keeps its key: only that key waits.
 //!
-//! - `heads`: `route ‖ key` → the head's sequence number;
+//! - `heads`: `route ‖ key` → the sequence number of the key's head when
+//!   that head has a `fresh` or `retry` key (written when it is admitted as
+//!   head, and when a released head goes to `retry`; removed when the key
+//!   has nothing left). At open, a key whose `heads` entry names no waiting
+//!   delivery has its oldest parked entry as head: the one released last.
 //! - `parked`: `route ‖ key ‖ seq` → nothing.
 //!
-//! The store thread also keeps, for each key with parked entries, its head
-//! and their sequence numbers in memory ([`Groups`], 8 bytes per parked
-//! entry, rebuilt from `parked` at open): releasing the next one reads
-//! nothing from the tree (a range look-up per release, over the tombstones
-//! the released ones leave until compaction, made ordered drains half as
-//! fast as unordered ones).
-//!
-//! A released entry gets a `fresh` key at the time of its release, so it
-//! lands after the route's scan cursor like any new entry.
+//! The store thread also keeps, for each key with parked entries or a
+//! released head, its head and parked sequence numbers in memory
+//! ([`Groups`], 8 bytes per parked entry), and per route the released heads
+//! not yet done ([`Ready`]), both rebuilt from `heads` and `parked` at open:
+//! releasing the next one reads and writes nothing (a range look-up per
+//! release, and then a move from `parked` to `fresh` and a new head, made
+//! ordered drains half as fast as unordered ones).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -68,8 +72,13 @@ impl Group {
     }
 }
 
-/// The keys with parked entries, by group (the store thread's only).
+/// The keys with parked entries or a released head, by group (the store
+/// thread's only).
 pub(super) type Groups = std::cell::RefCell<HashMap<Vec<u8>, Group>>;
+
+/// Per route, the `parked` keys of released heads (takeable, in flight or
+/// not), oldest release first.
+pub(super) type Ready = std::cell::RefCell<HashMap<RouteKey, VecDeque<Vec<u8>>>>;
 
 /// Where a moved route's entry goes, given its route and sequence number.
 pub(super) type MoveTarget<'a> = &'a dyn Fn(&RouteKey, u64) -> Result<Option<RouteKey>, QueueError>;
@@ -121,15 +130,14 @@ impl Db {
     }
 
     /// The head `seq` of `route`'s `key` is done or dead: the next of its key
-    /// (if any) becomes the head, with a `fresh` key at `now_ms`. Returns
-    /// whether one was released.
+    /// (if any) becomes the head, takeable from its `parked` key at once.
+    /// Returns whether one was released.
     pub(super) fn release(
         &self,
         batch: &mut WriteBatch,
         route: &RouteKey,
         key: &str,
         seq: u64,
-        now_ms: u64,
     ) -> Result<bool, QueueError> {
         let g = group(route, key);
         let mut groups = self.groups.borrow_mut();
@@ -144,15 +152,73 @@ impl Db {
         if group.head != seq {
             return Ok(false);
         }
-        let Some(next) = group.parked.pop_front() else { return Ok(false) };
-        group.head = next;
-        if group.parked.is_empty() {
+        let Some(next) = group.parked.pop_front() else {
+            // The last one (a released head) is done: the key is free.
             groups.remove(&g);
-        }
-        batch.remove(&self.parked, parked_key(&g, next));
-        batch.insert(&self.heads, g, be(next));
-        batch.insert(&self.fresh, schedule_key(route, now_ms, next), Vec::<u8>::new());
+            batch.remove(&self.heads, g);
+            return Ok(false);
+        };
+        group.head = next;
+        self.ready.borrow_mut().entry(route.clone()).or_default().push_back(parked_key(&g, next));
         Ok(true)
+    }
+
+    /// Released heads of `route` not in flight, into `out` up to `limit`.
+    pub(super) fn take_ready(
+        &self,
+        route: &RouteKey,
+        limit: usize,
+        skip: &HashSet<u64>,
+        out: &mut Vec<(u64, super::Slot, crate::queue::entry::State, fjall::Slice)>,
+    ) -> Result<(), QueueError> {
+        let ready = self.ready.borrow();
+        let Some(keys) = ready.get(route) else { return Ok(()) };
+        let mut lost = Vec::new();
+        for k in keys {
+            if out.len() >= limit {
+                break;
+            }
+            let seq = read_u64(&k[k.len() - 8..]);
+            if skip.contains(&seq) {
+                continue;
+            }
+            match self.load(seq, super::Slot::Parked(k.clone()), Default::default())? {
+                Some(e) => out.push(e),
+                None => lost.push(k.clone()),
+            }
+        }
+        drop(ready);
+        // Their entries were lost (`load` said so and dropped the parked
+        // key): as if done, so their keys do not wait for ever.
+        for k in lost {
+            self.unready(route, &k);
+            let seq = read_u64(&k[k.len() - 8..]);
+            let key = RouteKey::split(&k).and_then(|(_, rest)| std::str::from_utf8(&rest[..KEY_LEN]).ok());
+            if let Some(key) = key {
+                let mut batch = self.db.batch();
+                self.release(&mut batch, route, key, seq)?;
+                batch.commit().map_err(io)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A released head's outcome is being recorded: not takeable any more.
+    pub(super) fn unready(&self, route: &RouteKey, key: &[u8]) {
+        let mut ready = self.ready.borrow_mut();
+        if let Some(keys) = ready.get_mut(route)
+            && let Some(at) = keys.iter().position(|k| k == key)
+        {
+            keys.remove(at);
+            if keys.is_empty() {
+                ready.remove(route);
+            }
+        }
+    }
+
+    /// Released heads of `route` (in `parked`, counted as fresh).
+    pub(super) fn ready_len(&self, route: &RouteKey) -> u64 {
+        self.ready.borrow().get(route).map_or(0, |k| k.len() as u64)
     }
 
     /// Parked entries per route (for the tallies at open).
@@ -168,16 +234,15 @@ impl Db {
     }
 
     /// At open ([`super::check`]): parked entries whose entry is gone are
-    /// dropped (counted lost); a key whose head is no longer waiting (its
-    /// entry lost, or the store damaged between two batches) gets its next
-    /// parked entry as head, so no key waits for ever; the in-memory
-    /// [`Groups`] are built. `live`: the sequence numbers with a `fresh` or
+    /// dropped (counted lost); a key whose `heads` entry names no waiting
+    /// delivery (its head was released from `parked`, or its entry was lost)
+    /// has its oldest parked entry as head, takeable from there, so no key
+    /// waits for ever; the in-memory [`Groups`] and [`Ready`] are built. `live`: the sequence numbers with a `fresh` or
     /// `retry` key. Returns the lost per route and the parked entries kept.
     pub(super) fn check_order(
         &self,
         batch: &mut WriteBatch,
         live: &HashSet<u64>,
-        now_ms: u64,
     ) -> Result<(HashMap<RouteKey, u64>, HashSet<u64>), QueueError> {
         let mut lost: HashMap<RouteKey, u64> = HashMap::new();
         let mut kept = HashSet::new();
@@ -207,22 +272,24 @@ impl Db {
             }
         }
         let mut groups = self.groups.borrow_mut();
+        let mut ready = self.ready.borrow_mut();
         groups.clear();
+        ready.clear();
+        // Oldest first: the ready queues then hand out the oldest heads first.
+        let mut parked: Vec<_> = parked.into_iter().collect();
+        parked.sort_unstable_by_key(|(_, (_, waiting))| waiting.front().copied());
         for (g, (route, mut waiting)) in parked {
             let head = match heads.get(&g) {
                 Some(h) => *h,
+                // The head is the oldest parked one (released before the
+                // restart, or its head's entry was lost): takeable from there.
                 None => {
                     let Some(first) = waiting.pop_front() else { continue };
-                    batch.remove(&self.parked, parked_key(&g, first));
-                    batch.insert(&self.heads, g.clone(), be(first));
-                    batch.insert(&self.fresh, schedule_key(&route, now_ms, first), Vec::<u8>::new());
-                    kept.remove(&first);
+                    ready.entry(route).or_default().push_back(parked_key(&g, first));
                     first
                 }
             };
-            if !waiting.is_empty() {
-                groups.insert(g, Group { head, parked: waiting });
-            }
+            groups.insert(g, Group { head, parked: waiting });
         }
         Ok((lost, kept))
     }
@@ -257,6 +324,7 @@ impl Db {
             }
         }
         self.groups.borrow_mut().retain(|g, _| RouteKey::split(g).is_none_or(|(r, _)| !from.contains(&r)));
+        self.ready.borrow_mut().retain(|r, _| !from.contains(r));
         Ok(moved)
     }
 
@@ -264,6 +332,7 @@ impl Db {
     /// purged); how many entries went.
     pub(super) fn purge_order(&self, batch: &mut WriteBatch, route: &RouteKey) -> Result<u64, QueueError> {
         self.groups.borrow_mut().retain(|g, _| RouteKey::split(g).is_none_or(|(r, _)| r != *route));
+        self.ready.borrow_mut().remove(route);
         let mut n = 0;
         for space in [&self.parked, &self.heads] {
             for e in space.prefix(route.as_bytes()) {

@@ -126,7 +126,9 @@ impl Db {
                 t.dead += 1;
             }
         }
-        t.parked = self.count_parked(route)?;
+        let ready = self.ready_len(route);
+        t.parked = self.count_parked(route)?.saturating_sub(ready);
+        t.fresh += ready;
         Ok(t)
     }
 }
