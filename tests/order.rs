@@ -216,6 +216,65 @@ async fn a_dead_letter_releases_its_key(queue: &str) {
     gw.shutdown().await;
 }
 
+/// An ordered route that loses its name becomes an orphan with its waiting
+/// head and the deliveries parked behind it: a move hands all of them to
+/// another route, a delete drops all of them (nothing parked is left behind).
+async fn an_ordered_orphan_moves_and_deletes_whole(queue: &str) {
+    let app = App::start(Duration::ZERO).await;
+    let other = App::start(Duration::ZERO).await;
+    app.fail("m1", true);
+    let base = config(queue, app.addr, 1000);
+    let gw = spawn_gateway(&base).await;
+    for id in ["m1", "m2", "m3"] {
+        assert_eq!(gw.deliver("tampa", &body(id, "m"), None, None).await.status, 202);
+    }
+    assert!(eventually(Duration::from_secs(10), async || app.log().contains(&"m1".to_owned())).await);
+    let renamed = |name: &str, to: SocketAddr| {
+        base.replace("name = \"orders\"", &format!("name = \"{name}\"")).replace(&app.addr.to_string(), &to.to_string())
+    };
+    let orphan = async |gw: &Gateway, name: &str| {
+        let routes = gw.admin_json("/queue").await["routes"].as_array().unwrap().clone();
+        routes.into_iter().find(|r| r["orphaned"] == true && r["route"] == name)
+    };
+    let held = |r: &serde_json::Value| {
+        ["pending", "scheduled", "in_flight"].iter().map(|k| r[k].as_u64().unwrap()).sum::<u64>()
+    };
+
+    // Moved: the head waiting for its retry and the two parked behind it.
+    gw.app.reload(common::config(&renamed("orders-v2", other.addr))).unwrap();
+    let gone =
+        eventually(Duration::from_secs(10), async || orphan(&gw, "orders").await.is_some_and(|o| held(&o) == 3)).await;
+    assert!(gone, "{:?}", gw.admin_json("/queue").await);
+    let admin = |path: &str| format!("http://{}{path}", gw.admin);
+    let r = send(&admin("/queue/orphans/tampa/orders/move?to=orders-v2"), "POST", &[], "").await;
+    assert_eq!((r.status.as_u16(), r.json()["moved"].as_u64()), (200, Some(3)), "{}", r.text());
+    let all = |log: Vec<String>, ids: &[&str]| ids.iter().all(|id| log.contains(&(*id).to_owned()));
+    assert!(
+        eventually(Duration::from_secs(10), async || all(other.log(), &["m1", "m2", "m3"])).await,
+        "{:?}",
+        other.log()
+    );
+
+    // Deleted: the same shape under orders-v2, orphaned by another rename.
+    other.fail("d1", true);
+    for id in ["d1", "d2", "d3"] {
+        assert_eq!(gw.deliver("tampa", &body(id, "d"), None, None).await.status, 202);
+    }
+    assert!(eventually(Duration::from_secs(10), async || other.log().contains(&"d1".to_owned())).await);
+    gw.app.reload(common::config(&renamed("orders-v3", app.addr))).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), async || orphan(&gw, "orders-v2").await.is_some_and(|o| held(&o) == 3))
+            .await
+    );
+    let r = send(&admin("/queue/orphans/tampa/orders-v2"), "DELETE", &[], "").await;
+    assert_eq!((r.status.as_u16(), r.json()["deleted"].as_u64()), (200, Some(3)), "{}", r.text());
+    assert!(orphan(&gw, "orders-v2").await.is_none());
+    let routes = gw.admin_json("/queue").await["routes"].as_array().unwrap().clone();
+    assert!(routes.iter().all(|r| held(r) == 0 && r["dead"] == 0), "{routes:?}");
+    assert!(!other.log().contains(&"d2".to_owned()), "d2 waited behind d1 and was deleted with it");
+    gw.shutdown().await;
+}
+
 fn disk() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let q = format!("[queue]\npath = \"{}\"", dir.path().display());
@@ -311,4 +370,16 @@ async fn on_disk_order_survives_a_restart() {
     assert_eq!(firsts(&app.log(), &want.iter().map(String::as_str).collect::<Vec<_>>()), want);
     gw.shutdown().await;
     drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_disk_an_ordered_orphan_moves_and_deletes_whole() {
+    let (_d, q) = disk();
+    an_ordered_orphan_moves_and_deletes_whole(&q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_an_ordered_orphan_moves_and_deletes_whole() {
+    let redis = RedisServer::start();
+    an_ordered_orphan_moves_and_deletes_whole(&redis_queue(&redis)).await;
 }

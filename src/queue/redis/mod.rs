@@ -115,12 +115,13 @@ return #ids";
 /// A route's counts read at one instant (one script: Redis runs nothing
 /// between its commands), so an entry moving between the stream and the
 /// retry set is never counted twice or not at all. KEYS: stream, retry set,
-/// dead set, parked set. Returns stream length, taken (the group's pending
+/// dead set, parked count. Returns stream length, taken (the group's pending
 /// count; 0 without a group), retries, dead, parked.
 const DEPTH: &str = r"local taken = 0
 local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1])
 if ok then taken = p[1] end
-return {redis.call('XLEN', KEYS[1]), taken, redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[4])}";
+local parked = tonumber(redis.call('GET', KEYS[4]) or '0')
+return {redis.call('XLEN', KEYS[1]), taken, redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]), parked}";
 
 struct Scripts {
     enqueue: Script,
@@ -724,7 +725,7 @@ impl RedisQueue {
 
     pub async fn depth(&self, route: &RouteKey) -> Result<(Counts, u64), QueueError> {
         let k = self.keys(route);
-        let parked = self.order_keys(route).parked;
+        let parked = self.order_keys(route).count;
         let keys = [k.stream.as_str(), &k.delayed, &k.dead, &parked];
         let v = self.eval(&self.scripts.depth, &keys, &[GROUP.as_bytes()]).await?;
         let n: Vec<u64> = items(&v).iter().map(int).collect();

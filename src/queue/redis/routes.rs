@@ -112,27 +112,30 @@ impl RedisQueue {
         // Parked behind an ordering key: into the target's stream (ordering
         // does not follow a move); the route's ordering state goes.
         let o = self.order_keys(from);
-        let parked = self.query(redis::cmd("ZRANGE").arg(&o.parked).arg(0).arg(-1)).await?;
-        let mut kept = false;
-        for member in items(&parked).iter().filter_map(text) {
-            let id = member.splitn(3, ':').nth(2).unwrap_or_default().to_owned();
-            if let Value::BulkString(record) = self.query(redis::cmd("HGET").arg(&k.hash).arg(&id)).await? {
-                let to = target(meta(&record).as_ref());
+        let keys = self.query(redis::cmd("HKEYS").arg(&o.heads)).await?;
+        let mut kept = 0u64;
+        for key in items(&keys).iter().filter_map(text) {
+            let list = o.list(&key);
+            let records = self.query(redis::cmd("LRANGE").arg(&list).arg(0).arg(-1)).await?;
+            for record in items(&records) {
+                let Value::BulkString(record) = record else { continue };
+                let to = target(meta(record).as_ref());
                 if to == *from {
-                    kept = true;
+                    kept += 1;
                     continue;
                 }
                 let tk = self.keys(&to);
                 self.register(&to).await?;
                 self.ensure_group(&to, &tk).await?;
                 self.query(redis::cmd("XADD").arg(&tk.stream).arg("*").arg("p").arg(record.as_slice())).await?;
-                self.query(redis::cmd("HDEL").arg(&k.hash).arg(&id)).await?;
+                self.query(redis::cmd("LREM").arg(&list).arg(1).arg(record.as_slice())).await?;
                 n += 1;
             }
-            self.query(redis::cmd("ZREM").arg(&o.parked).arg(&member)).await?;
         }
-        if !kept {
-            self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.counter)).await?;
+        if kept == 0 {
+            self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.count)).await?;
+        } else {
+            self.query(redis::cmd("SET").arg(&o.count).arg(kept)).await?;
         }
         Ok(n)
     }
@@ -142,7 +145,11 @@ impl RedisQueue {
         let (k, o) = (self.keys(route), self.order_keys(route));
         let (c, taken) = self.depth(route).await?;
         self.query(redis::cmd("DEL").arg(&k.stream).arg(&k.delayed).arg(&k.dead).arg(&k.hash)).await?;
-        self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.parked).arg(&o.counter)).await?;
+        let keys = self.query(redis::cmd("HKEYS").arg(&o.heads)).await?;
+        for key in items(&keys).iter().filter_map(text) {
+            self.query(redis::cmd("DEL").arg(o.list(&key))).await?;
+        }
+        self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.count)).await?;
         self.query(redis::cmd("SREM").arg(self.registry()).arg(route.as_bytes())).await?;
         self.registered.lock().unwrap_or_else(|p| p.into_inner()).remove(route);
         self.forget_group(route);
