@@ -5,8 +5,8 @@
 //! tag, so one Cluster slot):
 //!
 //! - `…:oh` — a hash: key → the queue ID of its head;
-//! - `…:p:<key>` — a list per key with parked entries: their records (as
-//!   the stream holds them, each starting with its queue ID), oldest first;
+//! - `…:p:<key>` — a list per key with parked entries: their queue IDs,
+//!   oldest first; their records wait in `…:h`;
 //! - `…:pn` — how many entries are parked (for `/queue`).
 //!
 //! The head's outcome (done or dead) and the release of the next of its key
@@ -14,8 +14,9 @@
 //! head stays in the group's pending list and is claimed again.
 //!
 //! (Before 0.3.0 was released, parked entries were one sorted set `…:p`
-//! searched by key per release, their records in the route's hash; a list of
-//! records per key pops the next with one command.)
+//! searched by key per release; a list per key pops the next with one
+//! command. Records in the lists themselves were slower: `LPOP` then copies
+//! each record into the script, where `HGET` did before.)
 
 use super::{Keys, QueueError, RedisQueue, RouteKey, int};
 use crate::redis_conn::Script;
@@ -29,9 +30,9 @@ macro_rules! admit {
     redis.call('XADD', KEYS[1], '*', 'p', ARGV[2])
     redis.call('HDEL', KEYS[2], ARGV[1])
   else
-    redis.call('RPUSH', KEYS[4], ARGV[2])
+    redis.call('RPUSH', KEYS[4], ARGV[1])
     redis.call('INCR', KEYS[5])
-    redis.call('HDEL', KEYS[2], ARGV[1])
+    redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
   end"
     };
 }
@@ -63,9 +64,9 @@ return 0"
 );
 
 /// The Lua that lets the next parked entry of key `KEY` (list `LIST`) go
-/// once its head `ID` is done or dead: into the stream as the new head (its
-/// queue ID, the record's first field, into the heads), or the key has no
-/// head any more. KEYS: stream, hash, heads, parked count.
+/// once its head `ID` is done or dead: into the stream as the new head, or
+/// the key has no head any more (a parked ID whose record is gone is
+/// skipped). KEYS: stream, hash, heads, parked count.
 macro_rules! release {
     ($list:literal, $key:literal, $id:literal) => {
         concat!(
@@ -74,20 +75,26 @@ macro_rules! release {
             ") == ",
             $id,
             r" then
-  local record = redis.call('LPOP', ",
+  while true do
+    local nid = redis.call('LPOP', ",
             $list,
             r")
-  if record then
-    redis.call('DECR', KEYS[4])
-    local n = struct.unpack('>I4', record)
-    redis.call('HSET', KEYS[3], ",
-            $key,
-            r", string.sub(record, 5, 4 + n))
-    redis.call('XADD', KEYS[1], '*', 'p', record)
-  else
-    redis.call('HDEL', KEYS[3], ",
+    if not nid then
+      redis.call('HDEL', KEYS[3], ",
             $key,
             r")
+      break
+    end
+    redis.call('DECR', KEYS[4])
+    local record = redis.call('HGET', KEYS[2], nid)
+    if record then
+      redis.call('HDEL', KEYS[2], nid)
+      redis.call('HSET', KEYS[3], ",
+            $key,
+            r", nid)
+      redis.call('XADD', KEYS[1], '*', 'p', record)
+      break
+    end
   end
 end"
         )

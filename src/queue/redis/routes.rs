@@ -116,20 +116,22 @@ impl RedisQueue {
         let mut kept = 0u64;
         for key in items(&keys).iter().filter_map(text) {
             let list = o.list(&key);
-            let records = self.query(redis::cmd("LRANGE").arg(&list).arg(0).arg(-1)).await?;
-            for record in items(&records) {
-                let Value::BulkString(record) = record else { continue };
-                let to = target(meta(record).as_ref());
-                if to == *from {
-                    kept += 1;
-                    continue;
+            let ids = self.query(redis::cmd("LRANGE").arg(&list).arg(0).arg(-1)).await?;
+            for id in items(&ids).iter().filter_map(text) {
+                if let Value::BulkString(record) = self.query(redis::cmd("HGET").arg(&k.hash).arg(&id)).await? {
+                    let to = target(meta(&record).as_ref());
+                    if to == *from {
+                        kept += 1;
+                        continue;
+                    }
+                    let tk = self.keys(&to);
+                    self.register(&to).await?;
+                    self.ensure_group(&to, &tk).await?;
+                    self.query(redis::cmd("XADD").arg(&tk.stream).arg("*").arg("p").arg(record.as_slice())).await?;
+                    self.query(redis::cmd("HDEL").arg(&k.hash).arg(&id)).await?;
+                    n += 1;
                 }
-                let tk = self.keys(&to);
-                self.register(&to).await?;
-                self.ensure_group(&to, &tk).await?;
-                self.query(redis::cmd("XADD").arg(&tk.stream).arg("*").arg("p").arg(record.as_slice())).await?;
-                self.query(redis::cmd("LREM").arg(&list).arg(1).arg(record.as_slice())).await?;
-                n += 1;
+                self.query(redis::cmd("LREM").arg(&list).arg(1).arg(&id)).await?;
             }
         }
         if kept == 0 {
