@@ -261,6 +261,34 @@ async fn redis_streams_get_an_entry_per_delivery() {
     gw.shutdown().await;
 }
 
+/// A Redis that accepts connections and never answers: the delivery is a
+/// failure (503) within the route's own `timeout`, also when another route
+/// made the shared client for that URL with a longer one.
+#[tokio::test]
+async fn a_silent_redis_fails_each_route_within_its_own_timeout() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("redis://{}/0?stream=hooks", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            open.push(tcp);
+        }
+    });
+    let slow = spawn_gateway(&config("", &upstream, "")).await;
+    let started = Instant::now();
+    let r = slow.deliver("tampa", &body("q-1", "invoice.paid"), None, None).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(started.elapsed() >= Duration::from_secs(2), "the 2 s route waited its timeout");
+    let fast = spawn_gateway(&one_route_config("", &upstream, "name = \"bus\"\ntimeout = \"300ms\"")).await;
+    let started = Instant::now();
+    let r = fast.deliver("tampa", &body("q-2", "invoice.paid"), None, None).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_millis(1500), "took {:?}", started.elapsed());
+    slow.shutdown().await;
+    fast.shutdown().await;
+    held.abort();
+}
+
 /// `rediss://`: the entry goes over TLS to a `redis-server` with a test CA's
 /// certificate, trusted through the route's `ca`; without it the system's
 /// roots do not know that CA and the delivery is a failure (503), never a

@@ -348,10 +348,8 @@ impl Db {
         db.migrate(legacy)?;
         let mut tallies: HashMap<RouteKey, Tally> = HashMap::new();
         for (route, n) in db.parked_counts()? {
-            let ready = db.ready_len(&route);
-            let t = tallies.entry(route).or_default();
-            t.parked = n.saturating_sub(ready);
-            t.fresh += ready;
+            let t = tallies.entry(route.clone()).or_default();
+            db.count_parked_into(&route, n, t);
         }
         for (space, which) in [(&db.fresh, 0), (&db.retry, 1)] {
             for g in space.iter() {

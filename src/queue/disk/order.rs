@@ -222,6 +222,14 @@ impl Db {
         self.ready.borrow().get(route).map_or(0, |k| k.len() as u64)
     }
 
+    /// `route`'s tally given the `parked` entries it has: its released heads
+    /// among them count as fresh, the rest as parked.
+    pub(super) fn count_parked_into(&self, route: &RouteKey, parked: u64, t: &mut super::Tally) {
+        let ready = self.ready_len(route);
+        t.parked = parked.saturating_sub(ready);
+        t.fresh += ready;
+    }
+
     /// Parked entries per route (for the tallies at open).
     pub(super) fn parked_counts(&self) -> Result<HashMap<RouteKey, u64>, QueueError> {
         let mut out: HashMap<RouteKey, u64> = HashMap::new();

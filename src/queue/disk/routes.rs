@@ -126,9 +126,7 @@ impl Db {
                 t.dead += 1;
             }
         }
-        let ready = self.ready_len(route);
-        t.parked = self.count_parked(route)?.saturating_sub(ready);
-        t.fresh += ready;
+        self.count_parked_into(route, self.count_parked(route)?, &mut t);
         Ok(t)
     }
 }

@@ -119,7 +119,12 @@ return #ids";
 /// count; 0 without a group), retries, dead, parked.
 const DEPTH: &str = r"local taken = 0
 local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1])
-if ok then taken = p[1] end
+if ok then
+  taken = p[1]
+else
+  local e = type(p) == 'table' and p.err or tostring(p)
+  if not string.find(e, 'NOGROUP', 1, true) then return redis.error_reply(e) end
+end
 local parked = tonumber(redis.call('GET', KEYS[4]) or '0')
 return {redis.call('XLEN', KEYS[1]), taken, redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]), parked}";
 

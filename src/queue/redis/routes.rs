@@ -147,11 +147,13 @@ impl RedisQueue {
         let (k, o) = (self.keys(route), self.order_keys(route));
         let (c, taken) = self.depth(route).await?;
         self.query(redis::cmd("DEL").arg(&k.stream).arg(&k.delayed).arg(&k.dead).arg(&k.hash)).await?;
+        // The keys' lists, then what names them (one slot: one DEL).
         let keys = self.query(redis::cmd("HKEYS").arg(&o.heads)).await?;
+        let mut del = redis::cmd("DEL");
         for key in items(&keys).iter().filter_map(text) {
-            self.query(redis::cmd("DEL").arg(o.list(&key))).await?;
+            del.arg(o.list(&key));
         }
-        self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.count)).await?;
+        self.query(del.arg(&o.heads).arg(&o.count)).await?;
         self.query(redis::cmd("SREM").arg(self.registry()).arg(route.as_bytes())).await?;
         self.registered.lock().unwrap_or_else(|p| p.into_inner()).remove(route);
         self.forget_group(route);
