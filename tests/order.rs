@@ -275,6 +275,61 @@ async fn an_ordered_orphan_moves_and_deletes_whole(queue: &str) {
     gw.shutdown().await;
 }
 
+/// Once an ordered route on Redis has nothing waiting, its ordering state is
+/// gone too: no key keeps a head, a chain link or a tail, nothing counts as
+/// parked, and the route's record hash holds only its dead letters. Keys go
+/// through every way a head ends: delivered, delivered after a retry, dead
+/// (with deliveries parked behind each), and a lone head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_a_drained_ordered_route_leaves_no_ordering_state() {
+    let redis = RedisServer::start();
+    let app = App::start(Duration::from_millis(5)).await;
+    app.fail("b1", true);
+    app.fail("c1", true);
+    // Retries 300 ms apart: b1's first failure is seen long before its last.
+    let slow = config(&redis_queue(&redis), app.addr, 3)
+        .replace(r#"backoff = "50ms", max_backoff = "100ms""#, r#"backoff = "300ms", max_backoff = "300ms""#);
+    let gw = spawn_gateway(&slow).await;
+    let mut ids = Vec::new();
+    for n in 1..=4 {
+        for key in ["a", "b", "c"] {
+            ids.push(format!("{key}{n}"));
+        }
+    }
+    ids.push("lone1".to_owned());
+    for id in &ids {
+        let key = id.trim_end_matches(char::is_numeric);
+        assert_eq!(gw.deliver("tampa", &body(id, key), None, None).await.status, 202);
+    }
+    // b1 recovers after its first attempt; c1 fails until it is dead.
+    assert!(eventually(Duration::from_secs(10), async || app.log().contains(&"b1".to_owned())).await);
+    app.fail("b1", false);
+    let settled = async || {
+        let r = &gw.admin_json("/queue").await["routes"][0];
+        ["pending", "scheduled", "in_flight"].iter().all(|k| r[k] == 0) && r["dead"] == 1
+    };
+    assert!(eventually(Duration::from_secs(20), settled).await, "{}", gw.admin_json("/queue").await);
+    let log = app.log();
+    for key in ["a", "b", "c"] {
+        let want: Vec<String> = (1..=4).map(|n| format!("{key}{n}")).collect();
+        let want: Vec<&str> = want.iter().map(String::as_str).collect();
+        assert_eq!(firsts(&log, &want), want, "{key} in order: {log:?}");
+    }
+    let keys = |pattern: &str| -> Vec<String> {
+        redis.cli(&["--scan", "--pattern", pattern]).lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+    };
+    for kind in ["oh", "ot", "on"] {
+        assert_eq!(keys(&format!("*:{kind}")), Vec::<String>::new(), "ordering state left: {kind}");
+    }
+    for pn in keys("*:pn") {
+        assert_eq!(redis.cli(&["GET", &pn]).trim(), "0", "{pn}");
+    }
+    let hashes = keys("*:h");
+    assert_eq!(hashes.len(), 1, "{hashes:?}");
+    assert_eq!(redis.cli(&["HLEN", &hashes[0]]).trim(), "1", "only the dead letter's record stays");
+    gw.shutdown().await;
+}
+
 fn disk() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let q = format!("[queue]\npath = \"{}\"", dir.path().display());

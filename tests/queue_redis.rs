@@ -533,6 +533,29 @@ async fn due_retries_come_back_even_when_the_server_lost_its_scripts() {
     assert_eq!(second.next_due_ms, None, "nothing else is scheduled");
 }
 
+/// A retry due at once (full jitter can make it so) is moved back and read
+/// by the next take while its last attempt may still count as in flight in
+/// the worker (`skip`): that take hands it out. Left out after `XREADGROUP`
+/// had read it, it waited in the pending list for `visibility_timeout`.
+#[tokio::test]
+async fn a_retry_read_while_its_last_attempt_is_still_in_flight_is_handed_out() {
+    use hookgate::queue::{RouteKey, Transition};
+    let redis = RedisServer::start();
+    let q = queue_on(&redis);
+    let route = RouteKey::new("tampa", "r");
+    let now = now_ms();
+    q.enqueue(&route, &stored_entry(0)).await.unwrap();
+    let first = q.take(&route, 1, &Default::default(), now).await.unwrap().entries.remove(0);
+    let state = hookgate::queue::State { attempts: 1, ..Default::default() };
+    q.finish(&first, &Transition::Retry { due_ms: now, state }).await.unwrap();
+    // Its attempt not reaped yet: its ident is still in the worker's set.
+    let skip: std::collections::HashSet<String> = [first.ident()].into();
+    let again = q.take(&route, 1, &skip, now + 1).await.unwrap();
+    let ids: Vec<_> = again.entries.iter().map(|e| (e.entry.meta.id.clone(), e.state.attempts)).collect();
+    assert_eq!(ids, [("batch-0".to_owned(), 1)], "the retry, handed out");
+    assert_eq!(again.entries[0].ident(), first.ident());
+}
+
 /// `hookgate_queue_oldest_pending_seconds` for the Redis store: the oldest
 /// entry no replica has read yet, from its stored meta.
 #[tokio::test]

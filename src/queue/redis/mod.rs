@@ -442,6 +442,13 @@ impl RedisQueue {
             Ok(round) => round,
             Err(e) => return Err(self.take_failed(route, e)),
         };
+        // Only what was claimed may be one of this process's entries in
+        // flight (`skip`): an entry read as new was stored again after its
+        // last attempt ended (a retry moved back, the next of an ordering
+        // key), however soon, even while that attempt is still being reaped.
+        // Read and then left out, it would wait in the group's pending list
+        // for `visibility_timeout`.
+        let claimed = if claim { round.entries.len() } else { 0 };
         if claim {
             self.claimed_at.lock().unwrap_or_else(|p| p.into_inner()).insert(route.clone(), Instant::now());
             if round.entries.len() < limit {
@@ -461,10 +468,10 @@ impl RedisQueue {
         let entries = round.entries;
         let stream: Arc<str> = k.stream.as_str().into();
         let mut out = Vec::with_capacity(entries.len());
-        for (stream_id, record) in entries {
+        for (i, (stream_id, record)) in entries.into_iter().enumerate() {
             let record = bytes::Bytes::from(record);
             let parts = unpack(&record).and_then(|(id, state, bytes)| {
-                if skip.contains(&id) {
+                if i < claimed && skip.contains(&id) {
                     return Ok(None);
                 }
                 // The entry's header values and body are slices of the record.

@@ -110,32 +110,44 @@ impl RedisQueue {
             }
         }
         // Parked behind an ordering key: into the target's stream (ordering
-        // does not follow a move); the route's ordering state goes.
+        // does not follow a move); those that stay are linked up again behind
+        // their key's head, and the route's ordering state goes when none do.
         let o = self.order_keys(from);
-        let keys = self.query(redis::cmd("HKEYS").arg(&o.heads)).await?;
+        let heads = self.query(redis::cmd("HGETALL").arg(&o.heads)).await?;
         let mut kept = 0u64;
-        for key in items(&keys).iter().filter_map(text) {
-            let list = o.list(&key);
-            let ids = self.query(redis::cmd("LRANGE").arg(&list).arg(0).arg(-1)).await?;
-            for id in items(&ids).iter().filter_map(text) {
+        for pair in items(&heads).chunks(2) {
+            let (Some(key), Some(head)) = (pair.first().and_then(text), pair.get(1).and_then(text)) else {
+                continue;
+            };
+            let mut stay = Vec::new();
+            let mut at = head.clone();
+            while let Some(id) = text(&self.query(redis::cmd("HGET").arg(&o.next).arg(&at)).await?) {
+                self.query(redis::cmd("HDEL").arg(&o.next).arg(&at)).await?;
                 if let Value::BulkString(record) = self.query(redis::cmd("HGET").arg(&k.hash).arg(&id)).await? {
                     let to = target(meta(&record).as_ref());
                     if to == *from {
-                        kept += 1;
-                        continue;
+                        stay.push(id.clone());
+                    } else {
+                        let tk = self.keys(&to);
+                        self.register(&to).await?;
+                        self.ensure_group(&to, &tk).await?;
+                        self.query(redis::cmd("XADD").arg(&tk.stream).arg("*").arg("p").arg(record.as_slice())).await?;
+                        self.query(redis::cmd("HDEL").arg(&k.hash).arg(&id)).await?;
+                        n += 1;
                     }
-                    let tk = self.keys(&to);
-                    self.register(&to).await?;
-                    self.ensure_group(&to, &tk).await?;
-                    self.query(redis::cmd("XADD").arg(&tk.stream).arg("*").arg("p").arg(record.as_slice())).await?;
-                    self.query(redis::cmd("HDEL").arg(&k.hash).arg(&id)).await?;
-                    n += 1;
                 }
-                self.query(redis::cmd("LREM").arg(&list).arg(1).arg(&id)).await?;
+                at = id;
             }
+            let mut last = head;
+            for id in stay {
+                self.query(redis::cmd("HSET").arg(&o.next).arg(&last).arg(&id)).await?;
+                last = id;
+                kept += 1;
+            }
+            self.query(redis::cmd("HSET").arg(&o.tails).arg(&key).arg(&last)).await?;
         }
         if kept == 0 {
-            self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.count)).await?;
+            self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.tails).arg(&o.next).arg(&o.count)).await?;
         } else {
             self.query(redis::cmd("SET").arg(&o.count).arg(kept)).await?;
         }
@@ -147,13 +159,7 @@ impl RedisQueue {
         let (k, o) = (self.keys(route), self.order_keys(route));
         let (c, taken) = self.depth(route).await?;
         self.query(redis::cmd("DEL").arg(&k.stream).arg(&k.delayed).arg(&k.dead).arg(&k.hash)).await?;
-        // The keys' lists, then what names them (one slot: one DEL).
-        let keys = self.query(redis::cmd("HKEYS").arg(&o.heads)).await?;
-        let mut del = redis::cmd("DEL");
-        for key in items(&keys).iter().filter_map(text) {
-            del.arg(o.list(&key));
-        }
-        self.query(del.arg(&o.heads).arg(&o.count)).await?;
+        self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.tails).arg(&o.next).arg(&o.count)).await?;
         self.query(redis::cmd("SREM").arg(self.registry()).arg(route.as_bytes())).await?;
         self.registered.lock().unwrap_or_else(|p| p.into_inner()).remove(route);
         self.forget_group(route);
