@@ -49,15 +49,16 @@ queue_state() { # admin port -> "pending scheduled in_flight dead"
 start_queue_redis() {
   RQ=$(free_port)
   mkdir -p "$WORK/redis"
-  redis-server --port "$RQ" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec --dir "$WORK/redis" >/dev/null & PIDS+=($!)
+  redis-server --port "$RQ" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec --dir "$WORK/redis" >/dev/null & PIDS+=($!); RQ_PID=$!
   wait_port "$RQ"
 }
 
 # One ingest, then its drain: hookgate binary $1, store $2 ("always" | "none"
-# | "redis" | "always-shm"), a label $3 (unique per call). Sets INGEST_OUT (wrk's BENCH line)
-# and DRAIN_RATE (deliveries/s); prints both.
+# | "redis" | "always-shm"), a label $3 (unique per call). Sets INGEST_OUT (wrk's BENCH line),
+# DRAIN_RATE (deliveries/s) and, on Redis, DRAIN_REDIS_US (Redis's CPU time per
+# delivery drained, user + system, from /proc); prints them.
 ingest_then_drain() {
-  local bin=$1 sync=$2 tag=$3 P A Q HG code bad pending t0 t1 deadline p s f d
+  local bin=$1 sync=$2 tag=$3 P A Q HG code bad pending t0 t1 deadline p s f d r0=0 r1=0
   P=$(free_port); A=$(free_port); Q="$WORK/q-$tag"
   [[ $sync == *-shm ]] && Q="/dev/shm/hookgate-bench-$$-$tag"
   qconfig "$sync" 0 "$P" "$A" "$Q" > "$WORK/hg-$tag.toml"
@@ -73,6 +74,7 @@ ingest_then_drain() {
   read -r pending _ _ _ <<<"$(queue_state "$A")"
   # Drain: raise concurrency, reload, time until nothing is left.
   sed -i 's/^concurrency = 0$/concurrency = 64/' "$WORK/hg-$tag.toml"
+  [ "$sync" = redis ] && r0=$(ticks "$RQ_PID")
   t0=$(date +%s.%N)
   kill -HUP "$HG"
   deadline=$((SECONDS + 300))
@@ -83,9 +85,13 @@ ingest_then_drain() {
     sleep 0.05
   done
   t1=$(date +%s.%N)
+  [ "$sync" = redis ] && r1=$(ticks "$RQ_PID")
   [ "$d" = 0 ] || { echo "$d deliveries went dead while draining" >&2; exit 1; }
   DRAIN_RATE=$(python3 -c "print(f'{$pending / ($t1 - $t0):.1f}')")
-  echo "  $(basename "$bin") drain sync=$sync: $pending deliveries in $(python3 -c "print(f'{$t1 - $t0:.2f}')") s = $DRAIN_RATE/s"
+  DRAIN_REDIS_US=$(python3 -c "print(f'{($r1 - $r0) * 1e6 / $HZ / $pending:.1f}')")
+  local cpu=""
+  [ "$sync" = redis ] && cpu="; Redis: $DRAIN_REDIS_US us of CPU per delivery"
+  echo "  $(basename "$bin") drain sync=$sync: $pending deliveries in $(python3 -c "print(f'{$t1 - $t0:.2f}')") s = $DRAIN_RATE/s$cpu"
   kill "$HG"; wait "$HG" 2>/dev/null || true
   rm -rf "$Q"
 }
