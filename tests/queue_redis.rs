@@ -556,6 +556,40 @@ async fn a_retry_read_while_its_last_attempt_is_still_in_flight_is_handed_out() 
     assert_eq!(again.entries[0].ident(), first.ident());
 }
 
+/// A key's waiting deliveries are a chain (`…:on`, next by queue ID) whose
+/// records wait in the route's hash; one whose record is gone (damage, a
+/// delete by hand) is skipped when its turn comes, and the one behind it goes.
+/// Once the key has nothing waiting, its ordering state is gone.
+#[tokio::test]
+async fn a_released_key_skips_a_waiting_delivery_whose_record_is_gone() {
+    use hookgate::queue::{RouteKey, Transition};
+    let redis = RedisServer::start();
+    let q = queue_on(&redis);
+    let route = RouteKey::new("tampa", "r");
+    let ordered = |i| {
+        let mut e = stored_entry(i);
+        e.meta.order_key = Some("k".into());
+        e
+    };
+    for i in 0..3 {
+        q.enqueue(&route, &ordered(i)).await.unwrap();
+    }
+    let ids = |t: &hookgate::queue::Taken| t.entries.iter().map(|e| e.entry.meta.id.clone()).collect::<Vec<_>>();
+    let head = q.take(&route, 10, &Default::default(), now_ms()).await.unwrap();
+    assert_eq!(ids(&head), ["batch-0"], "only the key's head is takeable");
+    assert_eq!(redis.cli(&["GET", "t:{tampa:r}:pn"]).trim(), "2");
+    let second = redis.cli(&["HGET", "t:{tampa:r}:on", &head.entries[0].ident()]);
+    assert_eq!(redis.cli(&["HDEL", "t:{tampa:r}:h", second.trim()]).trim(), "1");
+    q.finish(&head.entries[0], &Transition::Done).await.unwrap();
+    let third = q.take(&route, 10, &Default::default(), now_ms()).await.unwrap();
+    assert_eq!(ids(&third), ["batch-2"], "batch-1 had no record: the next behind it goes");
+    q.finish(&third.entries[0], &Transition::Done).await.unwrap();
+    assert!(q.take(&route, 10, &Default::default(), now_ms()).await.unwrap().entries.is_empty());
+    let left = redis.cli(&["EXISTS", "t:{tampa:r}:oh", "t:{tampa:r}:ot", "t:{tampa:r}:on", "t:{tampa:r}:h"]);
+    assert_eq!(left.trim(), "0", "no ordering state left");
+    assert_eq!(redis.cli(&["GET", "t:{tampa:r}:pn"]).trim(), "0");
+}
+
 /// `hookgate_queue_oldest_pending_seconds` for the Redis store: the oldest
 /// entry no replica has read yet, from its stored meta.
 #[tokio::test]
