@@ -577,7 +577,8 @@ async fn a_released_key_skips_a_waiting_delivery_whose_record_is_gone() {
     let ids = |t: &hookgate::queue::Taken| t.entries.iter().map(|e| e.entry.meta.id.clone()).collect::<Vec<_>>();
     let head = q.take(&route, 10, &Default::default(), now_ms()).await.unwrap();
     assert_eq!(ids(&head), ["batch-0"], "only the key's head is takeable");
-    assert_eq!(redis.cli(&["GET", "t:{tampa:r}:pn"]).trim(), "2");
+    assert_eq!(redis.cli(&["HLEN", "t:{tampa:r}:on"]).trim(), "2", "two links: two parked");
+    assert_eq!(q.depth(&route).await.unwrap().0.pending, 2, "the parked count as pending");
     let second = redis.cli(&["HGET", "t:{tampa:r}:on", &head.entries[0].ident()]);
     assert_eq!(redis.cli(&["HDEL", "t:{tampa:r}:h", second.trim()]).trim(), "1");
     q.finish(&head.entries[0], &Transition::Done).await.unwrap();
@@ -587,7 +588,7 @@ async fn a_released_key_skips_a_waiting_delivery_whose_record_is_gone() {
     assert!(q.take(&route, 10, &Default::default(), now_ms()).await.unwrap().entries.is_empty());
     let left = redis.cli(&["EXISTS", "t:{tampa:r}:oh", "t:{tampa:r}:ot", "t:{tampa:r}:on", "t:{tampa:r}:h"]);
     assert_eq!(left.trim(), "0", "no ordering state left");
-    assert_eq!(redis.cli(&["GET", "t:{tampa:r}:pn"]).trim(), "0");
+    assert_eq!(q.depth(&route).await.unwrap().0, Default::default(), "nothing counted");
 }
 
 /// `hookgate_queue_oldest_pending_seconds` for the Redis store: the oldest

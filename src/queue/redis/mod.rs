@@ -115,7 +115,7 @@ return #ids";
 /// A route's counts read at one instant (one script: Redis runs nothing
 /// between its commands), so an entry moving between the stream and the
 /// retry set is never counted twice or not at all. KEYS: stream, retry set,
-/// dead set, parked count. Returns stream length, taken (the group's pending
+/// dead set, the ordering links (one per parked entry). Returns stream length, taken (the group's pending
 /// count; 0 without a group), retries, dead, parked.
 const DEPTH: &str = r"local taken = 0
 local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1])
@@ -125,7 +125,7 @@ else
   local e = type(p) == 'table' and p.err or tostring(p)
   if not string.find(e, 'NOGROUP', 1, true) then return redis.error_reply(e) end
 end
-local parked = tonumber(redis.call('GET', KEYS[4]) or '0')
+local parked = redis.call('HLEN', KEYS[4])
 return {redis.call('XLEN', KEYS[1]), taken, redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]), parked}";
 
 struct Scripts {
@@ -737,7 +737,7 @@ impl RedisQueue {
 
     pub async fn depth(&self, route: &RouteKey) -> Result<(Counts, u64), QueueError> {
         let k = self.keys(route);
-        let parked = self.order_keys(route).count;
+        let parked = self.order_keys(route).next;
         let keys = [k.stream.as_str(), &k.delayed, &k.dead, &parked];
         let v = self.eval(&self.scripts.depth, &keys, &[GROUP.as_bytes()]).await?;
         let n: Vec<u64> = items(&v).iter().map(int).collect();

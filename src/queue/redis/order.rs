@@ -9,8 +9,10 @@
 //!   the same key (head → first parked → second parked …); the parked
 //!   records wait in `…:h`;
 //! - `…:ot` — a hash: key → the queue ID last parked behind it (where the
-//!   next arrival joins; it may name the head, once all before it went);
-//! - `…:pn` — how many entries are parked (for `/queue`).
+//!   next arrival joins; it may name the head, once all before it went).
+//!
+//! Each parked entry is the target of exactly one link, so `HLEN …:on` is how
+//! many are parked (for `/queue`).
 //!
 //! The head's outcome (done or dead) and the release of the next of its key
 //! are one script, so a replica that dies in between leaves nothing stuck: the
@@ -29,7 +31,7 @@ use crate::redis_conn::Script;
 
 /// The Lua that puts a record (`ARGV[2]`, queue ID `ARGV[1]`, key `ARGV[3]`)
 /// in the stream as its key's head, or parks it at the end of its key's
-/// chain. KEYS: stream, hash, heads, tails, next, parked count.
+/// chain. KEYS: stream, hash, heads, tails, next.
 macro_rules! admit {
     () => {
         r"if redis.call('HSETNX', KEYS[3], ARGV[3], ARGV[1]) == 1 then
@@ -39,7 +41,6 @@ macro_rules! admit {
     local last = redis.call('HGET', KEYS[4], ARGV[3]) or redis.call('HGET', KEYS[3], ARGV[3])
     redis.call('HSET', KEYS[5], last, ARGV[1])
     redis.call('HSET', KEYS[4], ARGV[3], ARGV[1])
-    redis.call('INCR', KEYS[6])
     redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
   end"
     };
@@ -48,7 +49,7 @@ macro_rules! admit {
 /// An enqueue (once per delivery, as [`super::ENQUEUE`]). KEYS: as
 /// [`admit`], and the marker. ARGV: queue ID, record, key, marker TTL.
 const ENQUEUE: &str = concat!(
-    r"if redis.call('SET', KEYS[7], '1', 'NX', 'PX', ARGV[4]) then
+    r"if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[4]) then
   ",
     admit!(),
     r"
@@ -60,7 +61,7 @@ return 0"
 /// A dead letter back, behind its key's waiting deliveries if it has a head.
 /// KEYS: as [`admit`], and the dead set. ARGV: queue ID, record, key.
 const REVIVE: &str = concat!(
-    r"if redis.call('ZREM', KEYS[7], ARGV[1]) == 1 then
+    r"if redis.call('ZREM', KEYS[6], ARGV[1]) == 1 then
   ",
     admit!(),
     r"
@@ -96,7 +97,7 @@ macro_rules! release_fns {
   return out
 end
 local function release(keys, ids)
-  local popped, sets, gone, drop = 0, {}, {}, {}
+  local sets, gone, drop = {}, {}, {}
   while #keys > 0 do
     local nexts = many('HMGET', KEYS[5], nil, ids)
     many('HDEL', KEYS[5], nil, ids)
@@ -111,7 +112,6 @@ local function release(keys, ids)
     end
     keys, ids = {}, {}
     if #nids > 0 then
-      popped = popped + #nids
       local records = many('HMGET', KEYS[2], nil, nids)
       for j = 1, #nids do
         if records[j] then
@@ -126,7 +126,6 @@ local function release(keys, ids)
       end
     end
   end
-  if popped > 0 then redis.call('DECRBY', KEYS[6], popped) end
   if #drop > 0 then many('HDEL', KEYS[2], nil, drop) end
   if #sets > 0 then many('HSET', KEYS[3], nil, sets) end
   if #gone > 0 then
@@ -138,7 +137,7 @@ end
     };
 }
 
-/// A head's outcome, dead (its record `ARGV[4]` into the dead set `KEYS[7]`
+/// A head's outcome, dead (its record `ARGV[4]` into the dead set `KEYS[6]`
 /// at score `ARGV[3]`), then the next of its key into the stream. Nothing
 /// when the entry is not this replica's any more (`XACK` found nothing).
 /// KEYS: as [`admit`], and the dead set. ARGV: stream ID, queue ID,
@@ -148,7 +147,7 @@ const DEAD: &str = concat!(
     r"if redis.call('XACK', KEYS[1], 'hookgate', ARGV[1]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
-redis.call('ZADD', KEYS[7], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[6], ARGV[3], ARGV[2])
 if redis.call('HGET', KEYS[3], ARGV[5]) == ARGV[2] then release({ARGV[5]}, {ARGV[2]}) end
 return 1"
 );
@@ -211,8 +210,6 @@ pub(super) struct OrderKeys {
     pub heads: String,
     pub tails: String,
     pub next: String,
-    /// How many are parked.
-    pub count: String,
 }
 
 impl RedisQueue {
@@ -221,7 +218,6 @@ impl RedisQueue {
             heads: self.key_named(route, "oh"),
             tails: self.key_named(route, "ot"),
             next: self.key_named(route, "on"),
-            count: self.key_named(route, "pn"),
         }
     }
 
@@ -237,7 +233,7 @@ impl RedisQueue {
         ttl_ms: &str,
     ) -> Result<bool, QueueError> {
         let o = self.order_keys(route);
-        let keys = [&*k.stream, &*k.hash, &*o.heads, &*o.tails, &*o.next, &*o.count, marker];
+        let keys = [&*k.stream, &*k.hash, &*o.heads, &*o.tails, &*o.next, marker];
         let v =
             self.eval(&self.order.enqueue, &keys, &[id.as_bytes(), record, key.as_bytes(), ttl_ms.as_bytes()]).await?;
         Ok(int(&v) == 1)
@@ -251,7 +247,7 @@ impl RedisQueue {
         key: &str,
     ) -> Result<bool, QueueError> {
         let (k, o) = (self.keys(route), self.order_keys(route));
-        let keys = [&*k.stream, &*k.hash, &*o.heads, &*o.tails, &*o.next, &*o.count, &*k.dead];
+        let keys = [&*k.stream, &*k.hash, &*o.heads, &*o.tails, &*o.next, &*k.dead];
         let v = self.eval(&self.order.revive, &keys, &[id.as_bytes(), record, key.as_bytes()]).await?;
         Ok(int(&v) == 1)
     }
@@ -268,7 +264,7 @@ impl RedisQueue {
         record: &[u8],
     ) -> Result<bool, QueueError> {
         let (k, o) = (self.keys(route), self.order_keys(route));
-        let keys = [&*k.stream, &*k.hash, &*o.heads, &*o.tails, &*o.next, &*o.count, &*k.dead];
+        let keys = [&*k.stream, &*k.hash, &*o.heads, &*o.tails, &*o.next, &*k.dead];
         let args = [stream_id.as_bytes(), id.as_bytes(), score.as_bytes(), record, key.as_bytes()];
         Ok(int(&self.eval(&self.order.dead, &keys, &args).await?) == 1)
     }
@@ -283,7 +279,7 @@ impl RedisQueue {
             args.extend([d.stream_id.as_bytes(), id.as_bytes(), key.as_bytes()]);
         }
         // The batch is one stream's (the route's): its keys share one slot.
-        let keys = [&*k.stream, &*k.hash, &*o.heads, &*o.tails, &*o.next, &*o.count];
+        let keys = [&*k.stream, &*k.hash, &*o.heads, &*o.tails, &*o.next];
         self.eval(&self.order.done, &keys, &args).await.map(drop)
     }
 }

@@ -147,9 +147,7 @@ impl RedisQueue {
             self.query(redis::cmd("HSET").arg(&o.tails).arg(&key).arg(&last)).await?;
         }
         if kept == 0 {
-            self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.tails).arg(&o.next).arg(&o.count)).await?;
-        } else {
-            self.query(redis::cmd("SET").arg(&o.count).arg(kept)).await?;
+            self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.tails).arg(&o.next)).await?;
         }
         Ok(n)
     }
@@ -159,7 +157,7 @@ impl RedisQueue {
         let (k, o) = (self.keys(route), self.order_keys(route));
         let (c, taken) = self.depth(route).await?;
         self.query(redis::cmd("DEL").arg(&k.stream).arg(&k.delayed).arg(&k.dead).arg(&k.hash)).await?;
-        self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.tails).arg(&o.next).arg(&o.count)).await?;
+        self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.tails).arg(&o.next)).await?;
         self.query(redis::cmd("SREM").arg(self.registry()).arg(route.as_bytes())).await?;
         self.registered.lock().unwrap_or_else(|p| p.into_inner()).remove(route);
         self.forget_group(route);
