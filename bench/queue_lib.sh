@@ -58,7 +58,7 @@ start_queue_redis() {
 # DRAIN_RATE (deliveries/s) and, on Redis, DRAIN_REDIS_US (Redis's CPU time per
 # delivery drained, user + system, from /proc); prints them.
 ingest_then_drain() {
-  local bin=$1 sync=$2 tag=$3 P A Q HG code bad pending t0 t1 deadline p s f d r0=0 r1=0
+  local bin=$1 sync=$2 tag=$3 P A Q HG code bad pending t0 t1 deadline p s f d r0=0 r1=0 h0 h1
   P=$(free_port); A=$(free_port); Q="$WORK/q-$tag"
   [[ $sync == *-shm ]] && Q="/dev/shm/hookgate-bench-$$-$tag"
   qconfig "$sync" 0 "$P" "$A" "$Q" > "$WORK/hg-$tag.toml"
@@ -75,6 +75,8 @@ ingest_then_drain() {
   # Drain: raise concurrency, reload, time until nothing is left.
   sed -i 's/^concurrency = 0$/concurrency = 64/' "$WORK/hg-$tag.toml"
   [ "$sync" = redis ] && r0=$(ticks "$RQ_PID")
+  [ "$sync" = redis ] && [ -n "${DRAIN_STATS:-}" ] && redis-cli -p "$RQ" CONFIG RESETSTAT >/dev/null
+  h0=$(ticks "$HG")
   t0=$(date +%s.%N)
   kill -HUP "$HG"
   deadline=$((SECONDS + 300))
@@ -86,11 +88,22 @@ ingest_then_drain() {
   done
   t1=$(date +%s.%N)
   [ "$sync" = redis ] && r1=$(ticks "$RQ_PID")
+  h1=$(ticks "$HG")
+  # DRAIN_STATS=1: Redis's commands over the drain, per delivery (INFO commandstats).
+  if [ "$sync" = redis ] && [ -n "${DRAIN_STATS:-}" ]; then
+    redis-cli -p "$RQ" INFO commandstats | python3 -c "
+import re, sys
+for l in sys.stdin:
+    m = re.match(r'cmdstat_(\S+):calls=(\d+),usec=(\d+)', l)
+    if m: print(f'    {m[1]:>12}: {int(m[2]) / $pending:6.3f} calls, {int(m[3]) / $pending:6.2f} us per delivery')
+"
+  fi
   [ "$d" = 0 ] || { echo "$d deliveries went dead while draining" >&2; exit 1; }
   DRAIN_RATE=$(python3 -c "print(f'{$pending / ($t1 - $t0):.1f}')")
   DRAIN_REDIS_US=$(python3 -c "print(f'{($r1 - $r0) * 1e6 / $HZ / $pending:.1f}')")
-  local cpu=""
-  [ "$sync" = redis ] && cpu="; Redis: $DRAIN_REDIS_US us of CPU per delivery"
+  DRAIN_HOOKGATE_US=$(python3 -c "print(f'{($h1 - $h0) * 1e6 / $HZ / $pending:.1f}')")
+  local cpu="; hookgate: $DRAIN_HOOKGATE_US us of CPU per delivery"
+  [ "$sync" = redis ] && cpu+=", Redis: $DRAIN_REDIS_US us"
   echo "  $(basename "$bin") drain sync=$sync: $pending deliveries in $(python3 -c "print(f'{$t1 - $t0:.2f}')") s = $DRAIN_RATE/s$cpu"
   kill "$HG"; wait "$HG" 2>/dev/null || true
   rm -rf "$Q"

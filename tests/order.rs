@@ -318,7 +318,7 @@ async fn on_redis_a_drained_ordered_route_leaves_no_ordering_state() {
     let keys = |pattern: &str| -> Vec<String> {
         redis.cli(&["--scan", "--pattern", pattern]).lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
     };
-    for kind in ["oh", "ot", "on"] {
+    for kind in ["oh", "ot", "on", "or"] {
         assert_eq!(keys(&format!("*:{kind}")), Vec::<String>::new(), "ordering state left: {kind}");
     }
     let hashes = keys("*:h");

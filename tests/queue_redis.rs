@@ -754,3 +754,160 @@ async fn a_flushed_stream_is_counted_and_shown() {
     assert_eq!(up.next().await.headers["x-hookgate-delivery-id"], "after-flush");
     gw.shutdown().await;
 }
+
+/// The Redis queue store alone, with its own `visibility_timeout`.
+fn queue_with_visibility(redis: &RedisServer, visibility: Duration) -> hookgate::queue::redis::RedisQueue {
+    let cfg = hookgate::config::RedisConfig {
+        target: hookgate::config::RedisTarget::Single(redis.url()),
+        key_prefix: "t:".into(),
+        timeout: Duration::from_secs(2),
+    };
+    hookgate::queue::redis::RedisQueue::new(&cfg, visibility).unwrap()
+}
+
+fn ordered_entry(i: usize) -> hookgate::queue::NewEntry {
+    let mut e = stored_entry(i);
+    e.meta.order_key = Some("k".into());
+    e
+}
+
+/// Takes on `q` until something is taken (a claim waits for the entry to be
+/// idle `visibility_timeout`), for at most 5 s.
+async fn take_some(
+    q: &hookgate::queue::redis::RedisQueue,
+    route: &hookgate::queue::RouteKey,
+) -> hookgate::queue::Taken {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let t = q.take(route, 10, &Default::default(), now_ms()).await.unwrap();
+        if !t.entries.is_empty() || std::time::Instant::now() > deadline {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ids_of(t: &[hookgate::queue::TakenEntry]) -> Vec<String> {
+    t.iter().map(|e| e.entry.meta.id.clone()).collect()
+}
+
+fn stream_id_of(t: &hookgate::queue::TakenEntry) -> String {
+    match &t.handle {
+        hookgate::queue::Handle::Redis { stream_id, .. } => stream_id.clone(),
+        _ => unreachable!("a Redis entry"),
+    }
+}
+
+/// A delivered head hands its key's next back to the replica that delivered
+/// it, on the same stream entry (the key's lease): nothing goes through the
+/// stream again. `/queue/waiting` shows the head it holds now. A replica
+/// that dies holding it leaves the lease to be claimed, and the claim hands
+/// out the key's head of now, not the delivery that was done.
+#[tokio::test]
+async fn a_delivered_heads_next_is_handed_on_by_lease_and_claimed_whole_when_its_replica_dies() {
+    use hookgate::queue::{RouteKey, Transition};
+    let redis = RedisServer::start();
+    let a = queue_on(&redis);
+    let route = RouteKey::new("tampa", "r");
+    for i in 0..3 {
+        a.enqueue(&route, &ordered_entry(i)).await.unwrap();
+    }
+    let head = a.take(&route, 10, &Default::default(), now_ms()).await.unwrap().entries.remove(0);
+    assert_eq!(head.entry.meta.id, "batch-0");
+    let next = a.finish_then(&head, &Transition::Done, true).await.unwrap().expect("the key's next, handed back");
+    assert_eq!(next.entry.meta.id, "batch-1");
+    assert_eq!(next.state.attempts, 0);
+    assert_eq!(stream_id_of(&next), stream_id_of(&head), "on the head's lease");
+    assert_eq!(redis.cli(&["XLEN", "t:{tampa:r}:s"]).trim(), "1", "nothing added to the stream");
+    let listed: Vec<_> = a.waiting(&route, 10, None).await.unwrap().items.into_iter().map(|i| i.meta.id).collect();
+    assert_eq!(listed, ["batch-1"], "the lease shows the head it holds now");
+
+    // Replica A dies holding batch-1; replica B claims the lease.
+    drop(next);
+    let b = queue_with_visibility(&redis, Duration::from_millis(200));
+    let claimed = take_some(&b, &route).await.entries;
+    assert_eq!(ids_of(&claimed), ["batch-1"], "the key's head of now, not the delivery done");
+    b.finish(&claimed[0], &Transition::Done).await.unwrap();
+    let last = take_some(&b, &route).await.entries;
+    assert_eq!(ids_of(&last), ["batch-2"], "handed on through the stream (not asked to go on)");
+    assert_eq!(b.finish_then(&last[0], &Transition::Done, true).await.unwrap().map(|t| t.entry.meta.id), None);
+    let left = redis.cli(&[
+        "EXISTS",
+        "t:{tampa:r}:oh",
+        "t:{tampa:r}:ot",
+        "t:{tampa:r}:on",
+        "t:{tampa:r}:or",
+        "t:{tampa:r}:h",
+        "t:{tampa:r}:s",
+    ]);
+    assert_eq!(left.trim(), "1", "only the (empty) stream is left: {left}");
+    assert_eq!(redis.cli(&["XLEN", "t:{tampa:r}:s"]).trim(), "0");
+    assert_eq!(b.depth(&route).await.unwrap(), (Default::default(), 0), "nothing counted");
+}
+
+/// Two replicas hold one head when one claimed it from the other (a slow
+/// attempt outlived `visibility_timeout`). Whichever outcome comes first
+/// counts; the other's changes nothing: a retry after the key was handed on
+/// does not take the lease away from its new head, and a delivery after a
+/// retry was scheduled does not hand the key on past the retry.
+#[tokio::test]
+async fn a_stale_replicas_outcome_of_a_head_changes_nothing() {
+    use hookgate::queue::{RouteKey, State, Transition};
+    let redis = RedisServer::start();
+    let a = queue_on(&redis);
+    let b = queue_with_visibility(&redis, Duration::from_millis(200));
+    let route = RouteKey::new("tampa", "r");
+    for i in 0..3 {
+        a.enqueue(&route, &ordered_entry(i)).await.unwrap();
+    }
+    let retry = |attempts| Transition::Retry { due_ms: now_ms(), state: State { attempts, ..Default::default() } };
+
+    // B delivers first and goes on; A's late retry changes nothing.
+    let on_a = a.take(&route, 10, &Default::default(), now_ms()).await.unwrap().entries.remove(0);
+    let on_b = take_some(&b, &route).await.entries.remove(0);
+    assert_eq!((on_a.ident(), &on_b.entry.meta.id), (on_b.ident(), &"batch-0".to_owned()));
+    let next = b.finish_then(&on_b, &Transition::Done, true).await.unwrap().expect("handed on");
+    assert!(a.finish_then(&on_a, &retry(1), true).await.unwrap().is_none());
+    assert_eq!(redis.cli(&["ZCARD", "t:{tampa:r}:d"]).trim(), "0", "no retry of batch-0 scheduled");
+    assert!(a.finish_then(&on_a, &Transition::Done, true).await.unwrap().is_none(), "nor handed on twice");
+
+    // Now A claims batch-1 from B and schedules a retry; B's late delivery
+    // does not hand the key on to batch-2.
+    let on_a = take_some(&queue_with_visibility(&redis, Duration::from_millis(200)), &route).await.entries.remove(0);
+    assert_eq!(on_a.entry.meta.id, "batch-1");
+    b.finish_then(&on_a, &retry(1), true).await.unwrap();
+    assert_eq!(redis.cli(&["ZCARD", "t:{tampa:r}:d"]).trim(), "1", "batch-1's retry");
+    assert!(b.finish_then(&next, &Transition::Done, true).await.unwrap().is_none(), "not handed on past the retry");
+    assert_eq!(redis.cli(&["XLEN", "t:{tampa:r}:s"]).trim(), "0", "batch-2 still waits");
+
+    // The retry comes back (its key's lease again), and the key goes on in order.
+    let again = take_some(&a, &route).await.entries;
+    assert_eq!(ids_of(&again), ["batch-1"]);
+    assert_eq!(again[0].state.attempts, 1);
+    let last = a.finish_then(&again[0], &Transition::Done, true).await.unwrap().expect("handed on");
+    assert_eq!(last.entry.meta.id, "batch-2");
+    assert!(a.finish_then(&last, &Transition::Done, true).await.unwrap().is_none());
+    assert_eq!(a.depth(&route).await.unwrap(), (Default::default(), 0), "nothing left");
+}
+
+/// A key handed on from head to head keeps its lease alive: once held a
+/// quarter of `visibility_timeout`, handing on claims it again, so no other
+/// replica claims a key that is going on however long its chain.
+#[tokio::test]
+async fn a_lease_held_long_is_claimed_again_as_its_key_goes_on() {
+    use hookgate::queue::{RouteKey, Transition};
+    let redis = RedisServer::start();
+    let a = queue_with_visibility(&redis, Duration::from_millis(800));
+    let route = RouteKey::new("tampa", "r");
+    for i in 0..2 {
+        a.enqueue(&route, &ordered_entry(i)).await.unwrap();
+    }
+    let head = a.take(&route, 10, &Default::default(), now_ms()).await.unwrap().entries.remove(0);
+    // Past a quarter of the timeout (200 ms), as an attempt would be.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let next = a.finish_then(&head, &Transition::Done, true).await.unwrap().expect("handed on");
+    let pending = redis.cli(&["XPENDING", "t:{tampa:r}:s", "hookgate", "-", "+", "10"]);
+    let idle: u64 = pending.lines().nth(2).and_then(|l| l.trim().parse().ok()).expect("an idle time");
+    assert!(idle < 200, "the lease's idle time restarted: {pending}");
+    assert!(next.leased().unwrap().elapsed() < Duration::from_millis(200), "and so did the handle's");
+}

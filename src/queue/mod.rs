@@ -67,13 +67,16 @@ pub enum Handle {
     },
     /// The stream (its key, shared by the entries of one take) and the entry
     /// it was read from, the delivery's queue ID, and the entry as stored
-    /// (a retry or a dead letter stores it again as it is).
+    /// (a retry or a dead letter stores it again as it is); when the stream
+    /// entry was read or last claimed (an ordering key's lease, handed on
+    /// from head to head, is claimed again before another replica could).
     Redis {
         route: RouteKey,
         stream: Arc<str>,
         stream_id: String,
         id: String,
         stored: bytes::Bytes,
+        leased: std::time::Instant,
     },
 }
 
@@ -91,6 +94,14 @@ impl TakenEntry {
         match &self.handle {
             Handle::Disk { seq, .. } => seq.to_string(),
             Handle::Redis { id, .. } => id.clone(),
+        }
+    }
+
+    /// Redis: when its stream entry was read or last claimed.
+    pub fn leased(&self) -> Option<std::time::Instant> {
+        match &self.handle {
+            Handle::Disk { .. } => None,
+            Handle::Redis { leased, .. } => Some(*leased),
         }
     }
 }
@@ -190,10 +201,18 @@ impl Store {
         }
     }
 
-    pub async fn finish(&self, taken: TakenEntry, t: Transition) -> Result<(), QueueError> {
+    /// Records an attempt's outcome. With `go_on`, a Redis store may hand
+    /// back the next delivery of a delivered entry's ordering key for the
+    /// caller to attempt ([`redis::RedisQueue::finish_then`]).
+    pub async fn finish(
+        &self,
+        taken: TakenEntry,
+        t: Transition,
+        go_on: bool,
+    ) -> Result<Option<TakenEntry>, QueueError> {
         match self {
-            Store::Disk(d) => d.finish(taken, t).await,
-            Store::Redis(r) => r.finish(&taken, &t).await,
+            Store::Disk(d) => d.finish(taken, t).await.map(|()| None),
+            Store::Redis(r) => r.finish_then(&taken, &t, go_on).await,
         }
     }
 

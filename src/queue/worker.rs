@@ -257,6 +257,7 @@ async fn route_worker(
         error_wait: FIRST_ERROR_WAIT,
         paused_until: None,
         rate: None,
+        stopping: stop.clone(),
     }
     .run(stop)
     .await
@@ -312,6 +313,8 @@ struct RouteWorker {
     paused_until: Option<Instant>,
     /// The route's `rate`, as of the last loop (a reload may change it).
     rate: Option<crate::route::policy::Rate>,
+    /// Turns true on shutdown: attempts then hand no ordering key on (see [`Attempt::run`]).
+    stopping: watch::Receiver<bool>,
 }
 
 impl RouteWorker {
@@ -420,6 +423,7 @@ impl RouteWorker {
                 health: self.health.clone(),
                 source_index: index,
                 route_index,
+                stopping: self.stopping.clone(),
             };
             // Boxed: the attempt's future is large, and a task
             // moves what it is given several times on spawn.
@@ -510,6 +514,13 @@ impl RouteWorker {
         let attempts = &mut self.attempts;
         for done in first.into_iter().chain(std::iter::from_fn(|| attempts.try_join_next())).flatten() {
             self.in_flight.remove(&done.ident);
+            // The next of a delivered head's ordering key, handed to this
+            // worker with the key's lease: first in line, held no longer
+            // than the lease allows (see `start_ready`).
+            if let Some(next) = done.next {
+                self.in_flight.insert(next.ident());
+                self.ready.push_front((next.leased().unwrap_or_else(Instant::now), next));
+            }
             if done.retake {
                 self.exhausted = false;
                 self.retake |= self.taking.is_some();
@@ -598,6 +609,8 @@ struct Finished {
     /// running meanwhile did not see: a retry (itself, once due), or the next
     /// delivery of its `order_by` key (released when it was done or dead).
     retake: bool,
+    /// Redis: the next delivery of its `order_by` key, for this worker to attempt.
+    next: Option<TakenEntry>,
 }
 
 /// A take in progress: what it took, and how many it asked for.
@@ -627,6 +640,7 @@ struct Attempt {
     health: Arc<super::health::RouteHealth>,
     source_index: usize,
     route_index: usize,
+    stopping: watch::Receiver<bool>,
 }
 
 impl Attempt {
@@ -796,13 +810,24 @@ impl Attempt {
         {
             tracing::info!(source = %meta.source, route = %route.identity, down_for_ms = down_for.as_millis() as u64, failed_attempts = failures, "queue route's app delivers again");
         }
-        let retake = matches!(transition, Transition::Retry { .. }) || meta.order_key.is_some();
-        if let Err(e) = self.queue.store.finish(taken, transition).await {
-            // Left as it was: it is attempted again (at-least-once).
-            tracing::error!(error = %e, "cannot record a queue attempt's outcome");
-            return Finished { ident, retake: false };
+        // A delivered head's next is attempted here at once (Redis: no trip
+        // through the stream) unless something must hold it back: the
+        // route's `rate` (its permits come with takes), a pause, shutdown.
+        let go_on = meta.order_key.is_some()
+            && route.queue().is_some_and(|q| q.rate.is_none())
+            && self.queue.pauses.get(&self.key).is_none()
+            && !*self.stopping.borrow();
+        // A next handed on comes back here, not through a take.
+        let handed_on = go_on && matches!(transition, Transition::Done);
+        let retake = matches!(transition, Transition::Retry { .. }) || (meta.order_key.is_some() && !handed_on);
+        match self.queue.store.finish(taken, transition, go_on).await {
+            Ok(next) => Finished { ident, retake, next },
+            Err(e) => {
+                // Left as it was: it is attempted again (at-least-once).
+                tracing::error!(error = %e, "cannot record a queue attempt's outcome");
+                Finished { ident, retake: false, next: None }
+            }
         }
-        Finished { ident, retake }
     }
 }
 

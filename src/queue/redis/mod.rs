@@ -52,7 +52,9 @@ const GROUP: &str = "hookgate";
 const PROMOTE_BATCH: usize = 256;
 
 /// Due retries back into the stream, the first part of a take. KEYS:
-/// stream, delayed, hash. ARGV: now, the most due retries to move. Returns
+/// stream, delayed, hash, and the ordering heads and retrying heads
+/// ([`order`]): a head of an ordering key back in the stream holds its key's
+/// lease again. ARGV: now, the most due retries to move. Returns
 /// how many it moved. The rest of a take is plain commands in the same
 /// pipeline: a script that reads the stream pays for turning every entry into
 /// a Lua table and back (2.1 us of Redis's one thread per entry, against 0.7
@@ -60,7 +62,14 @@ const PROMOTE_BATCH: usize = 256;
 const PROMOTE: &str = r"local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(ids) do
   local v = redis.call('HGET', KEYS[3], id)
-  if v then redis.call('XADD', KEYS[1], '*', 'p', v) end
+  if v then
+    local sid = redis.call('XADD', KEYS[1], '*', 'p', v)
+    local key = redis.call('HGET', KEYS[5], id)
+    if key then
+      if redis.call('HGET', KEYS[4], key) == id then redis.call('HSET', KEYS[4], key, id .. ' ' .. sid) end
+      redis.call('HDEL', KEYS[5], id)
+    end
+  end
   redis.call('ZREM', KEYS[2], id)
   redis.call('HDEL', KEYS[3], id)
 end
@@ -171,9 +180,10 @@ pub struct RedisQueue {
 struct DoneWaiting {
     stream: Arc<str>,
     stream_id: String,
-    /// An ordered entry's route, queue ID and `order_by` key: its key's next goes.
-    order: Option<(RouteKey, String, String)>,
-    tx: oneshot::Sender<Result<(), QueueError>>,
+    /// An ordered entry's: its key's next goes.
+    order: Option<order::DoneOrder>,
+    /// The record of the key's next, when this replica attempts it itself.
+    tx: oneshot::Sender<Result<Option<Vec<u8>>, QueueError>>,
 }
 
 /// Held by the task that sends a batch of outcomes until it took the batch:
@@ -209,6 +219,15 @@ struct Keys {
     delayed: String,
     dead: String,
     hash: String,
+    /// The ordering heads and retrying heads ([`order`]), for [`PROMOTE`].
+    heads: String,
+    retrying: String,
+}
+
+impl Keys {
+    fn promote_keys(&self) -> [&str; 5] {
+        [&self.stream, &self.delayed, &self.hash, &self.heads, &self.retrying]
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
@@ -342,6 +361,8 @@ impl RedisQueue {
             delayed: self.key(route, 'd'),
             dead: self.key(route, 'x'),
             hash: self.key(route, 'h'),
+            heads: self.key_named(route, "oh"),
+            retrying: self.key_named(route, "or"),
         }
     }
 
@@ -448,7 +469,7 @@ impl RedisQueue {
         // key), however soon, even while that attempt is still being reaped.
         // Read and then left out, it would wait in the group's pending list
         // for `visibility_timeout`.
-        let claimed = if claim { round.entries.len() } else { 0 };
+        let mut claimed = if claim { round.entries.len() } else { 0 };
         if claim {
             self.claimed_at.lock().unwrap_or_else(|p| p.into_inner()).insert(route.clone(), Instant::now());
             if round.entries.len() < limit {
@@ -465,31 +486,72 @@ impl RedisQueue {
         // Retries moved into the stream after this read (the script had to be
         // loaded first) are read by the next take, at once.
         let next_due_ms = if round.moved_late { Some(now_ms) } else { round.next_due_ms };
-        let entries = round.entries;
+        let mut entries = round.entries;
+        // A claimed entry of an ordering key is the key's lease: its key may
+        // have been handed on from the head it was read for ([`order`]).
+        if claimed > 0 {
+            let resolved = match self.resolve(route, &entries[..claimed]).await {
+                Ok(r) => r,
+                // Left pending: claimed again by a later take.
+                Err(e) => return Err(self.take_failed(route, e)),
+            };
+            let mut stale = Vec::new();
+            for (i, r) in resolved.into_iter().enumerate() {
+                match r {
+                    order::Resolved::Own => {}
+                    order::Resolved::Held { record, .. } => entries[i].1 = record,
+                    order::Resolved::Stale => stale.push(i),
+                }
+            }
+            for i in stale.into_iter().rev() {
+                let (stream_id, _) = entries.remove(i);
+                claimed -= 1;
+                let mut pipe = redis::pipe();
+                pipe.cmd("XACK").arg(&k.stream).arg(GROUP).arg(&stream_id).ignore();
+                pipe.cmd("XDEL").arg(&k.stream).arg(&stream_id).ignore();
+                drop(self.conn.pipe(&pipe).await);
+            }
+        }
         let stream: Arc<str> = k.stream.as_str().into();
         let mut out = Vec::with_capacity(entries.len());
+        let read_at = Instant::now();
         for (i, (stream_id, record)) in entries.into_iter().enumerate() {
-            let record = bytes::Bytes::from(record);
-            let parts = unpack(&record).and_then(|(id, state, bytes)| {
-                if i < claimed && skip.contains(&id) {
-                    return Ok(None);
-                }
-                // The entry's header values and body are slices of the record.
-                let stored = record.slice_ref(bytes);
-                Ok(Some((id, state, NewEntry::decode(stored.clone())?, stored)))
-            });
-            let (id, state, entry, stored) = match parts {
-                Ok(Some(parts)) => parts,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::error!(error = %e, stream_id, "damaged queue record; leaving it");
-                    continue;
-                }
-            };
-            let handle = Handle::Redis { route: route.clone(), stream: stream.clone(), stream_id, id, stored };
-            out.push(TakenEntry { handle, state, entry });
+            let skip = if i < claimed { Some(skip) } else { None };
+            out.extend(self.taken_entry(route, &stream, stream_id, record, skip, read_at));
         }
         Ok(Taken { entries: out, next_due_ms })
+    }
+
+    /// A stream entry (or a lease's next) as handed to a worker; `None` when
+    /// its queue ID is in `skip` or its record is damaged.
+    fn taken_entry(
+        &self,
+        route: &RouteKey,
+        stream: &Arc<str>,
+        stream_id: String,
+        record: Vec<u8>,
+        skip: Option<&HashSet<String>>,
+        leased: Instant,
+    ) -> Option<TakenEntry> {
+        let record = bytes::Bytes::from(record);
+        let parts = unpack(&record).and_then(|(id, state, bytes)| {
+            if skip.is_some_and(|s| s.contains(&id)) {
+                return Ok(None);
+            }
+            // The entry's header values and body are slices of the record.
+            let stored = record.slice_ref(bytes);
+            Ok(Some((id, state, NewEntry::decode(stored.clone())?, stored)))
+        });
+        let (id, state, entry, stored) = match parts {
+            Ok(Some(parts)) => parts,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!(error = %e, stream_id, "damaged queue record; leaving it");
+                return None;
+            }
+        };
+        let handle = Handle::Redis { route: route.clone(), stream: stream.clone(), stream_id, id, stored, leased };
+        Some(TakenEntry { handle, state, entry })
     }
 
     /// A failed take: a stream without its group (deleted or flushed) makes
@@ -551,10 +613,12 @@ impl RedisQueue {
         if let Some(now) = promote {
             pipe.cmd("EVALSHA")
                 .arg(self.scripts.promote.sha())
-                .arg(3)
+                .arg(5)
                 .arg(&k.stream)
                 .arg(&k.delayed)
                 .arg(&k.hash)
+                .arg(&k.heads)
+                .arg(&k.retrying)
                 .arg(now)
                 .arg(PROMOTE_BATCH);
         }
@@ -598,8 +662,7 @@ impl RedisQueue {
                 Some(Value::ServerError(e)) if e.kind() == Some(redis::ServerErrorKind::NoScript) => {
                     let batch = PROMOTE_BATCH.to_string();
                     let args: [&[u8]; 2] = [now.as_bytes(), batch.as_bytes()];
-                    let moved =
-                        int(&self.eval(&self.scripts.promote, &[&k.stream, &k.delayed, &k.hash], &args).await?);
+                    let moved = int(&self.eval(&self.scripts.promote, &k.promote_keys(), &args).await?);
                     round.moved_late = moved > 0;
                 }
                 Some(v) => drop(ok(v)?),
@@ -653,8 +716,8 @@ impl RedisQueue {
         &self,
         stream: Arc<str>,
         stream_id: String,
-        order: Option<(RouteKey, String, String)>,
-    ) -> Result<(), QueueError> {
+        order: Option<order::DoneOrder>,
+    ) -> Result<Option<Vec<u8>>, QueueError> {
         let (tx, rx) = oneshot::channel();
         let lead = {
             let mut waiting = self.done_waiting.lock().unwrap_or_else(|p| p.into_inner());
@@ -669,8 +732,16 @@ impl RedisQueue {
             while !batch.is_empty() {
                 let n = batch.iter().take_while(|d| d.stream == batch[0].stream).count();
                 let group: Vec<_> = batch.drain(..n).collect();
-                let result = if let Some((route, ..)) = group.iter().find_map(|d| d.order.as_ref()) {
-                    self.done_ordered(route, &group).await
+                let result = if let Some(o) = group.iter().find_map(|d| d.order.as_ref()) {
+                    match self.done_ordered(&o.route, &group).await {
+                        Ok(nexts) => {
+                            for (d, next) in group.into_iter().zip(nexts.into_iter().chain(std::iter::repeat(None))) {
+                                let _ = d.tx.send(Ok(next));
+                            }
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
                 } else {
                     // Acknowledged, then deleted from the stream, in one round trip
                     // (no script: deleting an ID that another replica claimed and
@@ -686,7 +757,7 @@ impl RedisQueue {
                     }
                     pipe.ignore();
                     match self.conn.pipe(&pipe).await {
-                        Ok(r) => r.map(drop).map_err(unavailable),
+                        Ok(r) => r.map(|_| None).map_err(unavailable),
                         Err(_) => Err(unavailable("Redis did not answer in time")),
                     }
                 };
@@ -698,16 +769,48 @@ impl RedisQueue {
         rx.await.unwrap_or_else(|_| Err(unavailable("the batch this outcome was in was cancelled")))
     }
 
+    /// Records an attempt's outcome.
     pub async fn finish(&self, taken: &TakenEntry, t: &Transition) -> Result<(), QueueError> {
-        let Handle::Redis { route, stream, stream_id, id, stored } = &taken.handle else {
+        self.finish_then(taken, t, false).await.map(drop)
+    }
+
+    /// Records an attempt's outcome; with `go_on`, a delivered head of an
+    /// ordering key hands back the key's next for the caller to attempt
+    /// (holding the key's lease, see [`order`]), instead of putting it into
+    /// the stream for any replica to take.
+    pub async fn finish_then(
+        &self,
+        taken: &TakenEntry,
+        t: &Transition,
+        go_on: bool,
+    ) -> Result<Option<TakenEntry>, QueueError> {
+        let Handle::Redis { route, stream, stream_id, id, stored, leased } = &taken.handle else {
             return Err(QueueError::BadInput("not a Redis queue entry"));
         };
         let order = taken.entry.meta.order_key.as_deref();
         let (dead, score, state) = match t {
             // The common case builds no key: its stream's came with the take.
             Transition::Done => {
-                let order = order.map(|key| (route.clone(), id.clone(), key.to_owned()));
-                return self.done(stream.clone(), stream_id.clone(), order).await;
+                // A lease held a quarter of `visibility_timeout` is claimed
+                // again (its idle time restarts) as its key goes on here.
+                let refresh = leased.elapsed() >= self.visibility / 4;
+                let go_on = match (go_on, refresh) {
+                    (false, _) => order::GoOn::Stream,
+                    (true, false) => order::GoOn::Here,
+                    (true, true) => order::GoOn::HereRefreshed,
+                };
+                let order = order.map(|key| order::DoneOrder {
+                    route: route.clone(),
+                    id: id.clone(),
+                    key: key.to_owned(),
+                    go_on,
+                });
+                let Some(record) = self.done(stream.clone(), stream_id.clone(), order).await? else {
+                    return Ok(None);
+                };
+                // The next holds the same lease: the head's stream entry.
+                let leased = if refresh { Instant::now() } else { *leased };
+                return Ok(self.taken_entry(route, stream, stream_id.clone(), record, None, leased));
             }
             Transition::Retry { due_ms, state } => (false, *due_ms, state),
             Transition::Dead { state } => (true, state.dead_ms.unwrap_or(0), state),
@@ -716,11 +819,11 @@ impl RedisQueue {
         let set = if dead { &k.dead } else { &k.delayed };
         let record = pack(id, state, stored);
         let score = score.to_string();
-        if dead && let Some(key) = order {
-            if !self.dead_ordered(route, stream_id, id, key, &score, &record).await? {
+        if let Some(key) = order {
+            if !self.failed_ordered(route, dead, (stream_id, id), key, &score, &record).await? {
                 tracing::debug!(id, "queue entry was claimed by another replica meanwhile; its outcome is theirs");
             }
-            return Ok(());
+            return Ok(None);
         }
         let claimed = self
             .eval(
@@ -732,7 +835,7 @@ impl RedisQueue {
         if int(&claimed) == 0 {
             tracing::debug!(id, "queue entry was claimed by another replica meanwhile; its outcome is theirs");
         }
-        Ok(())
+        Ok(None)
     }
 
     pub async fn depth(&self, route: &RouteKey) -> Result<(Counts, u64), QueueError> {
@@ -817,12 +920,20 @@ impl RedisQueue {
             let v =
                 self.query(redis::cmd("XRANGE").arg(&k.stream).arg(&from).arg("+").arg("COUNT").arg(limit + 1)).await?;
             let mut last: Option<String> = None;
-            for (i, (stream_id, record)) in entries_of(v).into_iter().enumerate() {
+            let entries = entries_of(v);
+            // An ordering key's lease stands for the head it was handed on to.
+            let resolved = self.resolve(route, &entries).await?;
+            for (i, ((stream_id, own), r)) in entries.into_iter().zip(resolved).enumerate() {
                 if i == limit {
                     page.next = last.map(|l| format!("s{l}"));
                     return Ok(page);
                 }
                 last = Some(stream_id);
+                let record = match r {
+                    order::Resolved::Own => own,
+                    order::Resolved::Held { record, .. } => record,
+                    order::Resolved::Stale => continue,
+                };
                 let Ok((id, state, bytes)) = unpack(&record) else { continue };
                 let Ok(meta) = NewEntry::decode_meta(bytes) else { continue };
                 let entry = entry_name(route, &id);

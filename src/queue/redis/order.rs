@@ -26,19 +26,62 @@
 //! 28.6-33.3 us to 26.4-31.2 us in alternating runs. That time bounds the
 //! drain on a machine whose cores Redis shares with hookgate and the app.)
 
+use redis::Value;
+
 use super::{Keys, QueueError, RedisQueue, RouteKey, int};
 use crate::redis_conn::Script;
+
+/// What stands for an ordered stream entry read again (see [`RESOLVE`]).
+pub(super) enum Resolved {
+    /// Its own record.
+    Own,
+    /// Its key was handed on: the record (queue ID `id`) of the head it holds the lease of.
+    Held { id: String, record: Vec<u8> },
+    /// A lease with nothing behind it any more.
+    Stale,
+}
+
+/// An ordered delivery's outcome waiting in a batch ([`RedisQueue::done`]).
+pub(super) struct DoneOrder {
+    pub route: RouteKey,
+    pub id: String,
+    pub key: String,
+    pub go_on: GoOn,
+}
+
+/// How a delivered head's key goes on (see [`DONE`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum GoOn {
+    /// Its next into the stream, for any replica to take.
+    Stream,
+    /// Its next handed back to this replica.
+    Here,
+    /// Handed back, and the lease's idle time restarted.
+    HereRefreshed,
+}
+
+impl GoOn {
+    fn as_arg(self) -> &'static str {
+        match self {
+            GoOn::Stream => "0",
+            GoOn::Here => "1",
+            GoOn::HereRefreshed => "2",
+        }
+    }
+}
 
 /// The Lua that puts a record (`ARGV[2]`, queue ID `ARGV[1]`, key `ARGV[3]`)
 /// in the stream as its key's head, or parks it at the end of its key's
 /// chain. KEYS: stream, hash, heads, tails, next.
 macro_rules! admit {
     () => {
-        r"if redis.call('HSETNX', KEYS[3], ARGV[3], ARGV[1]) == 1 then
-    redis.call('XADD', KEYS[1], '*', 'p', ARGV[2])
+        r"local head = redis.call('HGET', KEYS[3], ARGV[3])
+  if not head then
+    local sid = redis.call('XADD', KEYS[1], '*', 'p', ARGV[2])
+    redis.call('HSET', KEYS[3], ARGV[3], ARGV[1] .. ' ' .. sid)
     redis.call('HDEL', KEYS[2], ARGV[1])
   else
-    local last = redis.call('HGET', KEYS[4], ARGV[3]) or redis.call('HGET', KEYS[3], ARGV[3])
+    local last = redis.call('HGET', KEYS[4], ARGV[3]) or string.match(head, '^%S+')
     redis.call('HSET', KEYS[5], last, ARGV[1])
     redis.call('HSET', KEYS[4], ARGV[3], ARGV[1])
     redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
@@ -75,15 +118,23 @@ return 0"
 ///
 /// - `many(cmd, key, extra, items)` calls `cmd key [extra] items…` in chunks
 ///   (Lua's `unpack` has a limit) and returns the replies' items together;
-/// - `release(keys, ids)` lets the next of each key `keys[j]`, whose head
-///   `ids[j]` is done or dead, go: into the stream as its key's new head, or
-///   the key has no head any more. A parked ID whose record is gone is
-///   skipped. Each step is one command for all the keys together but the
+/// - `release(keys, ids, leases, go, at, out)` lets the next of each key
+///   `keys[j]`, whose head `ids[j]` is done or dead, go. Where `go[j]` is
+///   `'1'` the replica that finished the head attempts the next itself: the
+///   next's record goes into `out[at[j]]` (and stays in `…:h` until its own
+///   outcome), and the head's stream entry `leases[j]` stays in the group's
+///   pending list as the key's lease, so a replica that dies holding it
+///   leaves it to be claimed (see [`RESOLVE`]). Else the next goes into the
+///   stream as its key's new head, and the lease (if any) is acknowledged and
+///   deleted, as when the key has no next. A parked ID whose record is gone
+///   is skipped. Each step is one command for all the keys together but the
 ///   `XADD`s: Lua's own work per `redis.call` is about 1-2 us of Redis's
 ///   time, as much as a command's.
 macro_rules! release_fns {
     () => {
-        r"local function many(cmd, key, extra, items)
+        concat!(
+            whose_fn!(),
+            r"local function many(cmd, key, extra, items)
   local out = {}
   for i = 1, #items, 500 do
     local args = {}
@@ -96,35 +147,44 @@ macro_rules! release_fns {
   end
   return out
 end
-local function release(keys, ids)
-  local sets, gone, drop = {}, {}, {}
+local function release(keys, ids, leases, go, at, out)
+  local sets, gone, drop, ack = {}, {}, {}, {}
   while #keys > 0 do
     local nexts = many('HMGET', KEYS[5], nil, ids)
     many('HDEL', KEYS[5], nil, ids)
-    local nkeys, nids = {}, {}
+    local nk, ni, nl, ng, na = {}, {}, {}, {}, {}
     for j = 1, #keys do
       if nexts[j] then
-        nkeys[#nkeys + 1] = keys[j]
-        nids[#nids + 1] = nexts[j]
+        nk[#nk + 1], ni[#ni + 1], nl[#nl + 1], ng[#ng + 1], na[#na + 1] = keys[j], nexts[j], leases[j], go[j], at[j]
       else
         gone[#gone + 1] = keys[j]
+        if leases[j] then ack[#ack + 1] = leases[j] end
       end
     end
-    keys, ids = {}, {}
-    if #nids > 0 then
-      local records = many('HMGET', KEYS[2], nil, nids)
-      for j = 1, #nids do
+    keys, ids, leases, go, at = {}, {}, {}, {}, {}
+    if #ni > 0 then
+      local records = many('HMGET', KEYS[2], nil, ni)
+      for j = 1, #ni do
         if records[j] then
-          redis.call('XADD', KEYS[1], '*', 'p', records[j])
-          sets[#sets + 1] = nkeys[j]
-          sets[#sets + 1] = nids[j]
-          drop[#drop + 1] = nids[j]
+          sets[#sets + 1] = nk[j]
+          if ng[j] ~= '0' then
+            out[na[j]] = records[j]
+            sets[#sets + 1] = ni[j] .. ' ' .. nl[j]
+          else
+            sets[#sets + 1] = ni[j] .. ' ' .. redis.call('XADD', KEYS[1], '*', 'p', records[j])
+            drop[#drop + 1] = ni[j]
+            if nl[j] then ack[#ack + 1] = nl[j] end
+          end
         else
-          keys[#keys + 1] = nkeys[j]
-          ids[#ids + 1] = nids[j]
+          local n = #keys + 1
+          keys[n], ids[n], leases[n], go[n], at[n] = nk[j], ni[j], nl[j], ng[j], na[j]
         end
       end
     end
+  end
+  if #ack > 0 then
+    many('XACK', KEYS[1], 'hookgate', ack)
+    many('XDEL', KEYS[1], nil, ack)
   end
   if #drop > 0 then many('HDEL', KEYS[2], nil, drop) end
   if #sets > 0 then many('HSET', KEYS[3], nil, sets) end
@@ -134,64 +194,155 @@ local function release(keys, ids)
   end
 end
 "
+        )
+    };
+}
+
+/// `whose(head, sid, id)`: what the stream entry `sid`, read for queue ID
+/// `id`, is to its key, whose `…:oh` value is `head` (`<queue ID> <lease>`,
+/// or `<queue ID>` alone while the head waits for a retry):
+///
+/// - `'mine'`: the key's lease, and `id` is still its head;
+/// - `'moved'`: the key's lease, but its key was handed on to the head
+///   `hid` (the second value) since;
+/// - `'other'`: not the key's lease (the key has no head, waits for a retry
+///   or is led by another entry; or the entry came in by an orphan move): an
+///   entry of its own, as if not ordered.
+macro_rules! whose_fn {
+    () => {
+        r"local function whose(head, sid, id)
+  if not head then return 'other' end
+  local hid, hsid = string.match(head, '^(%S+) ?(%S*)$')
+  if hsid ~= sid then return 'other' end
+  if hid == id then return 'mine' end
+  return 'moved', hid
+end
+"
     };
 }
 
 /// A head's outcome, dead (its record `ARGV[4]` into the dead set `KEYS[6]`
 /// at score `ARGV[3]`), then the next of its key into the stream. Nothing
-/// when the entry is not this replica's any more (`XACK` found nothing).
-/// KEYS: as [`admit`], and the dead set. ARGV: stream ID, queue ID,
-/// score, record, key.
+/// when the entry is not this replica's any more: another replica's outcome
+/// of it handed its key on (`'moved'`), or took its stream entry (`XACK`
+/// found nothing). KEYS: as [`admit`], the dead set, the retrying heads
+/// (unused). ARGV: stream ID, queue ID, score, record, key.
 const DEAD: &str = concat!(
     release_fns!(),
-    r"if redis.call('XACK', KEYS[1], 'hookgate', ARGV[1]) == 0 then return 0 end
+    r"local w = whose(redis.call('HGET', KEYS[3], ARGV[5]), ARGV[1], ARGV[2])
+if w == 'moved' then return 0 end
+if redis.call('XACK', KEYS[1], 'hookgate', ARGV[1]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
 redis.call('ZADD', KEYS[6], ARGV[3], ARGV[2])
-if redis.call('HGET', KEYS[3], ARGV[5]) == ARGV[2] then release({ARGV[5]}, {ARGV[2]}) end
+if w == 'mine' then release({ARGV[5]}, {ARGV[2]}, {false}, {'0'}, {0}, {}) end
+return 1"
+);
+
+/// A head's retry (its record `ARGV[4]` into the retry set `KEYS[6]` at due
+/// time `ARGV[3]`), checked as [`DEAD`]. The key keeps its head, without a
+/// lease until the retry is back in the stream: `…:or` (`KEYS[7]`) names its
+/// key for [`super::PROMOTE`]. KEYS and ARGV: as [`DEAD`].
+const RETRY: &str = concat!(
+    whose_fn!(),
+    r"local w = whose(redis.call('HGET', KEYS[3], ARGV[5]), ARGV[1], ARGV[2])
+if w == 'moved' then return 0 end
+if redis.call('XACK', KEYS[1], 'hookgate', ARGV[1]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+redis.call('ZADD', KEYS[6], ARGV[3], ARGV[2])
+if w == 'mine' then
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[2])
+  redis.call('HSET', KEYS[7], ARGV[2], ARGV[5])
+end
 return 1"
 );
 
 /// Deliveries of one stream done together (one scheduler tick's, as the
-/// unordered `XACK`/`XDEL` batch): ARGV is triples of stream ID, queue ID and
-/// key (empty: not ordered). KEYS: as [`admit`]. An ordered entry is
-/// acknowledged on its own: only the replica whose `XACK` took it lets its
-/// key's next go (another may have claimed it and scheduled a retry
-/// meanwhile), and only when it is still its key's head.
+/// unordered `XACK`/`XDEL` batch). ARGV: this replica's consumer name, then
+/// quadruples of stream ID, queue ID, key (empty: not ordered) and how the
+/// key goes on (`'0'`: its next into the stream; `'1'`: handed back to this
+/// replica; `'2'`: handed back, and the lease claimed again, which restarts
+/// its idle time so no other replica claims a key handed on for long).
+/// Returns one item per quadruple: the record of the key's next when it is
+/// handed back, else nil. KEYS: as [`admit`].
+///
+/// An ordered entry's outcome counts only while it is `'mine'` (see
+/// `whose`): another replica may have claimed it meanwhile and handed its
+/// key on, or scheduled a retry. An `'other'` entry is acknowledged as a
+/// plain one.
 const DONE: &str = concat!(
     release_fns!(),
-    r"local plain, acked, keys, ids = {}, {}, {}, {}
-for i = 1, #ARGV, 3 do
-  local sid, key = ARGV[i], ARGV[i + 2]
-  if key == '' then
-    plain[#plain + 1] = sid
-    acked[#acked + 1] = sid
-  elseif redis.call('XACK', KEYS[1], 'hookgate', sid) == 1 then
-    acked[#acked + 1] = sid
-    keys[#keys + 1] = key
-    ids[#ids + 1] = ARGV[i + 1]
+    r"local out, plain, keys, ids, leases, go, at = {}, {}, {}, {}, {}, {}, {}
+for i = 2, #ARGV, 4 do
+  local n = #out + 1
+  out[n] = false
+  if ARGV[i + 2] == '' then
+    plain[#plain + 1] = ARGV[i]
+  else
+    local m = #keys + 1
+    keys[m], ids[m], leases[m], go[m], at[m] = ARGV[i + 2], ARGV[i + 1], ARGV[i], ARGV[i + 3], n
   end
 end
-if #plain > 0 then many('XACK', KEYS[1], 'hookgate', plain) end
-if #acked > 0 then many('XDEL', KEYS[1], nil, acked) end
 if #keys > 0 then
-  local heads, go, done = many('HMGET', KEYS[3], nil, keys), {}, {}
+  local heads, refresh = many('HMGET', KEYS[3], nil, keys), {}
+  local k2, i2, l2, g2, a2 = {}, {}, {}, {}, {}
   for j = 1, #keys do
-    if heads[j] == ids[j] then
-      go[#go + 1] = keys[j]
-      done[#done + 1] = ids[j]
+    local w = whose(heads[j], leases[j], ids[j])
+    if w == 'mine' then
+      local m = #k2 + 1
+      k2[m], i2[m], l2[m], g2[m], a2[m] = keys[j], ids[j], leases[j], go[j], at[j]
+      if go[j] == '2' then refresh[#refresh + 1] = leases[j] end
+    elseif w == 'other' then
+      plain[#plain + 1] = leases[j]
     end
   end
-  release(go, done)
+  for i = 1, #refresh, 500 do
+    local args = {'hookgate', ARGV[1], 0}
+    for j = i, math.min(i + 499, #refresh) do args[#args + 1] = refresh[j] end
+    args[#args + 1] = 'JUSTID'
+    redis.call('XCLAIM', KEYS[1], unpack(args))
+  end
+  if #i2 > 0 then
+    many('HDEL', KEYS[2], nil, i2)
+    release(k2, i2, l2, g2, a2, out)
+  end
 end
-return 1"
+if #plain > 0 then
+  many('XACK', KEYS[1], 'hookgate', plain)
+  many('XDEL', KEYS[1], nil, plain)
+end
+return out"
+);
+
+/// Which record stands for each ordered stream entry read again (claimed
+/// after its replica stopped, listed, moved): a lease's entry holds the
+/// record of the head it was read for, but its key may have been handed on
+/// since (see `release`). ARGV: triples of stream ID, queue ID and key.
+/// Returns one item per triple: 0 when the entry stands for itself, the
+/// record of the head its key was handed on to (from `…:h`), or 1 when that
+/// is gone. KEYS: heads, hash.
+const RESOLVE: &str = concat!(
+    whose_fn!(),
+    r"local out = {}
+for i = 1, #ARGV, 3 do
+  local w, hid = whose(redis.call('HGET', KEYS[1], ARGV[i + 2]), ARGV[i], ARGV[i + 1])
+  if w == 'moved' then
+    out[#out + 1] = redis.call('HGET', KEYS[2], hid) or 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out"
 );
 
 pub(super) struct Scripts {
     enqueue: Script,
     revive: Script,
     dead: Script,
+    retry: Script,
     done: Script,
+    resolve: Script,
 }
 
 impl Default for Scripts {
@@ -200,7 +351,9 @@ impl Default for Scripts {
             enqueue: Script::new(ENQUEUE),
             revive: Script::new(REVIVE),
             dead: Script::new(DEAD),
+            retry: Script::new(RETRY),
             done: Script::new(DONE),
+            resolve: Script::new(RESOLVE),
         }
     }
 }
@@ -210,6 +363,7 @@ pub(super) struct OrderKeys {
     pub heads: String,
     pub tails: String,
     pub next: String,
+    pub retrying: String,
 }
 
 impl RedisQueue {
@@ -218,6 +372,7 @@ impl RedisQueue {
             heads: self.key_named(route, "oh"),
             tails: self.key_named(route, "ot"),
             next: self.key_named(route, "on"),
+            retrying: self.key_named(route, "or"),
         }
     }
 
@@ -252,34 +407,91 @@ impl RedisQueue {
         Ok(int(&v) == 1)
     }
 
-    /// A head dead (`record` at `score` into the dead set), and the next of
-    /// its key released; whether this replica still owned the entry.
-    pub(super) async fn dead_ordered(
+    /// A head dead (`record` at `score` into the dead set, and the next of
+    /// its key released) or to be retried (into the retry set at `score`);
+    /// whether this replica still owned the entry.
+    pub(super) async fn failed_ordered(
         &self,
         route: &RouteKey,
-        stream_id: &str,
-        id: &str,
+        dead: bool,
+        (stream_id, id): (&str, &str),
         key: &str,
         score: &str,
         record: &[u8],
     ) -> Result<bool, QueueError> {
         let (k, o) = (self.keys(route), self.order_keys(route));
-        let keys = [&*k.stream, &*k.hash, &*o.heads, &*o.tails, &*o.next, &*k.dead];
+        let (set, script) = if dead { (&k.dead, &self.order.dead) } else { (&k.delayed, &self.order.retry) };
+        let keys = [&*k.stream, &*k.hash, &*o.heads, &*o.tails, &*o.next, set, &*o.retrying];
         let args = [stream_id.as_bytes(), id.as_bytes(), score.as_bytes(), record, key.as_bytes()];
-        Ok(int(&self.eval(&self.order.dead, &keys, &args).await?) == 1)
+        Ok(int(&self.eval(script, &keys, &args).await?) == 1)
+    }
+
+    /// For each of `entries` (stream ID, record) read again from `route`'s
+    /// stream, what stands for it ([`RESOLVE`]): its own record, the record
+    /// of the head its key was handed on to, or nothing (a lease left over).
+    /// Plain entries are their own; an unreadable record is left as it is.
+    pub(super) async fn resolve(
+        &self,
+        route: &RouteKey,
+        entries: &[(String, Vec<u8>)],
+    ) -> Result<Vec<Resolved>, QueueError> {
+        let mut args: Vec<Vec<u8>> = Vec::new();
+        let mut at = Vec::new();
+        for (i, (stream_id, record)) in entries.iter().enumerate() {
+            let Ok((id, _, bytes)) = super::unpack(record) else { continue };
+            let Some(key) = super::NewEntry::decode_meta(bytes).ok().and_then(|m| m.order_key) else { continue };
+            args.extend([stream_id.clone().into_bytes(), id.into_bytes(), key.into_bytes()]);
+            at.push(i);
+        }
+        let mut out: Vec<Resolved> = entries.iter().map(|_| Resolved::Own).collect();
+        if at.is_empty() {
+            return Ok(out);
+        }
+        let o = self.order_keys(route);
+        let hash = self.keys(route).hash;
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let v = self.eval(&self.order.resolve, &[&o.heads, &hash], &args).await?;
+        for (i, item) in at.into_iter().zip(super::items(&v)) {
+            out[i] = match item {
+                Value::BulkString(record) => match super::unpack(record) {
+                    Ok((id, ..)) => Resolved::Held { id, record: record.clone() },
+                    Err(_) => Resolved::Own,
+                },
+                v if int(v) == 1 => Resolved::Stale,
+                _ => Resolved::Own,
+            };
+        }
+        Ok(out)
     }
 
     /// One stream's batch of delivered entries ([`RedisQueue::done`]) when
-    /// some are ordered: one script call.
-    pub(super) async fn done_ordered(&self, route: &RouteKey, group: &[super::DoneWaiting]) -> Result<(), QueueError> {
+    /// some are ordered: one script call. For each, the record of its key's
+    /// next when this replica attempts it itself.
+    pub(super) async fn done_ordered(
+        &self,
+        route: &RouteKey,
+        group: &[super::DoneWaiting],
+    ) -> Result<Vec<Option<Vec<u8>>>, QueueError> {
         let (k, o) = (self.keys(route), self.order_keys(route));
-        let mut args: Vec<&[u8]> = Vec::with_capacity(group.len() * 3);
+        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + group.len() * 4);
+        args.push(self.consumer.as_bytes());
         for d in group {
-            let (id, key) = d.order.as_ref().map_or(("", ""), |(_, i, k)| (i.as_str(), k.as_str()));
-            args.extend([d.stream_id.as_bytes(), id.as_bytes(), key.as_bytes()]);
+            let (id, key, go) = match &d.order {
+                Some(o) => (o.id.as_str(), o.key.as_str(), o.go_on.as_arg()),
+                None => ("", "", "0"),
+            };
+            args.extend([d.stream_id.as_bytes(), id.as_bytes(), key.as_bytes(), go.as_bytes()]);
         }
         // The batch is one stream's (the route's): its keys share one slot.
         let keys = [&*k.stream, &*k.hash, &*o.heads, &*o.tails, &*o.next];
-        self.eval(&self.order.done, &keys, &args).await.map(drop)
+        let v = self.eval(&self.order.done, &keys, &args).await?;
+        let Value::Array(items) = v else { return Err(super::unavailable("unexpected reply to a queue outcome")) };
+        Ok(items
+            .into_iter()
+            .map(|v| match v {
+                Value::BulkString(b) => Some(b),
+                _ => None,
+            })
+            .collect())
     }
 }

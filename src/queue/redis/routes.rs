@@ -13,6 +13,7 @@
 
 use redis::Value;
 
+use super::order::Resolved;
 use super::{RedisQueue, entries_of, int, items, text};
 use crate::queue::entry::{Meta, NewEntry, RouteKey, unpack};
 use crate::queue::transfer::{Item, Place};
@@ -70,7 +71,18 @@ impl RedisQueue {
             let entries = entries_of(page);
             let Some((last, _)) = entries.last() else { break };
             start = format!("({last}");
-            for (stream_id, record) in &entries {
+            // An ordering key's lease stands for the head it was handed on to.
+            let resolved = self.resolve(from, &entries).await?;
+            for ((stream_id, own), r) in entries.iter().zip(resolved) {
+                let (record, held) = match &r {
+                    Resolved::Own => (own, None),
+                    Resolved::Held { id, record } => (record, Some(id)),
+                    Resolved::Stale => {
+                        self.query(redis::cmd("XACK").arg(&k.stream).arg(super::GROUP).arg(stream_id)).await.ok();
+                        self.query(redis::cmd("XDEL").arg(&k.stream).arg(stream_id)).await?;
+                        continue;
+                    }
+                };
                 let to = target(meta(record).as_ref());
                 if to == *from {
                     continue;
@@ -81,6 +93,9 @@ impl RedisQueue {
                 self.query(redis::cmd("XADD").arg(&tk.stream).arg("*").arg("p").arg(record.as_slice())).await?;
                 self.query(redis::cmd("XACK").arg(&k.stream).arg(super::GROUP).arg(stream_id)).await.ok();
                 self.query(redis::cmd("XDEL").arg(&k.stream).arg(stream_id)).await?;
+                if let Some(id) = held {
+                    self.query(redis::cmd("HDEL").arg(&k.hash).arg(id)).await?;
+                }
                 n += 1;
             }
         }
@@ -106,6 +121,7 @@ impl RedisQueue {
                 self.query(redis::cmd("ZADD").arg(to_set).arg(&score).arg(&id)).await?;
                 self.query(redis::cmd("ZREM").arg(set).arg(&id)).await?;
                 self.query(redis::cmd("HDEL").arg(&k.hash).arg(&id)).await?;
+                self.query(redis::cmd("HDEL").arg(&k.retrying).arg(&id)).await?;
                 n += 1;
             }
         }
@@ -119,6 +135,8 @@ impl RedisQueue {
             let (Some(key), Some(head)) = (pair.first().and_then(text), pair.get(1).and_then(text)) else {
                 continue;
             };
+            // `<queue ID> <lease>`, or the queue ID alone ([`super::order`]).
+            let head = head.split(' ').next().unwrap_or_default().to_owned();
             let mut stay = Vec::new();
             let mut at = head.clone();
             while let Some(id) = text(&self.query(redis::cmd("HGET").arg(&o.next).arg(&at)).await?) {
@@ -147,7 +165,7 @@ impl RedisQueue {
             self.query(redis::cmd("HSET").arg(&o.tails).arg(&key).arg(&last)).await?;
         }
         if kept == 0 {
-            self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.tails).arg(&o.next)).await?;
+            self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.tails).arg(&o.next).arg(&o.retrying)).await?;
         }
         Ok(n)
     }
@@ -157,7 +175,7 @@ impl RedisQueue {
         let (k, o) = (self.keys(route), self.order_keys(route));
         let (c, taken) = self.depth(route).await?;
         self.query(redis::cmd("DEL").arg(&k.stream).arg(&k.delayed).arg(&k.dead).arg(&k.hash)).await?;
-        self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.tails).arg(&o.next)).await?;
+        self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.tails).arg(&o.next).arg(&o.retrying)).await?;
         self.query(redis::cmd("SREM").arg(self.registry()).arg(route.as_bytes())).await?;
         self.registered.lock().unwrap_or_else(|p| p.into_inner()).remove(route);
         self.forget_group(route);
@@ -190,8 +208,18 @@ impl RedisQueue {
 
 /// Where an exported delivery is in the Redis store (see [`crate::queue::transfer`]).
 pub enum Location {
-    Stream { route: RouteKey, stream_id: String },
-    Set { route: RouteKey, dead: bool, id: String },
+    /// A stream entry; `held`: the queue ID of the head its key was handed
+    /// on to, whose record (in the hash) stood for it.
+    Stream {
+        route: RouteKey,
+        stream_id: String,
+        held: Option<String>,
+    },
+    Set {
+        route: RouteKey,
+        dead: bool,
+        id: String,
+    },
 }
 
 impl RedisQueue {
@@ -210,10 +238,22 @@ impl RedisQueue {
             let k = self.keys(&route);
             let room = limit - out.len();
             let page = self.query(redis::cmd("XRANGE").arg(&k.stream).arg("-").arg("+").arg("COUNT").arg(room)).await?;
-            for (stream_id, record) in entries_of(page) {
+            let entries = entries_of(page);
+            let resolved = self.resolve(&route, &entries).await?;
+            for ((stream_id, own), r) in entries.into_iter().zip(resolved) {
+                let (record, held) = match r {
+                    Resolved::Own => (own, None),
+                    Resolved::Held { id, record } => (record, Some(id)),
+                    // A lease with nothing behind it: not a delivery.
+                    Resolved::Stale => {
+                        self.query(redis::cmd("XACK").arg(&k.stream).arg(super::GROUP).arg(&stream_id)).await.ok();
+                        self.query(redis::cmd("XDEL").arg(&k.stream).arg(&stream_id)).await?;
+                        continue;
+                    }
+                };
                 let (_, state, entry) = unpack(&record).map_err(super::damaged)?;
                 let item = Item { route: route.clone(), place: Place::Waiting, state, entry: entry.to_vec() };
-                out.push((item, Location::Stream { route: route.clone(), stream_id }));
+                out.push((item, Location::Stream { route: route.clone(), stream_id, held }));
             }
             for (set, dead) in [(&k.delayed, false), (&k.dead, true)] {
                 let room = limit - out.len();
@@ -273,10 +313,13 @@ impl RedisQueue {
     pub async fn remove(&self, locations: &[Location]) -> Result<(), QueueError> {
         for l in locations {
             match l {
-                Location::Stream { route, stream_id } => {
+                Location::Stream { route, stream_id, held } => {
                     let k = self.keys(route);
                     self.query(redis::cmd("XACK").arg(&k.stream).arg(super::GROUP).arg(stream_id)).await.ok();
                     self.query(redis::cmd("XDEL").arg(&k.stream).arg(stream_id)).await?;
+                    if let Some(id) = held {
+                        self.query(redis::cmd("HDEL").arg(&k.hash).arg(id)).await?;
+                    }
                 }
                 Location::Set { route, dead, id } => {
                     let k = self.keys(route);
