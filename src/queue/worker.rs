@@ -817,11 +817,11 @@ impl Attempt {
             && route.queue().is_some_and(|q| q.rate.is_none())
             && self.queue.pauses.get(&self.key).is_none()
             && !*self.stopping.borrow();
-        // A next handed on comes back here, not through a take.
-        let handed_on = go_on && matches!(transition, Transition::Done);
-        let retake = matches!(transition, Transition::Retry { .. }) || (meta.order_key.is_some() && !handed_on);
+        let retry = matches!(transition, Transition::Retry { .. });
+        let ordered = meta.order_key.is_some();
         match self.queue.store.finish(taken, transition, go_on).await {
-            Ok(next) => Finished { ident, retake, next },
+            // A next handed back comes here, not through a take.
+            Ok(next) => Finished { ident, retake: retry || (ordered && next.is_none()), next },
             Err(e) => {
                 // Left as it was: it is attempted again (at-least-once).
                 tracing::error!(error = %e, "cannot record a queue attempt's outcome");

@@ -1,30 +1,54 @@
 //! Ordering by key in Redis (SPEC §16 `order_by`), for all replicas
 //! together: of a route's deliveries with the same key, only the key's head
-//! is in the stream (or waiting for a retry); the others wait, by arrival, in
-//! a chain behind it. Each step is one script on the route's keys (one hash
+//! is in flight (or waiting for a retry); the others wait, by arrival, in a
+//! chain behind it. Each step is one script on the route's keys (one hash
 //! tag, so one Cluster slot; every key a script touches is named in its KEYS):
 //!
-//! - `…:oh` — a hash: key → the queue ID of its head;
+//! - `…:oh` — a hash: key → `<queue ID of its head> <stream ID of its lease>`,
+//!   or the queue ID alone while the head waits for a retry;
 //! - `…:on` — a hash: queue ID → the queue ID that waits next behind it, of
 //!   the same key (head → first parked → second parked …); the parked
 //!   records wait in `…:h`;
 //! - `…:ot` — a hash: key → the queue ID last parked behind it (where the
-//!   next arrival joins; it may name the head, once all before it went).
+//!   next arrival joins; it may name the head, once all before it went);
+//! - `…:or` — a hash: queue ID of a head waiting for a retry → its key, so
+//!   the retry back in the stream gives its key a lease again.
+//!
+//! **The lease.** A key's first head goes into the stream; the stream entry
+//! a replica reads it from is the key's lease. When the head is delivered,
+//! the replica that delivered it goes on with the key's next itself: the
+//! outcome's script hands the next's record back and makes it the head on
+//! the same lease, which stays in the group's pending list. So a key's
+//! deliveries after the first pass through the stream not at all (no `XADD`,
+//! read, `XACK` or `XDEL` each, nor their AOF writes); the next's record
+//! stays in `…:h` until its own outcome. The lease ends (`XACK`, `XDEL`) when
+//! the key has nothing left, when its head's attempt fails (a retry goes
+//! through the retry set and the stream as any, and gets a new lease; a dead
+//! letter puts the next into the stream), or when the replica does not go on
+//! (the route has a `rate`, is paused, or the replica is shutting down: the
+//! next goes into the stream for any replica to take).
+//!
+//! A replica that dies holding a lease leaves it pending: another claims it
+//! after `visibility_timeout` and reads the record of the key's head of now
+//! (`RESOLVE`), not the one the entry was added with; `GET /queue/waiting`,
+//! orphan moves and `hookgate queue move` read a lease the same way. A
+//! replica that goes on with a key for long claims its lease again (which
+//! restarts its idle time) once it has held it a quarter of the timeout.
+//!
+//! An outcome counts only from the key's lease and head of now (`whose`): a
+//! replica whose head was claimed by another meanwhile (its attempt outlived
+//! the timeout) changes nothing once the other's outcome was recorded, so a
+//! key is never handed on twice, nor past a retry.
 //!
 //! Each parked entry is the target of exactly one link, so `HLEN …:on` is how
 //! many are parked (for `/queue`).
 //!
-//! The head's outcome (done or dead) and the release of the next of its key
-//! are one script, so a replica that dies in between leaves nothing stuck: the
-//! head stays in the group's pending list and is claimed again.
-//!
 //! (Before 0.3.0 was released, parked entries were one sorted set searched
-//! by key per release, then a list per key popped with `LPOP` per release.
-//! Chains in hashes let one batch's releases look up every next in one
-//! `HMGET` and keep 10,000 small list keys out of the keyspace: Redis's own
-//! time per ordered delivery of a 10,000-key drain fell by about a tenth,
-//! 28.6-33.3 us to 26.4-31.2 us in alternating runs. That time bounds the
-//! drain on a machine whose cores Redis shares with hookgate and the app.)
+//! by key per release, then a list per key popped per release, then each
+//! released next went into the stream. Chains in hashes let one batch's
+//! releases look up every next in one `HMGET`; the lease took Redis's time
+//! per ordered delivery of a 10,000-key drain from 26-35 us to 11.5-14.4 us,
+//! against 7-8 unordered.)
 
 use redis::Value;
 
