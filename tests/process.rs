@@ -838,6 +838,60 @@ async fn a_moved_queue_path_is_named_and_queue_move_brings_its_deliveries() {
     assert!(!lines.iter().any(|l| l.contains("still holds deliveries")), "the old store is empty now");
 }
 
+/// SPEC §12 and §16: `hookgate queue move` also moves the deliveries waiting
+/// behind their `order_by` key (as plain waiting ones: a key's order does
+/// not follow a move), disk to Redis and back, and leaves no ordering state
+/// behind in Redis; the next start delivers them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn queue_move_brings_deliveries_waiting_behind_their_order_by_key() {
+    let redis = common::redis::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = format!("disk:{}", dir.path().join("q").display());
+    let mut app = spawn_upstream(Behavior::Answer(503, "down", Duration::ZERO)).await;
+    let ordered = |store: &str| {
+        queue_move_config(store, app.addr)
+            .replace("delivery = \"queue\"", "delivery = \"queue\"\norder_by = \"header:X-Key\"")
+    };
+    let conf = tempfile::tempdir().unwrap();
+    let config_path = conf.path().join("hookgate.toml");
+    let mut p = start_in(conf.path(), &ordered(&disk));
+    let cfg = config(&std::fs::read_to_string(&p.config).unwrap());
+    let ids = ["ord-1", "ord-2", "ord-3"];
+    for id in ids {
+        let (mut h, b) = signed(&cfg, id, "order.created");
+        h.push(("X-Key".into(), "k".into()));
+        assert_eq!(send(&format!("http://{}/webhooks/tampa", p.addr), "POST", &h, b).await.status, 202);
+    }
+    // The key's head was tried (and waits for a retry); the other two wait behind it.
+    assert!(eventually(Duration::from_secs(5), async || app.hits() >= 1).await);
+    p.signal("-TERM");
+    assert_eq!(p.wait_exit(), 0);
+
+    std::fs::write(&config_path, ordered(&redis.url())).unwrap();
+    let (code, out, err) = queue_move(&config_path, &disk);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("moved 3 deliveries (2 waiting, 1 retrying"), "{out}");
+
+    let disk2 = format!("disk:{}", dir.path().join("q2").display());
+    std::fs::write(&config_path, ordered(&disk2)).unwrap();
+    let (code, out, err) = queue_move(&config_path, &format!("redis:{}", redis.url()));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("moved 3 deliveries"), "{out}");
+    let left = redis.cli(&["KEYS", "hookgate:q:{tampa:orders}:*"]);
+    assert_eq!(left.trim(), "hookgate:q:{tampa:orders}:s", "no ordering state is left in Redis");
+    assert_eq!(redis.cli(&["XLEN", "hookgate:q:{tampa:orders}:s"]), "0", "and nothing waits there");
+
+    app.drain();
+    app.set(ok_upstream());
+    let _p = start_in(conf.path(), &std::fs::read_to_string(&config_path).unwrap());
+    let mut got = Vec::new();
+    for _ in ids {
+        got.push(app.next().await.headers["x-hookgate-delivery-id"].to_str().unwrap().to_owned());
+    }
+    got.sort();
+    assert_eq!(got, ids);
+}
+
 /// SPEC §12: from the disk store to Redis and back with `hookgate queue move`:
 /// waiting deliveries, retries and dead letters keep their route and state.
 #[tokio::test(flavor = "multi_thread")]

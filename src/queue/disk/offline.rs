@@ -15,6 +15,9 @@ enum Space {
     Fresh,
     Retry,
     Dead,
+    /// Waiting behind its `order_by` key ([`super::order`]): moved as a
+    /// plain waiting delivery (a key's order does not follow a move).
+    Parked,
 }
 
 /// Where an exported delivery is, to remove it after it was imported elsewhere.
@@ -30,24 +33,21 @@ pub struct Offline {
     ledger: super::check::Ledger,
     /// The last key exported per key space (deleted keys stay as tombstones
     /// until compaction; scanning from here does not walk them again).
-    after: [Option<Vec<u8>>; 3],
+    after: [Option<Vec<u8>>; 4],
 }
 
 impl Offline {
     pub fn open(path: &std::path::Path, legacy: &Legacy) -> Result<Offline, QueueError> {
         let opened = Db::open(path, legacy)?;
-        Ok(Offline { db: opened.db, ledger: opened.ledger, after: [None, None, None] })
+        Ok(Offline { db: opened.db, ledger: opened.ledger, after: [None, None, None, None] })
     }
 
-    /// Up to `limit` deliveries not exported yet: waiting, then retrying, then dead.
+    /// Up to `limit` deliveries not exported yet: waiting, then retrying,
+    /// then dead, then waiting behind their `order_by` key.
     pub fn export(&mut self, limit: usize) -> Result<Vec<(Item, Location)>, QueueError> {
         let mut out = Vec::new();
-        for (i, space) in [Space::Fresh, Space::Retry, Space::Dead].into_iter().enumerate() {
-            let ks = match space {
-                Space::Fresh => &self.db.fresh,
-                Space::Retry => &self.db.retry,
-                Space::Dead => &self.db.dead,
-            };
+        for (i, space) in [Space::Fresh, Space::Retry, Space::Dead, Space::Parked].into_iter().enumerate() {
+            let ks = self.space(space);
             let iter: Box<dyn Iterator<Item = fjall::Guard>> = match &self.after[i] {
                 Some(k) => Box::new(ks.range((std::ops::Bound::Excluded(k.clone()), std::ops::Bound::Unbounded))),
                 None => Box::new(ks.iter()),
@@ -64,6 +64,15 @@ impl Offline {
                         let state = State::decode(rest);
                         let dead_ms = state.dead_ms.unwrap_or(0);
                         (route, read_u64(&k), Place::Dead { dead_ms }, state)
+                    }
+                    // `route ‖ key ‖ seq`: never attempted (a released head
+                    // that failed went to `retry`).
+                    Space::Parked => {
+                        let (Some((route, _)), Some((_, seq))) = (RouteKey::split(&k), super::order::split_parked(&k))
+                        else {
+                            continue;
+                        };
+                        (route, seq, Place::Waiting, State::default())
                     }
                     _ => {
                         let Some((route, rest)) = RouteKey::split(&k) else { continue };
@@ -124,12 +133,7 @@ impl Offline {
         let db = &self.db;
         let mut batch = db.db.batch();
         for l in locations {
-            let space = match l.space {
-                Space::Fresh => &db.fresh,
-                Space::Retry => &db.retry,
-                Space::Dead => &db.dead,
-            };
-            batch.remove(space, l.key);
+            batch.remove(self.space(l.space), l.key);
             batch.remove(&db.entries, be(l.seq));
         }
         batch.commit().map_err(io)?;
@@ -138,9 +142,18 @@ impl Offline {
         Ok(())
     }
 
-    /// Every delivery stored, by place.
+    /// Every delivery stored, by place (those behind an `order_by` key as waiting).
     pub fn count(&self) -> Moved {
         let n = |ks: &fjall::Keyspace| ks.iter().count() as u64;
-        Moved { waiting: n(&self.db.fresh), retrying: n(&self.db.retry), dead: n(&self.db.dead) }
+        Moved { waiting: n(&self.db.fresh) + n(&self.db.parked), retrying: n(&self.db.retry), dead: n(&self.db.dead) }
+    }
+
+    fn space(&self, space: Space) -> &fjall::Keyspace {
+        match space {
+            Space::Fresh => &self.db.fresh,
+            Space::Retry => &self.db.retry,
+            Space::Dead => &self.db.dead,
+            Space::Parked => &self.db.parked,
+        }
     }
 }

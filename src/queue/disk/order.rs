@@ -48,7 +48,7 @@ fn parked_key(group: &[u8], seq: u64) -> Vec<u8> {
 }
 
 /// `(group, seq)` of a `parked` key.
-fn split_parked(k: &[u8]) -> Option<(&[u8], u64)> {
+pub(super) fn split_parked(k: &[u8]) -> Option<(&[u8], u64)> {
     let (_, rest) = RouteKey::split(k)?;
     (rest.len() == KEY_LEN + 8).then(|| (&k[..k.len() - 8], read_u64(&k[k.len() - 8..])))
 }

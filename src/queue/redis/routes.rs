@@ -220,6 +220,12 @@ pub enum Location {
         dead: bool,
         id: String,
     },
+    /// Waiting behind its `order_by` key: the link to it (`…:on`) and its ID.
+    Parked {
+        route: RouteKey,
+        link: String,
+        id: String,
+    },
 }
 
 impl RedisQueue {
@@ -279,6 +285,27 @@ impl RedisQueue {
                     ));
                 }
             }
+            // Waiting behind an `order_by` key: each is the target of one
+            // link in `…:on`; moved as plain waiting deliveries (a key's
+            // order does not follow a move). Removing them drops their links.
+            let room = limit - out.len();
+            if room > 0 {
+                let next = self.order_keys(&route).next;
+                let v = self.query(redis::cmd("HSCAN").arg(&next).arg(0).arg("COUNT").arg(room)).await?;
+                let pairs: Vec<String> =
+                    items(&v).get(1).map(items).unwrap_or_default().iter().filter_map(text).collect();
+                for pair in pairs.chunks(2).take(room) {
+                    let [link, id] = pair else { continue };
+                    let Value::BulkString(record) = self.query(redis::cmd("HGET").arg(&k.hash).arg(id)).await? else {
+                        // A link without its record: nothing to move.
+                        self.query(redis::cmd("HDEL").arg(&next).arg(link)).await?;
+                        continue;
+                    };
+                    let (_, state, entry) = unpack(&record).map_err(super::damaged)?;
+                    let item = Item { route: route.clone(), place: Place::Waiting, state, entry: entry.to_vec() };
+                    out.push((item, Location::Parked { route: route.clone(), link: link.clone(), id: id.clone() }));
+                }
+            }
             if out.len() >= limit {
                 break;
             }
@@ -309,9 +336,16 @@ impl RedisQueue {
         Ok(())
     }
 
-    /// Removes exported deliveries (after they were imported elsewhere).
+    /// Removes exported deliveries (after they were imported elsewhere); a
+    /// route left with nothing loses its ordering state too (a key's head
+    /// that moved away must not hold back what arrives later).
     pub async fn remove(&self, locations: &[Location]) -> Result<(), QueueError> {
+        let mut routes: Vec<&RouteKey> = Vec::new();
         for l in locations {
+            let (Location::Stream { route, .. } | Location::Set { route, .. } | Location::Parked { route, .. }) = l;
+            if !routes.contains(&route) {
+                routes.push(route);
+            }
             match l {
                 Location::Stream { route, stream_id, held } => {
                     let k = self.keys(route);
@@ -326,6 +360,18 @@ impl RedisQueue {
                     self.query(redis::cmd("ZREM").arg(if *dead { &k.dead } else { &k.delayed }).arg(id)).await?;
                     self.query(redis::cmd("HDEL").arg(&k.hash).arg(id)).await?;
                 }
+                Location::Parked { route, link, id } => {
+                    let (k, o) = (self.keys(route), self.order_keys(route));
+                    self.query(redis::cmd("HDEL").arg(&o.next).arg(link)).await?;
+                    self.query(redis::cmd("HDEL").arg(&k.hash).arg(id)).await?;
+                }
+            }
+        }
+        for route in routes {
+            let (c, taken) = self.depth(route).await?;
+            if c.pending + c.scheduled + c.dead + taken == 0 {
+                let o = self.order_keys(route);
+                self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.tails).arg(&o.next).arg(&o.retrying)).await?;
             }
         }
         Ok(())
