@@ -245,6 +245,23 @@ end
     };
 }
 
+/// The part [`DEAD`] and [`RETRY`] share: unless the entry is not this
+/// replica's any more (`'moved'`, or `XACK` found nothing: return 0), it
+/// leaves the stream and its record (`ARGV[4]`) goes into the hash, its
+/// queue ID into the sorted set `KEYS[6]` at `ARGV[3]`; `w` says what the
+/// entry was to its key.
+macro_rules! set_aside {
+    () => {
+        r"local w = whose(redis.call('HGET', KEYS[3], ARGV[5]), ARGV[1], ARGV[2])
+if w == 'moved' then return 0 end
+if redis.call('XACK', KEYS[1], 'hookgate', ARGV[1]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+redis.call('ZADD', KEYS[6], ARGV[3], ARGV[2])
+"
+    };
+}
+
 /// A head's outcome, dead (its record `ARGV[4]` into the dead set `KEYS[6]`
 /// at score `ARGV[3]`), then the next of its key into the stream. Nothing
 /// when the entry is not this replica's any more: another replica's outcome
@@ -253,13 +270,8 @@ end
 /// (unused). ARGV: stream ID, queue ID, score, record, key.
 const DEAD: &str = concat!(
     release_fns!(),
-    r"local w = whose(redis.call('HGET', KEYS[3], ARGV[5]), ARGV[1], ARGV[2])
-if w == 'moved' then return 0 end
-if redis.call('XACK', KEYS[1], 'hookgate', ARGV[1]) == 0 then return 0 end
-redis.call('XDEL', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
-redis.call('ZADD', KEYS[6], ARGV[3], ARGV[2])
-if w == 'mine' then release({ARGV[5]}, {ARGV[2]}, {false}, {'0'}, {0}, {}) end
+    set_aside!(),
+    r"if w == 'mine' then release({ARGV[5]}, {ARGV[2]}, {false}, {'0'}, {0}, {}) end
 return 1"
 );
 
@@ -269,13 +281,8 @@ return 1"
 /// key for [`super::PROMOTE`]. KEYS and ARGV: as [`DEAD`].
 const RETRY: &str = concat!(
     whose_fn!(),
-    r"local w = whose(redis.call('HGET', KEYS[3], ARGV[5]), ARGV[1], ARGV[2])
-if w == 'moved' then return 0 end
-if redis.call('XACK', KEYS[1], 'hookgate', ARGV[1]) == 0 then return 0 end
-redis.call('XDEL', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
-redis.call('ZADD', KEYS[6], ARGV[3], ARGV[2])
-if w == 'mine' then
+    set_aside!(),
+    r"if w == 'mine' then
   redis.call('HSET', KEYS[3], ARGV[5], ARGV[2])
   redis.call('HSET', KEYS[7], ARGV[2], ARGV[5])
 end
