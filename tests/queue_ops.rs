@@ -240,10 +240,10 @@ async fn a_pause_on_one_replica_holds_for_all_with_redis() {
 
 /// `rate = "20/s"`: a stored backlog drains at the rate (within 10% over 5 s,
 /// the first tenth of a second's burst included), with one gateway or with
-/// two sharing Redis.
-async fn drains_at_the_rate(queue: &str, replicas: usize) {
+/// two sharing Redis; `extra`: more of the route's keys.
+async fn drains_at_the_rate(queue: &str, replicas: usize, extra: &str) {
     let up = spawn_upstream(ok_upstream()).await;
-    let text = one_queue_route(queue, up.addr, "rate = \"20/s\"");
+    let text = one_queue_route(queue, up.addr, &format!("rate = \"20/s\"\n{extra}"));
     let mut gws = Vec::new();
     for _ in 0..replicas {
         gws.push(spawn_gateway(&text).await);
@@ -276,11 +276,21 @@ async fn drains_at_the_rate(queue: &str, replicas: usize) {
 #[tokio::test]
 async fn a_rate_holds_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    drains_at_the_rate(&format!("[queue]\npath = \"{}\"", dir.path().display()), 1).await;
+    drains_at_the_rate(&format!("[queue]\npath = \"{}\"", dir.path().display()), 1, "").await;
 }
 
 #[tokio::test]
 async fn a_rate_holds_for_two_replicas_together_on_redis() {
     let redis = RedisServer::start();
-    drains_at_the_rate(&format!("[queue]\nstore = \"redis\"\n[queue.redis]\nurl = \"{}\"", redis.url()), 2).await;
+    drains_at_the_rate(&format!("[queue]\nstore = \"redis\"\n[queue.redis]\nurl = \"{}\"", redis.url()), 2, "").await;
+}
+
+/// With `order_by` on Redis, a replica that delivers a key's head goes on
+/// with the key's next itself, but not past the route's `rate`: every
+/// delivery of one key (the same event type) still waits for its permit.
+#[tokio::test]
+async fn a_rate_holds_for_one_ordering_key_on_redis() {
+    let redis = RedisServer::start();
+    let queue = format!("[queue]\nstore = \"redis\"\n[queue.redis]\nurl = \"{}\"", redis.url());
+    drains_at_the_rate(&queue, 1, "order_by = \"json:/type\"").await;
 }

@@ -407,12 +407,7 @@ async fn client_commands<T>(redis: &RedisServer, f: impl std::future::Future<Out
 
 /// The Redis queue store alone, on `redis`, keys under `t:`.
 fn queue_on(redis: &RedisServer) -> hookgate::queue::redis::RedisQueue {
-    let cfg = hookgate::config::RedisConfig {
-        target: hookgate::config::RedisTarget::Single(redis.url()),
-        key_prefix: "t:".into(),
-        timeout: Duration::from_secs(2),
-    };
-    hookgate::queue::redis::RedisQueue::new(&cfg, Duration::from_secs(30)).unwrap()
+    queue_with_visibility(redis, Duration::from_secs(30))
 }
 
 fn now_ms() -> u64 {
@@ -755,7 +750,8 @@ async fn a_flushed_stream_is_counted_and_shown() {
     gw.shutdown().await;
 }
 
-/// The Redis queue store alone, with its own `visibility_timeout`.
+/// The Redis queue store alone, on `redis`, keys under `t:`, with its own
+/// `visibility_timeout`.
 fn queue_with_visibility(redis: &RedisServer, visibility: Duration) -> hookgate::queue::redis::RedisQueue {
     let cfg = hookgate::config::RedisConfig {
         target: hookgate::config::RedisTarget::Single(redis.url()),
@@ -910,4 +906,51 @@ async fn a_lease_held_long_is_claimed_again_as_its_key_goes_on() {
     let idle: u64 = pending.lines().nth(2).and_then(|l| l.trim().parse().ok()).expect("an idle time");
     assert!(idle < 200, "the lease's idle time restarted: {pending}");
     assert!(next.leased().unwrap().elapsed() < Duration::from_millis(200), "and so did the handle's");
+}
+
+/// An orphan move and `hookgate queue move`'s export read a key's lease as
+/// the head it holds now: the delivery handed on moves (with those waiting
+/// behind it), the one that was done does not, and nothing is left.
+#[tokio::test]
+async fn a_held_lease_moves_and_exports_as_the_head_it_holds_now() {
+    use hookgate::queue::{NewEntry, RouteKey, Transition};
+    let redis = RedisServer::start();
+    let q = queue_on(&redis);
+    let held = |route: &RouteKey| {
+        let (q, route) = (&q, route.clone());
+        async move {
+            for i in 0..3 {
+                q.enqueue(&route, &ordered_entry(i)).await.unwrap();
+            }
+            let head = q.take(&route, 10, &Default::default(), now_ms()).await.unwrap().entries.remove(0);
+            let next = q.finish_then(&head, &Transition::Done, true).await.unwrap().expect("handed on");
+            assert_eq!(next.entry.meta.id, "batch-1");
+        }
+    };
+
+    // An orphan moved to another route: batch-1 (held) and batch-2 (behind it).
+    let (from, to) = (RouteKey::new("tampa", "old"), RouteKey::new("tampa", "new"));
+    held(&from).await;
+    assert_eq!(q.move_route(&from, &|_| to.clone()).await.unwrap(), 2);
+    let mut moved = ids_of(&q.take(&to, 10, &Default::default(), now_ms()).await.unwrap().entries);
+    moved.sort();
+    assert_eq!(moved, ["batch-1", "batch-2"], "not batch-0, which was done");
+    assert_eq!(q.depth(&from).await.unwrap(), (Default::default(), 0), "nothing left under the old route");
+
+    // Exported for `hookgate queue move`, then removed: the same two.
+    let route = RouteKey::new("tampa", "r");
+    held(&route).await;
+    let page = q.export(100).await.unwrap();
+    let mut ids: Vec<_> = page
+        .iter()
+        .filter(|(item, _)| item.route == route)
+        .map(|(item, _)| NewEntry::decode_meta(&item.entry).unwrap().id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["batch-1", "batch-2"]);
+    let locations: Vec<_> = page.into_iter().filter(|(item, _)| item.route == route).map(|(_, l)| l).collect();
+    q.remove(&locations).await.unwrap();
+    assert_eq!(q.depth(&route).await.unwrap(), (Default::default(), 0));
+    let left = redis.cli(&["EXISTS", "t:{tampa:r}:oh", "t:{tampa:r}:ot", "t:{tampa:r}:on", "t:{tampa:r}:h"]);
+    assert_eq!(left.trim(), "0", "no ordering state or record left: {left}");
 }

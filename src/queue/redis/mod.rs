@@ -732,16 +732,9 @@ impl RedisQueue {
             while !batch.is_empty() {
                 let n = batch.iter().take_while(|d| d.stream == batch[0].stream).count();
                 let group: Vec<_> = batch.drain(..n).collect();
+                // For each outcome, the record of its key's next when handed back.
                 let result = if let Some(o) = group.iter().find_map(|d| d.order.as_ref()) {
-                    match self.done_ordered(&o.route, &group).await {
-                        Ok(nexts) => {
-                            for (d, next) in group.into_iter().zip(nexts.into_iter().chain(std::iter::repeat(None))) {
-                                let _ = d.tx.send(Ok(next));
-                            }
-                            continue;
-                        }
-                        Err(e) => Err(e),
-                    }
+                    self.done_ordered(&o.route, &group).await
                 } else {
                     // Acknowledged, then deleted from the stream, in one round trip
                     // (no script: deleting an ID that another replica claimed and
@@ -757,12 +750,21 @@ impl RedisQueue {
                     }
                     pipe.ignore();
                     match self.conn.pipe(&pipe).await {
-                        Ok(r) => r.map(|_| None).map_err(unavailable),
+                        Ok(r) => r.map(|_| Vec::new()).map_err(unavailable),
                         Err(_) => Err(unavailable("Redis did not answer in time")),
                     }
                 };
-                for d in group {
-                    let _ = d.tx.send(result.clone());
+                match result {
+                    Ok(nexts) => {
+                        for (d, next) in group.into_iter().zip(nexts.into_iter().chain(std::iter::repeat(None))) {
+                            let _ = d.tx.send(Ok(next));
+                        }
+                    }
+                    Err(e) => {
+                        for d in group {
+                            let _ = d.tx.send(Err(e.clone()));
+                        }
+                    }
                 }
             }
         }
