@@ -284,6 +284,63 @@ async fn orphans_wait_come_back_move_and_delete_on_redis() {
     orphans_wait_come_back_move_and_delete(Store::redis()).await;
 }
 
+/// What a route's worker had taken and not yet started when its route went
+/// away is let go: moved to another route meanwhile, none of it goes out
+/// through the old route when that returns (before, the worker kept it and
+/// sent it there), and the returning route delivers what it gets anew.
+async fn what_was_taken_when_a_route_went_away_goes_with_its_orphan(store: Store) {
+    let mut orders = spawn_upstream(down()).await;
+    let mut v2 = spawn_upstream(ok_upstream()).await;
+    // One attempt at a time: the worker takes the next two ahead (quick attempts) and holds them.
+    let one_at_a_time =
+        |text: String| text.replace("delivery = \"queue\"\n", "delivery = \"queue\"\nconcurrency = 1\n");
+    let v2_route = R("orders-v2", "invoice.*", v2.addr, true);
+    let with = one_at_a_time(config(
+        &store,
+        "tampa",
+        &[R("orders", "order.*", orders.addr, true), R("orders-v2", "invoice.*", v2.addr, true)],
+    ));
+    let without = one_at_a_time(config(&store, "tampa", &[v2_route]));
+    let gw = spawn_gateway(&with).await;
+    let all = ["w-1", "w-2", "w-3", "w-4", "w-5", "w-6"];
+    for id in all {
+        deliver(&gw, "tampa", id, "order.created").await;
+    }
+    // Each failed quickly twice: the worker now takes ahead of its one slot.
+    assert!(eventually(Duration::from_secs(10), async || orders.hits() >= 2 * all.len()).await);
+    // The next attempt hangs until its 1 s timeout; meanwhile the two next
+    // retries (due within 100 ms) are taken and wait for the slot.
+    let hits = orders.hits();
+    orders.set(Behavior::Answer(503, "down", Duration::from_secs(3)));
+    assert!(eventually(Duration::from_secs(5), async || orders.hits() > hits).await);
+    tokio::time::sleep(Duration::from_millis(400)).await; // the retries fall due and are taken
+    gw.app.reload(common::config(&without)).unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await; // the hanging attempt (started before) times out
+    orders.drain();
+    orders.set(ok_upstream());
+
+    let admin = format!("http://{}/queue/orphans/tampa/orders/move?to=orders-v2", gw.admin);
+    let r = send(&admin, "POST", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    received(&mut v2, &all).await;
+
+    gw.app.reload(common::config(&with)).unwrap();
+    deliver(&gw, "tampa", "w-7", "order.created").await;
+    let got = received(&mut orders, &["w-7"]).await;
+    assert_eq!(got.into_iter().collect::<Vec<_>>(), ["w-7"], "only what the returning route got anew");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn what_was_taken_when_a_route_went_away_goes_with_its_orphan_on_disk() {
+    what_was_taken_when_a_route_went_away_goes_with_its_orphan(Store::disk()).await;
+}
+
+#[tokio::test]
+async fn what_was_taken_when_a_route_went_away_goes_with_its_orphan_on_redis() {
+    what_was_taken_when_a_route_went_away_goes_with_its_orphan(Store::redis()).await;
+}
+
 /// A source's name is part of its routes' identity: renaming it orphans their
 /// deliveries (listed, not delivered) until the name returns.
 #[tokio::test]

@@ -341,8 +341,15 @@ impl RouteWorker {
                     self.plan_take(concurrency, free, now);
                 }
                 // Gone from the config: its entries wait as orphans (SPEC §12).
-                None if self.idle() => break,
-                None => {}
+                // What was taken and not started is let go (moved or deleted
+                // meanwhile, it must not go out here when the route returns);
+                // the worker retires once its attempts have ended.
+                None => {
+                    self.let_go();
+                    if self.taking.is_none() && self.attempts.is_empty() {
+                        break;
+                    }
+                }
             }
             tokio::select! {
                 _ = self.waker.notified() => self.exhausted = false,
@@ -531,6 +538,15 @@ impl RouteWorker {
         }
     }
 
+    /// Lets go of the entries taken and not started: they stay stored as
+    /// they are, for a later take (Redis: another replica's, once pending
+    /// `visibility_timeout`).
+    fn let_go(&mut self) {
+        for (_, entry) in self.ready.drain(..) {
+            self.in_flight.remove(&entry.ident());
+        }
+    }
+
     /// A take came back with `result`, having asked for `asked` entries.
     fn took(&mut self, result: Result<super::Taken, QueueError>, asked: usize) {
         self.taking = None;
@@ -560,7 +576,7 @@ impl RouteWorker {
     /// read by a replica after `visibility_timeout`; disk: at the next
     /// start); attempts in flight get `shutdown_grace` to finish.
     async fn shut_down(mut self) {
-        self.ready.clear();
+        self.let_go();
         let grace = self.app.current().config.server.shutdown_grace;
         let attempts = &mut self.attempts;
         let drained = tokio::time::timeout(grace, async { while attempts.join_next().await.is_some() {} }).await;
