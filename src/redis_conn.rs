@@ -5,6 +5,7 @@
 //! Scripts run with `EVALSHA`, falling back to `EVAL` once per node when the
 //! node has not cached them.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -21,6 +22,24 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// Per-command budget; past it the store counts as unreachable.
     pub timeout: Duration,
+    /// `rediss://`: the CA the server is verified against instead of the
+    /// system's roots (`ca`).
+    pub roots: Option<Roots>,
+}
+
+/// A CA file's PEM text, checked to hold a root certificate
+/// ([`crate::tls::ca_pem`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Roots {
+    /// The file it came from: clients are shared per URL and CA file.
+    pub path: Box<str>,
+    pub pem: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for Roots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Roots").field("path", &self.path).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,22 +112,15 @@ fn thread_slot() -> usize {
 }
 
 impl RedisConn {
-    /// Sets up the client without connecting.
+    /// Sets up the client without connecting. A `rediss://` server is
+    /// verified against `cfg.roots` when set, else the system's roots.
     pub fn new(cfg: &RedisConfig) -> Result<Self, RedisError> {
-        Self::with_roots(cfg, None)
-    }
-
-    /// As [`RedisConn::new`]; a `rediss://` server is then verified against
-    /// `roots` (PEM) instead of the system's roots.
-    pub fn with_roots(cfg: &RedisConfig, roots: Option<&[u8]>) -> Result<Self, RedisError> {
         let t = cfg.timeout;
+        let certs = |r: &Roots| redis::TlsCertificates { client_tls: None, root_cert: Some(r.pem.to_vec()) };
         let conn = match &cfg.target {
             RedisTarget::Single(url) => {
-                let client = match roots {
-                    Some(pem) => redis::Client::build_with_tls(
-                        url.as_str(),
-                        redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) },
-                    )?,
+                let client = match &cfg.roots {
+                    Some(r) => redis::Client::build_with_tls(url.as_str(), certs(r))?,
                     None => redis::Client::open(url.as_str())?,
                 };
                 let mc = ConnectionManagerConfig::new()
@@ -124,11 +136,14 @@ impl RedisConn {
                 Conn::Single(managers)
             }
             RedisTarget::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+                let mut builder = redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
                     .connection_timeout(t)
                     .response_timeout(t)
-                    .retries(2)
-                    .build()?;
+                    .retries(2);
+                if let Some(r) = &cfg.roots {
+                    builder = builder.certs(certs(r));
+                }
+                let client = builder.build()?;
                 Conn::Cluster(Box::new(ClusterConn { client, conn: OnceCell::new() }))
             }
         };

@@ -757,6 +757,7 @@ fn queue_with_visibility(redis: &RedisServer, visibility: Duration) -> hookgate:
         target: hookgate::config::RedisTarget::Single(redis.url()),
         key_prefix: "t:".into(),
         timeout: Duration::from_secs(2),
+        roots: None,
     };
     hookgate::queue::redis::RedisQueue::new(&cfg, visibility).unwrap()
 }

@@ -137,6 +137,7 @@ fn store(url: &str) -> RedisStore {
         target: RedisTarget::Single(url.to_owned()),
         key_prefix: "t:".into(),
         timeout: Duration::from_secs(1),
+        roots: None,
     })
     .unwrap()
 }

@@ -410,6 +410,7 @@ async fn a_store_written_by_position_migrates(store: Store) {
                 target: hookgate::config::RedisTarget::Single(r.url()),
                 key_prefix: "hookgate:q:".into(),
                 timeout: Duration::from_secs(1),
+                roots: None,
             };
             let q = hookgate::queue::redis::RedisQueue::new(&rc, Duration::from_secs(2)).unwrap();
             for (id, et, pos) in written {

@@ -490,3 +490,60 @@ async fn a_close_delimited_answer_reaches_the_sender_whole_over_tcp_and_tls() {
         gw.shutdown().await;
     }
 }
+
+/// `[dedupe.redis]` over `rediss://` with the server's CA in `ca`: a
+/// duplicate is caught and a queued delivery stored and delivered, all
+/// through TLS (the queue's Redis inherits the server and its CA). Without
+/// `ca` the system's roots refuse the test CA: the delivery is refused (503),
+/// never sent in plain text.
+#[tokio::test]
+async fn dedupe_and_queue_on_redis_over_tls_trust_their_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("redis test CA");
+    let leaf = ca.issue(&["127.0.0.1"], "redis");
+    let cert = write(dir.path(), "redis.pem", &leaf.cert);
+    let key = write(dir.path(), "redis.key", &leaf.key);
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
+    let tls_port = common::redis::free_port().to_string();
+    let redis = common::redis::RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let mut app = spawn_upstream(ok_upstream()).await;
+    let app_addr = app.addr;
+    let config = |ca_line: &str| {
+        format!(
+            "[dedupe]\nstore = \"redis\"\n[dedupe.redis]\nurl = \"rediss://127.0.0.1:{tls_port}/0\"\ntimeout = \"1s\"\n{ca_line}\n\
+             [queue]\nstore = \"redis\"\n\n\
+             [sources.tampa]\npath = \"/webhooks/tampa\"\nprovider = \"tampa\"\nsecrets = [\"{SECRET}\"]\n\
+             [[sources.tampa.routes]]\nevents = [\"*\"]\nupstream = \"http://{app_addr}/in\"\ndelivery = \"queue\"\n"
+        )
+    };
+    let gw = spawn_gateway(&config(&format!("ca = \"{}\"", ca_file.display()))).await;
+    let body = tampa_body("tls-1", "order.created");
+    let r = gw.deliver("tampa", &body, None, None).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let again = gw.deliver("tampa", &body, None, None).await;
+    assert_eq!(again.headers.get("x-hookgate-duplicate").map(|v| v.to_str().unwrap()), Some("true"));
+    assert!(eventually(Duration::from_secs(10), async || app.hits() >= 1).await, "delivered from the TLS queue");
+    let got = app.drain();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].headers["x-hookgate-delivery-id"], "tls-1");
+    // Both stores wrote to that server (read back over its plain port).
+    let keys = redis.cli(&["KEYS", "hookgate:*"]);
+    assert!(keys.lines().any(|k| k.starts_with("hookgate:q:")), "queue keys: {keys}");
+    assert!(keys.lines().any(|k| !k.starts_with("hookgate:q:")), "dedupe keys: {keys}");
+    gw.shutdown().await;
+
+    let gw = spawn_gateway(&config("")).await;
+    let r = gw.deliver("tampa", &tampa_body("tls-2", "order.created"), None, None).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    gw.shutdown().await;
+    assert!(app.drain().is_empty());
+}

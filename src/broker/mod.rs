@@ -58,12 +58,7 @@ enum Kind {
 }
 
 /// The CA a `rediss://` server is verified against (the route's `ca`).
-#[derive(Debug, Clone)]
-pub struct Roots {
-    /// The file it came from: clients are shared per URL and CA file.
-    pub path: Box<str>,
-    pub pem: Arc<[u8]>,
-}
+pub use crate::redis_conn::Roots;
 
 /// A URL that may hold a password: never printed.
 struct Secretly(Box<str>);

@@ -49,9 +49,13 @@ pub(super) async fn publish(
     let Stream { url, roots, client, conn, maxlen, key } = to;
     let conn = conn.0.get_or_init(|| {
         super::shared(&CONNS, client, || {
-            let cfg = RedisConfig { target: RedisTarget::Single(url.to_owned()), key_prefix: String::new(), timeout };
-            RedisConn::with_roots(&cfg, roots.map(|r| &*r.pem))
-                .map_err(|e| format!("invalid Redis URL: {:?}", e.kind()))
+            let cfg = RedisConfig {
+                target: RedisTarget::Single(url.to_owned()),
+                key_prefix: String::new(),
+                timeout,
+                roots: roots.cloned(),
+            };
+            RedisConn::new(&cfg).map_err(|e| format!("invalid Redis URL: {:?}", e.kind()))
         })
     });
     let conn = conn.as_ref().as_ref().map_err(Clone::clone)?;

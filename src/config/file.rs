@@ -116,6 +116,8 @@ pub struct RedisFile {
     pub cluster: Option<Vec<String>>,
     pub key_prefix: Option<String>,
     pub timeout: Option<String>,
+    /// A CA file (PEM) for a `rediss://` server.
+    pub ca: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -320,7 +322,7 @@ impl Keys for DedupeFile {
 }
 
 impl Keys for RedisFile {
-    const KEYS: &'static [&'static str] = &["url", "cluster", "key_prefix", "timeout"];
+    const KEYS: &'static [&'static str] = &["url", "cluster", "key_prefix", "timeout", "ca"];
 }
 
 impl Keys for LogFile {

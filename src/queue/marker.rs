@@ -74,6 +74,7 @@ pub fn parse(text: &str, prefix: Option<&str>) -> Result<QueueConfig, String> {
         target,
         key_prefix,
         timeout: std::time::Duration::from_secs(2),
+        roots: None,
     });
     Ok(cfg)
 }

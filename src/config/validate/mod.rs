@@ -373,6 +373,7 @@ fn redis_config(
     default_prefix: &str,
 ) -> RedisConfig {
     errs.unknown(path, &redis.unknown, RedisFile::KEYS);
+    let inherited = redis.url.is_none() && redis.cluster.is_none();
     let target = match (redis.url, redis.cluster) {
         (Some(_), Some(_)) => {
             errs.push(path, "set either url or cluster, not both");
@@ -398,10 +399,36 @@ fn redis_config(
         },
     };
     let default_timeout = fallback.map_or(Duration::from_secs(2), |f| f.timeout);
+    // The server's CA goes with the server: inherited with it, else its own.
+    let roots = match redis.ca.as_deref().filter(|c| !c.is_empty()) {
+        Some(ca) => redis_roots(errs, &format!("{path}.ca"), &target, ca),
+        None if inherited => fallback.and_then(|f| f.roots.clone()),
+        None => None,
+    };
     RedisConfig {
         target,
         key_prefix: redis.key_prefix.unwrap_or_else(|| default_prefix.into()),
         timeout: errs.duration(&format!("{path}.timeout"), redis.timeout.as_deref(), default_timeout),
+        roots,
+    }
+}
+
+/// `ca`: read and checked now, for `rediss://` servers only.
+fn redis_roots(errs: &mut Errors, path: &str, target: &RedisTarget, ca: &str) -> Option<crate::redis_conn::Roots> {
+    let urls = match target {
+        RedisTarget::Single(url) => std::slice::from_ref(url),
+        RedisTarget::Cluster(nodes) => nodes.as_slice(),
+    };
+    if !urls.iter().all(|u| u.starts_with("rediss://")) {
+        errs.push(path, "ca applies to rediss:// (TLS) servers only");
+        return None;
+    }
+    match crate::tls::ca_pem(std::path::Path::new(ca)) {
+        Ok(pem) => Some(crate::redis_conn::Roots { path: ca.into(), pem: pem.into() }),
+        Err(e) => {
+            errs.push(path, e.to_string());
+            None
+        }
     }
 }
 

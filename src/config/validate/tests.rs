@@ -213,6 +213,61 @@ fn redis_settings() {
     assert!(errs.iter().any(|e| e.starts_with("dedupe.redis:")), "{errs:?}");
 }
 
+/// `[dedupe.redis] ca` / `[queue.redis] ca`: read and checked at load, for
+/// `rediss://` only; the queue's Redis inherits the CA with the server.
+#[test]
+fn redis_ca_is_checked_and_goes_with_its_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let cert = rcgen::generate_simple_self_signed(vec!["redis.internal".to_owned()]).unwrap();
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let with = |url: &str, ca: &std::path::Path, queue: &str| {
+        format!(
+            "[dedupe]\nstore = \"redis\"\n[dedupe.redis]\nurl = \"{url}\"\nca = \"{}\"\n[queue]\nstore = \"redis\"\n{queue}\n{MINIMAL}",
+            ca.display()
+        )
+    };
+    let redis = |s: &StoreConfig| match s {
+        StoreConfig::Redis(r) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    let queue_redis = |q: &QueueStoreConfig| match q {
+        QueueStoreConfig::Redis(r) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    let cfg = load_str(&with("rediss://:pw@redis.internal:6380/0", &ca, ""), &env).unwrap();
+    let roots = redis(&cfg.dedupe.store).roots.expect("the CA is kept");
+    assert_eq!((&*roots.path, &*roots.pem), (ca.to_str().unwrap(), cert.cert.pem().as_bytes()));
+    assert_eq!(queue_redis(&cfg.queue.as_ref().unwrap().store).roots, Some(roots), "inherited with the server");
+    // The queue's own server: its own CA or none.
+    let own = "[queue.redis]\nurl = \"rediss://queue.internal:6380/0\"";
+    let cfg = load_str(&with("rediss://redis.internal:6380/0", &ca, own), &env).unwrap();
+    assert_eq!(queue_redis(&cfg.queue.as_ref().unwrap().store).roots, None);
+
+    for (url, file, want) in [
+        (
+            "redis://:pw@redis.internal:6379/0",
+            ca.as_path(),
+            "dedupe.redis.ca: ca applies to rediss:// (TLS) servers only",
+        ),
+        ("rediss://:pw@redis.internal:6380/0", junk.as_path(), "dedupe.redis.ca: "),
+        ("rediss://:pw@redis.internal:6380/0", &dir.path().join("missing.pem"), "dedupe.redis.ca: "),
+    ] {
+        let errs = load_str(&with(url, file, ""), &env).unwrap_err().0;
+        assert!(errs.iter().any(|e| e.starts_with(want) && !e.contains("pw")), "{url} {file:?}: {errs:?}");
+    }
+    let errs = load_str(&with("rediss://redis.internal:6380/0", &junk, ""), &env).unwrap_err().0;
+    assert!(errs.iter().any(|e| e.contains(junk.to_str().unwrap())), "names the file: {errs:?}");
+    let cluster = format!(
+        "[dedupe]\nstore = \"redis\"\n[dedupe.redis]\ncluster = [\"rediss://a:7000\", \"redis://b:7000\"]\nca = \"{}\"\n{MINIMAL}",
+        ca.display()
+    );
+    let errs = load_str(&cluster, &env).unwrap_err().0;
+    assert!(errs.iter().any(|e| e.starts_with("dedupe.redis.ca: ca applies to rediss://")), "{errs:?}");
+}
+
 #[test]
 fn type_errors_name_their_table() {
     let text = format!("[server]\nmax_body_bytes = \"big\"\n{MINIMAL}");
