@@ -173,6 +173,52 @@ async fn redis_down_answers_503_and_workers_resume_when_it_returns() {
     gw.shutdown().await;
 }
 
+/// A replica that stops hands the deliveries it had taken ahead and not
+/// started to the other replicas at once: they go out long before
+/// `visibility_timeout` (30 s here). Only the attempt cut short by
+/// `shutdown_grace` waits for that.
+#[tokio::test]
+async fn a_replica_that_stops_hands_what_it_took_ahead_to_another_at_once() {
+    let redis = RedisServer::start();
+    let mut app = spawn_upstream(ok_upstream()).await;
+    let text = redis_queue_config(app.addr, &url(&redis), "timeout = \"10s\"\nconcurrency = 1")
+        .replace("shutdown_grace = \"1s\"", "shutdown_grace = \"100ms\"")
+        .replace("visibility_timeout = \"1s\"", "visibility_timeout = \"30s\"");
+    let a = spawn_gateway(&text).await;
+    // Quick attempts first: A then takes two ahead of its one slot.
+    for i in 0..3 {
+        assert_eq!(deliver(&a, &format!("warm-{i}")).await.status, 202);
+    }
+    assert!(eventually(Duration::from_secs(5), async || app.hits() >= 3).await);
+    app.drain();
+    app.set(Behavior::Answer(200, "slow", Duration::from_secs(20)));
+    for i in 0..5 {
+        assert_eq!(deliver(&a, &format!("ahead-{i}")).await.status, 202);
+    }
+    // One attempt hangs on the app, two more wait for its slot.
+    let taken = async || route_state(&a).await["in_flight"].as_u64().unwrap_or(0) >= 3;
+    assert!(eventually(Duration::from_secs(5), taken).await, "{}", route_state(&a).await);
+    let hung: Vec<String> =
+        app.drain().iter().map(|r| r.headers["x-hookgate-delivery-id"].to_str().unwrap().to_owned()).collect();
+    assert_eq!(hung.len(), 1);
+    a.shutdown().await;
+
+    app.set(ok_upstream());
+    let started = std::time::Instant::now();
+    let b = spawn_gateway(&text).await;
+    let mut got = std::collections::BTreeSet::new();
+    let four = eventually(Duration::from_secs(10), async || {
+        got.extend(app.drain().iter().map(|r| r.headers["x-hookgate-delivery-id"].to_str().unwrap().to_owned()));
+        got.len() >= 4
+    })
+    .await;
+    assert!(four, "the two taken ahead and the two never taken: {got:?}");
+    // (B's first take has room for one; a claim that fills a take is followed by another at once.)
+    assert!(started.elapsed() < Duration::from_secs(5), "not after visibility_timeout, nor a quarter of it");
+    assert!(!got.contains(&hung[0]), "the attempt cut short waits for visibility_timeout: {got:?}");
+    b.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_replica_that_dies_with_a_taken_delivery_leaves_it_to_another() {
     let redis = RedisServer::start();
@@ -840,6 +886,75 @@ async fn a_delivered_heads_next_is_handed_on_by_lease_and_claimed_whole_when_its
     assert_eq!(left.trim(), "1", "only the (empty) stream is left: {left}");
     assert_eq!(redis.cli(&["XLEN", "t:{tampa:r}:s"]).trim(), "0");
     assert_eq!(b.depth(&route).await.unwrap(), (Default::default(), 0), "nothing counted");
+}
+
+/// A stopping replica hands what it took and will not attempt to the other
+/// replicas at once, not after `visibility_timeout`: a plain delivery, and
+/// an ordering key's lease, which is claimed as the key's head of now. What
+/// another replica claimed meanwhile is not handed back (nor stolen back).
+#[tokio::test]
+async fn a_stopping_replica_hands_back_what_it_took_and_the_keys_it_holds() {
+    use hookgate::queue::{RouteKey, Transition};
+    let redis = RedisServer::start();
+    let a = queue_on(&redis);
+    let route = RouteKey::new("tampa", "r");
+    for i in 0..2 {
+        a.enqueue(&route, &ordered_entry(i)).await.unwrap();
+    }
+    a.enqueue(&route, &stored_entry(2)).await.unwrap();
+    let mut taken = a.take(&route, 10, &Default::default(), now_ms()).await.unwrap().entries;
+    assert_eq!(ids_of(&taken), ["batch-0", "batch-2"], "batch-1 waits behind its key");
+    let head = taken.remove(0);
+    let next = a.finish_then(&head, &Transition::Done, true).await.unwrap().expect("the key's next, on its lease");
+    let held = [next, taken.remove(0)];
+
+    // Another replica with the same 30 s visibility finds nothing to claim until A hands them back.
+    let early = queue_on(&redis);
+    assert!(early.take(&route, 10, &Default::default(), now_ms()).await.unwrap().entries.is_empty());
+    let b = queue_on(&redis);
+    assert_eq!(a.hand_back(&held).await.unwrap(), 2);
+    let claimed = b.take(&route, 10, &Default::default(), now_ms()).await.unwrap().entries;
+    let mut ids = ids_of(&claimed);
+    ids.sort();
+    assert_eq!(ids, ["batch-1", "batch-2"], "the lease is claimed as the key's head of now");
+
+    // A, handing back again what B holds now, changes nothing.
+    assert_eq!(a.hand_back(&held).await.unwrap(), 0);
+    let d = queue_on(&redis);
+    assert!(d.take(&route, 10, &Default::default(), now_ms()).await.unwrap().entries.is_empty(), "B keeps them");
+    for e in &claimed {
+        b.finish(e, &Transition::Done).await.unwrap();
+    }
+    assert_eq!(b.depth(&route).await.unwrap(), (Default::default(), 0), "all delivered");
+}
+
+/// A replica that died (or stopped) holding many deliveries: another claims
+/// them take after take while its claims come back full, not a take's worth
+/// per quarter of `visibility_timeout`.
+#[tokio::test]
+async fn claims_go_on_while_they_come_back_full() {
+    use hookgate::queue::{RouteKey, Transition};
+    let redis = RedisServer::start();
+    let a = queue_on(&redis);
+    let route = RouteKey::new("tampa", "r");
+    for i in 0..12 {
+        a.enqueue(&route, &stored_entry(i)).await.unwrap();
+    }
+    let held = a.take(&route, 20, &Default::default(), now_ms()).await.unwrap().entries;
+    assert_eq!(held.len(), 12);
+    assert_eq!(a.hand_back(&held).await.unwrap(), 12);
+    let b = queue_on(&redis);
+    let mut got = Vec::new();
+    for want in [5, 5, 2, 0] {
+        let taken = b.take(&route, 5, &Default::default(), now_ms()).await.unwrap().entries;
+        assert_eq!(taken.len(), want, "after {}", got.len());
+        for e in &taken {
+            b.finish(e, &Transition::Done).await.unwrap();
+        }
+        got.extend(ids_of(&taken));
+    }
+    got.sort_by_key(|id| id.trim_start_matches("batch-").parse::<u32>().unwrap());
+    assert_eq!(got, (0..12).map(|i| format!("batch-{i}")).collect::<Vec<_>>());
 }
 
 /// Two replicas hold one head when one claimed it from the other (a slow

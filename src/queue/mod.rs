@@ -307,6 +307,16 @@ impl Store {
         }
     }
 
+    /// Entries taken and not to be attempted here (the process is stopping):
+    /// on Redis handed to the other replicas at once (see
+    /// [`redis::RedisQueue::hand_back`]); the disk store's next start has them.
+    pub async fn hand_back(&self, entries: &[TakenEntry]) -> Result<u64, QueueError> {
+        match self {
+            Store::Disk(_) => Ok(0),
+            Store::Redis(r) => r.hand_back(entries).await,
+        }
+    }
+
     /// How long an idle worker waits before looking again: other replicas
     /// enqueue into a shared store without waking this process's workers.
     pub fn idle_check(&self) -> std::time::Duration {

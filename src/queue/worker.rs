@@ -345,7 +345,7 @@ impl RouteWorker {
                 // meanwhile, it must not go out here when the route returns);
                 // the worker retires once its attempts have ended.
                 None => {
-                    self.let_go();
+                    drop(self.let_go());
                     if self.taking.is_none() && self.attempts.is_empty() {
                         break;
                     }
@@ -538,13 +538,15 @@ impl RouteWorker {
         }
     }
 
-    /// Lets go of the entries taken and not started: they stay stored as
-    /// they are, for a later take (Redis: another replica's, once pending
-    /// `visibility_timeout`).
-    fn let_go(&mut self) {
-        for (_, entry) in self.ready.drain(..) {
+    /// Lets go of the entries taken and not started, and returns them: they
+    /// stay stored as they are, for a later take (Redis: another replica's,
+    /// once pending `visibility_timeout`, or at once when handed back).
+    fn let_go(&mut self) -> Vec<TakenEntry> {
+        let held: Vec<TakenEntry> = self.ready.drain(..).map(|(_, entry)| entry).collect();
+        for entry in &held {
             self.in_flight.remove(&entry.ident());
         }
+        held
     }
 
     /// A take came back with `result`, having asked for `asked` entries.
@@ -573,10 +575,21 @@ impl RouteWorker {
     }
 
     /// Entries taken and never attempted stay stored as they were (Redis:
-    /// read by a replica after `visibility_timeout`; disk: at the next
-    /// start); attempts in flight get `shutdown_grace` to finish.
+    /// handed back to the other replicas at once; disk: at the next start);
+    /// attempts in flight get `shutdown_grace` to finish.
     async fn shut_down(mut self) {
-        self.let_go();
+        let held = self.let_go();
+        if !held.is_empty() {
+            match self.queue.store.hand_back(&held).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::debug!(source = self.key.source(), route = %self.key.identity(), handed = n, "taken deliveries handed to the other replicas")
+                }
+                Err(e) => {
+                    tracing::warn!(source = self.key.source(), route = %self.key.identity(), error = %e, "cannot hand taken deliveries to the other replicas; they take them after queue.visibility_timeout")
+                }
+            }
+        }
         let grace = self.app.current().config.server.shutdown_grace;
         let attempts = &mut self.attempts;
         let drained = tokio::time::timeout(grace, async { while attempts.join_next().await.is_some() {} }).await;

@@ -137,8 +137,22 @@ end
 local parked = redis.call('HLEN', KEYS[4])
 return {redis.call('XLEN', KEYS[1]), taken, redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]), parked}";
 
+/// KEYS: stream. ARGV: consumer, idle ms, stream IDs. Each entry still
+/// pending in this consumer's name is made that idle (`visibility_timeout`):
+/// the next claiming take of any replica has it. Returns how many.
+const HAND_BACK: &str = r"local n = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], 'hookgate', ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[1] then
+    redis.call('XCLAIM', KEYS[1], 'hookgate', ARGV[1], 0, ARGV[i], 'IDLE', ARGV[2], 'JUSTID')
+    n = n + 1
+  end
+end
+return n";
+
 struct Scripts {
     enqueue: Script,
+    hand_back: Script,
     depth: Script,
     promote: Script,
     park: Script,
@@ -341,6 +355,7 @@ impl RedisQueue {
             done_waiting: Mutex::default(),
             scripts: Scripts {
                 enqueue: Script::new(ENQUEUE),
+                hand_back: Script::new(HAND_BACK),
                 depth: Script::new(DEPTH),
                 rate: Script::new(super::rate::GCRA),
                 promote: Script::new(PROMOTE),
@@ -391,6 +406,29 @@ impl RedisQueue {
             .await
             .map_err(|_| unavailable("Redis did not answer in time"))?
             .map_err(unavailable)
+    }
+
+    /// Entries this replica took and will not attempt (it is stopping) are
+    /// handed to the other replicas now rather than after
+    /// `visibility_timeout`: made as idle as that, so the next claiming take
+    /// of any replica has them (an ordering key's lease stands for the key's
+    /// head, see [`order`]). What another replica claimed meanwhile is left
+    /// alone. Returns how many were handed back.
+    pub async fn hand_back(&self, entries: &[TakenEntry]) -> Result<u64, QueueError> {
+        let mut by_stream: HashMap<&str, Vec<&[u8]>> = HashMap::new();
+        for e in entries {
+            if let Handle::Redis { stream, stream_id, .. } = &e.handle {
+                by_stream.entry(stream).or_default().push(stream_id.as_bytes());
+            }
+        }
+        let idle = (self.visibility.as_millis() as u64).max(1).to_string();
+        let mut handed = 0;
+        for (stream, ids) in by_stream {
+            let mut args = vec![self.consumer.as_bytes(), idle.as_bytes()];
+            args.extend(ids);
+            handed += int(&self.eval(&self.scripts.hand_back, &[stream], &args).await?);
+        }
+        Ok(handed)
     }
 
     pub async fn ping(&self) -> Result<(), QueueError> {
@@ -471,8 +509,19 @@ impl RedisQueue {
         // for `visibility_timeout`.
         let mut claimed = if claim { round.entries.len() } else { 0 };
         if claim {
-            self.claimed_at.lock().unwrap_or_else(|p| p.into_inner()).insert(route.clone(), Instant::now());
-            if round.entries.len() < limit {
+            // A claim that filled the take may have left more idle entries (a
+            // replica died or stopped holding many): the next take claims
+            // again, rather than a take's worth per quarter of the timeout.
+            let full = round.entries.len() >= limit;
+            {
+                let mut claimed_at = self.claimed_at.lock().unwrap_or_else(|p| p.into_inner());
+                if full {
+                    claimed_at.remove(route);
+                } else {
+                    claimed_at.insert(route.clone(), Instant::now());
+                }
+            }
+            if !full {
                 match self.take_round(&k, None, Read::New, limit - round.entries.len()).await {
                     Ok(more) => {
                         round.entries.extend(more.entries);
