@@ -125,48 +125,30 @@ impl RedisQueue {
                 n += 1;
             }
         }
-        // Parked behind an ordering key: into the target's stream (ordering
-        // does not follow a move); those that stay are linked up again behind
-        // their key's head, and the route's ordering state goes when none do.
+        // Parked behind an ordering key: into the target's stream as plain
+        // waiting deliveries (ordering does not follow a move; their heads
+        // moved above), then the route's ordering state goes. A record is
+        // dropped from the hash once written, so a move cut short and run
+        // again writes none twice.
         let o = self.order_keys(from);
         let heads = self.query(redis::cmd("HGETALL").arg(&o.heads)).await?;
-        let mut kept = 0u64;
-        for pair in items(&heads).chunks(2) {
-            let (Some(key), Some(head)) = (pair.first().and_then(text), pair.get(1).and_then(text)) else {
-                continue;
-            };
+        for head in items(&heads).chunks(2).filter_map(|pair| pair.get(1).and_then(text)) {
             // `<queue ID> <lease>`, or the queue ID alone ([`super::order`]).
-            let head = head.split(' ').next().unwrap_or_default().to_owned();
-            let mut stay = Vec::new();
-            let mut at = head.clone();
+            let mut at = head.split(' ').next().unwrap_or_default().to_owned();
             while let Some(id) = text(&self.query(redis::cmd("HGET").arg(&o.next).arg(&at)).await?) {
-                self.query(redis::cmd("HDEL").arg(&o.next).arg(&at)).await?;
                 if let Value::BulkString(record) = self.query(redis::cmd("HGET").arg(&k.hash).arg(&id)).await? {
                     let to = target(meta(&record).as_ref());
-                    if to == *from {
-                        stay.push(id.clone());
-                    } else {
-                        let tk = self.keys(&to);
-                        self.register(&to).await?;
-                        self.ensure_group(&to, &tk).await?;
-                        self.query(redis::cmd("XADD").arg(&tk.stream).arg("*").arg("p").arg(record.as_slice())).await?;
-                        self.query(redis::cmd("HDEL").arg(&k.hash).arg(&id)).await?;
-                        n += 1;
-                    }
+                    let tk = self.keys(&to);
+                    self.register(&to).await?;
+                    self.ensure_group(&to, &tk).await?;
+                    self.query(redis::cmd("XADD").arg(&tk.stream).arg("*").arg("p").arg(record.as_slice())).await?;
+                    self.query(redis::cmd("HDEL").arg(&k.hash).arg(&id)).await?;
+                    n += u64::from(to != *from);
                 }
                 at = id;
             }
-            let mut last = head;
-            for id in stay {
-                self.query(redis::cmd("HSET").arg(&o.next).arg(&last).arg(&id)).await?;
-                last = id;
-                kept += 1;
-            }
-            self.query(redis::cmd("HSET").arg(&o.tails).arg(&key).arg(&last)).await?;
         }
-        if kept == 0 {
-            self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.tails).arg(&o.next).arg(&o.retrying)).await?;
-        }
+        self.query(redis::cmd("DEL").arg(&o.heads).arg(&o.tails).arg(&o.next).arg(&o.retrying)).await?;
         Ok(n)
     }
 
