@@ -495,31 +495,14 @@ async fn a_close_delimited_answer_reaches_the_sender_whole_over_tcp_and_tls() {
 /// duplicate is caught and a queued delivery stored and delivered, all
 /// through TLS (the queue's Redis inherits the server and its CA). Without
 /// `ca` the system's roots refuse the test CA: the delivery is refused (503),
-/// never sent in plain text.
-#[tokio::test]
-async fn dedupe_and_queue_on_redis_over_tls_trust_their_ca() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("redis test CA");
-    let leaf = ca.issue(&["127.0.0.1"], "redis");
-    let cert = write(dir.path(), "redis.pem", &leaf.cert);
-    let key = write(dir.path(), "redis.key", &leaf.key);
-    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
-    let tls_port = common::redis::free_port().to_string();
-    let redis = common::redis::RedisServer::start_with(&[
-        "--tls-port",
-        &tls_port,
-        "--tls-cert-file",
-        cert.to_str().unwrap(),
-        "--tls-key-file",
-        key.to_str().unwrap(),
-        "--tls-auth-clients",
-        "no",
-    ]);
+/// never sent in plain text. `target` is the `[dedupe.redis]` line naming the
+/// server(s); `keys` lists what is stored, read over the plain port(s).
+async fn dedupe_and_queue_over_tls(target: &str, ca_file: &Path, keys: impl Fn() -> String) {
     let mut app = spawn_upstream(ok_upstream()).await;
     let app_addr = app.addr;
     let config = |ca_line: &str| {
         format!(
-            "[dedupe]\nstore = \"redis\"\n[dedupe.redis]\nurl = \"rediss://127.0.0.1:{tls_port}/0\"\ntimeout = \"1s\"\n{ca_line}\n\
+            "[dedupe]\nstore = \"redis\"\n[dedupe.redis]\n{target}\ntimeout = \"1s\"\n{ca_line}\n\
              [queue]\nstore = \"redis\"\n\n\
              [sources.tampa]\npath = \"/webhooks/tampa\"\nprovider = \"tampa\"\nsecrets = [\"{SECRET}\"]\n\
              [[sources.tampa.routes]]\nevents = [\"*\"]\nupstream = \"http://{app_addr}/in\"\ndelivery = \"queue\"\n"
@@ -535,10 +518,10 @@ async fn dedupe_and_queue_on_redis_over_tls_trust_their_ca() {
     let got = app.drain();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].headers["x-hookgate-delivery-id"], "tls-1");
-    // Both stores wrote to that server (read back over its plain port).
-    let keys = redis.cli(&["KEYS", "hookgate:*"]);
+    // Both stores wrote to the server(s).
+    let keys = keys();
     assert!(keys.lines().any(|k| k.starts_with("hookgate:q:")), "queue keys: {keys}");
-    assert!(keys.lines().any(|k| !k.starts_with("hookgate:q:")), "dedupe keys: {keys}");
+    assert!(keys.lines().any(|k| k.starts_with("hookgate:") && !k.starts_with("hookgate:q:")), "dedupe keys: {keys}");
     gw.shutdown().await;
 
     let gw = spawn_gateway(&config("")).await;
@@ -546,4 +529,43 @@ async fn dedupe_and_queue_on_redis_over_tls_trust_their_ca() {
     assert_eq!(r.status, 503, "{}", r.text());
     gw.shutdown().await;
     assert!(app.drain().is_empty());
+}
+
+/// A Redis server's certificate, key and CA, written to `dir`.
+fn redis_tls_files(dir: &Path) -> [std::path::PathBuf; 3] {
+    let ca = Ca::new("redis test CA");
+    let leaf = ca.issue(&["127.0.0.1"], "redis");
+    [write(dir, "redis.pem", &leaf.cert), write(dir, "redis.key", &leaf.key), write(dir, "ca.pem", &ca.pem())]
+}
+
+#[tokio::test]
+async fn dedupe_and_queue_on_redis_over_tls_trust_their_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let [cert, key, ca] = redis_tls_files(dir.path());
+    let tls_port = common::redis::free_port().to_string();
+    let redis = common::redis::RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let target = format!("url = \"rediss://127.0.0.1:{tls_port}/0\"");
+    dedupe_and_queue_over_tls(&target, &ca, || redis.cli(&["KEYS", "hookgate:*"])).await;
+}
+
+#[tokio::test]
+async fn dedupe_and_queue_on_a_redis_cluster_over_tls_trust_their_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let [cert, key, ca] = redis_tls_files(dir.path());
+    let (cluster, urls) = {
+        let (cert, key, ca) = (cert.clone(), key.clone(), ca.clone());
+        tokio::task::spawn_blocking(move || common::redis::RedisCluster::start_tls(&cert, &key, &ca)).await.unwrap()
+    };
+    let target = format!("cluster = [{}]", urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", "));
+    let keys = || cluster.nodes.iter().map(|n| n.cli(&["KEYS", "hookgate:*"])).collect::<Vec<_>>().join("\n");
+    dedupe_and_queue_over_tls(&target, &ca, keys).await;
 }

@@ -117,8 +117,37 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> Self {
+        Self::start_nodes(Vec::new)
+    }
+
+    /// Three masters that also speak TLS with `cert` and `key` (the cluster
+    /// bus too, trusting `ca`), and their `rediss://` URLs: a TLS client is
+    /// told the nodes' TLS ports.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> (Self, Vec<String>) {
+        let mut urls = Vec::new();
+        let cluster = Self::start_nodes(|| {
+            let port = free_port().to_string();
+            urls.push(format!("rediss://127.0.0.1:{port}"));
+            let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+            ["--tls-port", &port, "--tls-cert-file", &path(cert), "--tls-key-file", &path(key)]
+                .into_iter()
+                .map(str::to_owned)
+                .chain(["--tls-ca-cert-file".to_owned(), path(ca)])
+                .chain(["--tls-auth-clients", "no", "--tls-cluster", "yes"].map(str::to_owned))
+                .collect()
+        });
+        (cluster, urls)
+    }
+
+    fn start_nodes(mut extra: impl FnMut() -> Vec<String>) -> Self {
         let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]))
+            .map(|_| {
+                let mut args =
+                    vec!["--cluster-enabled".to_owned(), "yes".into(), "--cluster-node-timeout".into(), "2000".into()];
+                args.extend(extra());
+                RedisServer::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            })
             .collect();
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = Command::new("redis-cli")
