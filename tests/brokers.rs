@@ -296,22 +296,7 @@ async fn a_silent_redis_fails_each_route_within_its_own_timeout() {
 #[tokio::test]
 async fn redis_streams_over_tls_trust_the_routes_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = common::tls::Ca::new("redis test CA");
-    let leaf = ca.issue(&["127.0.0.1"], "redis");
-    let cert = common::tls::write(dir.path(), "redis.pem", &leaf.cert);
-    let key = common::tls::write(dir.path(), "redis.key", &leaf.key);
-    let ca_file = common::tls::write(dir.path(), "ca.pem", &ca.pem());
-    let tls_port = free_port().to_string();
-    let redis = RedisServer::start_with(&[
-        "--tls-port",
-        &tls_port,
-        "--tls-cert-file",
-        cert.to_str().unwrap(),
-        "--tls-key-file",
-        key.to_str().unwrap(),
-        "--tls-auth-clients",
-        "no",
-    ]);
+    let (redis, tls_port, [_, _, ca_file]) = RedisServer::start_tls(dir.path());
     let upstream = format!("rediss://127.0.0.1:{tls_port}/0?stream=tls:{{source}}");
     let gw = spawn_gateway(&config("", &upstream, &format!("ca = \"{}\"", ca_file.display()))).await;
     let b = body("tls-1", "invoice.paid");

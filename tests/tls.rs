@@ -531,28 +531,10 @@ async fn dedupe_and_queue_over_tls(target: &str, ca_file: &Path, keys: impl Fn()
     assert!(app.drain().is_empty());
 }
 
-/// A Redis server's certificate, key and CA, written to `dir`.
-fn redis_tls_files(dir: &Path) -> [std::path::PathBuf; 3] {
-    let ca = Ca::new("redis test CA");
-    let leaf = ca.issue(&["127.0.0.1"], "redis");
-    [write(dir, "redis.pem", &leaf.cert), write(dir, "redis.key", &leaf.key), write(dir, "ca.pem", &ca.pem())]
-}
-
 #[tokio::test]
 async fn dedupe_and_queue_on_redis_over_tls_trust_their_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let [cert, key, ca] = redis_tls_files(dir.path());
-    let tls_port = common::redis::free_port().to_string();
-    let redis = common::redis::RedisServer::start_with(&[
-        "--tls-port",
-        &tls_port,
-        "--tls-cert-file",
-        cert.to_str().unwrap(),
-        "--tls-key-file",
-        key.to_str().unwrap(),
-        "--tls-auth-clients",
-        "no",
-    ]);
+    let (redis, tls_port, [_, _, ca]) = common::redis::RedisServer::start_tls(dir.path());
     let target = format!("url = \"rediss://127.0.0.1:{tls_port}/0\"");
     dedupe_and_queue_over_tls(&target, &ca, || redis.cli(&["KEYS", "hookgate:*"])).await;
 }
@@ -560,7 +542,7 @@ async fn dedupe_and_queue_on_redis_over_tls_trust_their_ca() {
 #[tokio::test]
 async fn dedupe_and_queue_on_a_redis_cluster_over_tls_trust_their_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let [cert, key, ca] = redis_tls_files(dir.path());
+    let [cert, key, ca] = common::redis::tls_files(dir.path());
     let (cluster, urls) = {
         let (cert, key, ca) = (cert.clone(), key.clone(), ca.clone());
         tokio::task::spawn_blocking(move || common::redis::RedisCluster::start_tls(&cert, &key, &ca)).await.unwrap()

@@ -43,6 +43,27 @@ impl RedisServer {
         s
     }
 
+    /// A server that also speaks TLS (clients not asked for certificates),
+    /// with a certificate for 127.0.0.1 from a test CA: the server, its TLS
+    /// port, and the files (certificate, key, CA) written to `dir`.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn start_tls(dir: &std::path::Path) -> (Self, u16, [PathBuf; 3]) {
+        let files = tls_files(dir);
+        let [cert, key, _] = &files;
+        let port = free_port();
+        let redis = Self::start_with(&[
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ]);
+        (redis, port, files)
+    }
+
     fn launch(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -108,6 +129,15 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A Redis server's certificate (for 127.0.0.1), key and test CA, written to `dir`.
+#[allow(dead_code)] // not every test binary uses it
+pub fn tls_files(dir: &std::path::Path) -> [PathBuf; 3] {
+    let ca = super::tls::Ca::new("redis test CA");
+    let leaf = ca.issue(&["127.0.0.1"], "redis");
+    let write = |name, text: &str| super::tls::write(dir, name, text);
+    [write("redis.pem", &leaf.cert), write("redis.key", &leaf.key), write("ca.pem", &ca.pem())]
 }
 
 /// Three masters, no replicas.
