@@ -246,7 +246,7 @@ async fn an_ordered_orphan_moves_and_deletes_whole(queue: &str) {
         eventually(Duration::from_secs(10), async || orphan(&gw, "orders").await.is_some_and(|o| held(&o) == 3)).await;
     assert!(gone, "{:?}", gw.admin_json("/queue").await);
     let admin = |path: &str| format!("http://{}{path}", gw.admin);
-    let r = send(&admin("/queue/orphans/tampa/orders/move?to=orders-v2"), "POST", &[], "").await;
+    let r = send_orphan_op(&admin("/queue/orphans/tampa/orders/move?to=orders-v2"), "POST").await;
     assert_eq!((r.status.as_u16(), r.json()["moved"].as_u64()), (200, Some(3)), "{}", r.text());
     let all = |log: Vec<String>, ids: &[&str]| ids.iter().all(|id| log.contains(&(*id).to_owned()));
     assert!(
@@ -266,7 +266,7 @@ async fn an_ordered_orphan_moves_and_deletes_whole(queue: &str) {
         eventually(Duration::from_secs(10), async || orphan(&gw, "orders-v2").await.is_some_and(|o| held(&o) == 3))
             .await
     );
-    let r = send(&admin("/queue/orphans/tampa/orders-v2"), "DELETE", &[], "").await;
+    let r = send_orphan_op(&admin("/queue/orphans/tampa/orders-v2"), "DELETE").await;
     assert_eq!((r.status.as_u16(), r.json()["deleted"].as_u64()), (200, Some(3)), "{}", r.text());
     assert!(orphan(&gw, "orders-v2").await.is_none());
     let routes = gw.admin_json("/queue").await["routes"].as_array().unwrap().clone();

@@ -394,6 +394,21 @@ async fn orphan(app: &App, source: &str, route: &str) -> Result<RouteKey, Respon
     }
 }
 
+/// Disk: an attempt started before the orphan's route went away records its
+/// outcome under it; moved or dropped meanwhile, a retry or dead letter would
+/// be written back beside the delivery. (Redis stores an outcome only for an
+/// entry still pending in its stream.)
+fn settled(queue: &crate::queue::Queue, key: &RouteKey) -> Result<(), Response<ResBody>> {
+    match &queue.store {
+        crate::queue::Store::Disk(d) if d.counts(key).1 > 0 => Err(error(
+            StatusCode::CONFLICT,
+            "attempts_in_flight",
+            "attempts started before this route was removed are still under way (at most its timeout); try again in a moment",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `POST /queue/orphans/{source}/{route}/move?to=NAME` (SPEC §12): an
 /// orphan's deliveries handed to a route of the same source, named by its
 /// `name` (or, unnamed, the identity `GET /queue` shows).
@@ -414,6 +429,9 @@ pub async fn move_orphans(app: &App, source: &str, route: &str, query: &str) -> 
         );
     }
     let Some(queue) = &app.queue else { return unavailable(&QueueError::Closed) };
+    if let Err(res) = settled(queue, &from) {
+        return res;
+    }
     match queue.move_route(&from, &target).await {
         Ok(n) => {
             tracing::info!(source = from.source(), from = %from.identity(), to = %to, moved = n, "orphaned queued deliveries moved");
@@ -430,6 +448,9 @@ pub async fn delete_orphans(app: &App, source: &str, route: &str) -> Response<Re
         Err(res) => return res,
     };
     let Some(queue) = &app.queue else { return unavailable(&QueueError::Closed) };
+    if let Err(res) = settled(queue, &key) {
+        return res;
+    }
     match queue.purge(&key).await {
         Ok(n) => {
             tracing::warn!(source = key.source(), route = %key.identity(), deleted = n, "orphaned queued deliveries deleted");

@@ -307,12 +307,16 @@ impl Store {
         }
     }
 
-    /// Entries taken and not to be attempted here (the process is stopping):
-    /// on Redis handed to the other replicas at once (see
-    /// [`redis::RedisQueue::hand_back`]); the disk store's next start has them.
+    /// Entries taken and not to be attempted here (the process is stopping,
+    /// their route went away): on Redis handed to the other replicas at once
+    /// (see [`redis::RedisQueue::hand_back`]); on disk no longer counted as
+    /// in flight, takeable again. How many the other replicas got.
     pub async fn hand_back(&self, entries: &[TakenEntry]) -> Result<u64, QueueError> {
         match self {
-            Store::Disk(_) => Ok(0),
+            Store::Disk(d) => {
+                d.untake(entries);
+                Ok(0)
+            }
             Store::Redis(r) => r.hand_back(entries).await,
         }
     }

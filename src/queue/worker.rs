@@ -341,11 +341,11 @@ impl RouteWorker {
                     self.plan_take(concurrency, free, now);
                 }
                 // Gone from the config: its entries wait as orphans (SPEC §12).
-                // What was taken and not started is let go (moved or deleted
-                // meanwhile, it must not go out here when the route returns);
-                // the worker retires once its attempts have ended.
+                // What was taken and not started is handed back (moved or
+                // deleted meanwhile, it must not go out here when the route
+                // returns); the worker retires once its attempts have ended.
                 None => {
-                    drop(self.let_go());
+                    self.hand_back().await;
                     if self.taking.is_none() && self.attempts.is_empty() {
                         break;
                     }
@@ -538,15 +538,25 @@ impl RouteWorker {
         }
     }
 
-    /// Lets go of the entries taken and not started, and returns them: they
-    /// stay stored as they are, for a later take (Redis: another replica's,
-    /// once pending `visibility_timeout`, or at once when handed back).
-    fn let_go(&mut self) -> Vec<TakenEntry> {
+    /// Hands back the entries taken and not started: they stay stored as
+    /// they are, for a later take (Redis: the other replicas' at once).
+    async fn hand_back(&mut self) {
+        if self.ready.is_empty() {
+            return;
+        }
         let held: Vec<TakenEntry> = self.ready.drain(..).map(|(_, entry)| entry).collect();
         for entry in &held {
             self.in_flight.remove(&entry.ident());
         }
-        held
+        match self.queue.store.hand_back(&held).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::debug!(source = self.key.source(), route = %self.key.identity(), handed = n, "taken deliveries handed to the other replicas")
+            }
+            Err(e) => {
+                tracing::warn!(source = self.key.source(), route = %self.key.identity(), error = %e, "cannot hand taken deliveries to the other replicas; they take them after queue.visibility_timeout")
+            }
+        }
     }
 
     /// A take came back with `result`, having asked for `asked` entries.
@@ -578,18 +588,7 @@ impl RouteWorker {
     /// handed back to the other replicas at once; disk: at the next start);
     /// attempts in flight get `shutdown_grace` to finish.
     async fn shut_down(mut self) {
-        let held = self.let_go();
-        if !held.is_empty() {
-            match self.queue.store.hand_back(&held).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::debug!(source = self.key.source(), route = %self.key.identity(), handed = n, "taken deliveries handed to the other replicas")
-                }
-                Err(e) => {
-                    tracing::warn!(source = self.key.source(), route = %self.key.identity(), error = %e, "cannot hand taken deliveries to the other replicas; they take them after queue.visibility_timeout")
-                }
-            }
-        }
+        self.hand_back().await;
         let grace = self.app.current().config.server.shutdown_grace;
         let attempts = &mut self.attempts;
         let drained = tokio::time::timeout(grace, async { while attempts.join_next().await.is_some() {} }).await;

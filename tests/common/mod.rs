@@ -244,6 +244,21 @@ pub async fn send(url: &str, method: &str, headers: &[(String, String)], body: i
     send_with(&client(), url, method, headers, body).await
 }
 
+/// An orphan's move or delete (`POST .../move`, `DELETE`), sent again while
+/// the disk store answers 409 `attempts_in_flight` (attempts started before
+/// the route went away end within its timeout), for at most 10 s.
+#[allow(dead_code)] // not every test binary uses it
+pub async fn send_orphan_op(url: &str, method: &str) -> Reply {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = send(url, method, &[], "").await;
+        if r.status != 409 || r.error_code() != "attempts_in_flight" || tokio::time::Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn send_with(
     client: &Client<HttpConnector, Full<Bytes>>,
     url: &str,

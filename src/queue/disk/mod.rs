@@ -74,6 +74,16 @@ struct Tally {
     taken_retry: u64,
 }
 
+impl Tally {
+    /// An entry taken from `slot` is no longer in flight (handed back unattempted).
+    fn untake(&mut self, slot: &Slot) {
+        match slot {
+            Slot::Fresh(_) | Slot::Parked(_) => self.taken_fresh = self.taken_fresh.saturating_sub(1),
+            Slot::Retry(_) => self.taken_retry = self.taken_retry.saturating_sub(1),
+        }
+    }
+}
+
 type Tallies = Arc<Mutex<HashMap<RouteKey, Tally>>>;
 
 /// One request to the store thread.
@@ -634,15 +644,26 @@ impl DiskQueue {
                     tracing::error!(seq, error = %e, "damaged queue entry; leaving it stored");
                     let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(c) = tallies.get_mut(&route) {
-                        match slot {
-                            Slot::Fresh(_) | Slot::Parked(_) => c.taken_fresh = c.taken_fresh.saturating_sub(1),
-                            Slot::Retry(_) => c.taken_retry = c.taken_retry.saturating_sub(1),
-                        }
+                        c.untake(&slot);
                     }
                 }
             }
         }
         Ok(Taken { entries, next_due_ms: raw.next_due_ms })
+    }
+
+    /// Entries taken that will not be attempted (their route went away, the
+    /// process is stopping): no longer counted as taken. They stay stored
+    /// as they are, takeable again.
+    pub fn untake(&self, entries: &[TakenEntry]) {
+        let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
+        for e in entries {
+            let Handle::Disk { slot, .. } = &e.handle else { continue };
+            let (Slot::Fresh(k) | Slot::Retry(k) | Slot::Parked(k)) = slot;
+            if let Some(c) = RouteKey::split(k).and_then(|(route, _)| tallies.get_mut(&route)) {
+                c.untake(slot);
+            }
+        }
     }
 
     pub async fn finish(&self, taken: TakenEntry, t: Transition) -> Result<(), QueueError> {
