@@ -397,15 +397,15 @@ async fn orphan(app: &App, source: &str, route: &str) -> Result<RouteKey, Respon
 /// Disk: an attempt started before the orphan's route went away records its
 /// outcome under it; moved or dropped meanwhile, a retry or dead letter would
 /// be written back beside the delivery. (Redis stores an outcome only for an
-/// entry still pending in its stream.)
-fn settled(queue: &crate::queue::Queue, key: &RouteKey) -> Result<(), Response<ResBody>> {
+/// entry still pending in its stream.) The 409 answer while they are.
+fn unsettled(queue: &crate::queue::Queue, key: &RouteKey) -> Option<Response<ResBody>> {
     match &queue.store {
-        crate::queue::Store::Disk(d) if d.counts(key).1 > 0 => Err(error(
+        crate::queue::Store::Disk(d) if d.counts(key).1 > 0 => Some(error(
             StatusCode::CONFLICT,
             "attempts_in_flight",
             "attempts started before this route was removed are still under way (at most its timeout); try again in a moment",
         )),
-        _ => Ok(()),
+        _ => None,
     }
 }
 
@@ -429,7 +429,7 @@ pub async fn move_orphans(app: &App, source: &str, route: &str, query: &str) -> 
         );
     }
     let Some(queue) = &app.queue else { return unavailable(&QueueError::Closed) };
-    if let Err(res) = settled(queue, &from) {
+    if let Some(res) = unsettled(queue, &from) {
         return res;
     }
     match queue.move_route(&from, &target).await {
@@ -448,7 +448,7 @@ pub async fn delete_orphans(app: &App, source: &str, route: &str) -> Response<Re
         Err(res) => return res,
     };
     let Some(queue) = &app.queue else { return unavailable(&QueueError::Closed) };
-    if let Err(res) = settled(queue, &key) {
+    if let Some(res) = unsettled(queue, &key) {
         return res;
     }
     match queue.purge(&key).await {
