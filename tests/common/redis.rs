@@ -159,13 +159,15 @@ impl RedisCluster {
         let cluster = Self::start_nodes(|| {
             let port = free_port().to_string();
             urls.push(format!("rediss://127.0.0.1:{port}"));
-            let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
-            ["--tls-port", &port, "--tls-cert-file", &path(cert), "--tls-key-file", &path(key)]
-                .into_iter()
-                .map(str::to_owned)
-                .chain(["--tls-ca-cert-file".to_owned(), path(ca)])
-                .chain(["--tls-auth-clients", "no", "--tls-cluster", "yes"].map(str::to_owned))
-                .collect()
+            let args = [
+                ("--tls-port", port.as_str()),
+                ("--tls-cert-file", cert.to_str().unwrap()),
+                ("--tls-key-file", key.to_str().unwrap()),
+                ("--tls-ca-cert-file", ca.to_str().unwrap()),
+                ("--tls-auth-clients", "no"),
+                ("--tls-cluster", "yes"),
+            ];
+            args.into_iter().flat_map(|(k, v)| [k.to_owned(), v.to_owned()]).collect()
         });
         (cluster, urls)
     }

@@ -223,6 +223,12 @@ fn redis_ca_is_checked_and_goes_with_its_server() {
     std::fs::write(&ca, cert.cert.pem()).unwrap();
     let junk = dir.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate").unwrap();
+    // Hostile files: 4 MB of noise, a certificate cut short, a directory.
+    let huge = dir.path().join("huge.pem");
+    std::fs::write(&huge, vec![b'A'; 4 << 20]).unwrap();
+    let cut = dir.path().join("cut.pem");
+    let pem = cert.cert.pem();
+    std::fs::write(&cut, format!("{}\n-----END CERTIFICATE-----\n", &pem[..pem.len() / 2])).unwrap();
     let with = |url: &str, ca: &std::path::Path, queue: &str| {
         format!(
             "[dedupe]\nstore = \"redis\"\n[dedupe.redis]\nurl = \"{url}\"\nca = \"{}\"\n[queue]\nstore = \"redis\"\n{queue}\n{MINIMAL}",
@@ -254,12 +260,17 @@ fn redis_ca_is_checked_and_goes_with_its_server() {
         ),
         ("rediss://:pw@redis.internal:6380/0", junk.as_path(), "dedupe.redis.ca: "),
         ("rediss://:pw@redis.internal:6380/0", &dir.path().join("missing.pem"), "dedupe.redis.ca: "),
+        ("rediss://:pw@redis.internal:6380/0", huge.as_path(), "dedupe.redis.ca: "),
+        ("rediss://:pw@redis.internal:6380/0", cut.as_path(), "dedupe.redis.ca: "),
+        ("rediss://:pw@redis.internal:6380/0", dir.path(), "dedupe.redis.ca: "),
     ] {
         let errs = load_str(&with(url, file, ""), &env).unwrap_err().0;
         assert!(errs.iter().any(|e| e.starts_with(want) && !e.contains("pw")), "{url} {file:?}: {errs:?}");
     }
-    let errs = load_str(&with("rediss://redis.internal:6380/0", &junk, ""), &env).unwrap_err().0;
-    assert!(errs.iter().any(|e| e.contains(junk.to_str().unwrap())), "names the file: {errs:?}");
+    for file in [&junk, &huge, &cut] {
+        let errs = load_str(&with("rediss://redis.internal:6380/0", file, ""), &env).unwrap_err().0;
+        assert!(errs.iter().any(|e| e.contains(file.to_str().unwrap()) && e.len() < 500), "names the file: {errs:?}");
+    }
     let cluster = format!(
         "[dedupe]\nstore = \"redis\"\n[dedupe.redis]\ncluster = [\"rediss://a:7000\", \"redis://b:7000\"]\nca = \"{}\"\n{MINIMAL}",
         ca.display()
